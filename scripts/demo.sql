@@ -1,0 +1,70 @@
+-- The demo run by scripts/setup.sh. It removes its own rows first, so running
+-- it again gives the same output.
+\set QUIET on
+\pset footer off
+SET client_min_messages = warning;
+
+\echo
+\echo '-- installed: extension version and where its library is loaded from'
+SELECT extname, extversion,
+       current_setting('shared_preload_libraries') AS shared_preload_libraries
+  FROM pg_extension WHERE extname = 'automation_ext';
+
+\echo '-- the schemas it created, with their tables'
+SELECT n.nspname AS schema, string_agg(c.relname, ', ' ORDER BY c.relname) AS tables
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname IN ('automation', 'automation_workflows', 'automation_triggers', 'automation_audit')
+   AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ GROUP BY n.nspname ORDER BY 1;
+
+BEGIN;
+DELETE FROM automation_workflows.workflow_executions WHERE workflow_name LIKE 'demo-%';
+DELETE FROM automation_triggers.registry
+ WHERE workflow_id IN (SELECT id FROM automation_workflows.definitions WHERE name LIKE 'demo-%');
+DELETE FROM automation_workflows.definitions WHERE name LIKE 'demo-%';
+
+\echo '-- two workflow definitions'
+INSERT INTO automation_workflows.definitions (name, definition)
+VALUES ('demo-nightly-etl', '{"steps": ["extract", "transform", "load"]}'),
+       ('demo-invoice-sync', '{"steps": ["fetch", "post"], "retries": 3}')
+RETURNING id, name, version, is_active;
+
+\echo '-- a schedule trigger for one of them'
+INSERT INTO automation_triggers.registry (trigger_type, source_system, config, workflow_id, next_fire_at)
+SELECT 'cron', 'demo', '{"schedule": "0 2 * * *"}', id, date_trunc('day', now()) + interval '1 day 2 hours'
+  FROM automation_workflows.definitions WHERE name = 'demo-nightly-etl'
+RETURNING trigger_type, config->>'schedule' AS schedule, workflow_id;
+
+\echo '-- forty executions with mixed outcomes'
+INSERT INTO automation_workflows.workflow_executions
+       (workflow_name, status, started_at, completed_at, metadata, error_details)
+SELECT CASE WHEN i % 2 = 0 THEN 'demo-nightly-etl' ELSE 'demo-invoice-sync' END,
+       CASE WHEN i % 10 = 0 THEN 'error' WHEN i % 13 = 0 THEN 'running' ELSE 'success' END,
+       now() - make_interval(mins => i * 10),
+       CASE WHEN i % 13 = 0 THEN NULL ELSE now() - make_interval(mins => i * 10) + make_interval(secs => 30 + i) END,
+       jsonb_build_object('run', i, 'source', 'demo'),
+       CASE WHEN i % 10 = 0 THEN jsonb_build_object('reason', 'upstream unavailable') END
+  FROM generate_series(1, 40) AS i;
+COMMIT;
+
+\echo '-- per workflow: runs, outcomes, mean duration'
+SELECT workflow_name,
+       count(*) AS runs,
+       count(*) FILTER (WHERE status = 'success') AS successes,
+       count(*) FILTER (WHERE status = 'error') AS errors,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       round(avg(extract(epoch FROM completed_at - started_at)), 1) AS avg_seconds
+  FROM automation_workflows.workflow_executions
+ WHERE workflow_name LIKE 'demo-%'
+ GROUP BY workflow_name ORDER BY workflow_name;
+
+\echo '-- a JSONB lookup served by the GIN index idx_workflow_metadata'
+SET enable_seqscan = off;
+EXPLAIN (COSTS off)
+SELECT id FROM automation_workflows.workflow_executions WHERE metadata @> '{"run": 7}';
+RESET enable_seqscan;
+
+\echo '-- a typo in a status is refused, not stored'
+\set ON_ERROR_STOP off
+INSERT INTO automation_workflows.workflow_executions (workflow_name, status) VALUES ('demo-nightly-etl', 'sucess');
+\set ON_ERROR_STOP on

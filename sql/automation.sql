@@ -1,0 +1,111 @@
+-- automation: the extension's own schema. Tables here are shared by every
+-- feature: pipeline metrics, monitoring samples, the error queue, migrations.
+--
+-- Install-script hygiene (CVE-2018-1058 / CVE-2020-14350 family): the control
+-- file puts the extension in pg_catalog, so this script runs with
+-- search_path = pg_catalog and cannot see objects planted in public; every
+-- object we create is schema-qualified, and nothing uses @extschema@ inside
+-- quotes (CVE-2023-39417).
+
+-- We create the schema ourselves so that it belongs to the extension and goes
+-- with DROP EXTENSION. A schema of that name that already exists may hold
+-- objects of another role; refuse rather than build on it.
+DO $guard$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_namespace
+                WHERE nspname OPERATOR(pg_catalog.=) 'automation') THEN
+        RAISE EXCEPTION 'schema "automation" already exists'
+              USING ERRCODE = 'duplicate_schema',
+                    HINT = 'automation_ext creates and owns the schema "automation". Rename or drop the existing schema, then run CREATE EXTENSION again.';
+    END IF;
+END
+$guard$;
+
+CREATE SCHEMA automation;
+COMMENT ON SCHEMA automation IS 'automation_ext: functions, metrics, monitoring, error queue, migrations';
+
+-- Pipeline metrics (the seed's TimescaleDB hypertable). Range-partitioned by
+-- time from the first release, so that time-based retention and the rollups
+-- never need a table rewrite; the DEFAULT partition means an insert never
+-- fails for want of a partition.
+CREATE TABLE automation.pipeline_metrics (
+    time              timestamptz  NOT NULL,
+    pipeline_name     varchar(255) NOT NULL,
+    stage             varchar(100) NOT NULL,
+    duration_ms       integer,
+    records_processed integer,
+    status            varchar(50),
+    error_message     text,
+    CONSTRAINT pipeline_metrics_duration_ms_check CHECK (duration_ms >= 0),
+    CONSTRAINT pipeline_metrics_records_processed_check CHECK (records_processed >= 0),
+    CONSTRAINT pipeline_metrics_status_check
+        CHECK (status IN ('running', 'success', 'error', 'warning', 'skipped', 'timeout', 'cancelled'))
+) PARTITION BY RANGE (time);
+
+CREATE TABLE automation.pipeline_metrics_default
+    PARTITION OF automation.pipeline_metrics DEFAULT;
+
+CREATE INDEX pipeline_metrics_time_brin
+    ON automation.pipeline_metrics USING brin (time);
+CREATE INDEX pipeline_metrics_pipeline_time
+    ON automation.pipeline_metrics (pipeline_name, time DESC);
+
+COMMENT ON TABLE automation.pipeline_metrics IS
+    'One row per pipeline stage run; range-partitioned by time (rows without a partition land in pipeline_metrics_default).';
+
+-- Database health samples (the seed's database_monitoring).
+CREATE TABLE automation.database_monitoring (
+    check_time           timestamptz NOT NULL DEFAULT pg_catalog.now() PRIMARY KEY,
+    active_connections   integer,
+    cache_hit_ratio      numeric,
+    index_hit_ratio      numeric,
+    table_sizes          jsonb,
+    long_running_queries integer,
+    replication_lag      interval,
+    CONSTRAINT database_monitoring_active_connections_check CHECK (active_connections >= 0),
+    CONSTRAINT database_monitoring_cache_hit_ratio_check CHECK (cache_hit_ratio BETWEEN 0 AND 100),
+    CONSTRAINT database_monitoring_index_hit_ratio_check CHECK (index_hit_ratio BETWEEN 0 AND 100),
+    CONSTRAINT database_monitoring_long_running_queries_check CHECK (long_running_queries >= 0)
+);
+
+COMMENT ON TABLE automation.database_monitoring IS
+    'Periodic database health samples, one row per collection.';
+
+-- The error queue (the seed's automation_errors).
+CREATE TABLE automation.errors (
+    id            uuid         NOT NULL DEFAULT pg_catalog.gen_random_uuid() PRIMARY KEY,
+    error_time    timestamptz  NOT NULL DEFAULT pg_catalog.now(),
+    workflow_name varchar(255),
+    error_type    varchar(100),
+    error_message text,
+    error_context jsonb,
+    retry_count   integer      NOT NULL DEFAULT 0,
+    last_retry_at timestamptz,
+    resolved_at   timestamptz,
+    CONSTRAINT errors_retry_count_check CHECK (retry_count >= 0)
+);
+
+-- What retry_failed_workflow scans: unresolved errors of a workflow, oldest first.
+CREATE INDEX errors_unresolved_workflow_time
+    ON automation.errors (workflow_name, error_time)
+    WHERE resolved_at IS NULL;
+
+COMMENT ON TABLE automation.errors IS
+    'Workflow error queue: unresolved rows (resolved_at IS NULL) are candidates for retry.';
+
+-- Applied schema migrations (the seed's schema_migrations).
+CREATE TABLE automation.schema_migrations (
+    version    varchar(255) NOT NULL PRIMARY KEY,
+    applied_at timestamptz  NOT NULL DEFAULT pg_catalog.now(),
+    checksum   varchar(64)
+);
+
+COMMENT ON TABLE automation.schema_migrations IS
+    'Applied migrations with their checksums.';
+
+-- Rows in extension tables are user data: have pg_dump dump them (an
+-- extension's tables are otherwise dumped as "CREATE EXTENSION" alone).
+SELECT pg_catalog.pg_extension_config_dump('automation.pipeline_metrics_default', '');
+SELECT pg_catalog.pg_extension_config_dump('automation.database_monitoring', '');
+SELECT pg_catalog.pg_extension_config_dump('automation.errors', '');
+SELECT pg_catalog.pg_extension_config_dump('automation.schema_migrations', '');

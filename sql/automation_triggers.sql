@@ -1,0 +1,31 @@
+-- automation_triggers: what starts a workflow (schedules, webhooks, events).
+
+CREATE SCHEMA automation_triggers;
+COMMENT ON SCHEMA automation_triggers IS 'automation_ext: registry of workflow triggers';
+
+CREATE TABLE automation_triggers.registry (
+    id            serial       PRIMARY KEY,
+    trigger_type  varchar(100) NOT NULL,
+    source_system varchar(100),
+    config        jsonb        NOT NULL,
+    -- No ON DELETE action: deleting a definition that still has triggers is
+    -- an error rather than a silent loss of the triggers.
+    workflow_id   integer      REFERENCES automation_workflows.definitions (id),
+    last_fired_at timestamptz,
+    next_fire_at  timestamptz,
+    CONSTRAINT registry_trigger_type_check CHECK (trigger_type <> '')
+);
+
+-- Foreign keys are not indexed by PostgreSQL; deletes on definitions need it.
+CREATE INDEX registry_workflow_id
+    ON automation_triggers.registry (workflow_id);
+-- "Which triggers are due?"
+CREATE INDEX registry_next_fire_at
+    ON automation_triggers.registry (next_fire_at)
+    WHERE next_fire_at IS NOT NULL;
+
+COMMENT ON TABLE automation_triggers.registry IS
+    'Registered workflow triggers and when they fired / fire next.';
+
+SELECT pg_catalog.pg_extension_config_dump('automation_triggers.registry', '');
+SELECT pg_catalog.pg_extension_config_dump('automation_triggers.registry_id_seq', '');

@@ -1,0 +1,32 @@
+//! automation_ext: a PostgreSQL extension that turns a database into a
+//! workflow and data-pipeline engine.
+//!
+//! This file only wires modules together; each concern lives in its own
+//! module (see DESIGN.md in the shared folder for the map).
+
+use pgrx::prelude::*;
+
+mod schema;
+
+::pgrx::pg_module_magic!(name, version);
+
+/// Called once per backend when the library is loaded, either at postmaster
+/// start (`shared_preload_libraries`) or lazily on first use of one of our
+/// functions. Everything registered here must be safe in both cases: GUCs may
+/// be defined either way, background workers only during preload.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {}
+
+/// Required by `cargo pgrx test`: the options of the throw-away test cluster.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    /// The `#[pg_test]` cluster runs *without* `shared_preload_libraries`, so
+    /// the in-backend tests also prove the library loads lazily; the SQL
+    /// regression suite (pg_test/) runs against a cluster that preloads it.
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
