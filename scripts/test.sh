@@ -7,7 +7,9 @@
 #      the library preloaded, as scripts/setup.sh does. This must come after
 #      step 2: `cargo pgrx test --runas` copies its debug test build (with the
 #      test-only schema) over the system install;
-#   4. the SQL regression suite in pg_test/ (pg_regress) against that cluster.
+#   4. the SQL regression suite in pg_test/ (pg_regress) against that cluster;
+#   5. the integration tests in pg_test/integration (real LISTEN clients,
+#      several sessions), built as root and run as the postgres OS user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -47,4 +49,13 @@ if [ $status -ne 0 ]; then
     die "SQL regression suite failed (output kept in $work)"
 fi
 rm -rf "$work"
+
+log "integration tests (pg_test/integration, as the postgres user against port $PG_PORT)"
+export CARGO_TARGET_DIR="$PWD/target/integration"
+binaries=$(cargo test --manifest-path pg_test/integration/Cargo.toml --no-run --message-format=json \
+           | grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/')
+[ -n "$binaries" ] || die "no integration test binaries were built"
+for bin in $binaries; do
+    as_postgres env AUTOMATION_TEST_PORT="$PG_PORT" "$bin"
+done
 log "all tests passed"

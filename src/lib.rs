@@ -6,7 +6,9 @@
 
 use pgrx::prelude::*;
 
+mod notify;
 mod schema;
+mod settings;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -15,7 +17,9 @@ mod schema;
 /// functions. Everything registered here must be safe in both cases: GUCs may
 /// be defined either way, background workers only during preload.
 #[pg_guard]
-pub extern "C-unwind" fn _PG_init() {}
+pub extern "C-unwind" fn _PG_init() {
+    settings::register();
+}
 
 /// Required by `cargo pgrx test`: the options of the throw-away test cluster.
 #[cfg(test)]

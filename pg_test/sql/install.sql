@@ -37,12 +37,13 @@ SELECT conrelid::regclass AS table_name, conname, pg_get_constraintdef(oid) AS d
   FROM pg_constraint
  WHERE contype IN ('c', 'f')
    AND connamespace::regnamespace::text IN ('automation', 'automation_workflows', 'automation_triggers', 'automation_audit')
- ORDER BY 1::text, 2;
+ ORDER BY conrelid::regclass::text, conname;
 
 -- user data in extension tables is dumped by pg_dump
-SELECT unnest(extconfig)::regclass AS dumped
-  FROM pg_extension WHERE extname = 'automation_ext'
- ORDER BY 1::text;
+SELECT dumped
+  FROM (SELECT unnest(extconfig)::regclass::text AS dumped
+          FROM pg_extension WHERE extname = 'automation_ext') config
+ ORDER BY dumped;
 
 -- The extension is "in" pg_catalog only so its install script runs with a
 -- safe search_path: no member object may live anywhere but our four schemas.

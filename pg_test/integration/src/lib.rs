@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests: connections to the cluster that
+//! scripts/test.sh prepared, and a fresh database per test binary.
+
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+pub use postgres::{Client, NoTls};
+
+/// Connection string parts, overridable for other clusters.
+fn base() -> String {
+    let host = std::env::var("AUTOMATION_TEST_HOST").unwrap_or_else(|_| "/var/run/postgresql".into());
+    let port = std::env::var("AUTOMATION_TEST_PORT").unwrap_or_else(|_| "5432".into());
+    let user = std::env::var("AUTOMATION_TEST_USER").unwrap_or_else(|_| "postgres".into());
+    format!("host={host} port={port} user={user}")
+}
+
+pub const DB: &str = "automation_it";
+
+static CREATE: Once = Once::new();
+
+/// A session on the test database, which is created (fresh, with the
+/// extension) the first time any test of this binary asks.
+pub fn connect() -> Client {
+    CREATE.call_once(|| {
+        let mut admin = Client::connect(&format!("{} dbname=postgres", base()), NoTls)
+            .expect("connect to the cluster scripts/test.sh set up");
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {DB}")).unwrap();
+        let mut c = Client::connect(&format!("{} dbname={DB}", base()), NoTls).unwrap();
+        c.batch_execute("CREATE EXTENSION automation_ext").unwrap();
+    });
+    Client::connect(&format!("{} dbname={DB}", base()), NoTls).expect("connect to the test database")
+}
+
+/// Notifications that arrive within `quiet` of each other, starting now and
+/// for at most `limit` in all.
+pub fn drain(client: &mut Client, quiet: Duration, limit: Duration) -> Vec<(String, String)> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut notifications = client.notifications();
+    let mut it = notifications.timeout_iter(quiet);
+    while start.elapsed() < limit {
+        match it.next() {
+            Ok(Some(n)) => got.push((n.channel().to_owned(), n.payload().to_owned())),
+            Ok(None) => break,
+            Err(e) => panic!("reading notifications: {e}"),
+        }
+    }
+    got
+}

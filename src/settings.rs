@@ -1,0 +1,91 @@
+//! Every GUC of the extension, under the `automation.` prefix, in one place.
+//! `register()` is called from `_PG_init`; it is safe whether the library is
+//! preloaded or loaded on first use (a value SET before the library loaded is
+//! kept: PostgreSQL turns the placeholder into the real setting).
+
+use std::ffi::{c_char, c_void, CStr, CString};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
+
+use crate::notify::payload::validate_channel;
+
+/// Default LISTEN channel of the completion trigger (the seed's).
+pub const DEFAULT_NOTIFY_CHANNEL: &CStr = c"workflow_completed";
+
+/// `automation.notify_channel`: the channel the completion trigger notifies
+/// when the trigger itself names none (see `attach_completion_notify`).
+pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(DEFAULT_NOTIFY_CHANNEL));
+
+/// What the completion trigger does when the NOTIFY queue is (nearly) full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
+pub enum QueueFullAction {
+    /// Keep the row change; skip the notification with a WARNING.
+    #[name = c"skip"]
+    Skip,
+    /// Fail the statement with SQLSTATE 54000 and a hint naming the cause.
+    #[name = c"error"]
+    Error,
+}
+
+/// `automation.notify_queue_full`.
+pub static NOTIFY_QUEUE_FULL: GucSetting<QueueFullAction> =
+    GucSetting::<QueueFullAction>::new(QueueFullAction::Skip);
+
+pub fn register() {
+    // SAFETY: the check hook is a #[pg_guard] function with the signature
+    // PostgreSQL expects for string GUCs; it only reads `newval`.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"automation.notify_channel",
+            c"LISTEN channel of automation.notify_workflow_completion().",
+            c"Used when the trigger is created without a channel argument. A channel is an identifier: 1 to 63 bytes.",
+            &NOTIFY_CHANNEL,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(check_notify_channel),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_enum_guc(
+        c"automation.notify_queue_full",
+        c"What the completion trigger does when the NOTIFY queue is full: skip or error.",
+        c"skip (default) keeps the UPDATE and skips the notification with a WARNING; error fails the UPDATE with SQLSTATE 54000.",
+        &NOTIFY_QUEUE_FULL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+/// Check hook: refuse a channel NOTIFY would refuse, when it is set rather
+/// than later inside somebody's UPDATE.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_notify_channel(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes a valid pointer to the candidate value, which
+    // is either NULL or a NUL-terminated string it owns for this call.
+    let value = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return false;
+        }
+        CStr::from_ptr(*newval)
+    };
+    match validate_channel(&value.to_string_lossy()) {
+        Ok(()) => true,
+        Err(problem) => {
+            // SAFETY: GUC_check_errdetail_string is how check hooks pass a
+            // detail message (what the GUC_check_errdetail macro does); it
+            // must be palloc'd, which pstrdup does.
+            unsafe {
+                let detail = CString::new(problem).unwrap_or_default();
+                pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+            }
+            false
+        }
+    }
+}
