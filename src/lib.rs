@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 
 mod notify;
+mod success_rate;
 mod schema;
 mod settings;
 
