@@ -16,8 +16,7 @@ ROWS=${1:-2000000}
 ROUNDS=${2:-5}
 DB=automation_bench
 
-psql_admin -qc "DROP DATABASE IF EXISTS $DB" >/dev/null
-psql_admin -qc "CREATE DATABASE $DB" >/dev/null
+recreate_database "$DB"
 psql_admin -d "$DB" -q <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION automation_ext;

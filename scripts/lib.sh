@@ -26,6 +26,12 @@ as_postgres() { runuser -u postgres -- "$@"; }
 
 psql_admin() { as_postgres psql -X -v ON_ERROR_STOP=1 -p "$PG_PORT" "$@"; }
 
+# Drop (if there) and create an empty database.
+recreate_database() {
+    psql_admin -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
+    psql_admin -qc "CREATE DATABASE $1" >/dev/null
+}
+
 ensure_packages() {
     local missing=()
     for p in "${APT_PACKAGES[@]}"; do

@@ -35,9 +35,8 @@ REGRESS_DB=automation_regress
 work=$(mktemp -d /tmp/automation_ext-regress.XXXXXX)
 cp -r pg_test/. "$work/"
 chown -R postgres:postgres "$work"
-psql_admin -qc "DROP DATABASE IF EXISTS $REGRESS_DB" >/dev/null
 # --use-existing makes pg_regress use the database as it finds it
-psql_admin -qc "CREATE DATABASE $REGRESS_DB" >/dev/null
+recreate_database "$REGRESS_DB"
 status=0
 as_postgres "$PG_REGRESS" \
     --use-existing --bindir="$PG_BIN" --port="$PG_PORT" \

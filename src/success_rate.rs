@@ -122,6 +122,14 @@ unsafe fn counts_mut<'a>(state: Internal, fcinfo: pg_sys::FunctionCallInfo) -> &
     }
 }
 
+/// A copy of the counters in `state`, if it has been created.
+///
+/// # Safety
+/// `state` must be NULL or a `Counts` this module allocated.
+unsafe fn read_counts(state: Internal) -> Option<Counts> {
+    unsafe { state.unwrap().map(|d| *d.cast_mut_ptr::<Counts>()) }
+}
+
 fn internal(counts: &mut Counts) -> Internal {
     Internal::from(Some(pg_sys::Datum::from(counts as *mut Counts)))
 }
@@ -162,7 +170,7 @@ mod automation {
     fn success_rate_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
         // SAFETY: both states are NULL or Counts allocated by this module.
         unsafe {
-            let other = b.unwrap().map(|d| *d.cast_mut_ptr::<Counts>()).unwrap_or_default();
+            let other = read_counts(b).unwrap_or_default();
             let counts = counts_mut(a, fcinfo);
             counts.merge(&other);
             internal(counts)
@@ -172,8 +180,7 @@ mod automation {
     #[pg_extern(sql = false)]
     fn success_rate_serialize(state: Internal) -> Vec<u8> {
         // SAFETY: STRICT, so the state is a Counts allocated by this module.
-        let counts = unsafe { state.unwrap().map(|d| *d.cast_mut_ptr::<Counts>()).unwrap_or_default() };
-        counts.to_bytes().to_vec()
+        unsafe { read_counts(state) }.unwrap_or_default().to_bytes().to_vec()
     }
 
     #[pg_extern(sql = false)]
@@ -197,7 +204,7 @@ mod automation {
     #[pg_extern(sql = false)]
     fn success_rate_final(state: Internal) -> Option<AnyNumeric> {
         // SAFETY: NULL or a Counts allocated by this module; only read.
-        let counts = unsafe { state.unwrap().map(|d| *d.cast_mut_ptr::<Counts>()) }?;
+        let counts = unsafe { read_counts(state) }?;
         counts.percent_text().map(|t| AnyNumeric::try_from(t.as_str()).expect("a valid numeric literal"))
     }
 }

@@ -33,6 +33,16 @@ pub fn connect() -> Client {
     Client::connect(&format!("{} dbname={DB}", base()), NoTls).expect("connect to the test database")
 }
 
+/// A session LISTENing on `channel`, and a writer session whose completion
+/// trigger notifies that channel (so tests running at once don't cross).
+pub fn listener_and_writer(channel: &str) -> (Client, Client) {
+    let mut listener = connect();
+    listener.batch_execute(&format!("LISTEN {channel}")).unwrap();
+    let mut writer = connect();
+    writer.batch_execute(&format!("SET automation.notify_channel = {channel}")).unwrap();
+    (listener, writer)
+}
+
 /// Notifications that arrive within `quiet` of each other, starting now and
 /// for at most `limit` in all.
 pub fn drain(client: &mut Client, quiet: Duration, limit: Duration) -> Vec<(String, String)> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use automation_ext_integration::{connect, drain};
+use automation_ext_integration::{drain, listener_and_writer};
 use serde_json::{json, Value};
 
 const QUIET: Duration = Duration::from_millis(700);
@@ -20,17 +20,14 @@ fn payloads(got: &[(String, String)], channel: &str) -> Vec<Value> {
 #[test]
 fn one_notification_per_completed_execution_after_commit_only() {
     let channel = "it_commit";
-    let mut listener = connect();
-    listener.batch_execute(&format!("LISTEN {channel}")).unwrap();
-    let mut writer = connect();
+    let (mut listener, mut writer) = listener_and_writer(channel);
     writer
-        .batch_execute(&format!(
-            "SET automation.notify_channel = {channel};
-             INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at)
+        .batch_execute(
+            "INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at)
              VALUES ('00000000-0000-0000-0000-00000000000a', 'etl-a', 'running', '2026-01-01 00:00:00+00'),
                     ('00000000-0000-0000-0000-00000000000b', 'etl-b', 'running', '2026-01-01 00:00:00+00'),
-                    ('00000000-0000-0000-0000-00000000000c', 'etl-c', 'running', '2026-01-01 00:00:00+00');"
-        ))
+                    ('00000000-0000-0000-0000-00000000000c', 'etl-c', 'running', '2026-01-01 00:00:00+00');",
+        )
         .unwrap();
     // Separate round trip: in one multi-statement query, BEGIN would pull the
     // statements before it into the explicit transaction.
@@ -69,16 +66,13 @@ fn one_notification_per_completed_execution_after_commit_only() {
 #[test]
 fn nothing_for_rollback_nonterminal_or_repeated_status() {
     let channel = "it_quiet";
-    let mut listener = connect();
-    listener.batch_execute(&format!("LISTEN {channel}")).unwrap();
-    let mut writer = connect();
+    let (mut listener, mut writer) = listener_and_writer(channel);
     writer
-        .batch_execute(&format!(
-            "SET automation.notify_channel = {channel};
-             INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status)
+        .batch_execute(
+            "INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status)
              VALUES ('00000000-0000-0000-0000-0000000000d1', 'q', 'pending'),
-                    ('00000000-0000-0000-0000-0000000000d2', 'q', 'success');"
-        ))
+                    ('00000000-0000-0000-0000-0000000000d2', 'q', 'success');",
+        )
         .unwrap();
     let update = |client: &mut postgres::Client, set: &str, id: &str| {
         let n = client
@@ -112,9 +106,7 @@ fn nothing_for_rollback_nonterminal_or_repeated_status() {
 #[test]
 fn a_20kb_multibyte_row_is_capped_and_the_update_commits() {
     let channel = "it_cap";
-    let mut listener = connect();
-    listener.batch_execute(&format!("LISTEN {channel}")).unwrap();
-    let mut writer = connect();
+    let (mut listener, mut writer) = listener_and_writer(channel);
     writer
         .batch_execute(&format!(
             "CREATE TABLE public.big_jobs (id bigint PRIMARY KEY, workflow_name text, status text,
