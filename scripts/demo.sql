@@ -18,6 +18,8 @@ SELECT n.nspname AS schema, string_agg(c.relname, ', ' ORDER BY c.relname) AS ta
  GROUP BY n.nspname ORDER BY 1;
 
 BEGIN;
+DELETE FROM automation.errors WHERE workflow_name LIKE 'demo-%';
+DELETE FROM automation.pipeline_metrics WHERE pipeline_name LIKE 'demo-%';
 DELETE FROM automation_workflows.workflow_executions WHERE workflow_name LIKE 'demo-%';
 DELETE FROM automation_triggers.registry
  WHERE workflow_id IN (SELECT id FROM automation_workflows.definitions WHERE name LIKE 'demo-%');
@@ -63,6 +65,40 @@ SET enable_seqscan = off;
 EXPLAIN (COSTS off)
 SELECT id FROM automation_workflows.workflow_executions WHERE metadata @> '{"run": 7}';
 RESET enable_seqscan;
+
+\echo '-- the runtime: enqueue three jobs, a worker claims two, completes one, fails one'
+SELECT count(automation.enqueue_execution('demo-invoice-sync', jsonb_build_object('invoice', n)))
+       AS enqueued FROM generate_series(101, 103) n;
+CREATE TEMP TABLE demo_claimed AS
+SELECT id, metadata->>'invoice' AS invoice FROM automation.claim_executions('demo-invoice-sync', 'demo-worker', 2);
+SELECT invoice, 'claimed by demo-worker' AS state FROM demo_claimed ORDER BY invoice;
+SELECT automation.complete_execution(id, '{"posted": true}', 'demo-worker')
+  FROM demo_claimed WHERE invoice = '101';
+SELECT automation.fail_execution(id, 'HttpError', '503 from the accounting API', '{"retryable": true}', 'demo-worker') IS NOT NULL
+       AS failure_recorded
+  FROM demo_claimed WHERE invoice = '102';
+SELECT workflow_name, error_type, error_message, retry_count,
+       next_retry_at > now() AS waiting_for_backoff
+  FROM automation.errors WHERE workflow_name = 'demo-invoice-sync';
+
+\echo '-- a LISTENing session gets a notification when an execution completes (at commit)'
+LISTEN workflow_completed;
+UPDATE automation_workflows.workflow_executions SET status = 'success', completed_at = now()
+ WHERE workflow_name = 'demo-nightly-etl' AND status = 'running';
+UNLISTEN workflow_completed;
+
+\echo '-- the native aggregate over pipeline metrics'
+INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status)
+SELECT now() - make_interval(mins => n), 'demo-' || (ARRAY['orders', 'refunds'])[1 + n % 2], 'load',
+       200 + n, 1000, CASE WHEN n % 7 = 0 THEN 'error' ELSE 'success' END
+  FROM generate_series(1, 500) n;
+SELECT pipeline_name, count(*) AS runs, automation.pipeline_success_rate(status) AS success_rate_percent
+  FROM automation.pipeline_metrics WHERE pipeline_name LIKE 'demo-%'
+ GROUP BY pipeline_name ORDER BY pipeline_name;
+
+\echo '-- per workflow, from the view automation.v_workflow_status'
+SELECT name, total_executions, successes, errors, in_progress, round(avg_duration_seconds, 1) AS avg_seconds
+  FROM automation.v_workflow_status WHERE name LIKE 'demo-%' ORDER BY name;
 
 \echo '-- a typo in a status is refused, not stored'
 \set ON_ERROR_STOP off

@@ -82,16 +82,27 @@ CREATE TABLE automation.errors (
     retry_count   integer      NOT NULL DEFAULT 0,
     last_retry_at timestamptz,
     resolved_at   timestamptz,
+    -- the workflow runtime (sql/runtime.sql): the execution that failed, the
+    -- latest retry enqueued for it, when the next retry may run (backoff),
+    -- and when retries ran out (the dead-letter state)
+    execution_id       uuid,
+    retry_execution_id uuid,
+    next_retry_at      timestamptz,
+    dead_lettered_at   timestamptz,
     CONSTRAINT errors_retry_count_check CHECK (retry_count >= 0)
 );
 
--- What retry_failed_workflow scans: unresolved errors of a workflow, oldest first.
+-- What retry_failed_workflow scans: open errors of a workflow, oldest first.
 CREATE INDEX errors_unresolved_workflow_time
     ON automation.errors (workflow_name, error_time)
-    WHERE resolved_at IS NULL;
+    WHERE resolved_at IS NULL AND dead_lettered_at IS NULL;
+-- A successful retry resolves its error through this.
+CREATE INDEX errors_retry_execution
+    ON automation.errors (retry_execution_id)
+    WHERE retry_execution_id IS NOT NULL;
 
 COMMENT ON TABLE automation.errors IS
-    'Workflow error queue: unresolved rows (resolved_at IS NULL) are candidates for retry.';
+    'Workflow error queue: open rows (resolved_at and dead_lettered_at NULL) are retried by automation.retry_failed_workflow().';
 
 -- Applied schema migrations (the seed's schema_migrations).
 CREATE TABLE automation.schema_migrations (

@@ -52,6 +52,16 @@ CREATE TABLE automation_workflows.workflow_executions (
     completed_at  timestamptz,
     metadata      jsonb,
     error_details jsonb,
+    -- the workflow runtime (sql/runtime.sql): a pending execution is not
+    -- claimable before run_after; a claimed one belongs to claimed_by until
+    -- lease_expires_at; attempts counts claims; retry_of links a retry to the
+    -- execution whose failure it retries
+    run_after        timestamptz,
+    claimed_by       text,
+    lease_expires_at timestamptz,
+    attempts         integer NOT NULL DEFAULT 0,
+    retry_of         uuid REFERENCES automation_workflows.workflow_executions (id) ON DELETE SET NULL,
+    CONSTRAINT workflow_executions_attempts_check CHECK (attempts >= 0),
     CONSTRAINT workflow_executions_status_check
         CHECK (status IN ('pending', 'running', 'success', 'error', 'timeout', 'cancelled', 'retrying')),
     CONSTRAINT workflow_executions_completed_after_started_check
@@ -67,6 +77,20 @@ CREATE INDEX idx_workflow_status_time
     ON automation_workflows.workflow_executions (workflow_name, status, started_at DESC);
 CREATE INDEX idx_workflow_name_lower
     ON automation_workflows.workflow_executions (pg_catalog.lower(workflow_name));
+
+-- What claim_executions and timeout_stale_executions scan.
+CREATE INDEX workflow_executions_claimable
+    ON automation_workflows.workflow_executions (workflow_name, run_after)
+    WHERE status = 'pending';
+CREATE INDEX workflow_executions_leased
+    ON automation_workflows.workflow_executions (workflow_name, lease_expires_at)
+    WHERE status = 'running';
+CREATE INDEX workflow_executions_running_since
+    ON automation_workflows.workflow_executions (started_at)
+    WHERE status = 'running';
+CREATE INDEX workflow_executions_retry_of
+    ON automation_workflows.workflow_executions (retry_of)
+    WHERE retry_of IS NOT NULL;
 
 COMMENT ON TABLE automation_workflows.workflow_executions IS
     'One row per workflow run; status is one of pending, running, success, error, timeout, cancelled, retrying.';

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 mod notify;
 mod success_rate;
+mod workflow;
 mod schema;
 mod settings;
 

@@ -33,7 +33,32 @@ pub enum QueueFullAction {
 pub static NOTIFY_QUEUE_FULL: GucSetting<QueueFullAction> =
     GucSetting::<QueueFullAction>::new(QueueFullAction::Skip);
 
+/// `automation.retry_base_delay`: backoff before the first retry (ms).
+pub static RETRY_BASE_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// `automation.retry_max_delay`: the longest backoff between retries (ms).
+pub static RETRY_MAX_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(3_600_000);
+
 pub fn register() {
+    GucRegistry::define_int_guc(
+        c"automation.retry_base_delay",
+        c"Backoff before the first retry of a failed workflow execution.",
+        c"Each further retry waits twice as long (up to automation.retry_max_delay), with random jitter over the upper half.",
+        &RETRY_BASE_DELAY_MS,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"automation.retry_max_delay",
+        c"The longest backoff between retries of a failed workflow execution.",
+        c"",
+        &RETRY_MAX_DELAY_MS,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
     // SAFETY: the check hook is a #[pg_guard] function with the signature
     // PostgreSQL expects for string GUCs; it only reads `newval`.
     unsafe {
