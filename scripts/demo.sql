@@ -72,8 +72,9 @@ SELECT count(automation.enqueue_execution('demo-invoice-sync', jsonb_build_objec
 CREATE TEMP TABLE demo_claimed AS
 SELECT id, metadata->>'invoice' AS invoice FROM automation.claim_executions('demo-invoice-sync', 'demo-worker', 2);
 SELECT invoice, 'claimed by demo-worker' AS state FROM demo_claimed ORDER BY invoice;
-SELECT automation.complete_execution(id, '{"posted": true}', 'demo-worker')
-  FROM demo_claimed WHERE invoice = '101';
+SELECT count(*) AS completed
+  FROM demo_claimed d, automation.complete_execution(d.id, '{"posted": true}', 'demo-worker')
+ WHERE d.invoice = '101';
 SELECT automation.fail_execution(id, 'HttpError', '503 from the accounting API', '{"retryable": true}', 'demo-worker') IS NOT NULL
        AS failure_recorded
   FROM demo_claimed WHERE invoice = '102';

@@ -2,8 +2,8 @@
 # README command 1: set everything up on a fresh Debian 12 machine and show the
 # extension working. Installs what is missing (apt packages, cargo-pgrx),
 # builds in release mode, installs into Debian's PostgreSQL 15 cluster with the
-# library preloaded, restarts it, creates the database automation_demo with
-# the extension, and runs a short demo. Running it again is harmless.
+# library preloaded, restarts it, (re)creates the database automation_demo
+# with the extension, and runs a short demo. Running it again is harmless.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -12,13 +12,12 @@ DEMO_DB=${DEMO_DB:-automation_demo}
 
 prepare_machine
 
-log "database $DEMO_DB with the extension"
-if [ -z "$(psql_admin -Atc "SELECT 1 FROM pg_database WHERE datname = '$DEMO_DB'")" ]; then
-    as_postgres createdb -p "$PG_PORT" "$DEMO_DB"
-fi
-psql_admin -d "$DEMO_DB" -qc "CREATE EXTENSION IF NOT EXISTS automation_ext"
-# An older installed version is brought up to the one just built.
-PGOPTIONS="-c client_min_messages=warning" psql_admin -d "$DEMO_DB" -qc "ALTER EXTENSION automation_ext UPDATE"
+# The demo's own database is made anew each run, so it always shows the
+# extension just built (an earlier build of the same version would otherwise
+# stay installed: ALTER EXTENSION UPDATE does nothing within a version).
+log "database $DEMO_DB (recreated) with the extension"
+recreate_database "$DEMO_DB"
+psql_admin -d "$DEMO_DB" -qc "CREATE EXTENSION automation_ext"
 
 log "demo (scripts/demo.sql)"
 psql_admin -d "$DEMO_DB" -f scripts/demo.sql
