@@ -101,6 +101,12 @@ SELECT pipeline_name, count(*) AS runs, automation.pipeline_success_rate(status)
 SELECT name, total_executions, successes, errors, in_progress, round(avg_duration_seconds, 1) AS avg_seconds
   FROM automation.v_workflow_status WHERE name LIKE 'demo-%' ORDER BY name;
 
+\echo '-- monitoring: a health check, and one stored sample'
+SELECT * FROM automation.health_check();
+SELECT active_connections, cache_hit_ratio, xid_wraparound_age, idle_in_transaction,
+       jsonb_object_keys(table_sizes) AS one_of_the_largest_tables
+  FROM automation.collect_database_metrics() LIMIT 3;
+
 \echo '-- a typo in a status is refused, not stored'
 \set ON_ERROR_STOP off
 INSERT INTO automation_workflows.workflow_executions (workflow_name, status) VALUES ('demo-nightly-etl', 'sucess');

@@ -62,6 +62,19 @@ CREATE TABLE automation.database_monitoring (
     table_sizes          jsonb,
     long_running_queries integer,
     replication_lag      interval,
+    -- beyond the seed (automation.collect_database_metrics fills them):
+    -- age of the oldest datfrozenxid in the cluster (wraparound at ~2.1e9)
+    xid_wraparound_age   bigint,
+    -- pg_stat_database counters of this database, and their growth since
+    -- the previous sample (NULL for the first one; the counter itself after
+    -- a statistics reset)
+    deadlocks_total      bigint,
+    deadlocks            bigint,
+    temp_bytes_total     bigint,
+    temp_bytes           bigint,
+    idle_in_transaction  integer,
+    -- the user tables with the largest share of dead tuples
+    dead_tuple_ratios    jsonb,
     CONSTRAINT database_monitoring_active_connections_check CHECK (active_connections >= 0),
     CONSTRAINT database_monitoring_cache_hit_ratio_check CHECK (cache_hit_ratio BETWEEN 0 AND 100),
     CONSTRAINT database_monitoring_index_hit_ratio_check CHECK (index_hit_ratio BETWEEN 0 AND 100),

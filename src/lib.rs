@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+mod metrics;
 mod notify;
 mod success_rate;
 mod workflow;

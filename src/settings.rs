@@ -38,7 +38,56 @@ pub static RETRY_BASE_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000)
 /// `automation.retry_max_delay`: the longest backoff between retries (ms).
 pub static RETRY_MAX_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(3_600_000);
 
+/// Monitoring thresholds (read by automation.monitoring_settings()).
+pub static LONG_QUERY_THRESHOLD_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+pub static MONITORING_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+pub static HEALTH_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static HEALTH_MIN_CACHE_HIT_RATIO: GucSetting<f64> = GucSetting::<f64>::new(90.0);
+pub static HEALTH_MIN_INDEX_HIT_RATIO: GucSetting<f64> = GucSetting::<f64>::new(95.0);
+pub static HEALTH_MAX_XID_AGE: GucSetting<i32> = GucSetting::<i32>::new(1_000_000_000);
+
 pub fn register() {
+    let int = |name, short, setting, min, max, flags| {
+        GucRegistry::define_int_guc(name, short, c"", setting, min, max, GucContext::Userset, flags)
+    };
+    int(
+        c"automation.long_query_threshold",
+        c"A query active for longer than this counts as long-running.",
+        &LONG_QUERY_THRESHOLD_MS,
+        0,
+        i32::MAX,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"automation.monitoring_retention",
+        c"collect_database_metrics() deletes samples older than this (0: keep all).",
+        &MONITORING_RETENTION_S,
+        0,
+        i32::MAX,
+        GucFlags::UNIT_S,
+    );
+    int(
+        c"automation.health_max_connections",
+        c"health_check() warns above this many active sessions.",
+        &HEALTH_MAX_CONNECTIONS,
+        0,
+        i32::MAX,
+        GucFlags::default(),
+    );
+    int(
+        c"automation.health_max_xid_age",
+        c"health_check() warns when the oldest datfrozenxid is older than this.",
+        &HEALTH_MAX_XID_AGE,
+        0,
+        i32::MAX,
+        GucFlags::default(),
+    );
+    for (name, short, setting) in [
+        (c"automation.health_min_cache_hit_ratio", c"health_check() warns below this cache hit percentage.", &HEALTH_MIN_CACHE_HIT_RATIO),
+        (c"automation.health_min_index_hit_ratio", c"health_check() warns below this index hit percentage.", &HEALTH_MIN_INDEX_HIT_RATIO),
+    ] {
+        GucRegistry::define_float_guc(name, short, c"", setting, 0.0, 100.0, GucContext::Userset, GucFlags::default());
+    }
     GucRegistry::define_int_guc(
         c"automation.retry_base_delay",
         c"Backoff before the first retry of a failed workflow execution.",

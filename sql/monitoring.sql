@@ -1,0 +1,197 @@
+-- Monitoring: samples into automation.database_monitoring, health checks,
+-- long-running queries, table growth. Thresholds are GUCs, read through
+-- automation.monitoring_settings() (src/metrics.rs), so their defaults live
+-- in one place.
+
+-- Group role for monitoring; global, so it outlives DROP EXTENSION.
+DO $role$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'automation_monitor') THEN
+        CREATE ROLE automation_monitor NOLOGIN;
+    END IF;
+END
+$role$;
+-- pg_monitor: read every session's activity and all statistics, without superuser
+GRANT pg_monitor TO automation_monitor;
+GRANT USAGE ON SCHEMA automation TO automation_monitor;
+GRANT SELECT, INSERT, DELETE ON automation.database_monitoring TO automation_monitor;
+
+-- A live sample, not stored: every column but the deltas since the previous
+-- sample (deadlocks, temp_bytes), which only collect_database_metrics knows.
+CREATE FUNCTION automation.sample_database_metrics()
+RETURNS automation.database_monitoring
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s automation.database_monitoring;
+    settings record;
+BEGIN
+    SELECT * INTO settings FROM automation.monitoring_settings();
+    s.check_time := clock_timestamp();
+
+    SELECT count(*) FILTER (WHERE a.state = 'active'),
+           count(*) FILTER (WHERE a.state = 'active' AND a.pid <> pg_backend_pid()
+                              AND a.query_start < s.check_time - settings.long_query_threshold),
+           count(*) FILTER (WHERE a.state IN ('idle in transaction', 'idle in transaction (aborted)'))
+      INTO s.active_connections, s.long_running_queries, s.idle_in_transaction
+      FROM pg_stat_activity a;
+
+    SELECT round(sum(t.heap_blks_hit) * 100 / nullif(sum(t.heap_blks_hit) + sum(t.heap_blks_read), 0), 2)
+      INTO s.cache_hit_ratio FROM pg_statio_user_tables t;
+    SELECT round(sum(i.idx_blks_hit) * 100 / nullif(sum(i.idx_blks_hit) + sum(i.idx_blks_read), 0), 2)
+      INTO s.index_hit_ratio FROM pg_statio_user_indexes i;
+
+    -- the 10 largest user tables (leaf tables and matviews; a partitioned
+    -- parent has no storage of its own)
+    SELECT coalesce(jsonb_object_agg(t.name, jsonb_build_object('bytes', t.bytes, 'pretty', pg_size_pretty(t.bytes))), '{}')
+      INTO s.table_sizes
+      FROM (SELECT n.nspname || '.' || c.relname AS name, pg_total_relation_size(c.oid) AS bytes
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'm')
+               AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+             ORDER BY bytes DESC
+             LIMIT 10) t;
+
+    -- on a standby: how far replay is behind; on a primary: its slowest
+    -- standby; NULL without replication
+    IF pg_is_in_recovery() THEN
+        s.replication_lag := s.check_time - pg_last_xact_replay_timestamp();
+    ELSE
+        SELECT max(r.replay_lag) INTO s.replication_lag FROM pg_stat_replication r;
+    END IF;
+
+    SELECT max(age(d.datfrozenxid)) INTO s.xid_wraparound_age FROM pg_database d;
+    SELECT d.deadlocks, d.temp_bytes INTO s.deadlocks_total, s.temp_bytes_total
+      FROM pg_stat_database d WHERE d.datname = current_database();
+
+    -- the 5 tables (of at least 1000 rows) with the largest share of dead tuples
+    SELECT coalesce(jsonb_object_agg(t.name, jsonb_build_object('dead_percent', t.pct, 'dead_rows', t.dead,
+                                                                'live_rows', t.live)), '{}')
+      INTO s.dead_tuple_ratios
+      FROM (SELECT u.schemaname || '.' || u.relname AS name, u.n_dead_tup AS dead, u.n_live_tup AS live,
+                   round(100.0 * u.n_dead_tup / (u.n_live_tup + u.n_dead_tup), 2) AS pct
+              FROM pg_stat_user_tables u
+             WHERE u.n_live_tup + u.n_dead_tup >= 1000 AND u.n_dead_tup > 0
+             ORDER BY u.n_dead_tup::float8 / (u.n_live_tup + u.n_dead_tup) DESC
+             LIMIT 5) t;
+    RETURN s;
+END
+$fn$;
+
+-- How much a cumulative counter grew: NULL with no previous value, the
+-- counter itself when it went backwards (statistics were reset).
+CREATE FUNCTION automation.counter_delta(current bigint, previous bigint)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE WHEN previous IS NULL THEN NULL
+                WHEN current < previous THEN current
+                ELSE current - previous END
+$fn$;
+
+CREATE FUNCTION automation.collect_database_metrics()
+RETURNS automation.database_monitoring
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s automation.database_monitoring := automation.sample_database_metrics();
+    previous automation.database_monitoring;
+    retention interval;
+BEGIN
+    SELECT * INTO previous FROM automation.database_monitoring m ORDER BY m.check_time DESC LIMIT 1;
+    s.deadlocks := automation.counter_delta(s.deadlocks_total, previous.deadlocks_total);
+    s.temp_bytes := automation.counter_delta(s.temp_bytes_total, previous.temp_bytes_total);
+    INSERT INTO automation.database_monitoring SELECT s.*;
+    -- retention, in a bounded batch per call
+    SELECT ms.monitoring_retention INTO retention FROM automation.monitoring_settings() ms;
+    IF retention > interval '0' THEN
+        DELETE FROM automation.database_monitoring m
+         WHERE m.check_time IN (SELECT o.check_time FROM automation.database_monitoring o
+                                 WHERE o.check_time < s.check_time - retention
+                                 ORDER BY o.check_time LIMIT 10000);
+    END IF;
+    RETURN s;
+END
+$fn$;
+
+CREATE FUNCTION automation.health_check()
+RETURNS TABLE (check_name text, value numeric, status text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s automation.database_monitoring := automation.sample_database_metrics();
+    t record;
+    invalid bigint;
+BEGIN
+    SELECT * INTO t FROM automation.monitoring_settings();
+    SELECT count(*) INTO invalid FROM pg_index i WHERE NOT i.indisvalid;
+    RETURN QUERY
+    SELECT c.check_name, c.value, c.status FROM (VALUES
+        ('Connection count', s.active_connections::numeric,
+         CASE WHEN s.active_connections > t.max_connections THEN 'WARNING: High connection count' ELSE 'OK' END),
+        ('Cache hit ratio', s.cache_hit_ratio,
+         CASE WHEN s.cache_hit_ratio < t.min_cache_hit_ratio THEN 'WARNING: Low cache hit ratio' ELSE 'OK' END),
+        ('Index hit ratio', s.index_hit_ratio,
+         CASE WHEN s.index_hit_ratio < t.min_index_hit_ratio THEN 'WARNING: Low index hit ratio' ELSE 'OK' END),
+        ('Long-running queries', s.long_running_queries::numeric,
+         CASE WHEN s.long_running_queries > 0
+              THEN 'WARNING: ' || s.long_running_queries || ' long-running queries' ELSE 'OK' END),
+        ('Transaction ID age', s.xid_wraparound_age::numeric,
+         CASE WHEN s.xid_wraparound_age > t.max_xid_age
+              THEN 'WARNING: oldest unfrozen transaction ID is ' || s.xid_wraparound_age || ' transactions old'
+              ELSE 'OK' END),
+        ('Invalid indexes', invalid::numeric,
+         CASE WHEN invalid > 0 THEN 'WARNING: ' || invalid || ' invalid indexes' ELSE 'OK' END)
+    ) AS c(check_name, value, status)
+    ORDER BY c.status DESC, c.check_name;
+END
+$fn$;
+
+CREATE FUNCTION automation.long_running_queries(older_than interval DEFAULT '5 minutes',
+                                                application_name_like text DEFAULT NULL)
+RETURNS TABLE (pid integer, usename name, application_name text, client_addr inet,
+               query_start timestamptz, state text, query text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT a.pid, a.usename, a.application_name, a.client_addr, a.query_start, a.state, a.query
+      FROM pg_stat_activity a
+     WHERE a.state = 'active'
+       AND a.pid <> pg_backend_pid()
+       AND a.query_start < clock_timestamp() - long_running_queries.older_than
+       AND (long_running_queries.application_name_like IS NULL
+            OR a.application_name LIKE long_running_queries.application_name_like)
+     ORDER BY a.query_start
+$fn$;
+
+CREATE FUNCTION automation.table_growth(schema_name text DEFAULT NULL)
+RETURNS TABLE (schemaname name, tablename name, total_size text, table_size text,
+               live_rows bigint, dead_rows bigint, total_bytes bigint, table_bytes bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT u.schemaname, u.relname,
+           pg_size_pretty(pg_total_relation_size(u.relid)), pg_size_pretty(pg_relation_size(u.relid)),
+           u.n_live_tup, u.n_dead_tup,
+           pg_total_relation_size(u.relid), pg_relation_size(u.relid)
+      FROM pg_stat_user_tables u
+     WHERE table_growth.schema_name IS NULL OR u.schemaname = table_growth.schema_name
+     ORDER BY pg_total_relation_size(u.relid) DESC, u.schemaname, u.relname
+$fn$;
+
+COMMENT ON FUNCTION automation.sample_database_metrics() IS
+'A database health sample computed now, not stored (deadlock and temp-byte deltas are NULL).';
+COMMENT ON FUNCTION automation.collect_database_metrics() IS
+'Store a health sample in automation.database_monitoring and return it; deletes samples older than automation.monitoring_retention, 10000 per call.';
+COMMENT ON FUNCTION automation.health_check() IS
+'The seed''s quick audit: connection count, cache and index hit ratios, long-running queries, transaction ID age, invalid indexes; status OK or WARNING: ...; thresholds are automation.health_* settings.';
+COMMENT ON FUNCTION automation.long_running_queries(interval, text) IS
+'Active queries that started more than older_than ago, optionally only for application names LIKE a pattern.';
+COMMENT ON FUNCTION automation.table_growth(text) IS
+'User tables by total size (all schemas, or one), with live and dead row counts.';
+COMMENT ON FUNCTION automation.counter_delta(bigint, bigint) IS
+'Internal: growth of a cumulative counter between two samples.';
