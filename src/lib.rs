@@ -12,6 +12,8 @@ mod success_rate;
 mod workflow;
 mod schema;
 mod settings;
+#[cfg(any(test, feature = "pg_test"))]
+mod test_support;
 
 ::pgrx::pg_module_magic!(name, version);
 

@@ -218,9 +218,7 @@ extension_sql_file!(
 mod tests {
     use pgrx::prelude::*;
 
-    fn one<T: IntoDatum + FromDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql).expect("query failed").expect("NULL result")
-    }
+    use crate::test_support::one;
 
     fn status_of(check: &str) -> String {
         one(&format!("SELECT status FROM automation.health_check() WHERE check_name = '{check}'"))

@@ -88,9 +88,7 @@ mod unit {
 mod tests {
     use pgrx::prelude::*;
 
-    fn one<T: IntoDatum + FromDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql).expect("query failed").expect("NULL result")
-    }
+    use crate::test_support::one;
 
     fn status(id: &str) -> String {
         one(&format!("SELECT status::text FROM automation_workflows.workflow_executions WHERE id = '{id}'"))
