@@ -84,6 +84,16 @@ install_extension() {
     cargo pgrx install --release --pg-config "$PG_CONFIG"
 }
 
+# The install scripts of released versions (pg_test/releases/), so that the
+# upgrade test can CREATE EXTENSION ... VERSION '<old>' and ALTER EXTENSION
+# UPDATE from there. cargo pgrx install ships only the current version's
+# script and the upgrade scripts in sql/.
+install_release_scripts() {
+    local extdir
+    extdir="$("$PG_CONFIG" --sharedir)/extension"
+    install -m 644 pg_test/releases/automation_ext--*.sql "$extdir/"
+}
+
 # Add automation_ext to shared_preload_libraries, keeping whatever else is
 # already preloaded, in a conf.d file of ours (Debian's postgresql.conf
 # includes conf.d). Then (re)start so the freshly installed library is loaded.

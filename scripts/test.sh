@@ -7,7 +7,9 @@
 #      the library preloaded, as scripts/setup.sh does. This must come after
 #      step 2: `cargo pgrx test --runas` copies its debug test build (with the
 #      test-only schema) over the system install;
-#   4. the SQL regression suite in pg_test/ (pg_regress) against that cluster;
+#   4. the SQL regression suite in pg_test/ (pg_regress) against that cluster,
+#      with the released versions' install scripts (pg_test/releases/) beside
+#      the current one, for the upgrade test;
 #   5. the integration tests in pg_test/integration (real LISTEN clients,
 #      several sessions), built as root and run as the postgres OS user.
 set -euo pipefail
@@ -25,6 +27,7 @@ chown postgres:postgres "$PGRX_TEST_DATA"
 cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$PGRX_TEST_DATA"
 
 install_extension
+install_release_scripts
 configure_and_restart_cluster
 
 log "SQL regression suite (pg_test/, pg_regress against port $PG_PORT)"

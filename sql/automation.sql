@@ -121,11 +121,15 @@ COMMENT ON TABLE automation.errors IS
 CREATE TABLE automation.schema_migrations (
     version    varchar(255) NOT NULL PRIMARY KEY,
     applied_at timestamptz  NOT NULL DEFAULT pg_catalog.now(),
-    checksum   varchar(64)
+    checksum   varchar(64),
+    -- 0.2.0, filled by automation.apply_migration: who ran it, and how long
+    -- its SQL took
+    applied_by  name,
+    duration_ms numeric
 );
 
 COMMENT ON TABLE automation.schema_migrations IS
-    'Applied migrations with their checksums.';
+    'Applied migrations with their SHA-256 checksums (automation.apply_migration, automation.migration_status).';
 
 -- Rows in extension tables are user data: have pg_dump dump them (an
 -- extension's tables are otherwise dumped as "CREATE EXTENSION" alone).

@@ -6,6 +6,9 @@
 
 use pgrx::prelude::*;
 
+mod audit;
+mod catalog;
+mod discovery;
 mod metrics;
 mod notify;
 mod success_rate;

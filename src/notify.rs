@@ -552,28 +552,8 @@ fn queue_full(id: &Value) -> bool {
     true
 }
 
-/// Quoted `schema.table` and relkind of `target`.
-fn describe_table(target: pg_sys::Oid) -> (String, String) {
-    let row = Spi::get_two_with_args::<String, String>(
-        "SELECT format('%I.%I', n.nspname, c.relname), c.relkind::text
-           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.oid = $1",
-        &[target.into()],
-    );
-    match row {
-        Ok((Some(name), Some(kind))) => (name, kind),
-        _ => {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("relation with OID {} does not exist", target.to_u32())
-            );
-        }
-    }
-}
-
 fn attach(target: pg_sys::Oid, channel: Option<&str>) -> String {
-    let (table, relkind) = describe_table(target);
+    let (table, relkind) = crate::catalog::describe_relation(target);
     if relkind != "r" && relkind != "p" {
         ereport!(
             ERROR,
@@ -656,7 +636,7 @@ fn check_columns(target: pg_sys::Oid, table: &str) {
 }
 
 fn detach(target: pg_sys::Oid) -> bool {
-    let (table, _) = describe_table(target);
+    let (table, _) = crate::catalog::describe_relation(target);
     let existed = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
         &[target.into(), TRIGGER_NAME.into()],

@@ -25,6 +25,18 @@ extension_sql_file!(
     requires = ["automation_schema"]
 );
 
+// 0.2.0: the API table with row-level security, migrations, and last the
+// group roles, whose grants name objects from every file above.
+extension_sql_file!("../sql/api.sql", name = "api", requires = ["automation_workflows_schema"]);
+
+extension_sql_file!("../sql/migrations.sql", name = "migrations", requires = ["automation_schema"]);
+
+extension_sql_file!(
+    "../sql/roles.sql",
+    name = "roles",
+    requires = ["api", "runtime", "monitoring", "automation_triggers_schema"]
+);
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
@@ -45,6 +57,7 @@ mod tests {
             "automation_workflows.workflow_executions",
             "automation_triggers.registry",
             "automation_audit.log",
+            "automation_workflows.api_workflows",
         ];
         for table in expected {
             let found = Spi::get_one_with_args::<bool>(
@@ -127,6 +140,6 @@ mod tests {
             "SELECT pg_catalog.cardinality(extconfig)::bigint FROM pg_catalog.pg_extension
               WHERE extname = 'automation_ext'",
         );
-        assert_eq!(n, 11);
+        assert_eq!(n, 12);
     }
 }

@@ -1,0 +1,107 @@
+-- ALTER EXTENSION automation_ext UPDATE from the released 0.1.0: the data
+-- survives, the new features work, and the upgraded catalog is exactly that of
+-- a fresh install of the current version.
+
+-- Everything the extension defines, by name and definition (oids differ).
+CREATE FUNCTION pg_temp.extension_catalog() RETURNS TABLE (kind text, name text, detail text)
+LANGUAGE sql AS $$
+WITH ext AS (SELECT oid, extconfig FROM pg_extension WHERE extname = 'automation_ext'),
+schemas AS (SELECT oid, nspname, nspacl FROM pg_namespace
+             WHERE nspname IN ('automation', 'automation_workflows', 'automation_triggers', 'automation_audit')),
+rels AS (SELECT c.* FROM pg_class c WHERE c.relnamespace IN (SELECT oid FROM schemas))
+SELECT 'member', pg_describe_object(d.classid, d.objid, d.objsubid), NULL
+  FROM pg_depend d, ext
+ WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
+UNION ALL
+SELECT 'schema', nspname::text, concat_ws(' | ', nspacl::text, obj_description(oid, 'pg_namespace')) FROM schemas
+UNION ALL
+SELECT 'relation', oid::regclass::text,
+       concat_ws(' | ', relkind, relpersistence, relacl::text, reloptions::text, relrowsecurity,
+                 relforcerowsecurity, relispartition, pg_get_expr(relpartbound, oid),
+                 obj_description(oid, 'pg_class'))
+  FROM rels
+UNION ALL
+SELECT 'column', a.attrelid::regclass::text || '.' || a.attname,
+       concat_ws(' | ', a.attnum, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
+                 a.attgenerated, pg_get_expr(ad.adbin, ad.adrelid), a.attacl::text,
+                 col_description(a.attrelid, a.attnum))
+  FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+ WHERE a.attrelid IN (SELECT oid FROM rels) AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'constraint', conrelid::regclass::text || ' ' || conname, pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE conrelid IN (SELECT oid FROM rels)
+UNION ALL
+SELECT 'index', indexrelid::regclass::text, pg_get_indexdef(indexrelid)
+  FROM pg_index WHERE indrelid IN (SELECT oid FROM rels)
+UNION ALL
+SELECT 'trigger', tgrelid::regclass::text || ' ' || tgname, pg_get_triggerdef(oid)
+  FROM pg_trigger WHERE tgrelid IN (SELECT oid FROM rels) AND NOT tgisinternal
+UNION ALL
+SELECT 'policy', polrelid::regclass::text || ' ' || polname,
+       concat_ws(' | ', polcmd, polpermissive, polroles::regrole[]::text,
+                 pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid))
+  FROM pg_policy WHERE polrelid IN (SELECT oid FROM rels)
+UNION ALL
+SELECT 'view', oid::regclass::text, pg_get_viewdef(oid) FROM rels WHERE relkind IN ('v', 'm')
+UNION ALL
+SELECT 'function', p.oid::regprocedure::text,
+       concat_ws(' | ', CASE WHEN p.prokind <> 'a' THEN md5(pg_get_functiondef(p.oid)) END,
+                 p.proacl::text, obj_description(p.oid, 'pg_proc'))
+  FROM pg_proc p WHERE p.pronamespace IN (SELECT oid FROM schemas)
+UNION ALL
+SELECT 'aggregate', aggfnoid::regprocedure::text,
+       concat_ws(' | ', aggtransfn, aggfinalfn, aggcombinefn, aggserialfn, aggdeserialfn,
+                 aggmtransfn, aggminvtransfn, aggmfinalfn, aggtranstype::regtype, aggmtranstype::regtype)
+  FROM pg_aggregate WHERE aggfnoid IN (SELECT oid FROM pg_proc WHERE pronamespace IN (SELECT oid FROM schemas))
+UNION ALL
+SELECT 'dumped with pg_dump', c::regclass::text, NULL FROM ext, unnest(ext.extconfig) c
+$$;
+
+CREATE EXTENSION automation_ext VERSION '0.1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT count(*) AS api_table_in_010 FROM pg_class WHERE relname = 'api_workflows';
+
+-- data of every kind, written through 0.1.0's own functions
+INSERT INTO automation_workflows.definitions (name, definition) VALUES ('etl', '{"v": 1}');
+SELECT automation.start_execution('etl') AS done_id \gset
+SELECT automation.complete_execution(:'done_id');
+SELECT automation.start_execution('etl') AS failed_id \gset
+SELECT automation.fail_execution(:'failed_id', 'Boom', 'it broke') IS NOT NULL AS failed;
+INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status, duration_ms)
+VALUES ('2026-03-01 10:00', 'p', 'load', 'success', 12);
+INSERT INTO automation.schema_migrations (version, checksum) VALUES ('000_by_hand', 'abc');
+INSERT INTO automation_audit.log (operation, details) VALUES ('NOTE', '{"before": "upgrade"}');
+
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+
+-- the data survived
+SELECT status, count(*) FROM automation_workflows.workflow_executions GROUP BY 1 ORDER BY 1;
+SELECT workflow_name, error_type, error_message FROM automation.errors;
+SELECT pipeline_name, duration_ms FROM automation.pipeline_metrics;
+SELECT version, checksum, applied_by, duration_ms FROM automation.migration_status();
+SELECT operation, details FROM automation_audit.log;
+SELECT automation.pipeline_success_rate(status) FROM automation_workflows.workflow_executions;
+
+-- and the new features work on it
+SELECT automation.apply_migration('001_after_upgrade', 'CREATE TABLE public.upgraded_t (id int)');
+SELECT automation.enable_audit('public.upgraded_t') IS NOT NULL AS audit_enabled;
+INSERT INTO public.upgraded_t VALUES (1);
+SELECT operation, new_row FROM automation_audit.log WHERE table_name = 'upgraded_t';
+INSERT INTO automation_workflows.api_workflows (name, definition) VALUES ('etl', '{}');
+SELECT name, created_by = current_user AS mine, total_executions FROM automation_workflows.v_api_workflow_status;
+
+CREATE TEMP TABLE upgraded AS SELECT * FROM pg_temp.extension_catalog();
+DROP TABLE public.upgraded_t;
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh AS SELECT * FROM pg_temp.extension_catalog();
+
+-- the upgraded catalog is the fresh one: no differences
+SELECT count(*) > 150 AS compared_many_objects FROM fresh;
+(SELECT 'only after upgrade' AS difference, * FROM upgraded EXCEPT SELECT 'only after upgrade', * FROM fresh)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh EXCEPT SELECT 'only in a fresh install', * FROM upgraded)
+ORDER BY 1, 2, 3;
+
+DROP EXTENSION automation_ext CASCADE;

@@ -1,0 +1,47 @@
+-- Group roles for administrators to grant (0.2.0). Both are NOLOGIN and get
+-- no password; roles are global, so they outlive DROP EXTENSION and are
+-- created only when missing (the grants below are (re)applied either way).
+--
+--   automation_runner   runs workflows: reads and writes the workflow and
+--                       trigger tables, records errors and pipeline metrics,
+--                       calls the runtime functions. Nothing else: not the
+--                       audit log, not monitoring samples, not migrations,
+--                       not table ownership.
+--   automation_monitor  (created in monitoring.sql) reads; may collect
+--                       monitoring samples.
+
+DO $role$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'automation_runner') THEN
+        CREATE ROLE automation_runner NOLOGIN;
+    END IF;
+END
+$role$;
+
+GRANT USAGE ON SCHEMA automation, automation_workflows, automation_triggers TO automation_runner;
+GRANT SELECT, INSERT, UPDATE ON
+      automation_workflows.definitions,
+      automation_workflows.workflow_executions,
+      automation_triggers.registry,
+      automation.errors
+   TO automation_runner;
+-- row-level security limits these to the runner's own rows
+GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.api_workflows TO automation_runner;
+GRANT SELECT, INSERT ON automation.pipeline_metrics TO automation_runner;
+GRANT SELECT ON automation_workflows.v_api_workflow_status, automation.v_workflow_status TO automation_runner;
+GRANT USAGE, SELECT ON SEQUENCE
+      automation_workflows.definitions_id_seq,
+      automation_triggers.registry_id_seq
+   TO automation_runner;
+
+-- The monitor reads the workflow state as well as the health samples.
+GRANT USAGE ON SCHEMA automation_workflows, automation_triggers TO automation_monitor;
+GRANT SELECT ON
+      automation_workflows.definitions,
+      automation_workflows.workflow_executions,
+      automation_workflows.v_api_workflow_status,
+      automation_triggers.registry,
+      automation.errors,
+      automation.pipeline_metrics,
+      automation.v_workflow_status
+   TO automation_monitor;
