@@ -113,6 +113,9 @@ configure_and_restart_cluster() {
     cat >"$conf" <<EOF
 # Written by automation_ext's scripts/setup.sh; safe to edit.
 shared_preload_libraries = '$libs'
+# the scheduler: a launcher, one scheduler per database with the extension,
+# and one worker per running job (automation.max_running_jobs per database)
+max_worker_processes = 32
 EOF
     chown postgres:postgres "$conf"
     log "restarting PostgreSQL $PG_MAJOR/$PG_CLUSTER with shared_preload_libraries = '$libs'"

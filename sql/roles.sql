@@ -33,6 +33,11 @@ GRANT USAGE, SELECT ON SEQUENCE
       automation_workflows.definitions_id_seq,
       automation_triggers.registry_id_seq
    TO automation_runner;
+-- its own jobs (row-level security: username = current_user; scheduling as
+-- another role needs superuser)
+GRANT SELECT, INSERT, UPDATE, DELETE ON automation.job TO automation_runner;
+GRANT SELECT ON automation.job_run_details TO automation_runner;
+GRANT USAGE, SELECT ON SEQUENCE automation.job_jobid_seq TO automation_runner;
 
 -- The monitor reads the workflow state as well as the health samples.
 GRANT USAGE ON SCHEMA automation_workflows, automation_triggers TO automation_monitor;

@@ -14,6 +14,7 @@ mod notify;
 mod success_rate;
 mod workflow;
 mod schema;
+mod scheduler;
 mod settings;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;
@@ -27,6 +28,7 @@ mod test_support;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    scheduler::init();
 }
 
 /// Required by `cargo pgrx test`: the options of the throw-away test cluster.

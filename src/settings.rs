@@ -46,6 +46,16 @@ pub static HEALTH_MIN_CACHE_HIT_RATIO: GucSetting<f64> = GucSetting::<f64>::new(
 pub static HEALTH_MIN_INDEX_HIT_RATIO: GucSetting<f64> = GucSetting::<f64>::new(95.0);
 pub static HEALTH_MAX_XID_AGE: GucSetting<i32> = GucSetting::<i32>::new(1_000_000_000);
 
+/// Scheduler (src/scheduler/): on/off, concurrency, time zone, history.
+pub static SCHEDULER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static MAX_RUNNING_JOBS: GucSetting<i32> = GucSetting::<i32>::new(5);
+/// Upper bound of automation.max_running_jobs per database.
+pub const MAX_RUNNING_JOBS_LIMIT: i32 = 256;
+pub const DEFAULT_TIMEZONE: &CStr = c"GMT";
+pub static SCHEDULER_TIMEZONE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(DEFAULT_TIMEZONE));
+pub static JOB_RUN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+
 pub fn register() {
     let int = |name, short, setting, min, max, flags| {
         GucRegistry::define_int_guc(name, short, c"", setting, min, max, GucContext::Userset, flags)
@@ -123,6 +133,42 @@ pub fn register() {
             None,
         );
     }
+    GucRegistry::define_bool_guc(
+        c"automation.enabled",
+        c"Whether the built-in scheduler runs jobs.",
+        c"Off: the schedulers stop and start no runs until it is turned on again (reload).",
+        &SCHEDULER_ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"automation.max_running_jobs",
+        c"How many job runs a database's scheduler keeps going at once.",
+        c"Each run is a background worker: max_worker_processes must leave room for them.",
+        &MAX_RUNNING_JOBS,
+        1,
+        MAX_RUNNING_JOBS_LIMIT,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"automation.timezone",
+        c"Time zone in which job schedules are read (pg_cron's cron.timezone).",
+        c"Any name PostgreSQL knows, e.g. GMT (the default), UTC, Europe/Berlin.",
+        &SCHEDULER_TIMEZONE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"automation.job_run_retention",
+        c"automation.purge_job_run_details() deletes job runs that ended longer ago than this.",
+        c"",
+        &JOB_RUN_RETENTION_S,
+        60,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_enum_guc(
         c"automation.notify_queue_full",
         c"What the completion trigger does when the NOTIFY queue is full: skip or error.",

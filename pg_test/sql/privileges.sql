@@ -111,7 +111,9 @@ RESET ROLE;
 ------------------------------------------------------------------------------
 -- SECURITY DEFINER hygiene: every SECURITY DEFINER function of the extension
 -- pins search_path ending in pg_temp; every SQL and PL/pgSQL function pins it
--- except apply_migration, which runs the caller's SQL with the caller's path.
+-- except apply_migration, which runs the caller's SQL with the caller's path,
+-- and purge_job_run_details, a procedure that COMMITs (which a SET clause
+-- forbids); both qualify every name instead.
 WITH ext_functions AS (
     SELECT p.* FROM pg_proc p
       JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'

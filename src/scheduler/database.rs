@@ -1,0 +1,555 @@
+//! The scheduler of one database: a dynamic background worker started by the
+//! launcher. It keeps the active jobs in memory with a min-heap of their next
+//! fire times (a wake-up costs O(log n) in the number of jobs, not O(n)),
+//! reloads them when automation.job changes (a relcache invalidation the
+//! table's trigger sends on commit), starts each due run in a runner worker,
+//! and records every run in automation.job_run_details.
+//!
+//! Fires are aligned to the schedule: a job's next fire is computed from the
+//! time it was due, not from when it ran; fires missed while the server was
+//! down, or while the job waited for a free slot past its next fire, are
+//! coalesced into one run.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::ffi::{CStr, CString};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
+
+use super::cron::{self, Schedule, Zone};
+use super::runner::{self, RunSegment};
+use super::shared::{self, Extension};
+use crate::settings;
+
+static JOBS_DIRTY: AtomicBool = AtomicBool::new(true);
+static JOB_RELID: AtomicU32 = AtomicU32::new(0);
+
+/// Longest sleep between ticks: how soon a change to automation.job, a
+/// settings reload or a finished run is noticed at the latest (finished runs
+/// and signals also wake the scheduler at once).
+const MAX_NAP_MS: i64 = 1000;
+
+struct Job {
+    name: Option<String>,
+    schedule_text: String,
+    schedule: Schedule,
+    command: String,
+    database: String,
+    username: String,
+    timeout_ms: i32,
+    next: Option<i64>,
+}
+
+struct Run {
+    runid: i64,
+    seg: RunSegment,
+    worker: DynamicBackgroundWorker,
+    marked_running: bool,
+}
+
+struct Scheduler {
+    jobs: HashMap<i64, Job>,
+    heap: BinaryHeap<Reverse<(i64, i64)>>,
+    running: HashMap<i64, Run>,
+    first_load: bool,
+    zone: PgZone,
+    activity: String,
+}
+
+enum Flow {
+    Continue,
+    ExtensionGone,
+}
+
+/// PostgreSQL's own time zone database, for `automation.timezone`.
+pub struct PgZone(*mut pg_sys::pg_tz);
+
+impl PgZone {
+    /// The zone named by automation.timezone; GMT (with a WARNING) when the
+    /// name is unknown.
+    pub fn from_setting() -> Result<PgZone, String> {
+        let name = settings::SCHEDULER_TIMEZONE.get().unwrap_or_else(|| settings::DEFAULT_TIMEZONE.to_owned());
+        PgZone::named(&name).ok_or_else(|| format!("automation.timezone \"{}\" is not a known time zone", name.to_string_lossy()))
+    }
+
+    pub fn named(name: &CStr) -> Option<PgZone> {
+        // SAFETY: pg_tzset returns a pointer into PostgreSQL's process-wide
+        // time zone cache (never freed), or NULL for an unknown name.
+        let tz = unsafe { pg_sys::pg_tzset(name.as_ptr()) };
+        (!tz.is_null()).then_some(PgZone(tz))
+    }
+}
+
+impl Zone for PgZone {
+    fn offset_at_utc(&self, ts: i64) -> i64 {
+        let mut tz: i32 = 0;
+        let mut tm = pg_sys::pg_tm::default();
+        let mut fsec: pg_sys::fsec_t = 0;
+        // SAFETY: out-parameters are locals; the zone pointer is from pg_tzset.
+        // PostgreSQL's tz is seconds *west* of UTC.
+        let rc = unsafe { pg_sys::timestamp2tm(ts, &mut tz, &mut tm, &mut fsec, std::ptr::null_mut(), self.0) };
+        if rc != 0 {
+            0
+        } else {
+            -(tz as i64)
+        }
+    }
+
+    fn offset_for_local(&self, local: &cron::Civil) -> i64 {
+        let mut tm = pg_sys::pg_tm {
+            tm_year: local.year as i32,
+            tm_mon: local.month as i32, // pg_tm months are 1-based
+            tm_mday: local.day as i32,
+            tm_hour: local.hour as i32,
+            tm_min: local.minute as i32,
+            tm_sec: local.second as i32,
+            ..Default::default()
+        };
+        // SAFETY: tm is a local; the zone pointer is from pg_tzset.
+        -(unsafe { pg_sys::DetermineTimeZoneOffset(&mut tm, self.0) } as i64)
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn job_relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let job = JOB_RELID.load(Ordering::Relaxed);
+    if relid == pg_sys::InvalidOid || relid.to_u32() == job {
+        JOBS_DIRTY.store(true, Ordering::Relaxed);
+    }
+}
+
+fn now() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+fn tstz(ts: i64) -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(ts).unwrap_or_else(|_| TimestampWithTimeZone::try_from(0).expect("epoch"))
+}
+
+/// Is the extension installed here, at a version with the scheduler's
+/// tables (0.1.0 had none; its upgrade wakes the launcher)?
+fn extension_installed() -> bool {
+    // SAFETY: syscache lookups inside the caller's transaction.
+    unsafe {
+        if pg_sys::get_extension_oid(c"automation_ext".as_ptr(), true) == pg_sys::InvalidOid {
+            return false;
+        }
+        let nsp = pg_sys::get_namespace_oid(c"automation".as_ptr(), true);
+        nsp != pg_sys::InvalidOid && pg_sys::get_relname_relid(c"job_run_details".as_ptr(), nsp) != pg_sys::InvalidOid
+    }
+}
+
+/// Entry point (bgw_main_arg: the database oid; bgw_extra: how many ms to
+/// wait for the extension to appear, for a CREATE EXTENSION not yet committed).
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
+    let dboid = pg_sys::Oid::from(arg.value() as u32);
+    let patience_ms: i64 = BackgroundWorker::get_extra().parse().unwrap_or(0);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    // SAFETY: reports this process's application name (copied by PostgreSQL).
+    unsafe { pg_sys::pgstat_report_appname(c"automation_ext scheduler".as_ptr()) };
+
+    // Wait (briefly) for the extension.
+    let deadline = now() + patience_ms * 1000;
+    loop {
+        if BackgroundWorker::transaction(extension_installed) {
+            break;
+        }
+        if now() >= deadline || BackgroundWorker::sigterm_received() {
+            shared::report_extension(dboid, Extension::Missing);
+            return;
+        }
+        BackgroundWorker::wait_latch(Some(Duration::from_millis(250)));
+    }
+    shared::report_extension(dboid, Extension::Installed);
+
+    let zone = PgZone::from_setting().unwrap_or_else(|problem| {
+        warning!("{problem}; reading schedules in GMT");
+        PgZone::named(c"GMT").expect("GMT is always known")
+    });
+    let mut scheduler = Scheduler {
+        jobs: HashMap::new(),
+        heap: BinaryHeap::new(),
+        running: HashMap::new(),
+        first_load: true,
+        zone,
+        activity: String::new(),
+    };
+    // SAFETY: registers a callback PostgreSQL calls while processing
+    // invalidation messages in this process; it only stores to atomics.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(job_relcache_callback), pg_sys::Datum::from(0)) };
+    BackgroundWorker::transaction(AssertUnwindSafe(|| scheduler.recover()));
+    log!("automation_ext scheduler started");
+
+    loop {
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: what PostgreSQL's own processes do on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            match PgZone::from_setting() {
+                Ok(zone) => scheduler.zone = zone,
+                Err(problem) => warning!("{problem}; keeping the previous time zone"),
+            }
+            JOBS_DIRTY.store(true, Ordering::Relaxed);
+        }
+        if !settings::SCHEDULER_ENABLED.get() {
+            log!("automation_ext scheduler stopping: automation.enabled is off");
+            break;
+        }
+        if unsafe { pg_sys::RecoveryInProgress() } {
+            break;
+        }
+        let flow = BackgroundWorker::transaction(AssertUnwindSafe(|| scheduler.tick()));
+        if let Flow::ExtensionGone = flow {
+            shared::report_extension(dboid, Extension::Missing);
+            log!("automation_ext scheduler stopping: the extension was dropped");
+            break;
+        }
+        let nap = match scheduler.heap.peek() {
+            Some(Reverse((ts, _))) => ((ts - now() + 999) / 1000).clamp(0, MAX_NAP_MS),
+            None => MAX_NAP_MS,
+        };
+        if nap > 0 && !BackgroundWorker::wait_latch(Some(Duration::from_millis(nap as u64))) {
+            break; // postmaster died
+        }
+    }
+}
+
+impl Scheduler {
+    /// After a restart: runs that were in flight when the previous scheduler
+    /// of this database stopped can no longer be followed; say so.
+    fn recover(&mut self) {
+        let n = Spi::connect_mut(|client| {
+            client
+                .update(
+                    "UPDATE automation.job_run_details
+                        SET status = 'failed', end_time = pg_catalog.clock_timestamp(),
+                            return_message = 'the scheduler restarted while this run was in flight; its outcome is unknown'
+                      WHERE status IN ('starting', 'running')",
+                    None,
+                    &[],
+                )
+                .map(|t| t.len())
+        })
+        .unwrap_or_else(|e| error!("could not recover run history: {e}"));
+        if n > 0 {
+            log!("automation_ext scheduler: marked {n} run(s) left in flight as failed");
+        }
+    }
+
+    fn tick(&mut self) -> Flow {
+        if !extension_installed() {
+            return Flow::ExtensionGone;
+        }
+        if JOBS_DIRTY.swap(false, Ordering::Relaxed) {
+            self.reload();
+        }
+        self.reap();
+        self.launch_due(now());
+        self.report_activity();
+        Flow::Continue
+    }
+
+    fn reload(&mut self) {
+        let now = now();
+        let rows = Spi::connect(|client| {
+            let relid = client
+                .select("SELECT 'automation.job'::pg_catalog.regclass::pg_catalog.oid", None, &[])?
+                .first()
+                .get_one::<pg_sys::Oid>()?;
+            if let Some(relid) = relid {
+                JOB_RELID.store(relid.to_u32(), Ordering::Relaxed);
+            }
+            client
+                .select(
+                    "SELECT jobid, jobname, schedule, command, database, username,
+                            COALESCE(LEAST(pg_catalog.date_part('epoch', timeout) * 1000, 2147483647), 0)::int4
+                       FROM automation.job WHERE active",
+                    None,
+                    &[],
+                )?
+                .map(|r| {
+                    Ok((
+                        r.get::<i64>(1)?.unwrap_or_default(),
+                        r.get::<String>(2)?,
+                        r.get::<String>(3)?.unwrap_or_default(),
+                        r.get::<String>(4)?.unwrap_or_default(),
+                        r.get::<String>(5)?.unwrap_or_default(),
+                        r.get::<String>(6)?.unwrap_or_default(),
+                        r.get::<i32>(7)?.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+        .unwrap_or_else(|e| error!("could not load automation.job: {e}"));
+
+        let mut old = std::mem::take(&mut self.jobs);
+        for (jobid, name, schedule_text, command, database, username, timeout_ms) in rows {
+            let schedule = match cron::parse(&schedule_text) {
+                Ok(s) => s,
+                Err(e) => {
+                    warning!("job {jobid} is not scheduled: {e}");
+                    continue;
+                }
+            };
+            let kept = old.remove(&jobid).filter(|j| j.schedule_text == schedule_text).and_then(|j| j.next);
+            let next = match (&schedule, kept) {
+                (_, Some(next)) => Some(next),
+                (Schedule::Reboot, None) => self.first_load.then_some(now),
+                (s, None) => s.next_after(now, &self.zone),
+            };
+            self.jobs.insert(jobid, Job { name, schedule_text, schedule, command, database, username, timeout_ms, next });
+        }
+        self.heap = self.jobs.iter().filter_map(|(id, j)| j.next.map(|n| Reverse((n, *id)))).collect();
+        self.first_load = false;
+        let ids: Vec<i64> = self.jobs.keys().copied().collect();
+        let nexts: Vec<Option<TimestampWithTimeZone>> = ids.iter().map(|id| self.jobs[id].next.map(tstz)).collect();
+        write_next_runs(&ids, &nexts);
+    }
+
+    fn launch_due(&mut self, now: i64) {
+        let max = settings::MAX_RUNNING_JOBS.get().max(1) as usize;
+        let mut advanced: Vec<(i64, Option<i64>)> = Vec::new();
+        while let Some(&Reverse((ts, jobid))) = self.heap.peek() {
+            if ts > now {
+                break;
+            }
+            let stale = self.jobs.get(&jobid).map_or(true, |j| j.next != Some(ts));
+            if stale {
+                self.heap.pop();
+                continue;
+            }
+            if !self.running.contains_key(&jobid) && self.running.len() >= max {
+                break; // due, but waits for a free slot (it keeps its place)
+            }
+            self.heap.pop();
+            if let Some(run) = self.running.get(&jobid) {
+                let job = &self.jobs[&jobid];
+                record_skipped(jobid, job, ts, now, run.runid);
+            } else {
+                self.start(jobid, ts);
+            }
+            let job = self.jobs.get_mut(&jobid).expect("checked above");
+            let mut next = job.schedule.next_after(ts, &self.zone);
+            if let Some(n) = next {
+                if n <= now {
+                    next = job.schedule.next_after(now, &self.zone);
+                }
+            }
+            job.next = next;
+            if let Some(n) = next {
+                self.heap.push(Reverse((n, jobid)));
+            }
+            advanced.push((jobid, next));
+        }
+        if !advanced.is_empty() {
+            let ids: Vec<i64> = advanced.iter().map(|(id, _)| *id).collect();
+            let nexts: Vec<Option<TimestampWithTimeZone>> = advanced.iter().map(|(_, n)| n.map(tstz)).collect();
+            write_next_runs(&ids, &nexts);
+        }
+    }
+
+    fn start(&mut self, jobid: i64, due: i64) {
+        let job = &self.jobs[&jobid];
+        // Who and where, checked here so that a refusal is a clear failed
+        // run rather than a worker dying on connect.
+        let target = Spi::get_three_with_args::<pg_sys::Oid, pg_sys::Oid, bool>(
+            "SELECT (SELECT oid FROM pg_catalog.pg_database WHERE datname = $1 AND datallowconn),
+                    r.oid, r.rolcanlogin
+               FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = $2",
+            &[job.database.as_str().into(), job.username.as_str().into()],
+        );
+        let problem = match target {
+            Ok((Some(db), Some(role), Some(true))) => {
+                let seg = RunSegment::create(jobid, db, role, job.timeout_ms, &job.command);
+                let runid = insert_run(jobid, job, "starting", None, due, None);
+                let builder = BackgroundWorkerBuilder::new(&format!("automation_ext job {jobid}"))
+                    .set_type("automation_ext job")
+                    .set_library("automation_ext")
+                    .set_function("automation_job_main")
+                    .set_argument(Some(pg_sys::Datum::from(seg.handle())))
+                    .enable_spi_access()
+                    .set_notify_pid(unsafe { pg_sys::MyProcPid })
+                    .set_restart_time(None);
+                // SAFETY: the handle is palloc'd in the current memory
+                // context; it must outlive this transaction, so it goes in
+                // TopMemoryContext (freed with the process).
+                let worker = unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| builder.load_dynamic()) };
+                match worker {
+                    Ok(worker) => {
+                        self.running.insert(jobid, Run { runid, seg, worker, marked_running: false });
+                        return;
+                    }
+                    Err(_) => {
+                        seg.detach();
+                        finish_run(
+                            runid,
+                            "failed",
+                            "could not start a background worker: all max_worker_processes slots are in use",
+                            None,
+                            None,
+                            None,
+                        );
+                        note_outcome(jobid, now(), false);
+                        warning!("job {jobid}: no free background worker slot (raise max_worker_processes)");
+                        return;
+                    }
+                }
+            }
+            Ok((None, _, _)) => format!("database \"{}\" does not exist or does not allow connections", job.database),
+            Ok((_, None, _)) => format!("role \"{}\" does not exist", job.username),
+            Ok((_, _, _)) => format!("role \"{}\" is not permitted to log in; jobs run as their owner, which needs LOGIN", job.username),
+            Err(e) => format!("could not check the job's database and role: {e}"),
+        };
+        let t = now();
+        insert_run(jobid, job, "failed", Some(&problem), due, Some((t, t)));
+        note_outcome(jobid, t, false);
+    }
+
+    fn reap(&mut self) {
+        let mut finished = Vec::new();
+        for (&jobid, run) in self.running.iter_mut() {
+            match run.worker.pid() {
+                Ok(pid) => {
+                    if !run.marked_running {
+                        let started = run.seg.header().start_time.load(Ordering::Relaxed);
+                        mark_running(run.runid, pid, if started > 0 { started } else { now() });
+                        run.marked_running = true;
+                    }
+                }
+                Err(BackgroundWorkerStatus::Stopped) => finished.push(jobid),
+                Err(BackgroundWorkerStatus::PostmasterDied) => {
+                    // SAFETY: what every process does when the postmaster is gone.
+                    unsafe { pg_sys::proc_exit(1) };
+                }
+                Err(_) => {}
+            }
+        }
+        for jobid in finished {
+            let run = self.running.remove(&jobid).expect("listed above");
+            let header = run.seg.header();
+            let state = header.state.load(Ordering::Acquire);
+            let start = header.start_time.load(Ordering::Relaxed);
+            let end = header.end_time.load(Ordering::Relaxed);
+            let pid = header.pid.load(Ordering::Relaxed);
+            let (status, message) = match state {
+                runner::STATE_SUCCEEDED => ("succeeded", run.seg.message()),
+                runner::STATE_FAILED => ("failed", run.seg.message()),
+                _ => (
+                    "failed",
+                    "the job worker exited without reporting a result (it could not connect, or it was terminated); see the server log".to_string(),
+                ),
+            };
+            let t = now();
+            let start = if start > 0 { start } else { t };
+            let end = if end > 0 { end } else { t };
+            finish_run(run.runid, status, &message, (pid > 0).then_some(pid), Some(start), Some(end));
+            note_outcome(jobid, start, status == "succeeded");
+            run.seg.detach();
+        }
+    }
+
+    /// What pg_stat_activity shows for this scheduler (and scheduler_status()).
+    fn report_activity(&mut self) {
+        let next = self.heap.peek().map(|Reverse((ts, id))| (*ts, *id));
+        let text = match next {
+            Some((ts, id)) => {
+                let name = self.jobs.get(&id).and_then(|j| j.name.clone()).map(|n| format!(" ({n})")).unwrap_or_default();
+                format!("{} jobs, {} running; next: job {id}{name} at {}", self.jobs.len(), self.running.len(), tstz(ts))
+            }
+            None => format!("{} jobs, {} running; nothing scheduled", self.jobs.len(), self.running.len()),
+        };
+        if text != self.activity {
+            let c = CString::new(text.as_str()).unwrap_or_default();
+            // SAFETY: PostgreSQL copies the string into shared memory.
+            unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, c.as_ptr()) };
+            self.activity = text;
+        }
+    }
+}
+
+fn insert_run(jobid: i64, job: &Job, status: &str, message: Option<&str>, due: i64, times: Option<(i64, i64)>) -> i64 {
+    Spi::get_one_with_args::<i64>(
+        "INSERT INTO automation.job_run_details
+                (jobid, database, username, command, status, return_message, start_time, end_time, scheduled_for)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING runid",
+        &[
+            jobid.into(),
+            job.database.as_str().into(),
+            job.username.as_str().into(),
+            job.command.as_str().into(),
+            status.into(),
+            message.into(),
+            times.map(|t| tstz(t.0)).into(),
+            times.map(|t| tstz(t.1)).into(),
+            tstz(due).into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("could not record a run of job {jobid}: {e}"))
+    .unwrap_or_default()
+}
+
+fn record_skipped(jobid: i64, job: &Job, due: i64, now: i64, running: i64) {
+    let message = format!("skipped: the previous run (runid {running}) was still running");
+    insert_run(jobid, job, "skipped", Some(&message), due, Some((now, now)));
+}
+
+fn mark_running(runid: i64, pid: i32, start: i64) {
+    Spi::run_with_args(
+        "UPDATE automation.job_run_details SET status = 'running', job_pid = $2, start_time = $3
+          WHERE runid = $1 AND status = 'starting'",
+        &[runid.into(), pid.into(), tstz(start).into()],
+    )
+    .unwrap_or_else(|e| error!("could not record run {runid}: {e}"));
+}
+
+fn finish_run(runid: i64, status: &str, message: &str, pid: Option<i32>, start: Option<i64>, end: Option<i64>) {
+    Spi::run_with_args(
+        "UPDATE automation.job_run_details
+            SET status = $2, return_message = $3, job_pid = COALESCE($4, job_pid),
+                start_time = COALESCE($5, start_time), end_time = COALESCE($6, pg_catalog.clock_timestamp())
+          WHERE runid = $1",
+        &[runid.into(), status.into(), message.into(), pid.into(), start.map(tstz).into(), end.map(tstz).into()],
+    )
+    .unwrap_or_else(|e| error!("could not record run {runid}: {e}"));
+}
+
+/// Run-state columns of automation.job. SKIP LOCKED: a user holding the row
+/// (an open ALTER) must never stall the scheduler; the columns are
+/// informational and are written again at the next run.
+fn note_outcome(jobid: i64, start: i64, ok: bool) {
+    Spi::run_with_args(
+        "UPDATE automation.job j
+            SET last_run_at = $2, last_status = CASE WHEN $3 THEN 'succeeded' ELSE 'failed' END,
+                consecutive_failures = CASE WHEN $3 THEN 0 ELSE j.consecutive_failures + 1 END
+          WHERE j.jobid = (SELECT jobid FROM automation.job WHERE jobid = $1 FOR UPDATE SKIP LOCKED)",
+        &[jobid.into(), tstz(start).into(), ok.into()],
+    )
+    .unwrap_or_else(|e| error!("could not update job {jobid}: {e}"));
+}
+
+fn write_next_runs(ids: &[i64], nexts: &[Option<TimestampWithTimeZone>]) {
+    if ids.is_empty() {
+        return;
+    }
+    Spi::run_with_args(
+        "UPDATE automation.job j SET next_run_at = u.next
+           FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::timestamptz[])) AS u(jobid, next)
+          WHERE j.jobid = u.jobid
+            AND j.next_run_at IS DISTINCT FROM u.next
+            AND j.jobid IN (SELECT jobid FROM automation.job WHERE jobid = ANY ($1) FOR UPDATE SKIP LOCKED)",
+        &[ids.to_vec().into(), nexts.to_vec().into()],
+    )
+    .unwrap_or_else(|e| error!("could not update next run times: {e}"));
+}

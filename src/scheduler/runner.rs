@@ -1,0 +1,351 @@
+//! The job runner: a dynamic background worker that runs one job's command,
+//! connected to the job's database as the job's role, and reports the outcome
+//! to its scheduler through a dynamic shared memory segment.
+//!
+//! The command runs as top-level statements, the way a client's simple query
+//! does (postgres.c's exec_simple_query), not through SPI: so VACUUM, CREATE
+//! INDEX CONCURRENTLY, REINDEX CONCURRENTLY and procedures that COMMIT work.
+//! Several statements in one command form one implicit transaction, exactly
+//! as `psql -c 'a; b'` does, unless they contain BEGIN/COMMIT themselves.
+
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+
+pub const MESSAGE_BYTES: usize = 2000;
+const MAGIC: u32 = 0x4155_544f; // "AUTO"
+
+/// Run states, written by the runner (`state`), read by the scheduler.
+pub const STATE_STARTING: u32 = 0;
+pub const STATE_RUNNING: u32 = 1;
+pub const STATE_SUCCEEDED: u32 = 2;
+pub const STATE_FAILED: u32 = 3;
+
+/// The head of a run's shared memory segment; the command's bytes follow.
+#[repr(C)]
+pub struct RunHeader {
+    magic: u32,
+    pub state: AtomicU32,
+    pub database: pg_sys::Oid,
+    pub role: pg_sys::Oid,
+    pub jobid: i64,
+    /// statement_timeout in ms, 0 for none
+    pub timeout_ms: i32,
+    pub start_time: AtomicI64,
+    pub end_time: AtomicI64,
+    pub pid: AtomicI32,
+    command_len: u32,
+    message_len: u32,
+    message: [u8; MESSAGE_BYTES],
+}
+
+/// A run's segment, owned by the scheduler until the run has been reaped.
+pub struct RunSegment {
+    seg: *mut pg_sys::dsm_segment,
+}
+
+impl RunSegment {
+    /// Create the segment of a run (in the scheduler).
+    pub fn create(jobid: i64, database: pg_sys::Oid, role: pg_sys::Oid, timeout_ms: i32, command: &str) -> RunSegment {
+        let size = std::mem::size_of::<RunHeader>() + command.len();
+        // SAFETY: dsm_create returns a mapping of at least `size` bytes (or
+        // raises an ERROR); we initialise the header in place before anyone
+        // else can see the handle, and copy the command right after it.
+        // dsm_pin_mapping keeps the mapping past the current transaction's
+        // resource owner, until `detach`.
+        unsafe {
+            let seg = pg_sys::dsm_create(size, 0);
+            pg_sys::dsm_pin_mapping(seg);
+            let base = pg_sys::dsm_segment_address(seg) as *mut u8;
+            let header = base as *mut RunHeader;
+            header.write(RunHeader {
+                magic: MAGIC,
+                state: AtomicU32::new(STATE_STARTING),
+                database,
+                role,
+                jobid,
+                timeout_ms,
+                start_time: AtomicI64::new(0),
+                end_time: AtomicI64::new(0),
+                pid: AtomicI32::new(0),
+                command_len: command.len() as u32,
+                message_len: 0,
+                message: [0; MESSAGE_BYTES],
+            });
+            std::ptr::copy_nonoverlapping(command.as_ptr(), base.add(std::mem::size_of::<RunHeader>()), command.len());
+            RunSegment { seg }
+        }
+    }
+
+    pub fn handle(&self) -> u32 {
+        // SAFETY: seg is a live segment we created.
+        unsafe { pg_sys::dsm_segment_handle(self.seg) }
+    }
+
+    pub fn header(&self) -> &RunHeader {
+        // SAFETY: the mapping lives until `detach`, and starts with the
+        // header written in `create`.
+        unsafe { &*(pg_sys::dsm_segment_address(self.seg) as *const RunHeader) }
+    }
+
+    /// The runner's message (an error, or the last command tag).
+    pub fn message(&self) -> String {
+        let h = self.header();
+        // Acquire: the message was written before the final state.
+        let _ = h.state.load(Ordering::Acquire);
+        let len = (h.message_len as usize).min(MESSAGE_BYTES);
+        String::from_utf8_lossy(&h.message[..len]).into_owned()
+    }
+
+    pub fn detach(self) {
+        // SAFETY: we own the mapping; nothing reads it after this.
+        unsafe { pg_sys::dsm_detach(self.seg) }
+    }
+}
+
+// timeout.h is not in pgrx's bindings. STATEMENT_TIMEOUT is the fourth
+// TimeoutId (after STARTUP_PACKET_TIMEOUT, DEADLOCK_TIMEOUT, LOCK_TIMEOUT) in
+// PostgreSQL 13 through 18.
+const STATEMENT_TIMEOUT: c_int = 3;
+extern "C-unwind" {
+    fn enable_timeout_after(id: c_int, delay_ms: c_int);
+    fn disable_timeout(id: c_int, keep_indicator: bool);
+}
+
+/// Entry point of a job run (bgw_main_arg: the run's dsm handle).
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
+    // SAFETY: standard background worker start-up; we keep PostgreSQL's
+    // default handlers (SIGTERM ends the worker, SIGINT cancels the query,
+    // which the statement timeout relies on).
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+    let handle = arg.value() as u32;
+    // SAFETY: attaching by the handle the scheduler passed; NULL when the
+    // scheduler is gone (and the segment with it), in which case nobody
+    // wants the result.
+    let seg = unsafe { pg_sys::dsm_attach(handle) };
+    if seg.is_null() {
+        log!("automation_ext job: the scheduler that started this run is gone; nothing to do");
+        return;
+    }
+    // SAFETY: the segment starts with the header the scheduler wrote
+    // (checked by magic) followed by command_len bytes of command; it stays
+    // mapped until we detach at the end.
+    let (header, command) = unsafe {
+        let base = pg_sys::dsm_segment_address(seg) as *mut u8;
+        let header = &mut *(base as *mut RunHeader);
+        if header.magic != MAGIC {
+            pg_sys::dsm_detach(seg);
+            error!("automation_ext job: run segment {handle} is not ours");
+        }
+        let bytes = std::slice::from_raw_parts(base.add(std::mem::size_of::<RunHeader>()), header.command_len as usize);
+        (header, String::from_utf8_lossy(bytes).into_owned())
+    };
+
+    // Connecting fails (FATAL) if the role may not log in or the database is
+    // gone; the scheduler checks both first, and reports a run that ended
+    // without a result as failed.
+    pgrx::bgworkers::BackgroundWorker::connect_worker_to_spi_by_oid(Some(header.database), Some(header.role));
+    let appname = CString::new(format!("automation_ext job {}", header.jobid)).unwrap_or_default();
+    // SAFETY: plain GUC assignments after InitPostgres; the values are
+    // NUL-terminated strings that outlive the calls (PostgreSQL copies them).
+    unsafe {
+        pg_sys::SetConfigOption(c"application_name".as_ptr(), appname.as_ptr(), pg_sys::GucContext::PGC_USERSET, pg_sys::GucSource::PGC_S_SESSION);
+        if header.timeout_ms > 0 {
+            let ms = CString::new(header.timeout_ms.to_string()).unwrap_or_default();
+            pg_sys::SetConfigOption(c"statement_timeout".as_ptr(), ms.as_ptr(), pg_sys::GucContext::PGC_SUSET, pg_sys::GucSource::PGC_S_SESSION);
+        }
+        pg_sys::pgstat_report_appname(appname.as_ptr());
+    }
+
+    header.pid.store(unsafe { pg_sys::MyProcPid }, Ordering::Relaxed);
+    header.start_time.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
+    header.state.store(STATE_RUNNING, Ordering::Release);
+
+    let outcome = PgTryBuilder::new(|| {
+        // SAFETY: runs in this worker's own session, outside any transaction.
+        Ok::<String, String>(unsafe { run_top_level(&command) })
+    })
+    .catch_others(|e| {
+        // SAFETY: an ERROR escaped a statement: clean up the way PostgreSQL's
+        // own error recovery does before anything else runs (timeouts off,
+        // out of every transaction level).
+        unsafe {
+            disable_timeout(STATEMENT_TIMEOUT, false);
+            pg_sys::AbortOutOfAnyTransaction();
+        }
+        Err(error_text(&e))
+    })
+    .execute();
+
+    let (state, message) = match outcome {
+        Ok(tag) => (STATE_SUCCEEDED, tag),
+        Err(message) => {
+            log!("automation_ext job {}: {}", header.jobid, message);
+            (STATE_FAILED, message)
+        }
+    };
+    let bytes = truncate_utf8(&message, MESSAGE_BYTES);
+    header.message[..bytes.len()].copy_from_slice(bytes.as_bytes());
+    header.message_len = bytes.len() as u32;
+    header.end_time.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
+    // Release: message and times are visible to whoever sees the state.
+    header.state.store(state, Ordering::Release);
+    // SAFETY: nothing references the mapping after this.
+    unsafe { pg_sys::dsm_detach(seg) };
+}
+
+fn error_text(e: &CaughtError) -> String {
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+            let mut text = r.message().to_string();
+            if let Some(detail) = r.detail() {
+                text.push_str(&format!(" (detail: {detail})"));
+            }
+            format!("{text} [SQLSTATE {}]", sqlstate(r.sql_error_code() as isize))
+        }
+        CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+    }
+}
+
+/// The five-character SQLSTATE of an error code (MAKE_SQLSTATE packs each
+/// character in six bits, least significant first).
+pub fn sqlstate(code: isize) -> String {
+    (0..5).map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Run `sql` as top-level statements; returns the last command's completion
+/// tag (as psql shows it: "SELECT 1", "VACUUM", "INSERT 0 5").
+///
+/// # Safety
+/// Must be called in a connected background worker, outside a transaction.
+unsafe fn run_top_level(sql: &str) -> String {
+    let source = CString::new(sql.replace('\0', " ")).unwrap_or_default();
+    let source_ptr: *const c_char = source.as_ptr();
+    // SAFETY (whole body): this mirrors exec_simple_query: a transaction
+    // command around parsing, then per statement analyze, plan, portal run
+    // with isTopLevel = true, and commit at the end (or at each transaction
+    // statement). Every pointer passed comes from the PostgreSQL call before
+    // it and lives in the current transaction's memory.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, source_ptr);
+        pg_sys::StartTransactionCommand();
+        let mut in_xact = true;
+        let parsetrees = pg_sys::pg_parse_query(source_ptr);
+        let n = if parsetrees.is_null() { 0 } else { (*parsetrees).length };
+        let implicit_block = n > 1;
+        let mut tag = String::new();
+        for i in 0..n {
+            let raw = pg_sys::list_nth(parsetrees, i) as *mut pg_sys::RawStmt;
+            let is_xact_stmt = (*(*raw).stmt).type_ == pg_sys::NodeTag::T_TransactionStmt;
+            if !in_xact {
+                pg_sys::SetCurrentStatementStartTimestamp();
+                pg_sys::StartTransactionCommand();
+                in_xact = true;
+            }
+            if implicit_block && !is_xact_stmt {
+                pg_sys::BeginImplicitTransactionBlock();
+            }
+            if pg_sys::StatementTimeout > 0 {
+                enable_timeout_after(STATEMENT_TIMEOUT, pg_sys::StatementTimeout);
+            }
+            let snapshot = pg_sys::analyze_requires_snapshot(raw);
+            if snapshot {
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            }
+            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(raw, source_ptr, std::ptr::null_mut(), 0, std::ptr::null_mut());
+            let plans = pg_sys::pg_plan_queries(queries, source_ptr, pg_sys::CURSOR_OPT_PARALLEL_OK as c_int, std::ptr::null_mut());
+            if snapshot {
+                pg_sys::PopActiveSnapshot();
+            }
+            let command_tag = pg_sys::CreateCommandTag((*raw).stmt);
+            let portal = pg_sys::CreatePortal(c"".as_ptr(), true, true);
+            (*portal).visible = false;
+            pg_sys::PortalDefineQuery(portal, std::ptr::null(), source_ptr, command_tag, plans, std::ptr::null_mut());
+            pg_sys::PortalStart(portal, std::ptr::null_mut(), 0, std::ptr::null_mut());
+            let mut format: i16 = 0;
+            pg_sys::PortalSetResultFormat(portal, 1, &mut format);
+            let receiver = pg_sys::CreateDestReceiver(pg_sys::CommandDest::DestNone);
+            let mut qc = pg_sys::QueryCompletion::default();
+            pg_sys::PortalRun(portal, i64::MAX as _, true, true, receiver, receiver, &mut qc);
+            if let Some(destroy) = (*receiver).rDestroy {
+                destroy(receiver);
+            }
+            pg_sys::PortalDrop(portal, false);
+            disable_timeout(STATEMENT_TIMEOUT, false);
+            tag = completion_tag(&qc);
+            if is_xact_stmt {
+                pg_sys::CommitTransactionCommand();
+                in_xact = false;
+            } else if i == n - 1 {
+                if implicit_block {
+                    pg_sys::EndImplicitTransactionBlock();
+                }
+                pg_sys::CommitTransactionCommand();
+                in_xact = false;
+            } else {
+                pg_sys::CommandCounterIncrement();
+            }
+        }
+        if in_xact {
+            pg_sys::CommitTransactionCommand();
+        }
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
+        tag
+    }
+}
+
+/// "SELECT 3", "INSERT 0 5", "VACUUM" (what BuildQueryCompletionString makes).
+fn completion_tag(qc: &pg_sys::QueryCompletion) -> String {
+    // SAFETY: GetCommandTagName returns a static string for any tag.
+    let (name, rows) = unsafe {
+        (
+            CStr::from_ptr(pg_sys::GetCommandTagName(qc.commandTag)).to_string_lossy().into_owned(),
+            pg_sys::command_tag_display_rowcount(qc.commandTag),
+        )
+    };
+    if !rows {
+        name
+    } else if qc.commandTag == pg_sys::CommandTag::CMDTAG_INSERT {
+        format!("{name} 0 {}", qc.nprocessed)
+    } else {
+        format!("{name} {}", qc.nprocessed)
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::truncate_utf8;
+
+    #[test]
+    fn sqlstates_unpack() {
+        use pgrx::pg_sys::PgSqlErrorCode::*;
+        assert_eq!(super::sqlstate(ERRCODE_QUERY_CANCELED as isize), "57014");
+        assert_eq!(super::sqlstate(ERRCODE_DIVISION_BY_ZERO as isize), "22012");
+        assert_eq!(super::sqlstate(ERRCODE_UNDEFINED_TABLE as isize), "42P01");
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+        assert_eq!(truncate_utf8("abcdef", 3), "abc");
+        assert_eq!(truncate_utf8("aé", 2), "a"); // é is two bytes
+        assert_eq!(truncate_utf8("€€", 4), "€");
+    }
+}

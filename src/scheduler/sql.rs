@@ -1,0 +1,96 @@
+//! The scheduler's SQL-callable edge: schedule validation and next-fire
+//! times, the job-table invalidation trigger, the launcher wake-up, settings.
+//! Declared by hand in sql/scheduler.sql (except the trigger function).
+
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::prelude::*;
+use pgrx::{PgTrigger, PgTriggerError};
+
+use super::cron::{self, Schedule};
+use super::database::PgZone;
+use super::shared;
+use crate::settings;
+
+fn parse_or_raise(schedule: &str) -> Schedule {
+    match cron::parse(schedule) {
+        Ok(s) => s,
+        Err(e) => {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                e.to_string(),
+                "Use 5 cron fields (minute hour day-of-month month day-of-week), a macro such as @daily, or 'N seconds' with N from 1 to 59."
+            );
+        }
+    }
+}
+
+#[pg_schema]
+mod automation {
+    use super::*;
+
+    /// `automation.next_run(schedule text, after timestamptz DEFAULT now(),
+    /// timezone text DEFAULT NULL) → timestamptz`: when a schedule fires next
+    /// after `after`, reading it in `timezone` (automation.timezone when
+    /// NULL); NULL for @reboot. Raises 22023 naming the bad field for an
+    /// invalid schedule.
+    #[pg_extern(sql = false)]
+    fn next_run(
+        schedule: Option<&str>,
+        after: Option<TimestampWithTimeZone>,
+        timezone: Option<&str>,
+    ) -> Option<TimestampWithTimeZone> {
+        let parsed = parse_or_raise(schedule?);
+        let zone = match timezone {
+            Some(name) => {
+                let c = std::ffi::CString::new(name).unwrap_or_default();
+                PgZone::named(&c).ok_or_else(|| format!("time zone \"{name}\" is not known"))
+            }
+            None => PgZone::from_setting(),
+        };
+        let zone = match zone {
+            Ok(zone) => zone,
+            Err(problem) => {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    problem,
+                    "Use a name from pg_timezone_names."
+                );
+            }
+        };
+        let after: i64 = after?.into();
+        parsed.next_after(after, &zone).map(|t| TimestampWithTimeZone::try_from(t).expect("in range"))
+    }
+
+    /// Trigger on automation.job: have this database's scheduler reload its
+    /// jobs when the change commits (a relcache invalidation it listens for).
+    #[pg_trigger]
+    fn job_cache_invalidate<'a>(
+        trigger: &'a PgTrigger<'a>,
+    ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+        // SAFETY: tg_relation is the trigger's open relation; the call only
+        // queues an invalidation message, sent at commit.
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid((*trigger.trigger_data().tg_relation).rd_id) };
+        Ok(None)
+    }
+
+    /// `automation.wake_scheduler() → boolean`: ask the launcher to (re)start
+    /// the scheduler of this database now. False, with a NOTICE, when the
+    /// library is not preloaded (then nothing schedules jobs).
+    #[pg_extern(sql = false)]
+    fn wake_scheduler() -> bool {
+        // SAFETY: reading this backend's database oid.
+        let woke = shared::wake(unsafe { pg_sys::MyDatabaseId });
+        if !woke {
+            notice!("automation_ext is not in shared_preload_libraries: jobs are recorded but nothing runs them until it is (and the server restarted)");
+        }
+        woke
+    }
+
+    /// `automation.job_run_retention() → interval`: the setting, as an interval.
+    #[pg_extern(sql = false)]
+    fn job_run_retention() -> Interval {
+        Interval::new(0, 0, settings::JOB_RUN_RETENTION_S.get() as i64 * 1_000_000).expect("in range")
+    }
+}
