@@ -243,9 +243,20 @@ unsafe fn run_top_level(sql: &str) -> String {
     // statement). Every pointer passed comes from the PostgreSQL call before
     // it and lives in the current transaction's memory.
     unsafe {
+        // Parse and plan trees live in a context of their own, like
+        // postgres.c's MessageContext: statements such as VACUUM commit and
+        // start transactions inside, which frees transaction memory.
+        let context = pg_sys::AllocSetContextCreateInternal(
+            pg_sys::TopMemoryContext,
+            c"automation_ext job".as_ptr(),
+            0,
+            8 * 1024,
+            8 * 1024 * 1024,
+        );
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, source_ptr);
         pg_sys::StartTransactionCommand();
+        pg_sys::CurrentMemoryContext = context;
         let mut in_xact = true;
         let parsetrees = pg_sys::pg_parse_query(source_ptr);
         let n = if parsetrees.is_null() { 0 } else { (*parsetrees).length };
@@ -259,6 +270,7 @@ unsafe fn run_top_level(sql: &str) -> String {
                 pg_sys::StartTransactionCommand();
                 in_xact = true;
             }
+            pg_sys::CurrentMemoryContext = context;
             if implicit_block && !is_xact_stmt {
                 pg_sys::BeginImplicitTransactionBlock();
             }

@@ -59,3 +59,44 @@ pub fn drain(client: &mut Client, quiet: Duration, limit: Duration) -> Vec<(Stri
     }
     got
 }
+
+/// Poll `sql` (returning one boolean) until it is true; panic with `what`
+/// after `limit`. For effects of background workers, which come when they come.
+pub fn wait_for(client: &mut Client, sql: &str, limit: Duration, what: &str) {
+    let start = Instant::now();
+    loop {
+        let done: bool = client.query_one(sql, &[]).map(|r| r.get(0)).unwrap_or(false);
+        if done {
+            return;
+        }
+        if start.elapsed() > limit {
+            panic!("{what}: not after {limit:?} (polled: {sql})");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Connect with retries, for after a server restart.
+pub fn connect_retrying(conninfo: &str, limit: Duration) -> Client {
+    let start = Instant::now();
+    loop {
+        match Client::connect(conninfo, NoTls) {
+            Ok(c) => return c,
+            Err(e) if start.elapsed() < limit => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("could not reconnect within {limit:?}: {e}"),
+        }
+    }
+}
+
+/// The connection string of the test database (for reconnecting).
+pub fn conninfo() -> String {
+    format!("{} dbname={DB}", base())
+}
+
+/// Connection string of another database of the same cluster.
+pub fn conninfo_for(dbname: &str) -> String {
+    format!("{} dbname={dbname}", base())
+}

@@ -1,0 +1,227 @@
+//! The scheduler's background workers, against the running cluster: who runs
+//! a job, what is recorded, top-level commands, overlap, timeouts, changes
+//! picked up live, new databases.
+
+use std::time::Duration;
+
+use automation_ext_integration::{conninfo_for, connect, wait_for, Client, NoTls};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn one<T: for<'a> postgres::types::FromSql<'a>>(c: &mut Client, sql: &str) -> T {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Schedule as the current role of `c`; returns the jobid.
+fn schedule(c: &mut Client, name: &str, schedule: &str, command: &str) -> i64 {
+    c.query_one("SELECT automation.schedule($1, $2, $3)", &[&name, &schedule, &command]).unwrap().get(0)
+}
+
+fn unschedule(c: &mut Client, jobid: i64) {
+    c.execute("SELECT automation.unschedule($1::bigint)", &[&jobid]).unwrap();
+}
+
+#[test]
+fn a_job_runs_as_its_owner_with_only_the_owners_privileges() {
+    let mut c = connect();
+    c.batch_execute(
+        "DROP ROLE IF EXISTS it_job_owner;
+         CREATE ROLE it_job_owner LOGIN IN ROLE automation_runner;
+         CREATE TABLE public.it_whoami (who text, session_who text);
+         GRANT USAGE ON SCHEMA public TO it_job_owner;
+         GRANT INSERT ON public.it_whoami TO it_job_owner;
+         CREATE TABLE public.it_secret (x int);
+         SET ROLE it_job_owner;",
+    )
+    .unwrap();
+    let mine = schedule(&mut c, "it-whoami", "1 second", "INSERT INTO public.it_whoami SELECT current_user, session_user");
+    let theirs = schedule(&mut c, "it-secret", "1 second", "SELECT * FROM public.it_secret");
+    c.batch_execute("RESET ROLE").unwrap();
+    wait_for(&mut c, "SELECT count(*) > 0 FROM public.it_whoami", LIMIT, "the job's row");
+    let (who, session_who): (String, String) = {
+        let r = c.query_one("SELECT who, session_who FROM public.it_whoami LIMIT 1", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((who.as_str(), session_who.as_str()), ("it_job_owner", "it_job_owner"));
+    let refused = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {theirs} AND status = 'failed'");
+    wait_for(&mut c, &refused, LIMIT, "the refused run");
+    let message: String = one(&mut c, &format!("SELECT return_message FROM automation.job_run_details WHERE jobid = {theirs} AND status = 'failed' LIMIT 1"));
+    assert!(message.contains("permission denied for table it_secret"), "{message}");
+    let user: String = one(&mut c, &format!("SELECT username FROM automation.job_run_details WHERE jobid = {mine} LIMIT 1"));
+    assert_eq!(user, "it_job_owner");
+    c.batch_execute(&format!(
+        "DELETE FROM automation.job WHERE jobid IN ({mine}, {theirs});
+         DROP TABLE public.it_whoami, public.it_secret;
+         REVOKE USAGE ON SCHEMA public FROM it_job_owner;"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn failures_are_recorded_with_their_error_and_counted() {
+    let mut c = connect();
+    let job = schedule(&mut c, "it-fails", "1 second", "SELECT 1/0");
+    let sql = format!("SELECT consecutive_failures >= 2 FROM automation.job WHERE jobid = {job}");
+    wait_for(&mut c, &sql, LIMIT, "two failures in a row");
+    let r = c
+        .query_one(
+            &format!(
+                "SELECT status, return_message, end_time >= start_time, job_pid > 0
+                   FROM automation.job_run_details WHERE jobid = {job} AND status = 'failed' ORDER BY runid LIMIT 1"
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.get::<_, String>(1), "division by zero [SQLSTATE 22012]");
+    assert!(r.get::<_, bool>(2), "end before start");
+    assert!(r.get::<_, bool>(3), "no pid recorded");
+    let last: String = one(&mut c, &format!("SELECT last_status FROM automation.job WHERE jobid = {job}"));
+    assert_eq!(last, "failed");
+    unschedule(&mut c, job);
+}
+
+#[test]
+fn commands_run_at_top_level_vacuum_concurrent_index_commit() {
+    let mut c = connect();
+    c.batch_execute(
+        "CREATE TABLE public.it_top (x int);
+         INSERT INTO public.it_top SELECT generate_series(1, 1000);
+         CREATE PROCEDURE public.it_commits() LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO public.it_top VALUES (-1); COMMIT;
+             INSERT INTO public.it_top VALUES (-2); COMMIT;
+         END $$;",
+    )
+    .unwrap();
+    let jobs = [
+        schedule(&mut c, "it-vacuum", "1 second", "VACUUM (ANALYZE) public.it_top"),
+        schedule(&mut c, "it-cic", "1 second", "CREATE INDEX CONCURRENTLY IF NOT EXISTS it_top_x ON public.it_top (x)"),
+        schedule(&mut c, "it-commit", "1 second", "CALL public.it_commits()"),
+        // several statements form one implicit transaction, as in psql -c
+        schedule(&mut c, "it-multi", "1 second", "SELECT 1; VACUUM public.it_top"),
+    ];
+    for job in &jobs[..3] {
+        let sql = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
+        wait_for(&mut c, &sql, LIMIT, &format!("a successful run of job {job}"));
+    }
+    let tags: Vec<String> = jobs[..3]
+        .iter()
+        .map(|job| one(&mut c, &format!("SELECT return_message FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded' LIMIT 1")))
+        .collect();
+    assert_eq!(tags, vec!["VACUUM", "CREATE INDEX", "CALL"]);
+    let valid: bool = one(&mut c, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.it_top_x'::regclass");
+    assert!(valid, "the concurrently built index is not valid");
+    let committed: i64 = one(&mut c, "SELECT count(*) FROM public.it_top WHERE x < 0");
+    assert!(committed >= 2);
+    let sql = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {} AND status = 'failed'", jobs[3]);
+    wait_for(&mut c, &sql, LIMIT, "the multi-statement VACUUM's refusal");
+    let message: String =
+        one(&mut c, &format!("SELECT return_message FROM automation.job_run_details WHERE jobid = {} AND status = 'failed' LIMIT 1", jobs[3]));
+    assert!(message.contains("VACUUM cannot run inside a transaction block"), "{message}");
+    for job in jobs {
+        unschedule(&mut c, job);
+    }
+}
+
+#[test]
+fn a_job_never_overlaps_itself_and_fires_stay_on_the_grid() {
+    let mut c = connect();
+    let job = schedule(&mut c, "it-slow", "1 second", "SELECT pg_sleep(2.5)");
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE status = 'skipped') >= 3 AND count(*) FILTER (WHERE status = 'succeeded') >= 2
+           FROM automation.job_run_details WHERE jobid = {job}"
+    );
+    wait_for(&mut c, &sql, LIMIT, "skipped and finished runs");
+    unschedule(&mut c, job);
+    // no two runs of the job were ever in progress at once
+    let overlaps: i64 = one(
+        &mut c,
+        &format!(
+            "SELECT count(*) FROM automation.job_run_details a JOIN automation.job_run_details b
+                ON a.jobid = b.jobid AND a.runid < b.runid
+             WHERE a.jobid = {job} AND a.status IN ('succeeded', 'failed') AND b.status IN ('succeeded', 'failed')
+               AND b.start_time < a.end_time"
+        ),
+    );
+    assert_eq!(overlaps, 0);
+    let message: String = one(&mut c, &format!("SELECT return_message FROM automation.job_run_details WHERE jobid = {job} AND status = 'skipped' LIMIT 1"));
+    assert!(message.starts_with("skipped: the previous run (runid "), "{message}");
+    // every fire is due on a whole second, and started no earlier
+    let off_grid: i64 = one(
+        &mut c,
+        &format!(
+            "SELECT count(*) FROM automation.job_run_details
+              WHERE jobid = {job} AND (date_trunc('second', scheduled_for) <> scheduled_for
+                                       OR (status <> 'skipped' AND start_time < scheduled_for))"
+        ),
+    );
+    assert_eq!(off_grid, 0);
+}
+
+#[test]
+fn the_timeout_cancels_a_run() {
+    let mut c = connect();
+    let job: i64 = one(
+        &mut c,
+        "SELECT automation.schedule_in_database('it-timeout', '1 second', 'SELECT pg_sleep(20)', current_database(),
+                                                timeout => '300 ms')",
+    );
+    let sql = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'failed'");
+    wait_for(&mut c, &sql, LIMIT, "the timed-out run");
+    let r = c
+        .query_one(
+            &format!(
+                "SELECT return_message, end_time - start_time < interval '10 seconds'
+                   FROM automation.job_run_details WHERE jobid = {job} AND status = 'failed' LIMIT 1"
+            ),
+            &[],
+        )
+        .unwrap();
+    let message: String = r.get(0);
+    assert!(message.contains("canceling statement due to statement timeout"), "{message}");
+    assert!(r.get::<_, bool>(1), "the run was not cut short");
+    unschedule(&mut c, job);
+}
+
+#[test]
+fn changes_are_picked_up_without_a_restart() {
+    let mut c = connect();
+    let job = schedule(&mut c, "it-live", "0 0 1 1 *", "SELECT 'live'");
+    std::thread::sleep(Duration::from_secs(2));
+    let none: i64 = one(&mut c, &format!("SELECT count(*) FROM automation.job_run_details WHERE jobid = {job}"));
+    assert_eq!(none, 0, "a yearly job ran");
+    c.execute("SELECT automation.alter_job($1::bigint, schedule => '1 second')", &[&job]).unwrap();
+    let sql = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
+    wait_for(&mut c, &sql, LIMIT, "a run after alter_job");
+    let next_set: bool = one(&mut c, &format!("SELECT next_run_at > now() - interval '5 seconds' FROM automation.job WHERE jobid = {job}"));
+    assert!(next_set);
+    // deactivated: no new runs start
+    c.execute("SELECT automation.alter_job($1::bigint, active => false)", &[&job]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let before: i64 = one(&mut c, &format!("SELECT max(runid) FROM automation.job_run_details WHERE jobid = {job}"));
+    std::thread::sleep(Duration::from_secs(3));
+    let after: i64 = one(&mut c, &format!("SELECT max(runid) FROM automation.job_run_details WHERE jobid = {job}"));
+    assert_eq!(before, after, "an inactive job ran");
+    unschedule(&mut c, job);
+}
+
+#[test]
+fn a_new_database_gets_a_scheduler_and_can_still_be_dropped() {
+    let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
+    admin.batch_execute("DROP DATABASE IF EXISTS it_newdb WITH (FORCE)").unwrap();
+    admin.batch_execute("CREATE DATABASE it_newdb").unwrap();
+    {
+        let mut c = Client::connect(&conninfo_for("it_newdb"), NoTls).unwrap();
+        c.batch_execute("CREATE EXTENSION automation_ext").unwrap();
+        let job = schedule(&mut c, "it-new", "1 second", "SELECT 1");
+        let sql = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
+        wait_for(&mut c, &sql, LIMIT, "a run in the new database");
+        let schedulers: i64 = one(
+            &mut c,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'automation_ext scheduler' AND datname = 'it_newdb'",
+        );
+        assert_eq!(schedulers, 1);
+    }
+    // no FORCE: the scheduler connected to it must not stand in the way
+    admin.batch_execute("DROP DATABASE it_newdb").unwrap();
+}
