@@ -2,7 +2,7 @@
 --
 -- Frozen once released, like every upgrade script: it repeats the 0.2.0
 -- objects from the install files (sql/api.sql, migrations.sql, discovery.sql,
--- audit.sql, scheduler.sql, roles.sql) as they were at 0.2.0, because those files will keep
+-- audit.sql, scheduler.sql, timeseries.sql, roles.sql) as they were at 0.2.0, because those files will keep
 -- changing and this script must not. pg_test/sql/upgrade.sql checks that an
 -- upgraded database has exactly the catalog of a fresh 0.2.0 install.
 --
@@ -633,6 +633,408 @@ SELECT pg_catalog.pg_extension_config_dump('automation.job_run_details_runid_seq
 -- Tell the launcher that this database now has jobs to run.
 SELECT automation.wake_scheduler();
 
+-- ---- as sql/timeseries.sql at 0.2.0 ----
+-- Pipeline metrics as time series without TimescaleDB (0.2.0; src/timeseries.rs):
+-- partitions made ahead and dropped after retention, an hourly rollup kept
+-- current incrementally, a live view over it, bulk ingest through an UNLOGGED
+-- staging table.
+
+CREATE FUNCTION automation.time_bucket(bucket_width interval, ts timestamptz,
+                                       origin timestamptz DEFAULT '2000-01-03 00:00:00+00')
+RETURNS timestamptz
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'time_bucket_wrapper';
+
+CREATE FUNCTION automation.time_bucket(bucket_width interval, ts timestamp,
+                                       origin timestamp DEFAULT '2000-01-03 00:00:00')
+RETURNS timestamp
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'time_bucket_ts_wrapper';
+
+CREATE FUNCTION automation.try_timestamptz(value text)
+RETURNS timestamptz
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'try_timestamptz_wrapper';
+
+CREATE FUNCTION automation.metrics_settings()
+RETURNS TABLE (partition_interval text, retention text, partitions_ahead integer)
+LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'metrics_settings_wrapper';
+
+COMMENT ON FUNCTION automation.time_bucket(interval, timestamptz, timestamptz) IS
+'The start of the bucket of width bucket_width that holds ts (TimescaleDB''s time_bucket): days and time are fixed lengths counted in UTC from origin (a Monday by default); months follow the calendar.';
+COMMENT ON FUNCTION automation.time_bucket(interval, timestamp, timestamp) IS
+'time_bucket for timestamp without time zone.';
+COMMENT ON FUNCTION automation.try_timestamptz(text) IS
+'An ISO 8601 timestamp (UTC when it has no offset), or NULL when the text is not one. Never raises.';
+COMMENT ON FUNCTION automation.metrics_settings() IS
+'automation.metrics_partition_interval, automation.metrics_retention and automation.metrics_partitions_ahead in force.';
+
+------------------------------------------------------------------------------
+-- Partitions
+
+-- Create the partitions from the current one to metrics_partitions_ahead
+-- ahead, and one for every period with rows in the default partition (moving
+-- those rows into it); drop partitions that ended before now() - retention
+-- and expire such rows from the default partition. Partitions are named
+-- pipeline_metrics_p<start in UTC>. Idempotent; one call at a time.
+CREATE FUNCTION automation.maintain_metrics_partitions()
+RETURNS TABLE (action text, partition_name text, range_start timestamptz, range_end timestamptz, row_count bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    width interval;
+    keep interval;
+    ahead integer;
+    fmt text;
+    b timestamptz;
+    e timestamptz;
+    part text;
+    n bigint;
+    r record;
+BEGIN
+    SELECT s.partition_interval, s.retention, s.partitions_ahead INTO r FROM automation.metrics_settings() s;
+    BEGIN
+        width := r.partition_interval::interval;
+        keep := r.retention::interval;
+    EXCEPTION WHEN others THEN
+        RAISE EXCEPTION 'automation.metrics_partition_interval (%) and automation.metrics_retention (%) must be intervals',
+                        r.partition_interval, r.retention
+              USING ERRCODE = 'invalid_parameter_value';
+    END;
+    ahead := r.partitions_ahead;
+    IF width < interval '1 hour' AND pg_catalog.date_part('month', width) = 0 THEN
+        RAISE EXCEPTION 'automation.metrics_partition_interval is %, partitions narrower than an hour are not supported', width
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    fmt := CASE WHEN pg_catalog.date_part('month', width) > 0 OR pg_catalog.date_part('year', width) > 0 THEN 'YYYYMM'
+                WHEN width >= interval '1 day' AND pg_catalog.date_part('hour', width) = 0 THEN 'YYYYMMDD'
+                ELSE 'YYYYMMDD"_"HH24MI' END;
+
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.maintain_metrics_partitions'));
+
+    FOR b IN
+        SELECT DISTINCT automation.time_bucket(width, d.time) FROM automation.pipeline_metrics_default d
+         WHERE d.time >= pg_catalog.now() - keep
+        UNION
+        SELECT pg_catalog.generate_series(automation.time_bucket(width, pg_catalog.now()),
+                                          automation.time_bucket(width, pg_catalog.now()) + width * ahead, width)
+        ORDER BY 1
+    LOOP
+        e := b + width;
+        part := 'pipeline_metrics_p' || pg_catalog.to_char(b AT TIME ZONE 'UTC', fmt);
+        CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('automation.%I', part)) IS NOT NULL;
+        BEGIN
+            -- rows for the period waiting in the default partition move in
+            IF pg_catalog.to_regclass('pg_temp.automation_moving') IS NULL THEN
+                CREATE TEMP TABLE automation_moving (LIKE automation.pipeline_metrics) ON COMMIT DROP;
+            ELSE
+                TRUNCATE pg_temp.automation_moving;
+            END IF;
+            WITH moved AS (DELETE FROM automation.pipeline_metrics_default d
+                            WHERE d.time >= b AND d.time < e RETURNING d.*)
+            INSERT INTO pg_temp.automation_moving SELECT * FROM moved;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            EXECUTE pg_catalog.format('CREATE TABLE automation.%I PARTITION OF automation.pipeline_metrics FOR VALUES FROM (%L) TO (%L)',
+                                      part, b, e);
+            INSERT INTO automation.pipeline_metrics SELECT * FROM pg_temp.automation_moving;
+            action := CASE WHEN n > 0 THEN 'split from default' ELSE 'created' END;
+        EXCEPTION WHEN invalid_object_definition THEN
+            -- overlaps a partition of another width (the setting changed)
+            action := 'skipped: overlaps an existing partition';
+            n := 0;
+        END;
+        partition_name := part; range_start := b; range_end := e; row_count := n;
+        RETURN NEXT;
+    END LOOP;
+
+    FOR r IN
+        SELECT c.oid::regclass AS rel, c.relname,
+               (pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)')) AS bounds
+          FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'automation.pipeline_metrics'::regclass
+           AND c.oid <> 'automation.pipeline_metrics_default'::regclass
+    LOOP
+        CONTINUE WHEN r.bounds IS NULL OR r.bounds[2]::timestamptz > pg_catalog.now() - keep;
+        EXECUTE pg_catalog.format('SELECT count(*) FROM %s', r.rel) INTO n;
+        EXECUTE pg_catalog.format('DROP TABLE %s', r.rel);
+        action := 'dropped'; partition_name := r.relname;
+        range_start := r.bounds[1]::timestamptz; range_end := r.bounds[2]::timestamptz; row_count := n;
+        RETURN NEXT;
+    END LOOP;
+
+    DELETE FROM automation.pipeline_metrics_default d WHERE d.time < pg_catalog.now() - keep;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        action := 'expired from default'; partition_name := 'pipeline_metrics_default';
+        range_start := NULL; range_end := pg_catalog.now() - keep; row_count := n;
+        RETURN NEXT;
+    END IF;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.maintain_metrics_partitions() IS
+'Create pipeline_metrics partitions ahead (automation.metrics_partition_interval, automation.metrics_partitions_ahead), split rows out of the default partition, drop partitions older than automation.metrics_retention. Returns what it did.';
+
+------------------------------------------------------------------------------
+-- Hourly rollup (the seed's continuous aggregate)
+
+CREATE TABLE automation.pipeline_metrics_hourly (
+    bucket        timestamptz  NOT NULL,
+    pipeline_name varchar(255) NOT NULL,
+    stage         varchar(100) NOT NULL,
+    executions    bigint       NOT NULL,
+    avg_duration  numeric,
+    total_records bigint,
+    successes     bigint       NOT NULL,
+    errors        bigint       NOT NULL,
+    PRIMARY KEY (bucket, pipeline_name, stage)
+);
+
+COMMENT ON TABLE automation.pipeline_metrics_hourly IS
+    'Hourly rollup of pipeline_metrics (UTC hours), complete up to the watermark; refreshed incrementally by automation.refresh_pipeline_metrics_hourly(). Query automation.pipeline_metrics_hourly_live for up-to-the-second figures.';
+
+-- Hours whose rows changed since they were last rolled up: one row per hour
+-- and writing transaction (so that a refresh never deletes the mark of a
+-- transaction it could not see yet).
+CREATE TABLE automation.pipeline_metrics_invalidations (
+    bucket timestamptz NOT NULL,
+    xid    xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    PRIMARY KEY (bucket, xid)
+);
+
+CREATE TABLE automation.pipeline_metrics_hourly_state (
+    singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    -- every hour before this is in pipeline_metrics_hourly, except invalidated ones
+    watermark        timestamptz,
+    refreshed_at     timestamptz,
+    last_buckets     bigint,
+    last_duration_ms numeric
+);
+INSERT INTO automation.pipeline_metrics_hourly_state DEFAULT VALUES;
+
+-- SECURITY DEFINER: whoever may write pipeline_metrics marks the hours it
+-- touched, without a privilege on the bookkeeping table (the function only
+-- inserts hour marks derived from the statement's own rows).
+CREATE FUNCTION automation.pipeline_metrics_invalidate()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO automation.pipeline_metrics_invalidations (bucket)
+        SELECT DISTINCT pg_catalog.date_trunc('hour', c.time, 'UTC') FROM changed_rows c
+        ON CONFLICT DO NOTHING;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO automation.pipeline_metrics_invalidations (bucket)
+        SELECT DISTINCT pg_catalog.date_trunc('hour', o.time, 'UTC') FROM old_rows o
+        ON CONFLICT DO NOTHING;
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        UPDATE automation.pipeline_metrics_hourly_state SET watermark = NULL;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER pipeline_metrics_invalidate_insert
+    AFTER INSERT ON automation.pipeline_metrics REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION automation.pipeline_metrics_invalidate();
+CREATE TRIGGER pipeline_metrics_invalidate_update
+    AFTER UPDATE ON automation.pipeline_metrics REFERENCING OLD TABLE AS old_rows NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION automation.pipeline_metrics_invalidate();
+CREATE TRIGGER pipeline_metrics_invalidate_delete
+    AFTER DELETE ON automation.pipeline_metrics REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION automation.pipeline_metrics_invalidate();
+CREATE TRIGGER pipeline_metrics_invalidate_truncate
+    AFTER TRUNCATE ON automation.pipeline_metrics
+    FOR EACH STATEMENT EXECUTE FUNCTION automation.pipeline_metrics_invalidate();
+
+-- Roll up the hours that changed (or, the first time and on request, all of
+-- them), up to the start of the current hour: the new watermark.
+CREATE FUNCTION automation.refresh_pipeline_metrics_hourly(full_refresh boolean DEFAULT false)
+RETURNS TABLE (buckets bigint, rows_aggregated bigint, watermark timestamptz, was_full boolean, duration_ms numeric)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    new_watermark timestamptz := pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC');
+    old_watermark timestamptz;
+    touched timestamptz[];
+    nb bigint;
+    nr bigint;
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.refresh_pipeline_metrics_hourly'));
+    SELECT s.watermark INTO old_watermark FROM automation.pipeline_metrics_hourly_state s;
+    IF full_refresh OR old_watermark IS NULL THEN
+        DELETE FROM automation.pipeline_metrics_invalidations i WHERE i.bucket < new_watermark;
+        DELETE FROM automation.pipeline_metrics_hourly;
+        INSERT INTO automation.pipeline_metrics_hourly
+        SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+               sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
+               count(*) FILTER (WHERE m.status = 'error')
+          FROM automation.pipeline_metrics m
+         WHERE m.time < new_watermark
+         GROUP BY 1, 2, 3;
+        was_full := true;
+    ELSE
+        WITH gone AS (DELETE FROM automation.pipeline_metrics_invalidations i
+                       WHERE i.bucket < new_watermark RETURNING i.bucket)
+        SELECT pg_catalog.array_agg(DISTINCT g.bucket) INTO touched FROM gone g;
+        touched := COALESCE(touched, '{}');
+        DELETE FROM automation.pipeline_metrics_hourly h WHERE h.bucket = ANY (touched);
+        INSERT INTO automation.pipeline_metrics_hourly
+        SELECT t.b, m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+               sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
+               count(*) FILTER (WHERE m.status = 'error')
+          FROM pg_catalog.unnest(touched) AS t(b)
+          JOIN automation.pipeline_metrics m ON m.time >= t.b AND m.time < t.b + interval '1 hour'
+         GROUP BY 1, 2, 3;
+        was_full := false;
+    END IF;
+    GET DIAGNOSTICS nr = ROW_COUNT;
+    SELECT count(DISTINCT h.bucket) INTO nb FROM automation.pipeline_metrics_hourly h
+     WHERE was_full OR h.bucket = ANY (touched);
+    buckets := CASE WHEN was_full THEN nb ELSE pg_catalog.cardinality(touched) END;
+    rows_aggregated := nr;
+    watermark := new_watermark;
+    duration_ms := pg_catalog.round((pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started) * 1000)::numeric, 3);
+    UPDATE automation.pipeline_metrics_hourly_state s
+       SET watermark = new_watermark, refreshed_at = pg_catalog.clock_timestamp(),
+           last_buckets = buckets, last_duration_ms = refresh_pipeline_metrics_hourly.duration_ms;
+    RETURN NEXT;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.refresh_pipeline_metrics_hourly(boolean) IS
+'Bring automation.pipeline_metrics_hourly up to the start of the current hour, recomputing only the hours whose rows changed since the last refresh (late rows included); full_refresh => true recomputes everything. Returns hours refreshed, rollup rows written, the new watermark, whether it was a full refresh, and how long it took.';
+
+-- Materialized hours, with the hours not rolled up yet (the current one,
+-- and any changed since the last refresh) computed from the raw rows.
+CREATE VIEW automation.pipeline_metrics_hourly_live WITH (security_invoker = true) AS
+WITH state AS (SELECT COALESCE(s.watermark, '-infinity') AS watermark FROM automation.pipeline_metrics_hourly_state s),
+pending AS (SELECT DISTINCT i.bucket FROM automation.pipeline_metrics_invalidations i, state
+             WHERE i.bucket < state.watermark)
+SELECT h.bucket, h.pipeline_name, h.stage, h.executions, h.avg_duration, h.total_records, h.successes, h.errors
+  FROM automation.pipeline_metrics_hourly h, state
+ WHERE h.bucket < state.watermark
+   AND NOT EXISTS (SELECT FROM pending p WHERE p.bucket = h.bucket)
+UNION ALL
+SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+       sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'), count(*) FILTER (WHERE m.status = 'error')
+  FROM automation.pipeline_metrics m
+ WHERE m.time >= (SELECT watermark FROM state)
+ GROUP BY 1, 2, 3
+UNION ALL
+SELECT p.bucket, m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+       sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'), count(*) FILTER (WHERE m.status = 'error')
+  FROM pending p
+  JOIN automation.pipeline_metrics m ON m.time >= p.bucket AND m.time < p.bucket + interval '1 hour'
+ GROUP BY 1, 2, 3;
+
+COMMENT ON VIEW automation.pipeline_metrics_hourly_live IS
+    'pipeline_metrics_hourly plus the hours not rolled up yet, computed on the fly (TimescaleDB''s real-time aggregate).';
+
+------------------------------------------------------------------------------
+-- Bulk ingest
+
+-- COPY target. Typed columns, or one jsonb object per row in payload with
+-- the same keys (time as ISO 8601, UTC when it has no offset). Numbers are
+-- bigint and names unbounded here so that a bad value fails one row at flush
+-- time, not the whole COPY.
+CREATE UNLOGGED TABLE automation.metrics_staging (
+    time              timestamptz,
+    pipeline_name     text,
+    stage             text,
+    duration_ms       bigint,
+    records_processed bigint,
+    status            text,
+    error_message     text,
+    payload           jsonb
+);
+
+COMMENT ON TABLE automation.metrics_staging IS
+    'UNLOGGED staging for bulk metric ingest (COPY into it, then automation.flush_metrics_staging()). Not crash-safe by design: flush promptly.';
+
+CREATE FUNCTION automation.flush_metrics_staging()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    moved bigint;
+    rejected bigint;
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.flush_metrics_staging'));
+    WITH taken AS (
+        DELETE FROM automation.metrics_staging RETURNING *
+    ), parsed AS (
+        SELECT t.*,
+               COALESCE(t.time, automation.try_timestamptz(t.payload->>'time')) AS t_time,
+               COALESCE(t.pipeline_name, t.payload->>'pipeline_name') AS t_pipeline,
+               COALESCE(t.stage, t.payload->>'stage') AS t_stage,
+               COALESCE(t.status, t.payload->>'status') AS t_status,
+               COALESCE(t.error_message, t.payload->>'error_message') AS t_error,
+               COALESCE(t.duration_ms::text, t.payload->>'duration_ms') AS t_duration,
+               COALESCE(t.records_processed::text, t.payload->>'records_processed') AS t_records
+          FROM taken t
+    ), checked AS (
+        SELECT p.*,
+               CASE
+                 WHEN p.t_time IS NULL AND p.payload ? 'time'
+                   THEN pg_catalog.format('time is not an ISO 8601 timestamp: %s', p.payload->>'time')
+                 WHEN p.t_time IS NULL THEN 'time is missing'
+                 WHEN p.t_pipeline IS NULL OR p.t_pipeline = '' THEN 'pipeline_name is missing'
+                 WHEN pg_catalog.length(p.t_pipeline) > 255 THEN 'pipeline_name is longer than 255 characters'
+                 WHEN p.t_stage IS NULL OR p.t_stage = '' THEN 'stage is missing'
+                 WHEN pg_catalog.length(p.t_stage) > 100 THEN 'stage is longer than 100 characters'
+                 WHEN p.t_duration IS NOT NULL AND (p.t_duration !~ '^[0-9]{1,10}$' OR p.t_duration::bigint > 2147483647)
+                   THEN pg_catalog.format('duration_ms is not an integer from 0 to 2147483647: %s', p.t_duration)
+                 WHEN p.t_records IS NOT NULL AND (p.t_records !~ '^[0-9]{1,10}$' OR p.t_records::bigint > 2147483647)
+                   THEN pg_catalog.format('records_processed is not an integer from 0 to 2147483647: %s', p.t_records)
+                 WHEN p.t_status IS NOT NULL
+                      AND p.t_status NOT IN ('running', 'success', 'error', 'warning', 'skipped', 'timeout', 'cancelled')
+                   THEN pg_catalog.format('status is not one of running, success, error, warning, skipped, timeout, cancelled: %s', p.t_status)
+               END AS reason
+          FROM parsed p
+    ), good AS (
+        INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status, error_message)
+        SELECT c.t_time, c.t_pipeline, c.t_stage, c.t_duration::integer, c.t_records::integer, c.t_status, c.t_error
+          FROM checked c WHERE c.reason IS NULL
+        RETURNING 1
+    ), bad AS (
+        INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context)
+        SELECT pg_catalog.left(c.t_pipeline, 255), 'invalid_metric_row', c.reason,
+               pg_catalog.jsonb_build_object('row', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                   'time', c.time, 'pipeline_name', c.pipeline_name, 'stage', c.stage, 'duration_ms', c.duration_ms,
+                   'records_processed', c.records_processed, 'status', c.status, 'error_message', c.error_message,
+                   'payload', c.payload)),
+                   'source', 'automation.metrics_staging')
+          FROM checked c WHERE c.reason IS NOT NULL
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM good), (SELECT count(*) FROM bad) INTO moved, rejected;
+    IF rejected > 0 THEN
+        RAISE WARNING '% staged metric row(s) rejected, % moved', rejected, moved
+              USING HINT = 'The rejected rows and their reasons are in automation.errors (error_type invalid_metric_row).';
+    END IF;
+    RETURN moved;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.flush_metrics_staging() IS
+'Move the rows of automation.metrics_staging into pipeline_metrics in one transaction and return how many moved; rows that fail a check go to automation.errors (error_type invalid_metric_row) with the reason, and the good ones still land.';
+
+-- The scheduler keeps partitions made and the rollup current.
+INSERT INTO automation.job (jobname, schedule, command) VALUES
+    ('automation: refresh pipeline_metrics_hourly', '* * * * *', 'SELECT * FROM automation.refresh_pipeline_metrics_hourly()'),
+    ('automation: maintain pipeline_metrics partitions', '*/10 * * * *', 'SELECT * FROM automation.maintain_metrics_partitions()');
+
 -- ---- as sql/roles.sql at 0.2.0 ----
 -- Group roles for administrators to grant (0.2.0). Both are NOLOGIN and get
 -- no password; roles are global, so they outlive DROP EXTENSION and are
@@ -664,6 +1066,11 @@ GRANT SELECT, INSERT, UPDATE ON
 -- row-level security limits these to the runner's own rows
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.api_workflows TO automation_runner;
 GRANT SELECT, INSERT ON automation.pipeline_metrics TO automation_runner;
+-- bulk ingest: COPY into staging, then automation.flush_metrics_staging()
+GRANT SELECT, INSERT, DELETE ON automation.metrics_staging TO automation_runner;
+GRANT SELECT ON automation.pipeline_metrics_hourly, automation.pipeline_metrics_hourly_live,
+                automation.pipeline_metrics_hourly_state, automation.pipeline_metrics_invalidations
+   TO automation_runner, automation_monitor;
 GRANT SELECT ON automation_workflows.v_api_workflow_status, automation.v_workflow_status TO automation_runner;
 GRANT USAGE, SELECT ON SEQUENCE
       automation_workflows.definitions_id_seq,

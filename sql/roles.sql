@@ -28,6 +28,11 @@ GRANT SELECT, INSERT, UPDATE ON
 -- row-level security limits these to the runner's own rows
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.api_workflows TO automation_runner;
 GRANT SELECT, INSERT ON automation.pipeline_metrics TO automation_runner;
+-- bulk ingest: COPY into staging, then automation.flush_metrics_staging()
+GRANT SELECT, INSERT, DELETE ON automation.metrics_staging TO automation_runner;
+GRANT SELECT ON automation.pipeline_metrics_hourly, automation.pipeline_metrics_hourly_live,
+                automation.pipeline_metrics_hourly_state, automation.pipeline_metrics_invalidations
+   TO automation_runner, automation_monitor;
 GRANT SELECT ON automation_workflows.v_api_workflow_status, automation.v_workflow_status TO automation_runner;
 GRANT USAGE, SELECT ON SEQUENCE
       automation_workflows.definitions_id_seq,

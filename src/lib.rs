@@ -16,6 +16,7 @@ mod workflow;
 mod schema;
 mod scheduler;
 mod settings;
+mod timeseries;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;
 

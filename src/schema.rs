@@ -34,7 +34,7 @@ extension_sql_file!("../sql/migrations.sql", name = "migrations", requires = ["a
 extension_sql_file!(
     "../sql/roles.sql",
     name = "roles",
-    requires = ["api", "runtime", "monitoring", "automation_triggers_schema", "scheduler"]
+    requires = ["api", "runtime", "monitoring", "automation_triggers_schema", "scheduler", "timeseries"]
 );
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -56,6 +56,12 @@ pub static SCHEDULER_TIMEZONE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(DEFAULT_TIMEZONE));
 pub static JOB_RUN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 
+/// pipeline_metrics partitions (src/timeseries.rs, sql/timeseries.sql).
+pub static METRICS_PARTITION_INTERVAL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1 day"));
+pub static METRICS_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"90 days"));
+pub static METRICS_PARTITIONS_AHEAD: GucSetting<i32> = GucSetting::<i32>::new(3);
+
 pub fn register() {
     let int = |name, short, setting, min, max, flags| {
         GucRegistry::define_int_guc(name, short, c"", setting, min, max, GucContext::Userset, flags)
@@ -168,6 +174,32 @@ pub fn register() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"automation.metrics_partition_interval",
+        c"Width of the partitions automation.maintain_metrics_partitions() creates for pipeline_metrics.",
+        c"An interval: '1 day' (default), '1 hour', '7 days', '1 month'. Existing partitions keep their width.",
+        &METRICS_PARTITION_INTERVAL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"automation.metrics_retention",
+        c"pipeline_metrics partitions (and default-partition rows) older than this are dropped.",
+        c"An interval, default '90 days'.",
+        &METRICS_RETENTION,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"automation.metrics_partitions_ahead",
+        c"How many future pipeline_metrics partitions to keep created.",
+        c"",
+        &METRICS_PARTITIONS_AHEAD,
+        0,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
     );
     GucRegistry::define_enum_guc(
         c"automation.notify_queue_full",
