@@ -28,7 +28,7 @@ q "UPDATE automation.job SET active = false"   # no scheduled work during the be
 q "SELECT count(*) FROM automation.maintain_metrics_partitions()" >/dev/null
 
 file=$(mktemp /tmp/automation_ext-metrics.XXXXXX.tsv)
-chmod 644 "$file"
+chown postgres:postgres "$file"
 q "COPY (SELECT now() - random() * interval '2 hours', 'pipeline-' || (n % 20), 'stage-' || (n % 5),
                (random() * 5000)::int, (random() * 10000)::int,
                (ARRAY['success', 'success', 'success', 'error', 'warning'])[1 + n % 5]

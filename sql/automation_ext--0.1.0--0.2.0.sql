@@ -2,7 +2,8 @@
 --
 -- Frozen once released, like every upgrade script: it repeats the 0.2.0
 -- objects from the install files (sql/api.sql, migrations.sql, discovery.sql,
--- audit.sql, scheduler.sql, timeseries.sql, roles.sql) as they were at 0.2.0, because those files will keep
+-- audit.sql, scheduler.sql, timeseries.sql, maintenance.sql, roles.sql) as they
+-- were at 0.2.0, because those files will keep
 -- changing and this script must not. pg_test/sql/upgrade.sql checks that an
 -- upgraded database has exactly the catalog of a fresh 0.2.0 install.
 --
@@ -866,8 +867,10 @@ DECLARE
     new_watermark timestamptz := pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC');
     old_watermark timestamptz;
     touched timestamptz[];
+    span record;
     nb bigint;
     nr bigint;
+    n bigint;
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.refresh_pipeline_metrics_hourly'));
     SELECT s.watermark INTO old_watermark FROM automation.pipeline_metrics_hourly_state s;
@@ -881,6 +884,7 @@ BEGIN
           FROM automation.pipeline_metrics m
          WHERE m.time < new_watermark
          GROUP BY 1, 2, 3;
+        GET DIAGNOSTICS nr = ROW_COUNT;
         was_full := true;
     ELSE
         WITH gone AS (DELETE FROM automation.pipeline_metrics_invalidations i
@@ -888,16 +892,28 @@ BEGIN
         SELECT pg_catalog.array_agg(DISTINCT g.bucket) INTO touched FROM gone g;
         touched := COALESCE(touched, '{}');
         DELETE FROM automation.pipeline_metrics_hourly h WHERE h.bucket = ANY (touched);
-        INSERT INTO automation.pipeline_metrics_hourly
-        SELECT t.b, m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
-               sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
-               count(*) FILTER (WHERE m.status = 'error')
-          FROM pg_catalog.unnest(touched) AS t(b)
-          JOIN automation.pipeline_metrics m ON m.time >= t.b AND m.time < t.b + interval '1 hour'
-         GROUP BY 1, 2, 3;
+        -- one range scan per run of consecutive hours: constant bounds let
+        -- the planner prune partitions and use the BRIN index on time (a join
+        -- against the list of hours would scan the whole table)
+        nr := 0;
+        FOR span IN
+            SELECT min(g.b) AS lo, max(g.b) + interval '1 hour' AS hi
+              FROM (SELECT u.b, u.b - pg_catalog.row_number() OVER (ORDER BY u.b) * interval '1 hour' AS run
+                      FROM pg_catalog.unnest(touched) AS u(b)) g
+             GROUP BY g.run ORDER BY 1
+        LOOP
+            INSERT INTO automation.pipeline_metrics_hourly
+            SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+                   sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
+                   count(*) FILTER (WHERE m.status = 'error')
+              FROM automation.pipeline_metrics m
+             WHERE m.time >= span.lo AND m.time < span.hi
+             GROUP BY 1, 2, 3;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            nr := nr + n;
+        END LOOP;
         was_full := false;
     END IF;
-    GET DIAGNOSTICS nr = ROW_COUNT;
     SELECT count(DISTINCT h.bucket) INTO nb FROM automation.pipeline_metrics_hourly h
      WHERE was_full OR h.bucket = ANY (touched);
     buckets := CASE WHEN was_full THEN nb ELSE pg_catalog.cardinality(touched) END;
@@ -931,10 +947,13 @@ SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, c
  WHERE m.time >= (SELECT watermark FROM state)
  GROUP BY 1, 2, 3
 UNION ALL
-SELECT p.bucket, m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
        sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'), count(*) FILTER (WHERE m.status = 'error')
-  FROM pending p
-  JOIN automation.pipeline_metrics m ON m.time >= p.bucket AND m.time < p.bucket + interval '1 hour'
+  FROM automation.pipeline_metrics m
+ -- bounds the planner can prune and index with, then the exact hours
+ WHERE m.time >= (SELECT min(p.bucket) FROM pending p)
+   AND m.time < (SELECT max(p.bucket) + interval '1 hour' FROM pending p)
+   AND pg_catalog.date_trunc('hour', m.time, 'UTC') IN (SELECT p.bucket FROM pending p)
  GROUP BY 1, 2, 3;
 
 COMMENT ON VIEW automation.pipeline_metrics_hourly_live IS
@@ -1034,6 +1053,293 @@ COMMENT ON FUNCTION automation.flush_metrics_staging() IS
 INSERT INTO automation.job (jobname, schedule, command) VALUES
     ('automation: refresh pipeline_metrics_hourly', '* * * * *', 'SELECT * FROM automation.refresh_pipeline_metrics_hourly()'),
     ('automation: maintain pipeline_metrics partitions', '*/10 * * * *', 'SELECT * FROM automation.maintain_metrics_partitions()');
+
+-- ---- as sql/maintenance.sql at 0.2.0 ----
+-- Index maintenance (0.2.0; src/maintenance.rs): real bloat estimates,
+-- rebuilds that do not block writes (REINDEX INDEX CONCURRENTLY, run at top
+-- level by a background worker), cleanup of what failed rebuilds leave, and
+-- an audit row for every action.
+
+CREATE FUNCTION automation.btree_expected_pages(tuples float8, key_width float8, has_nulls boolean,
+                                                fillfactor integer, block_size integer)
+RETURNS float8
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'btree_expected_pages_wrapper';
+
+CREATE FUNCTION automation.bloat_ratio(actual_pages float8, expected_pages float8)
+RETURNS float8
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'bloat_ratio_wrapper';
+
+CREATE FUNCTION automation.bloat_ratio_from_density(avg_leaf_density float8, fillfactor integer)
+RETURNS float8
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'bloat_ratio_from_density_wrapper';
+
+CREATE FUNCTION automation.start_index_maintenance()
+RETURNS boolean
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'start_index_maintenance_wrapper';
+
+CREATE FUNCTION automation.record_maintenance(operation text, target regclass, details jsonb)
+RETURNS void
+LANGUAGE c VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'record_maintenance_wrapper';
+
+COMMENT ON FUNCTION automation.btree_expected_pages(float8, float8, boolean, integer, integer) IS
+'Pages a freshly built B-tree of this many entries of this key width would take (the statistical estimate of the common bloat queries).';
+COMMENT ON FUNCTION automation.bloat_ratio(float8, float8) IS 'Percent of actual_pages a rebuild to expected_pages would give back (0 when none).';
+COMMENT ON FUNCTION automation.bloat_ratio_from_density(float8, integer) IS 'Bloat percent from pgstattuple''s avg_leaf_density against the fillfactor.';
+COMMENT ON FUNCTION automation.start_index_maintenance() IS 'Internal: start the worker that carries out the rebuilds this transaction queued, once it commits.';
+COMMENT ON FUNCTION automation.record_maintenance(text, regclass, jsonb) IS 'Internal: audit row for a maintenance action of the caller (REINDEX, REINDEX FAILED, DROP INVALID INDEX).';
+
+-- Rebuilds handed to the worker, with their outcome.
+CREATE TABLE automation.index_maintenance_queue (
+    id              bigserial   PRIMARY KEY,
+    batch           xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    queued_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    index_oid       oid         NOT NULL,
+    index_name      text        NOT NULL,
+    action          text        NOT NULL,
+    requested_by    name        NOT NULL DEFAULT CURRENT_USER,
+    size_before     bigint,
+    bloat_ratio     numeric,
+    estimated_by    text,
+    lock_timeout_ms integer     NOT NULL,
+    status          text        NOT NULL DEFAULT 'queued',
+    size_after      bigint,
+    error           text,
+    finished_at     timestamptz,
+    CONSTRAINT index_maintenance_queue_action_check CHECK (action IN ('reindex', 'drop')),
+    CONSTRAINT index_maintenance_queue_status_check CHECK (status IN ('queued', 'done', 'failed', 'skipped'))
+);
+CREATE INDEX index_maintenance_queue_queued ON automation.index_maintenance_queue (batch) WHERE status = 'queued';
+
+COMMENT ON TABLE automation.index_maintenance_queue IS
+    'Index rebuilds and cleanups handed to the index maintenance worker by automation.maintain_indexes(), with their outcome.';
+
+-- Every index of the user schemas (or of one), with its size and bloat.
+-- B-tree bloat comes from pgstattuple's leaf density when that extension is
+-- installed and usable, otherwise from statistics (pg_class, pg_stats);
+-- estimated_by says which, or why there is none.
+CREATE FUNCTION automation.index_bloat(schema_name text DEFAULT NULL)
+RETURNS TABLE (index_oid oid, table_oid oid, table_schema name, table_name name, index_name name,
+               access_method name, index_bytes bigint, is_valid boolean, may_rebuild boolean,
+               bloat_ratio numeric, estimated_by text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    pgstattuple_schema name;
+    block_size integer := pg_catalog.current_setting('block_size')::integer;
+    r record;
+    density float8;
+BEGIN
+    SELECT n.nspname INTO pgstattuple_schema
+      FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'pgstattuple';
+    FOR r IN
+        SELECT c.oid, t.oid AS toid, tn.nspname AS tschema, t.relname AS tname, c.relname AS iname, am.amname,
+               pg_catalog.pg_relation_size(c.oid) AS bytes, c.reltuples, i.indisvalid,
+               pg_catalog.pg_has_role(t.relowner, 'USAGE') AS mine,
+               COALESCE((SELECT (pg_catalog.regexp_match(o, '^fillfactor=(\d+)$'))[1]::integer
+                           FROM pg_catalog.unnest(c.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS ff,
+               w.width, w.nulls, w.with_stats, i.indnkeyatts
+          FROM pg_catalog.pg_index i
+          JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid AND c.relkind = 'i'
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+          JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+          JOIN pg_catalog.pg_am am ON am.oid = c.relam
+          LEFT JOIN LATERAL (
+              SELECT sum(st.avg_width)::float8 AS width, COALESCE(bool_or(st.null_frac > 0), false) AS nulls,
+                     count(st.avg_width) AS with_stats
+                FROM pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
+                LEFT JOIN LATERAL (
+                    SELECT s.avg_width, s.null_frac FROM pg_catalog.pg_stats s
+                     WHERE k.attnum > 0 AND NOT s.inherited AND s.schemaname = tn.nspname AND s.tablename = t.relname
+                       AND s.attname = (SELECT a.attname FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid = t.oid AND a.attnum = k.attnum)
+                    UNION ALL
+                    SELECT s.avg_width, s.null_frac FROM pg_catalog.pg_stats s
+                     WHERE k.attnum = 0 AND s.schemaname = n.nspname AND s.tablename = c.relname
+                       AND s.attname = (SELECT a.attname FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid = c.oid AND a.attnum = k.pos)
+                ) st ON true
+               WHERE k.pos <= i.indnkeyatts
+          ) w ON true
+         WHERE tn.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+           AND tn.nspname !~ '^pg_(toast_)?temp_'
+           AND (schema_name IS NULL OR tn.nspname = schema_name)
+    LOOP
+        index_oid := r.oid; table_oid := r.toid; table_schema := r.tschema; table_name := r.tname;
+        index_name := r.iname; access_method := r.amname; index_bytes := r.bytes; is_valid := r.indisvalid;
+        may_rebuild := r.mine; bloat_ratio := NULL; estimated_by := NULL;
+        density := NULL;
+        IF r.amname = 'btree' AND r.indisvalid AND pgstattuple_schema IS NOT NULL THEN
+            BEGIN
+                EXECUTE pg_catalog.format('SELECT avg_leaf_density FROM %I.pgstatindex($1)', pgstattuple_schema)
+                   INTO density USING r.oid;
+            EXCEPTION WHEN OTHERS THEN
+                density := NULL; -- not permitted (needs pg_stat_scan_tables): fall back to statistics
+            END;
+        END IF;
+        IF density IS NOT NULL THEN
+            bloat_ratio := pg_catalog.round(automation.bloat_ratio_from_density(density, r.ff)::numeric, 1);
+            estimated_by := pg_catalog.format('pgstattuple: leaf density %s%% of fillfactor %s%%', pg_catalog.round(density::numeric, 1), r.ff);
+        ELSIF r.amname <> 'btree' THEN
+            estimated_by := pg_catalog.format('none: no bloat estimate for %s indexes', r.amname);
+        ELSIF r.reltuples < 0 OR r.with_stats < r.indnkeyatts THEN
+            estimated_by := 'none: the table has not been analyzed';
+        ELSE
+            bloat_ratio := pg_catalog.round(automation.bloat_ratio(
+                               (r.bytes / block_size)::float8,
+                               automation.btree_expected_pages(r.reltuples::float8, r.width, r.nulls, r.ff, block_size))::numeric, 1);
+            estimated_by := 'statistics: pg_class.reltuples and pg_stats.avg_width';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.index_bloat(text) IS
+'Every index of a schema (all user schemas when NULL): size, validity, whether the caller may rebuild it, and the estimated bloat percent with how it was estimated (pgstattuple''s leaf density when installed, else statistics; none for non-B-tree indexes).';
+
+CREATE FUNCTION automation.maintain_indexes(schema_name text DEFAULT NULL, bloat_threshold numeric DEFAULT 30,
+                                            min_size_bytes bigint DEFAULT 1000000, dry_run boolean DEFAULT false,
+                                            max_indexes integer DEFAULT 5, blocking boolean DEFAULT false,
+                                            lock_timeout interval DEFAULT '5s')
+RETURNS TABLE (table_name text, index_name text, index_size text, bloat_ratio numeric, action_taken text,
+               estimated_by text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r record;
+    rebuilt integer := 0;
+    queued integer := 0;
+    ms integer;
+    saved_lock_timeout text := pg_catalog.current_setting('lock_timeout');
+    after bigint;
+BEGIN
+    IF bloat_threshold IS NULL OR bloat_threshold < 0 OR bloat_threshold > 100 THEN
+        RAISE EXCEPTION 'bloat_threshold must be a percentage from 0 to 100, not %', bloat_threshold
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_indexes IS NULL OR max_indexes < 0 OR min_size_bytes IS NULL OR min_size_bytes < 0 THEN
+        RAISE EXCEPTION 'max_indexes and min_size_bytes must be zero or more'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lock_timeout IS NULL OR lock_timeout < interval '0' THEN
+        RAISE EXCEPTION 'lock_timeout must be an interval of zero or more' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF schema_name IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = schema_name) THEN
+        RAISE EXCEPTION 'schema "%" does not exist', schema_name
+              USING ERRCODE = 'invalid_schema_name',
+                    HINT = 'Pass the schema name as it is stored (case matters), or NULL for every user schema.';
+    END IF;
+    IF NOT dry_run AND NOT blocking
+       AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) THEN
+        RAISE EXCEPTION 'concurrent rebuilds are handed to a background worker, which only a superuser may ask for'
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'Use blocking => true to rebuild indexes of your own tables in this session, or dry_run => true to see what would be done.';
+    END IF;
+    ms := LEAST(pg_catalog.date_part('epoch', lock_timeout) * 1000, 2147483647)::integer;
+
+    -- What failed concurrent rebuilds left: invalid *_ccnew / *_ccold indexes.
+    FOR r IN SELECT b.* FROM automation.index_bloat(schema_name) b
+              WHERE NOT b.is_valid AND b.index_name ~ '_cc(new|old)[0-9]*$'
+              ORDER BY b.table_schema, b.table_name, b.index_name
+    LOOP
+        table_name := pg_catalog.format('%I.%I', r.table_schema, r.table_name);
+        index_name := pg_catalog.format('%I.%I', r.table_schema, r.index_name);
+        index_size := pg_catalog.pg_size_pretty(r.index_bytes);
+        bloat_ratio := NULL;
+        estimated_by := NULL;
+        IF NOT r.may_rebuild THEN
+            action_taken := 'skipped: invalid leftover of a failed concurrent rebuild, but the table is not yours';
+        ELSIF dry_run THEN
+            action_taken := 'would drop: invalid leftover of a failed concurrent rebuild';
+        ELSIF blocking THEN
+            PERFORM pg_catalog.set_config('lock_timeout', ms || 'ms', true);
+            EXECUTE pg_catalog.format('DROP INDEX %s', index_name);
+            PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
+            PERFORM automation.record_maintenance('DROP INVALID INDEX', r.table_oid::regclass,
+                pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'concurrently', false));
+            action_taken := 'dropped: invalid leftover of a failed concurrent rebuild';
+        ELSE
+            INSERT INTO automation.index_maintenance_queue (index_oid, index_name, action, size_before, lock_timeout_ms)
+            VALUES (r.index_oid, index_name, 'drop', r.index_bytes, ms);
+            queued := queued + 1;
+            action_taken := 'drop scheduled: invalid leftover of a failed concurrent rebuild';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    FOR r IN SELECT b.* FROM automation.index_bloat(schema_name) b
+              WHERE b.is_valid AND b.index_bytes >= min_size_bytes
+                AND (b.bloat_ratio IS NULL OR b.bloat_ratio >= bloat_threshold)
+              ORDER BY b.bloat_ratio DESC NULLS LAST, b.index_bytes DESC
+    LOOP
+        table_name := pg_catalog.format('%I.%I', r.table_schema, r.table_name);
+        index_name := pg_catalog.format('%I.%I', r.table_schema, r.index_name);
+        index_size := pg_catalog.pg_size_pretty(r.index_bytes);
+        bloat_ratio := r.bloat_ratio;
+        estimated_by := r.estimated_by;
+        IF r.bloat_ratio IS NULL THEN
+            action_taken := 'not rebuilt: no estimate';
+        ELSIF NOT r.may_rebuild THEN
+            action_taken := 'skipped: only the owner of the table may rebuild its indexes';
+        ELSIF rebuilt >= max_indexes THEN
+            action_taken := pg_catalog.format('skipped: max_indexes (%s) reached', max_indexes);
+        ELSIF dry_run THEN
+            action_taken := CASE WHEN blocking THEN 'would reindex (blocking)' ELSE 'would reindex concurrently' END;
+            rebuilt := rebuilt + 1;
+        ELSIF blocking THEN
+            BEGIN
+                PERFORM pg_catalog.set_config('lock_timeout', ms || 'ms', true);
+                EXECUTE pg_catalog.format('REINDEX INDEX %s', index_name);
+                PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
+                after := pg_catalog.pg_relation_size(r.index_oid);
+                PERFORM automation.record_maintenance('REINDEX', r.table_oid::regclass,
+                    pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'size_after', after,
+                                                  'bloat_ratio', r.bloat_ratio, 'estimated_by', r.estimated_by,
+                                                  'concurrently', false));
+                action_taken := pg_catalog.format('reindexed (blocking): %s -> %s', index_size, pg_catalog.pg_size_pretty(after));
+            EXCEPTION WHEN OTHERS THEN
+                PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
+                PERFORM automation.record_maintenance('REINDEX FAILED', r.table_oid::regclass,
+                    pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'error', SQLERRM,
+                                                  'concurrently', false));
+                action_taken := 'reindex failed: ' || SQLERRM;
+            END;
+            rebuilt := rebuilt + 1;
+        ELSE
+            INSERT INTO automation.index_maintenance_queue
+                   (index_oid, index_name, action, size_before, bloat_ratio, estimated_by, lock_timeout_ms)
+            VALUES (r.index_oid, index_name, 'reindex', r.index_bytes, r.bloat_ratio, r.estimated_by, ms);
+            queued := queued + 1;
+            rebuilt := rebuilt + 1;
+            action_taken := 'reindex scheduled';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    IF queued > 0 AND NOT automation.start_index_maintenance() THEN
+        RAISE EXCEPTION 'could not start the index maintenance worker: every background worker slot is in use'
+              USING ERRCODE = 'configuration_limit_exceeded',
+                    HINT = 'Raise max_worker_processes, or run again with blocking => true.';
+    END IF;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.maintain_indexes(text, numeric, bigint, boolean, integer, boolean, interval) IS
+'Rebuild up to max_indexes valid indexes of at least min_size_bytes whose estimated bloat is at least bloat_threshold percent, largest bloat first: by default with REINDEX INDEX CONCURRENTLY in a background worker once this transaction commits (action "reindex scheduled"; outcome in automation.index_maintenance_queue and automation_audit.log), or in this session with blocking => true. Invalid leftovers of failed concurrent rebuilds are dropped. lock_timeout bounds every lock wait. dry_run changes nothing.';
+
+INSERT INTO automation.job (jobname, schedule, command) VALUES
+    ('automation: maintain indexes', '0 2 * * 0', 'SELECT * FROM automation.maintain_indexes()');
 
 -- ---- as sql/roles.sql at 0.2.0 ----
 -- Group roles for administrators to grant (0.2.0). Both are NOLOGIN and get

@@ -230,8 +230,10 @@ DECLARE
     new_watermark timestamptz := pg_catalog.date_trunc('hour', pg_catalog.now(), 'UTC');
     old_watermark timestamptz;
     touched timestamptz[];
+    span record;
     nb bigint;
     nr bigint;
+    n bigint;
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.refresh_pipeline_metrics_hourly'));
     SELECT s.watermark INTO old_watermark FROM automation.pipeline_metrics_hourly_state s;
@@ -245,6 +247,7 @@ BEGIN
           FROM automation.pipeline_metrics m
          WHERE m.time < new_watermark
          GROUP BY 1, 2, 3;
+        GET DIAGNOSTICS nr = ROW_COUNT;
         was_full := true;
     ELSE
         WITH gone AS (DELETE FROM automation.pipeline_metrics_invalidations i
@@ -252,16 +255,28 @@ BEGIN
         SELECT pg_catalog.array_agg(DISTINCT g.bucket) INTO touched FROM gone g;
         touched := COALESCE(touched, '{}');
         DELETE FROM automation.pipeline_metrics_hourly h WHERE h.bucket = ANY (touched);
-        INSERT INTO automation.pipeline_metrics_hourly
-        SELECT t.b, m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
-               sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
-               count(*) FILTER (WHERE m.status = 'error')
-          FROM pg_catalog.unnest(touched) AS t(b)
-          JOIN automation.pipeline_metrics m ON m.time >= t.b AND m.time < t.b + interval '1 hour'
-         GROUP BY 1, 2, 3;
+        -- one range scan per run of consecutive hours: constant bounds let
+        -- the planner prune partitions and use the BRIN index on time (a join
+        -- against the list of hours would scan the whole table)
+        nr := 0;
+        FOR span IN
+            SELECT min(g.b) AS lo, max(g.b) + interval '1 hour' AS hi
+              FROM (SELECT u.b, u.b - pg_catalog.row_number() OVER (ORDER BY u.b) * interval '1 hour' AS run
+                      FROM pg_catalog.unnest(touched) AS u(b)) g
+             GROUP BY g.run ORDER BY 1
+        LOOP
+            INSERT INTO automation.pipeline_metrics_hourly
+            SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+                   sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
+                   count(*) FILTER (WHERE m.status = 'error')
+              FROM automation.pipeline_metrics m
+             WHERE m.time >= span.lo AND m.time < span.hi
+             GROUP BY 1, 2, 3;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            nr := nr + n;
+        END LOOP;
         was_full := false;
     END IF;
-    GET DIAGNOSTICS nr = ROW_COUNT;
     SELECT count(DISTINCT h.bucket) INTO nb FROM automation.pipeline_metrics_hourly h
      WHERE was_full OR h.bucket = ANY (touched);
     buckets := CASE WHEN was_full THEN nb ELSE pg_catalog.cardinality(touched) END;
@@ -295,10 +310,13 @@ SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, c
  WHERE m.time >= (SELECT watermark FROM state)
  GROUP BY 1, 2, 3
 UNION ALL
-SELECT p.bucket, m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
        sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'), count(*) FILTER (WHERE m.status = 'error')
-  FROM pending p
-  JOIN automation.pipeline_metrics m ON m.time >= p.bucket AND m.time < p.bucket + interval '1 hour'
+  FROM automation.pipeline_metrics m
+ -- bounds the planner can prune and index with, then the exact hours
+ WHERE m.time >= (SELECT min(p.bucket) FROM pending p)
+   AND m.time < (SELECT max(p.bucket) + interval '1 hour' FROM pending p)
+   AND pg_catalog.date_trunc('hour', m.time, 'UTC') IN (SELECT p.bucket FROM pending p)
  GROUP BY 1, 2, 3;
 
 COMMENT ON VIEW automation.pipeline_metrics_hourly_live IS

@@ -180,7 +180,7 @@ fn record(trigger: &PgTrigger<'_>) -> Result<(), PgTriggerError> {
 }
 
 /// Run `f` as the owner of automation_audit.log, then switch back.
-fn as_log_owner<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn as_log_owner<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: catalog lookups by name in the current transaction; the
     // relation is opened and closed again right here. The user switch is the
     // one PostgreSQL itself makes for SECURITY DEFINER functions: if `f`

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 mod audit;
 mod catalog;
 mod discovery;
+mod maintenance;
 mod metrics;
 mod notify;
 mod success_rate;

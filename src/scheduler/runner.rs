@@ -165,21 +165,7 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
     header.start_time.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
     header.state.store(STATE_RUNNING, Ordering::Release);
 
-    let outcome = PgTryBuilder::new(|| {
-        // SAFETY: runs in this worker's own session, outside any transaction.
-        Ok::<String, String>(unsafe { run_top_level(&command) })
-    })
-    .catch_others(|e| {
-        // SAFETY: an ERROR escaped a statement: clean up the way PostgreSQL's
-        // own error recovery does before anything else runs (timeouts off,
-        // out of every transaction level).
-        unsafe {
-            disable_timeout(STATEMENT_TIMEOUT, false);
-            pg_sys::AbortOutOfAnyTransaction();
-        }
-        Err(error_text(&e))
-    })
-    .execute();
+    let outcome = run_catching(&command);
 
     let (state, message) = match outcome {
         Ok(tag) => (STATE_SUCCEEDED, tag),
@@ -196,6 +182,27 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
     header.state.store(state, Ordering::Release);
     // SAFETY: nothing references the mapping after this.
     unsafe { pg_sys::dsm_detach(seg) };
+}
+
+/// Run `sql` at top level (see `run_top_level`); an ERROR becomes `Err`
+/// with its message and SQLSTATE, after the session is cleaned up the way
+/// PostgreSQL's own error recovery does (timeouts off, out of every
+/// transaction level), so the worker can go on. Only for background workers,
+/// outside a transaction.
+pub fn run_catching(sql: &str) -> Result<String, String> {
+    PgTryBuilder::new(|| {
+        // SAFETY: callers are background workers outside any transaction.
+        Ok::<String, String>(unsafe { run_top_level(sql) })
+    })
+    .catch_others(|e| {
+        // SAFETY: see above; this is what PostgresMain does after an ERROR.
+        unsafe {
+            disable_timeout(STATEMENT_TIMEOUT, false);
+            pg_sys::AbortOutOfAnyTransaction();
+        }
+        Err(error_text(&e))
+    })
+    .execute()
 }
 
 fn error_text(e: &CaughtError) -> String {
@@ -347,7 +354,7 @@ mod unit {
 
     #[test]
     fn sqlstates_unpack() {
-        use pgrx::pg_sys::PgSqlErrorCode::*;
+        use pgrx::prelude::PgSqlErrorCode::*;
         assert_eq!(super::sqlstate(ERRCODE_QUERY_CANCELED as isize), "57014");
         assert_eq!(super::sqlstate(ERRCODE_DIVISION_BY_ZERO as isize), "22012");
         assert_eq!(super::sqlstate(ERRCODE_UNDEFINED_TABLE as isize), "42P01");
