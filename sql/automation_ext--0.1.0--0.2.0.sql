@@ -990,36 +990,47 @@ DECLARE
     rejected bigint;
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.flush_metrics_staging'));
+    -- Typed columns are checked as they are (no casts, no regular
+    -- expressions); only jsonb payload values are parsed. An unusable payload
+    -- number becomes -1 so that the range check reports it.
     WITH taken AS (
         DELETE FROM automation.metrics_staging RETURNING *
     ), parsed AS (
-        SELECT t.*,
-               COALESCE(t.time, automation.try_timestamptz(t.payload->>'time')) AS t_time,
+        SELECT COALESCE(t.time, automation.try_timestamptz(t.payload->>'time')) AS t_time,
                COALESCE(t.pipeline_name, t.payload->>'pipeline_name') AS t_pipeline,
                COALESCE(t.stage, t.payload->>'stage') AS t_stage,
                COALESCE(t.status, t.payload->>'status') AS t_status,
                COALESCE(t.error_message, t.payload->>'error_message') AS t_error,
-               COALESCE(t.duration_ms::text, t.payload->>'duration_ms') AS t_duration,
-               COALESCE(t.records_processed::text, t.payload->>'records_processed') AS t_records
+               CASE WHEN t.duration_ms IS NOT NULL OR t.payload IS NULL THEN t.duration_ms
+                    WHEN t.payload->>'duration_ms' ~ '^[0-9]{1,10}$' THEN (t.payload->>'duration_ms')::bigint
+                    WHEN t.payload->>'duration_ms' IS NOT NULL THEN -1 END AS t_duration,
+               CASE WHEN t.records_processed IS NOT NULL OR t.payload IS NULL THEN t.records_processed
+                    WHEN t.payload->>'records_processed' ~ '^[0-9]{1,10}$' THEN (t.payload->>'records_processed')::bigint
+                    WHEN t.payload->>'records_processed' IS NOT NULL THEN -1 END AS t_records,
+               t.time IS NULL AND t.payload ? 'time' AS bad_time_text,
+               t.duration_ms, t.records_processed, t.payload
           FROM taken t
     ), checked AS (
-        SELECT p.*,
+        SELECT p.t_time, p.t_pipeline, p.t_stage, p.t_status, p.t_error, p.t_duration, p.t_records, p.payload,
                CASE
-                 WHEN p.t_time IS NULL AND p.payload ? 'time'
+                 WHEN p.t_time IS NULL AND p.bad_time_text
                    THEN pg_catalog.format('time is not an ISO 8601 timestamp: %s', p.payload->>'time')
                  WHEN p.t_time IS NULL THEN 'time is missing'
                  WHEN p.t_pipeline IS NULL OR p.t_pipeline = '' THEN 'pipeline_name is missing'
                  WHEN pg_catalog.length(p.t_pipeline) > 255 THEN 'pipeline_name is longer than 255 characters'
                  WHEN p.t_stage IS NULL OR p.t_stage = '' THEN 'stage is missing'
                  WHEN pg_catalog.length(p.t_stage) > 100 THEN 'stage is longer than 100 characters'
-                 WHEN p.t_duration IS NOT NULL AND (p.t_duration !~ '^[0-9]{1,10}$' OR p.t_duration::bigint > 2147483647)
-                   THEN pg_catalog.format('duration_ms is not an integer from 0 to 2147483647: %s', p.t_duration)
-                 WHEN p.t_records IS NOT NULL AND (p.t_records !~ '^[0-9]{1,10}$' OR p.t_records::bigint > 2147483647)
-                   THEN pg_catalog.format('records_processed is not an integer from 0 to 2147483647: %s', p.t_records)
+                 WHEN p.t_duration < 0 OR p.t_duration > 2147483647
+                   THEN pg_catalog.format('duration_ms is not an integer from 0 to 2147483647: %s',
+                                          COALESCE(p.duration_ms::text, p.payload->>'duration_ms'))
+                 WHEN p.t_records < 0 OR p.t_records > 2147483647
+                   THEN pg_catalog.format('records_processed is not an integer from 0 to 2147483647: %s',
+                                          COALESCE(p.records_processed::text, p.payload->>'records_processed'))
                  WHEN p.t_status IS NOT NULL
                       AND p.t_status NOT IN ('running', 'success', 'error', 'warning', 'skipped', 'timeout', 'cancelled')
                    THEN pg_catalog.format('status is not one of running, success, error, warning, skipped, timeout, cancelled: %s', p.t_status)
-               END AS reason
+               END AS reason,
+               p.duration_ms, p.records_processed
           FROM parsed p
     ), good AS (
         INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status, error_message)
@@ -1030,8 +1041,8 @@ BEGIN
         INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context)
         SELECT pg_catalog.left(c.t_pipeline, 255), 'invalid_metric_row', c.reason,
                pg_catalog.jsonb_build_object('row', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                   'time', c.time, 'pipeline_name', c.pipeline_name, 'stage', c.stage, 'duration_ms', c.duration_ms,
-                   'records_processed', c.records_processed, 'status', c.status, 'error_message', c.error_message,
+                   'time', c.t_time, 'pipeline_name', c.t_pipeline, 'stage', c.t_stage, 'duration_ms', c.duration_ms,
+                   'records_processed', c.records_processed, 'status', c.t_status, 'error_message', c.t_error,
                    'payload', c.payload)),
                    'source', 'automation.metrics_staging')
           FROM checked c WHERE c.reason IS NOT NULL
