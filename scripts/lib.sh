@@ -81,7 +81,19 @@ wait_ready() {
 # Build in release mode and install into Debian's PostgreSQL.
 install_extension() {
     log "building (release) and installing automation_ext into PostgreSQL $PG_MAJOR"
+    stop_cluster_using_library
     cargo pgrx install --release --pg-config "$PG_CONFIG"
+}
+
+# The install copies the library over the file running servers have mapped;
+# its background workers (always running once the extension is installed)
+# would crash on the changed code. Stop the cluster first; callers start it
+# again (configure_and_restart_cluster).
+stop_cluster_using_library() {
+    if cluster_running; then
+        log "stopping PostgreSQL $PG_MAJOR/$PG_CLUSTER while its library is replaced"
+        pg_ctlcluster "$PG_MAJOR" "$PG_CLUSTER" stop
+    fi
 }
 
 # The install scripts of released versions (pg_test/releases/), so that the

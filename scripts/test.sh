@@ -20,6 +20,9 @@ require_root
 ensure_packages
 ensure_cargo_pgrx
 
+# cargo pgrx test installs its test build over the system library: a running
+# cluster would crash on it
+stop_cluster_using_library
 log "cargo pgrx test pg$PG_MAJOR (unit tests and #[pg_test]s)"
 PGRX_TEST_DATA=/var/tmp/automation_ext-pgrx-test
 mkdir -p "$PGRX_TEST_DATA"

@@ -17,10 +17,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
 
 use super::cron::{self, Schedule, Zone};
 use super::runner::{self, RunSegment};
@@ -374,24 +373,20 @@ impl Scheduler {
             Ok((Some(db), Some(role), Some(true))) => {
                 let seg = RunSegment::create(jobid, db, role, job.timeout_ms, &job.command);
                 let runid = insert_run(jobid, job, "starting", None, due, None);
-                let builder = BackgroundWorkerBuilder::new(&format!("automation_ext job {jobid}"))
-                    .set_type("automation_ext job")
-                    .set_library("automation_ext")
-                    .set_function("automation_job_main")
-                    .set_argument(Some(pg_sys::Datum::from(seg.handle())))
-                    .enable_spi_access()
-                    .set_notify_pid(unsafe { pg_sys::MyProcPid })
-                    .set_restart_time(None);
-                // SAFETY: the handle is palloc'd in the current memory
-                // context; it must outlive this transaction, so it goes in
-                // TopMemoryContext (freed with the process).
-                let worker = unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| builder.load_dynamic()) };
+                let worker = super::start_worker(
+                    &format!("automation_ext job {jobid}"),
+                    "automation_ext job",
+                    "automation_job_main",
+                    pg_sys::Datum::from(seg.handle()),
+                    "",
+                    true,
+                );
                 match worker {
-                    Ok(worker) => {
+                    Some(worker) => {
                         self.running.insert(jobid, Run { runid, seg, worker, marked_running: false });
                         return;
                     }
-                    Err(_) => {
+                    None => {
                         seg.detach();
                         finish_run(
                             runid,

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
 
 use super::shared::{self, Extension, SHARED};
 use crate::settings;
@@ -171,19 +170,14 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>) {
 }
 
 fn start_scheduler(db: u32, patience_ms: i64) -> Option<DynamicBackgroundWorker> {
-    let builder = BackgroundWorkerBuilder::new(&format!("automation_ext scheduler for database {db}"))
-        .set_type("automation_ext scheduler")
-        .set_library("automation_ext")
-        .set_function("automation_scheduler_main")
-        .set_argument(Some(pg_sys::Datum::from(db)))
-        .set_extra(&patience_ms.to_string())
-        .enable_spi_access()
-        // SAFETY: reading this process's pid.
-        .set_notify_pid(unsafe { pg_sys::MyProcPid })
-        .set_restart_time(None);
-    // SAFETY: the handle is palloc'd in the current memory context; keep it
-    // in TopMemoryContext for the launcher's life.
-    unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| builder.load_dynamic()) }.ok()
+    super::start_worker(
+        &format!("automation_ext scheduler for database {db}"),
+        "automation_ext scheduler",
+        "automation_scheduler_main",
+        pg_sys::Datum::from(db),
+        &patience_ms.to_string(),
+        true,
+    )
 }
 
 /// Oids of the databases that allow connections and are not templates.
