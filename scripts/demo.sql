@@ -111,3 +111,19 @@ SELECT active_connections, cache_hit_ratio, xid_wraparound_age, idle_in_transact
 \set ON_ERROR_STOP off
 INSERT INTO automation_workflows.workflow_executions (workflow_name, status) VALUES ('demo-nightly-etl', 'sucess');
 \set ON_ERROR_STOP on
+
+\echo '-- the built-in scheduler: a job every second, run by a background worker'
+SELECT automation.schedule('demo-every-second', '1 second', 'SELECT count(*) FROM automation_workflows.workflow_executions') AS jobid \gset
+SELECT pg_sleep(3.5);
+SELECT runid, status, return_message, start_time - scheduled_for AS late
+  FROM automation.job_run_details WHERE jobid = :jobid ORDER BY runid;
+SELECT automation.unschedule(:jobid);
+SELECT component, database, state, detail FROM automation.scheduler_status();
+
+\echo '-- hourly rollup of pipeline metrics, with the not-yet-rolled-up hours live'
+SELECT * FROM automation.refresh_pipeline_metrics_hourly();
+SELECT bucket, pipeline_name, stage, executions, successes, errors
+  FROM automation.pipeline_metrics_hourly_live WHERE pipeline_name LIKE 'demo-%' ORDER BY 1, 2, 3 LIMIT 5;
+
+\echo '-- index maintenance, as a dry run'
+SELECT * FROM automation.maintain_indexes(dry_run => true, min_size_bytes => 0, bloat_threshold => 0) LIMIT 5;

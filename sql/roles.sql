@@ -29,7 +29,8 @@ GRANT SELECT, INSERT, UPDATE ON
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.api_workflows TO automation_runner;
 GRANT SELECT, INSERT ON automation.pipeline_metrics TO automation_runner;
 -- bulk ingest: COPY into staging, then automation.flush_metrics_staging()
-GRANT SELECT, INSERT, DELETE ON automation.metrics_staging TO automation_runner;
+GRANT SELECT, INSERT, DELETE, TRUNCATE ON automation.metrics_staging TO automation_runner;
+GRANT SELECT ON automation.metrics_staging_checked TO automation_runner;
 GRANT SELECT ON automation.pipeline_metrics_hourly, automation.pipeline_metrics_hourly_live,
                 automation.pipeline_metrics_hourly_state, automation.pipeline_metrics_invalidations
    TO automation_runner, automation_monitor;

@@ -343,23 +343,32 @@ CREATE UNLOGGED TABLE automation.metrics_staging (
 COMMENT ON TABLE automation.metrics_staging IS
     'UNLOGGED staging for bulk metric ingest (COPY into it, then automation.flush_metrics_staging()). Not crash-safe by design: flush promptly.';
 
-CREATE FUNCTION automation.flush_metrics_staging()
-RETURNS bigint
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    moved bigint;
-    rejected bigint;
-BEGIN
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.flush_metrics_staging'));
-    -- Typed columns are checked as they are (no casts, no regular
-    -- expressions); only jsonb payload values are parsed. An unusable payload
-    -- number becomes -1 so that the range check reports it.
-    WITH taken AS (
-        DELETE FROM automation.metrics_staging RETURNING *
-    ), parsed AS (
-        SELECT COALESCE(t.time, automation.try_timestamptz(t.payload->>'time')) AS t_time,
+-- Each staged row as it would land, with the reason it cannot (NULL when it
+-- can). Typed columns are checked as they are (no casts, no regular
+-- expressions); only jsonb payload values are parsed; an unusable payload
+-- number becomes -1 so that the range check reports it.
+CREATE VIEW automation.metrics_staging_checked WITH (security_invoker = true) AS
+SELECT p.t_time AS time, p.t_pipeline AS pipeline_name, p.t_stage AS stage, p.t_duration AS duration_ms,
+       p.t_records AS records_processed, p.t_status AS status, p.t_error AS error_message, p.payload,
+       CASE
+         WHEN p.t_time IS NULL AND p.bad_time_text
+           THEN pg_catalog.format('time is not an ISO 8601 timestamp: %s', p.payload->>'time')
+         WHEN p.t_time IS NULL THEN 'time is missing'
+         WHEN p.t_pipeline IS NULL OR p.t_pipeline = '' THEN 'pipeline_name is missing'
+         WHEN pg_catalog.length(p.t_pipeline) > 255 THEN 'pipeline_name is longer than 255 characters'
+         WHEN p.t_stage IS NULL OR p.t_stage = '' THEN 'stage is missing'
+         WHEN pg_catalog.length(p.t_stage) > 100 THEN 'stage is longer than 100 characters'
+         WHEN p.t_duration < 0 OR p.t_duration > 2147483647
+           THEN pg_catalog.format('duration_ms is not an integer from 0 to 2147483647: %s',
+                                  COALESCE(p.duration_ms::text, p.payload->>'duration_ms'))
+         WHEN p.t_records < 0 OR p.t_records > 2147483647
+           THEN pg_catalog.format('records_processed is not an integer from 0 to 2147483647: %s',
+                                  COALESCE(p.records_processed::text, p.payload->>'records_processed'))
+         WHEN p.t_status IS NOT NULL
+              AND p.t_status NOT IN ('running', 'success', 'error', 'warning', 'skipped', 'timeout', 'cancelled')
+           THEN pg_catalog.format('status is not one of running, success, error, warning, skipped, timeout, cancelled: %s', p.t_status)
+       END AS reason
+  FROM (SELECT COALESCE(t.time, automation.try_timestamptz(t.payload->>'time')) AS t_time,
                COALESCE(t.pipeline_name, t.payload->>'pipeline_name') AS t_pipeline,
                COALESCE(t.stage, t.payload->>'stage') AS t_stage,
                COALESCE(t.status, t.payload->>'status') AS t_status,
@@ -372,46 +381,42 @@ BEGIN
                     WHEN t.payload->>'records_processed' IS NOT NULL THEN -1 END AS t_records,
                t.time IS NULL AND t.payload ? 'time' AS bad_time_text,
                t.duration_ms, t.records_processed, t.payload
-          FROM taken t
-    ), checked AS (
-        SELECT p.t_time, p.t_pipeline, p.t_stage, p.t_status, p.t_error, p.t_duration, p.t_records, p.payload,
-               CASE
-                 WHEN p.t_time IS NULL AND p.bad_time_text
-                   THEN pg_catalog.format('time is not an ISO 8601 timestamp: %s', p.payload->>'time')
-                 WHEN p.t_time IS NULL THEN 'time is missing'
-                 WHEN p.t_pipeline IS NULL OR p.t_pipeline = '' THEN 'pipeline_name is missing'
-                 WHEN pg_catalog.length(p.t_pipeline) > 255 THEN 'pipeline_name is longer than 255 characters'
-                 WHEN p.t_stage IS NULL OR p.t_stage = '' THEN 'stage is missing'
-                 WHEN pg_catalog.length(p.t_stage) > 100 THEN 'stage is longer than 100 characters'
-                 WHEN p.t_duration < 0 OR p.t_duration > 2147483647
-                   THEN pg_catalog.format('duration_ms is not an integer from 0 to 2147483647: %s',
-                                          COALESCE(p.duration_ms::text, p.payload->>'duration_ms'))
-                 WHEN p.t_records < 0 OR p.t_records > 2147483647
-                   THEN pg_catalog.format('records_processed is not an integer from 0 to 2147483647: %s',
-                                          COALESCE(p.records_processed::text, p.payload->>'records_processed'))
-                 WHEN p.t_status IS NOT NULL
-                      AND p.t_status NOT IN ('running', 'success', 'error', 'warning', 'skipped', 'timeout', 'cancelled')
-                   THEN pg_catalog.format('status is not one of running, success, error, warning, skipped, timeout, cancelled: %s', p.t_status)
-               END AS reason,
-               p.duration_ms, p.records_processed
-          FROM parsed p
-    ), good AS (
-        INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status, error_message)
-        SELECT c.t_time, c.t_pipeline, c.t_stage, c.t_duration::integer, c.t_records::integer, c.t_status, c.t_error
-          FROM checked c WHERE c.reason IS NULL
-        RETURNING 1
-    ), bad AS (
+          FROM automation.metrics_staging t) p;
+
+COMMENT ON VIEW automation.metrics_staging_checked IS
+    'The staged metric rows as automation.flush_metrics_staging() would move them, with the reason a row would be rejected (NULL: it lands).';
+
+-- Staging is locked for the flush (writers wait a few seconds; nothing
+-- COPYed meanwhile can be lost), read twice (good rows, bad rows), and
+-- truncated: no DELETE, so no dead rows to vacuum and no second copy.
+CREATE FUNCTION automation.flush_metrics_staging()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    moved bigint;
+    rejected bigint;
+BEGIN
+    LOCK TABLE automation.metrics_staging IN ACCESS EXCLUSIVE MODE;
+    INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status, error_message)
+    SELECT c.time, c.pipeline_name, c.stage, c.duration_ms::integer, c.records_processed::integer, c.status, c.error_message
+      FROM automation.metrics_staging_checked c WHERE c.reason IS NULL;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    -- counting is much cheaper than checking every row again: look for the
+    -- rejected rows only when there are some
+    SELECT count(*) - moved INTO rejected FROM automation.metrics_staging;
+    IF rejected > 0 THEN
         INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context)
-        SELECT pg_catalog.left(c.t_pipeline, 255), 'invalid_metric_row', c.reason,
+        SELECT pg_catalog.left(c.pipeline_name, 255), 'invalid_metric_row', c.reason,
                pg_catalog.jsonb_build_object('row', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                   'time', c.t_time, 'pipeline_name', c.t_pipeline, 'stage', c.t_stage, 'duration_ms', c.duration_ms,
-                   'records_processed', c.records_processed, 'status', c.t_status, 'error_message', c.t_error,
+                   'time', c.time, 'pipeline_name', c.pipeline_name, 'stage', c.stage, 'duration_ms', c.duration_ms,
+                   'records_processed', c.records_processed, 'status', c.status, 'error_message', c.error_message,
                    'payload', c.payload)),
                    'source', 'automation.metrics_staging')
-          FROM checked c WHERE c.reason IS NOT NULL
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM good), (SELECT count(*) FROM bad) INTO moved, rejected;
+          FROM automation.metrics_staging_checked c WHERE c.reason IS NOT NULL;
+    END IF;
+    TRUNCATE automation.metrics_staging;
     IF rejected > 0 THEN
         RAISE WARNING '% staged metric row(s) rejected, % moved', rejected, moved
               USING HINT = 'The rejected rows and their reasons are in automation.errors (error_type invalid_metric_row).';
