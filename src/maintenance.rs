@@ -181,7 +181,12 @@ mod automation {
     }
 }
 
-extension_sql_file!("../sql/maintenance.sql", name = "maintenance", requires = ["automation_audit_schema", "scheduler"]);
+extension_sql_file!(
+    "../sql/maintenance.sql",
+    name = "maintenance",
+    // after timeseries, so that the default jobs always get the same ids
+    requires = ["automation_audit_schema", "scheduler", "timeseries"]
+);
 
 fn write_audit(actor: &str, operation: &str, schema: Option<&str>, table: Option<&str>, details: pgrx::JsonB) {
     Spi::run_with_args(
