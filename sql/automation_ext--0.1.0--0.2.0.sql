@@ -1024,12 +1024,18 @@ COMMENT ON VIEW automation.metrics_staging_checked IS
     'The staged metric rows as automation.flush_metrics_staging() would move them, with the reason a row would be rejected (NULL: it lands).';
 
 -- Staging is locked for the flush (writers wait a few seconds; nothing
--- COPYed meanwhile can be lost), read twice (good rows, bad rows), and
--- truncated: no DELETE, so no dead rows to vacuum and no second copy.
+-- COPYed meanwhile can be lost), read for the good rows (and again for the
+-- bad ones only if there are any), and truncated: no DELETE, so no dead rows
+-- to vacuum and no second copy.
+-- Rows go in sorted the way the (pipeline_name, time DESC) index is: index
+-- insertions then touch neighbouring pages instead of random ones, which
+-- saves more than the sort costs (work_mem is raised for this function so the
+-- sort of a large batch stays in memory).
 CREATE FUNCTION automation.flush_metrics_staging()
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET work_mem = '256MB'
 AS $fn$
 DECLARE
     moved bigint;
@@ -1038,7 +1044,8 @@ BEGIN
     LOCK TABLE automation.metrics_staging IN ACCESS EXCLUSIVE MODE;
     INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status, error_message)
     SELECT c.time, c.pipeline_name, c.stage, c.duration_ms::integer, c.records_processed::integer, c.status, c.error_message
-      FROM automation.metrics_staging_checked c WHERE c.reason IS NULL;
+      FROM automation.metrics_staging_checked c WHERE c.reason IS NULL
+     ORDER BY c.pipeline_name, c.time DESC;
     GET DIAGNOSTICS moved = ROW_COUNT;
     -- counting is much cheaper than checking every row again: look for the
     -- rejected rows only when there are some

@@ -249,22 +249,10 @@ fn enable(target: pg_sys::Oid) -> String {
 
 fn disable(target: pg_sys::Oid) -> bool {
     let (table, _) = crate::catalog::describe_relation(target);
-    let mut existed = false;
-    for name in [ROW_TRIGGER, TRUNCATE_TRIGGER] {
-        let present = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
-            &[target.into(), name.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false);
-        if present {
-            Spi::run(&format!("DROP TRIGGER {name} ON {table}"))
-                .unwrap_or_else(|e| error!("could not disable auditing on {table}: {e}"));
-            existed = true;
-        }
-    }
-    existed
+    // both, whatever the first finds
+    let row = crate::catalog::drop_trigger_if_exists(target, &table, ROW_TRIGGER);
+    let truncate = crate::catalog::drop_trigger_if_exists(target, &table, TRUNCATE_TRIGGER);
+    row || truncate
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -22,3 +22,20 @@ pub fn describe_relation(target: pg_sys::Oid) -> (String, String) {
         }
     }
 }
+
+/// Drop the trigger `name` of `target` (whose quoted name is `table`) if it
+/// is there; returns whether it was.
+pub fn drop_trigger_if_exists(target: pg_sys::Oid, table: &str, name: &str) -> bool {
+    let present = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
+        &[target.into(), name.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if present {
+        Spi::run(&format!("DROP TRIGGER {} ON {table}", pgrx::spi::quote_identifier(name)))
+            .unwrap_or_else(|e| error!("could not drop trigger {name} on {table}: {e}"));
+    }
+    present
+}

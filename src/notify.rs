@@ -637,18 +637,7 @@ fn check_columns(target: pg_sys::Oid, table: &str) {
 
 fn detach(target: pg_sys::Oid) -> bool {
     let (table, _) = crate::catalog::describe_relation(target);
-    let existed = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
-        &[target.into(), TRIGGER_NAME.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false);
-    if existed {
-        Spi::run(&format!("DROP TRIGGER {TRIGGER_NAME} ON {table}"))
-            .unwrap_or_else(|e| error!("could not drop the completion trigger on {table}: {e}"));
-    }
-    existed
+    crate::catalog::drop_trigger_if_exists(target, &table, TRIGGER_NAME)
 }
 
 #[cfg(any(test, feature = "pg_test"))]
