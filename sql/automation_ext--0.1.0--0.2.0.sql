@@ -868,55 +868,51 @@ DECLARE
     old_watermark timestamptz;
     touched timestamptz[];
     span record;
-    nb bigint;
     nr bigint;
     n bigint;
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.refresh_pipeline_metrics_hourly'));
     SELECT s.watermark INTO old_watermark FROM automation.pipeline_metrics_hourly_state s;
-    IF full_refresh OR old_watermark IS NULL THEN
+    was_full := full_refresh OR old_watermark IS NULL;
+    IF was_full THEN
         DELETE FROM automation.pipeline_metrics_invalidations i WHERE i.bucket < new_watermark;
         DELETE FROM automation.pipeline_metrics_hourly;
-        INSERT INTO automation.pipeline_metrics_hourly
-        SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
-               sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
-               count(*) FILTER (WHERE m.status = 'error')
-          FROM automation.pipeline_metrics m
-         WHERE m.time < new_watermark
-         GROUP BY 1, 2, 3;
-        GET DIAGNOSTICS nr = ROW_COUNT;
-        was_full := true;
     ELSE
         WITH gone AS (DELETE FROM automation.pipeline_metrics_invalidations i
                        WHERE i.bucket < new_watermark RETURNING i.bucket)
         SELECT pg_catalog.array_agg(DISTINCT g.bucket) INTO touched FROM gone g;
         touched := COALESCE(touched, '{}');
         DELETE FROM automation.pipeline_metrics_hourly h WHERE h.bucket = ANY (touched);
-        -- one range scan per run of consecutive hours: constant bounds let
-        -- the planner prune partitions and use the BRIN index on time (a join
-        -- against the list of hours would scan the whole table)
-        nr := 0;
-        FOR span IN
-            SELECT min(g.b) AS lo, max(g.b) + interval '1 hour' AS hi
-              FROM (SELECT u.b, u.b - pg_catalog.row_number() OVER (ORDER BY u.b) * interval '1 hour' AS run
-                      FROM pg_catalog.unnest(touched) AS u(b)) g
-             GROUP BY g.run ORDER BY 1
-        LOOP
-            INSERT INTO automation.pipeline_metrics_hourly
-            SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
-                   sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
-                   count(*) FILTER (WHERE m.status = 'error')
-              FROM automation.pipeline_metrics m
-             WHERE m.time >= span.lo AND m.time < span.hi
-             GROUP BY 1, 2, 3;
-            GET DIAGNOSTICS n = ROW_COUNT;
-            nr := nr + n;
-        END LOOP;
-        was_full := false;
     END IF;
-    SELECT count(DISTINCT h.bucket) INTO nb FROM automation.pipeline_metrics_hourly h
-     WHERE was_full OR h.bucket = ANY (touched);
-    buckets := CASE WHEN was_full THEN nb ELSE pg_catalog.cardinality(touched) END;
+    -- one range scan per run of consecutive hours (everything before the
+    -- watermark for a full refresh): constant bounds let the planner prune
+    -- partitions and use the BRIN index on time, where a join against the
+    -- list of hours would scan the whole table
+    nr := 0;
+    FOR span IN
+        SELECT '-infinity'::timestamptz AS lo, new_watermark AS hi WHERE was_full
+        UNION ALL
+        SELECT min(g.b), max(g.b) + interval '1 hour'
+          FROM (SELECT u.b, u.b - pg_catalog.row_number() OVER (ORDER BY u.b) * interval '1 hour' AS run
+                  FROM pg_catalog.unnest(touched) AS u(b)) g
+         GROUP BY g.run
+         ORDER BY 1
+    LOOP
+        INSERT INTO automation.pipeline_metrics_hourly
+        SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+               sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
+               count(*) FILTER (WHERE m.status = 'error')
+          FROM automation.pipeline_metrics m
+         WHERE m.time >= span.lo AND m.time < span.hi
+         GROUP BY 1, 2, 3;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        nr := nr + n;
+    END LOOP;
+    IF was_full THEN
+        SELECT count(DISTINCT h.bucket) INTO buckets FROM automation.pipeline_metrics_hourly h;
+    ELSE
+        buckets := pg_catalog.cardinality(touched);
+    END IF;
     rows_aggregated := nr;
     watermark := new_watermark;
     duration_ms := pg_catalog.round((pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started) * 1000)::numeric, 3);
@@ -1271,81 +1267,78 @@ BEGIN
     END IF;
     ms := LEAST(pg_catalog.date_part('epoch', lock_timeout) * 1000, 2147483647)::integer;
 
-    -- What failed concurrent rebuilds left: invalid *_ccnew / *_ccold indexes.
-    FOR r IN SELECT b.* FROM automation.index_bloat(schema_name) b
-              WHERE NOT b.is_valid AND b.index_name ~ '_cc(new|old)[0-9]*$'
-              ORDER BY b.table_schema, b.table_name, b.index_name
+    -- One pass over the estimates (they may read whole indexes): first what
+    -- failed concurrent rebuilds left (invalid *_ccnew / *_ccold indexes),
+    -- then the rebuild candidates, most bloated first.
+    FOR r IN SELECT x.*
+               FROM (SELECT b.*, NOT b.is_valid AND b.index_name ~ '_cc(new|old)[0-9]*$' AS leftover
+                       FROM automation.index_bloat(schema_name) b) x
+              WHERE x.leftover
+                 OR (x.is_valid AND x.index_bytes >= min_size_bytes
+                     AND (x.bloat_ratio IS NULL OR x.bloat_ratio >= bloat_threshold))
+              ORDER BY x.leftover DESC, x.bloat_ratio DESC NULLS LAST, x.index_bytes DESC,
+                       x.table_schema, x.table_name, x.index_name
     LOOP
         table_name := pg_catalog.format('%I.%I', r.table_schema, r.table_name);
         index_name := pg_catalog.format('%I.%I', r.table_schema, r.index_name);
         index_size := pg_catalog.pg_size_pretty(r.index_bytes);
-        bloat_ratio := NULL;
-        estimated_by := NULL;
-        IF NOT r.may_rebuild THEN
-            action_taken := 'skipped: invalid leftover of a failed concurrent rebuild, but the table is not yours';
-        ELSIF dry_run THEN
-            action_taken := 'would drop: invalid leftover of a failed concurrent rebuild';
-        ELSIF blocking THEN
-            PERFORM pg_catalog.set_config('lock_timeout', ms || 'ms', true);
-            EXECUTE pg_catalog.format('DROP INDEX %s', index_name);
-            PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
-            PERFORM automation.record_maintenance('DROP INVALID INDEX', r.table_oid::regclass,
-                pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'concurrently', false));
-            action_taken := 'dropped: invalid leftover of a failed concurrent rebuild';
-        ELSE
-            INSERT INTO automation.index_maintenance_queue (index_oid, index_name, action, size_before, lock_timeout_ms)
-            VALUES (r.index_oid, index_name, 'drop', r.index_bytes, ms);
-            queued := queued + 1;
-            action_taken := 'drop scheduled: invalid leftover of a failed concurrent rebuild';
-        END IF;
-        RETURN NEXT;
-    END LOOP;
-
-    FOR r IN SELECT b.* FROM automation.index_bloat(schema_name) b
-              WHERE b.is_valid AND b.index_bytes >= min_size_bytes
-                AND (b.bloat_ratio IS NULL OR b.bloat_ratio >= bloat_threshold)
-              ORDER BY b.bloat_ratio DESC NULLS LAST, b.index_bytes DESC
-    LOOP
-        table_name := pg_catalog.format('%I.%I', r.table_schema, r.table_name);
-        index_name := pg_catalog.format('%I.%I', r.table_schema, r.index_name);
-        index_size := pg_catalog.pg_size_pretty(r.index_bytes);
-        bloat_ratio := r.bloat_ratio;
-        estimated_by := r.estimated_by;
-        IF r.bloat_ratio IS NULL THEN
-            action_taken := 'not rebuilt: no estimate';
-        ELSIF NOT r.may_rebuild THEN
-            action_taken := 'skipped: only the owner of the table may rebuild its indexes';
-        ELSIF rebuilt >= max_indexes THEN
-            action_taken := pg_catalog.format('skipped: max_indexes (%s) reached', max_indexes);
-        ELSIF dry_run THEN
-            action_taken := CASE WHEN blocking THEN 'would reindex (blocking)' ELSE 'would reindex concurrently' END;
-            rebuilt := rebuilt + 1;
-        ELSIF blocking THEN
-            BEGIN
+        bloat_ratio := CASE WHEN r.leftover THEN NULL ELSE r.bloat_ratio END;
+        estimated_by := CASE WHEN r.leftover THEN NULL ELSE r.estimated_by END;
+        IF r.leftover THEN
+            IF NOT r.may_rebuild THEN
+                action_taken := 'skipped: invalid leftover of a failed concurrent rebuild, but the table is not yours';
+            ELSIF dry_run THEN
+                action_taken := 'would drop: invalid leftover of a failed concurrent rebuild';
+            ELSIF blocking THEN
                 PERFORM pg_catalog.set_config('lock_timeout', ms || 'ms', true);
-                EXECUTE pg_catalog.format('REINDEX INDEX %s', index_name);
+                EXECUTE pg_catalog.format('DROP INDEX %s', index_name);
                 PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
-                after := pg_catalog.pg_relation_size(r.index_oid);
-                PERFORM automation.record_maintenance('REINDEX', r.table_oid::regclass,
-                    pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'size_after', after,
-                                                  'bloat_ratio', r.bloat_ratio, 'estimated_by', r.estimated_by,
-                                                  'concurrently', false));
-                action_taken := pg_catalog.format('reindexed (blocking): %s -> %s', index_size, pg_catalog.pg_size_pretty(after));
-            EXCEPTION WHEN OTHERS THEN
-                PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
-                PERFORM automation.record_maintenance('REINDEX FAILED', r.table_oid::regclass,
-                    pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'error', SQLERRM,
-                                                  'concurrently', false));
-                action_taken := 'reindex failed: ' || SQLERRM;
-            END;
-            rebuilt := rebuilt + 1;
+                PERFORM automation.record_maintenance('DROP INVALID INDEX', r.table_oid::regclass,
+                    pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'concurrently', false));
+                action_taken := 'dropped: invalid leftover of a failed concurrent rebuild';
+            ELSE
+                INSERT INTO automation.index_maintenance_queue (index_oid, index_name, action, size_before, lock_timeout_ms)
+                VALUES (r.index_oid, index_name, 'drop', r.index_bytes, ms);
+                queued := queued + 1;
+                action_taken := 'drop scheduled: invalid leftover of a failed concurrent rebuild';
+            END IF;
         ELSE
-            INSERT INTO automation.index_maintenance_queue
-                   (index_oid, index_name, action, size_before, bloat_ratio, estimated_by, lock_timeout_ms)
-            VALUES (r.index_oid, index_name, 'reindex', r.index_bytes, r.bloat_ratio, r.estimated_by, ms);
-            queued := queued + 1;
-            rebuilt := rebuilt + 1;
-            action_taken := 'reindex scheduled';
+            IF r.bloat_ratio IS NULL THEN
+                action_taken := 'not rebuilt: no estimate';
+            ELSIF NOT r.may_rebuild THEN
+                action_taken := 'skipped: only the owner of the table may rebuild its indexes';
+            ELSIF rebuilt >= max_indexes THEN
+                action_taken := pg_catalog.format('skipped: max_indexes (%s) reached', max_indexes);
+            ELSIF dry_run THEN
+                action_taken := CASE WHEN blocking THEN 'would reindex (blocking)' ELSE 'would reindex concurrently' END;
+                rebuilt := rebuilt + 1;
+            ELSIF blocking THEN
+                BEGIN
+                    PERFORM pg_catalog.set_config('lock_timeout', ms || 'ms', true);
+                    EXECUTE pg_catalog.format('REINDEX INDEX %s', index_name);
+                    PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
+                    after := pg_catalog.pg_relation_size(r.index_oid);
+                    PERFORM automation.record_maintenance('REINDEX', r.table_oid::regclass,
+                        pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'size_after', after,
+                                                      'bloat_ratio', r.bloat_ratio, 'estimated_by', r.estimated_by,
+                                                      'concurrently', false));
+                    action_taken := pg_catalog.format('reindexed (blocking): %s -> %s', index_size, pg_catalog.pg_size_pretty(after));
+                EXCEPTION WHEN OTHERS THEN
+                    PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
+                    PERFORM automation.record_maintenance('REINDEX FAILED', r.table_oid::regclass,
+                        pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'error', SQLERRM,
+                                                      'concurrently', false));
+                    action_taken := 'reindex failed: ' || SQLERRM;
+                END;
+                rebuilt := rebuilt + 1;
+            ELSE
+                INSERT INTO automation.index_maintenance_queue
+                       (index_oid, index_name, action, size_before, bloat_ratio, estimated_by, lock_timeout_ms)
+                VALUES (r.index_oid, index_name, 'reindex', r.index_bytes, r.bloat_ratio, r.estimated_by, ms);
+                queued := queued + 1;
+                rebuilt := rebuilt + 1;
+                action_taken := 'reindex scheduled';
+            END IF;
         END IF;
         RETURN NEXT;
     END LOOP;

@@ -231,55 +231,51 @@ DECLARE
     old_watermark timestamptz;
     touched timestamptz[];
     span record;
-    nb bigint;
     nr bigint;
     n bigint;
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.refresh_pipeline_metrics_hourly'));
     SELECT s.watermark INTO old_watermark FROM automation.pipeline_metrics_hourly_state s;
-    IF full_refresh OR old_watermark IS NULL THEN
+    was_full := full_refresh OR old_watermark IS NULL;
+    IF was_full THEN
         DELETE FROM automation.pipeline_metrics_invalidations i WHERE i.bucket < new_watermark;
         DELETE FROM automation.pipeline_metrics_hourly;
-        INSERT INTO automation.pipeline_metrics_hourly
-        SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
-               sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
-               count(*) FILTER (WHERE m.status = 'error')
-          FROM automation.pipeline_metrics m
-         WHERE m.time < new_watermark
-         GROUP BY 1, 2, 3;
-        GET DIAGNOSTICS nr = ROW_COUNT;
-        was_full := true;
     ELSE
         WITH gone AS (DELETE FROM automation.pipeline_metrics_invalidations i
                        WHERE i.bucket < new_watermark RETURNING i.bucket)
         SELECT pg_catalog.array_agg(DISTINCT g.bucket) INTO touched FROM gone g;
         touched := COALESCE(touched, '{}');
         DELETE FROM automation.pipeline_metrics_hourly h WHERE h.bucket = ANY (touched);
-        -- one range scan per run of consecutive hours: constant bounds let
-        -- the planner prune partitions and use the BRIN index on time (a join
-        -- against the list of hours would scan the whole table)
-        nr := 0;
-        FOR span IN
-            SELECT min(g.b) AS lo, max(g.b) + interval '1 hour' AS hi
-              FROM (SELECT u.b, u.b - pg_catalog.row_number() OVER (ORDER BY u.b) * interval '1 hour' AS run
-                      FROM pg_catalog.unnest(touched) AS u(b)) g
-             GROUP BY g.run ORDER BY 1
-        LOOP
-            INSERT INTO automation.pipeline_metrics_hourly
-            SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
-                   sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
-                   count(*) FILTER (WHERE m.status = 'error')
-              FROM automation.pipeline_metrics m
-             WHERE m.time >= span.lo AND m.time < span.hi
-             GROUP BY 1, 2, 3;
-            GET DIAGNOSTICS n = ROW_COUNT;
-            nr := nr + n;
-        END LOOP;
-        was_full := false;
     END IF;
-    SELECT count(DISTINCT h.bucket) INTO nb FROM automation.pipeline_metrics_hourly h
-     WHERE was_full OR h.bucket = ANY (touched);
-    buckets := CASE WHEN was_full THEN nb ELSE pg_catalog.cardinality(touched) END;
+    -- one range scan per run of consecutive hours (everything before the
+    -- watermark for a full refresh): constant bounds let the planner prune
+    -- partitions and use the BRIN index on time, where a join against the
+    -- list of hours would scan the whole table
+    nr := 0;
+    FOR span IN
+        SELECT '-infinity'::timestamptz AS lo, new_watermark AS hi WHERE was_full
+        UNION ALL
+        SELECT min(g.b), max(g.b) + interval '1 hour'
+          FROM (SELECT u.b, u.b - pg_catalog.row_number() OVER (ORDER BY u.b) * interval '1 hour' AS run
+                  FROM pg_catalog.unnest(touched) AS u(b)) g
+         GROUP BY g.run
+         ORDER BY 1
+    LOOP
+        INSERT INTO automation.pipeline_metrics_hourly
+        SELECT pg_catalog.date_trunc('hour', m.time, 'UTC'), m.pipeline_name, m.stage, count(*), avg(m.duration_ms),
+               sum(m.records_processed), count(*) FILTER (WHERE m.status = 'success'),
+               count(*) FILTER (WHERE m.status = 'error')
+          FROM automation.pipeline_metrics m
+         WHERE m.time >= span.lo AND m.time < span.hi
+         GROUP BY 1, 2, 3;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        nr := nr + n;
+    END LOOP;
+    IF was_full THEN
+        SELECT count(DISTINCT h.bucket) INTO buckets FROM automation.pipeline_metrics_hourly h;
+    ELSE
+        buckets := pg_catalog.cardinality(touched);
+    END IF;
     rows_aggregated := nr;
     watermark := new_watermark;
     duration_ms := pg_catalog.round((pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started) * 1000)::numeric, 3);

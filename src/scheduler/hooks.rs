@@ -9,7 +9,7 @@ use std::ffi::{c_char, CStr};
 
 use pgrx::prelude::*;
 
-use super::shared::{self, SHARED};
+use super::shared::SHARED;
 
 /// How long the launcher stays away from a database being dropped.
 const HOLD_USECS: i64 = 15 * 1_000_000;
@@ -88,8 +88,8 @@ unsafe fn before_drop(name: &CStr) {
         let dboid = pg_sys::get_database_oid(name.as_ptr(), true);
         (dboid, dboid != pg_sys::InvalidOid && pg_sys::pg_database_ownercheck(dboid, pg_sys::GetUserId()))
     };
-    if !owner || !shared::preloaded() {
-        return; // DROP DATABASE itself will refuse, or there are no workers
+    if !owner {
+        return; // DROP DATABASE itself will refuse
     }
     {
         let mut s = SHARED.exclusive();

@@ -90,11 +90,11 @@ impl RunSegment {
         unsafe { &*(pg_sys::dsm_segment_address(self.seg) as *const RunHeader) }
     }
 
-    /// The runner's message (an error, or the last command tag).
+    /// The runner's message (an error, or the last command tag). Read it
+    /// after an Acquire load of `state` has seen a final state: the runner
+    /// writes the message before it stores that state with Release.
     pub fn message(&self) -> String {
         let h = self.header();
-        // Acquire: the message was written before the final state.
-        let _ = h.state.load(Ordering::Acquire);
         let len = (h.message_len as usize).min(MESSAGE_BYTES);
         String::from_utf8_lossy(&h.message[..len]).into_owned()
     }

@@ -31,8 +31,6 @@ pub struct DbSlot {
     pub extension: Extension,
     /// a backend asked for a scheduler here (CREATE EXTENSION)
     pub woken: bool,
-    /// when `extension` was last determined (TimestampTz)
-    pub checked_at: i64,
     /// no scheduler here before this time (the database is being dropped)
     pub hold_until: i64,
 }
@@ -48,7 +46,7 @@ impl Default for Shared {
     fn default() -> Self {
         Shared {
             launcher_pid: 0,
-            dbs: [DbSlot { dboid: 0, extension: Extension::Unknown, woken: false, checked_at: 0, hold_until: 0 }; MAX_DATABASES],
+            dbs: [DbSlot { dboid: 0, extension: Extension::Unknown, woken: false, hold_until: 0 }; MAX_DATABASES],
         }
     }
 }
@@ -82,7 +80,7 @@ impl Shared {
             return Some(&mut self.dbs[i]);
         }
         let free = self.dbs.iter().position(|s| s.dboid == 0)?;
-        self.dbs[free] = DbSlot { dboid, extension: Extension::Unknown, woken: false, checked_at: 0, hold_until: 0 };
+        self.dbs[free] = DbSlot { dboid, extension: Extension::Unknown, woken: false, hold_until: 0 };
         Some(&mut self.dbs[free])
     }
 }
@@ -120,7 +118,5 @@ pub fn report_extension(dboid: pg_sys::Oid, extension: Extension) {
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
         slot.extension = extension;
-        // SAFETY: reads the clock.
-        slot.checked_at = unsafe { pg_sys::GetCurrentTimestamp() };
     }
 }
