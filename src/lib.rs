@@ -12,14 +12,14 @@ mod discovery;
 mod maintenance;
 mod metrics;
 mod notify;
-mod success_rate;
-mod workflow;
-mod schema;
 mod scheduler;
+mod schema;
 mod settings;
-mod timeseries;
+mod success_rate;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;
+mod timeseries;
+mod workflow;
 
 ::pgrx::pg_module_magic!(name, version);
 

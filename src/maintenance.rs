@@ -175,9 +175,13 @@ mod automation {
         .unwrap_or((None, None));
         // SAFETY: reads the current role's name; raises for an unknown role.
         let actor = unsafe {
-            std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
+                .to_string_lossy()
+                .into_owned()
         };
-        crate::audit::as_log_owner(|| super::write_audit(&actor, operation, schema.as_deref(), table.as_deref(), details));
+        crate::audit::as_log_owner(|| {
+            super::write_audit(&actor, operation, schema.as_deref(), table.as_deref(), details)
+        });
     }
 }
 
@@ -332,7 +336,12 @@ fn carry_out(task: &Task) {
     let ms = std::ffi::CString::new(task.lock_timeout_ms.max(0).to_string()).unwrap_or_default();
     // SAFETY: a plain GUC assignment for this session; PostgreSQL copies it.
     unsafe {
-        pg_sys::SetConfigOption(c"lock_timeout".as_ptr(), ms.as_ptr(), pg_sys::GucContext::PGC_SUSET, pg_sys::GucSource::PGC_S_SESSION)
+        pg_sys::SetConfigOption(
+            c"lock_timeout".as_ptr(),
+            ms.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        )
     };
     let started = std::time::Instant::now();
     let (outcome, leftovers) = match task.action.as_str() {
@@ -393,7 +402,14 @@ fn drop_leftovers(table: pg_sys::Oid) -> Vec<String> {
         .collect()
 }
 
-fn finish(task: &Task, target: Option<&Target>, status: &str, error: Option<&str>, after: Option<i64>, mut details: serde_json::Value) {
+fn finish(
+    task: &Task,
+    target: Option<&Target>,
+    status: &str,
+    error: Option<&str>,
+    after: Option<i64>,
+    mut details: serde_json::Value,
+) {
     let operation = match (task.action.as_str(), status) {
         ("reindex", "done") => "REINDEX",
         ("reindex", _) => "REINDEX FAILED",

@@ -182,16 +182,61 @@ fn exposition_of_latest_sample() -> String {
             .collect()
     };
     exposition::render(&[
-        Metric::single("automation_sample_timestamp_seconds", "When the sample was taken (Unix time).", Kind::Gauge, n[0]),
+        Metric::single(
+            "automation_sample_timestamp_seconds",
+            "When the sample was taken (Unix time).",
+            Kind::Gauge,
+            n[0],
+        ),
         Metric::single("automation_active_connections", "Sessions running a query.", Kind::Gauge, n[1]),
-        Metric::single("automation_cache_hit_ratio_percent", "Heap blocks of user tables found in shared buffers.", Kind::Gauge, n[2]),
-        Metric::single("automation_index_hit_ratio_percent", "Index blocks of user tables found in shared buffers.", Kind::Gauge, n[3]),
-        Metric::single("automation_long_running_queries", "Queries active longer than automation.long_query_threshold.", Kind::Gauge, n[4]),
-        Metric::single("automation_replication_lag_seconds", "Replay lag (standby) or largest standby lag (primary).", Kind::Gauge, n[5]),
-        Metric::single("automation_xid_wraparound_age", "Age of the oldest datfrozenxid in the cluster.", Kind::Gauge, n[6]),
-        Metric::single("automation_deadlocks_total", "Deadlocks in this database since statistics were reset.", Kind::Counter, n[7]),
-        Metric::single("automation_temp_bytes_total", "Bytes written to temporary files in this database.", Kind::Counter, n[8]),
-        Metric::single("automation_idle_in_transaction_sessions", "Sessions idle inside a transaction.", Kind::Gauge, n[9]),
+        Metric::single(
+            "automation_cache_hit_ratio_percent",
+            "Heap blocks of user tables found in shared buffers.",
+            Kind::Gauge,
+            n[2],
+        ),
+        Metric::single(
+            "automation_index_hit_ratio_percent",
+            "Index blocks of user tables found in shared buffers.",
+            Kind::Gauge,
+            n[3],
+        ),
+        Metric::single(
+            "automation_long_running_queries",
+            "Queries active longer than automation.long_query_threshold.",
+            Kind::Gauge,
+            n[4],
+        ),
+        Metric::single(
+            "automation_replication_lag_seconds",
+            "Replay lag (standby) or largest standby lag (primary).",
+            Kind::Gauge,
+            n[5],
+        ),
+        Metric::single(
+            "automation_xid_wraparound_age",
+            "Age of the oldest datfrozenxid in the cluster.",
+            Kind::Gauge,
+            n[6],
+        ),
+        Metric::single(
+            "automation_deadlocks_total",
+            "Deadlocks in this database since statistics were reset.",
+            Kind::Counter,
+            n[7],
+        ),
+        Metric::single(
+            "automation_temp_bytes_total",
+            "Bytes written to temporary files in this database.",
+            Kind::Counter,
+            n[8],
+        ),
+        Metric::single(
+            "automation_idle_in_transaction_sessions",
+            "Sessions idle inside a transaction.",
+            Kind::Gauge,
+            n[9],
+        ),
         Metric {
             name: "automation_table_size_bytes",
             help: "Total size of the largest user tables.",
@@ -226,11 +271,10 @@ mod tests {
 
     #[pg_test]
     fn settings_have_their_defaults() {
-        let row: String = one(
-            "SELECT format('%s|%s|%s|%s|%s|%s', long_query_threshold, monitoring_retention, max_connections,
+        let row: String =
+            one("SELECT format('%s|%s|%s|%s|%s|%s', long_query_threshold, monitoring_retention, max_connections,
                            min_cache_hit_ratio, min_index_hit_ratio, max_xid_age)
-               FROM automation.monitoring_settings()",
-        );
+               FROM automation.monitoring_settings()");
         assert_eq!(row, "00:05:00|30 days|100|90|95|1000000000");
     }
 
@@ -288,10 +332,8 @@ mod tests {
         assert_eq!(one::<i64>("SELECT automation.counter_delta(3, 5)"), 3);
         Spi::run("SELECT automation.collect_database_metrics()").unwrap();
         Spi::run("SELECT automation.collect_database_metrics()").unwrap();
-        let deltas: String = one(
-            "SELECT format('%s|%s', deadlocks IS NOT NULL, temp_bytes IS NOT NULL)
-               FROM automation.database_monitoring ORDER BY check_time DESC LIMIT 1",
-        );
+        let deltas: String = one("SELECT format('%s|%s', deadlocks IS NOT NULL, temp_bytes IS NOT NULL)
+               FROM automation.database_monitoring ORDER BY check_time DESC LIMIT 1");
         assert_eq!(deltas, "t|t");
     }
 

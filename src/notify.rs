@@ -10,8 +10,8 @@
 //! `payload` is pure Rust; the trigger and the attach/detach functions are the
 //! thin PostgreSQL edge.
 
-use pgrx::prelude::*;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
 use pgrx::{direct_function_call, direct_function_call_as_datum, IntoDatum, PgTrigger};
 use serde_json::Value;
 
@@ -162,10 +162,7 @@ pub mod payload {
         if channel.is_empty() {
             Err("A NOTIFY channel cannot be empty.".into())
         } else if channel.len() > MAX_CHANNEL_BYTES {
-            Err(format!(
-                "A NOTIFY channel is at most {MAX_CHANNEL_BYTES} bytes; this one has {}.",
-                channel.len()
-            ))
+            Err(format!("A NOTIFY channel is at most {MAX_CHANNEL_BYTES} bytes; this one has {}.", channel.len()))
         } else {
             Ok(())
         }
@@ -289,7 +286,8 @@ pub mod payload {
 
         #[test]
         fn uuids_print_as_uuid_out_does() {
-            let bytes = [0x0b, 0x7f, 0x8a, 0x5e, 0x4c, 0x1a, 0x4e, 0x2b, 0x9d, 0x3f, 0x2a, 0x1b, 0x3c, 0x4d, 0x5e, 0x6f];
+            let bytes =
+                [0x0b, 0x7f, 0x8a, 0x5e, 0x4c, 0x1a, 0x4e, 0x2b, 0x9d, 0x3f, 0x2a, 0x1b, 0x3c, 0x4d, 0x5e, 0x6f];
             assert_eq!(uuid_text(&bytes), "0b7f8a5e-4c1a-4e2b-9d3f-2a1b3c4d5e6f");
             assert_eq!(uuid_text(&[0xff; 16]), "ffffffff-ffff-ffff-ffff-ffffffffffff");
         }
@@ -380,10 +378,7 @@ fn fire(trigger: &PgTrigger<'_>) {
     }
     let channel = match trigger.extra_args().ok().and_then(|a| a.into_iter().next()) {
         Some(channel) => channel,
-        None => settings::NOTIFY_CHANNEL
-            .get()
-            .map(|c| c.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        None => settings::NOTIFY_CHANNEL.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default(),
     };
     // SAFETY: tuple and tupdesc are the trigger's new row and its relation's
     // descriptor, valid for this call.
@@ -487,9 +482,7 @@ unsafe fn datum_json(datum: pg_sys::Datum, isnull: bool, typ: pg_sys::Oid) -> Va
             pg_sys::INT4OID => i32::from_datum(datum, false).map_or(Value::Null, Value::from),
             pg_sys::INT8OID => i64::from_datum(datum, false).map_or(Value::Null, Value::from),
             pg_sys::BOOLOID => bool::from_datum(datum, false).map_or(Value::Null, Value::from),
-            pg_sys::TEXTOID | pg_sys::VARCHAROID => {
-                String::from_datum(datum, false).map_or(Value::Null, Value::String)
-            }
+            pg_sys::TEXTOID | pg_sys::VARCHAROID => String::from_datum(datum, false).map_or(Value::Null, Value::String),
             pg_sys::UUIDOID => pgrx::Uuid::from_datum(datum, false)
                 .map_or(Value::Null, |u| Value::String(payload::uuid_text(u.as_bytes()))),
             _ => {
@@ -514,17 +507,15 @@ thread_local! {
 /// enter the queue at commit anyway.
 fn queue_usage() -> f64 {
     // SAFETY: plain reads of the current transaction's and statement's start times.
-    let statement = unsafe {
-        (pg_sys::GetCurrentTransactionStartTimestamp(), pg_sys::GetCurrentStatementStartTimestamp())
-    };
+    let statement =
+        unsafe { (pg_sys::GetCurrentTransactionStartTimestamp(), pg_sys::GetCurrentStatementStartTimestamp()) };
     if let Some((checked, usage)) = QUEUE_CHECKED.get() {
         if checked == statement {
             return usage;
         }
     }
     // SAFETY: pg_notification_queue_usage() takes no arguments and returns a float8.
-    let usage = unsafe { direct_function_call::<f64>(pg_sys::pg_notification_queue_usage, &[]) }
-        .unwrap_or(0.0);
+    let usage = unsafe { direct_function_call::<f64>(pg_sys::pg_notification_queue_usage, &[]) }.unwrap_or(0.0);
     QUEUE_CHECKED.set(Some((statement, usage)));
     usage
 }
@@ -543,8 +534,8 @@ fn queue_full(id: &Value) -> bool {
     let hint = "A session that ran LISTEN and keeps a transaction open stops the queue from \
                 being cleaned up; the server log names its PID. End that transaction, or \
                 pg_terminate_backend() the session.";
-    let report = ErrorReport::new(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, message, function_name!())
-        .set_hint(hint);
+    let report =
+        ErrorReport::new(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, message, function_name!()).set_hint(hint);
     match settings::NOTIFY_QUEUE_FULL.get() {
         QueueFullAction::Error => report.report(PgLogLevel::ERROR),
         QueueFullAction::Skip => report.report(PgLogLevel::WARNING),
@@ -673,11 +664,9 @@ mod tests {
     #[pg_test]
     fn attach_with_a_channel_passes_it_as_the_trigger_argument() {
         jobs_table();
-        let def = Spi::get_one::<String>(
-            "SELECT automation.attach_completion_notify('public.jobs', 'jobs_done')",
-        )
-        .unwrap()
-        .unwrap();
+        let def = Spi::get_one::<String>("SELECT automation.attach_completion_notify('public.jobs', 'jobs_done')")
+            .unwrap()
+            .unwrap();
         assert!(def.ends_with("automation.notify_workflow_completion('jobs_done')"), "{def}");
         // attaching again replaces, it does not add a second trigger
         Spi::run("SELECT automation.attach_completion_notify('public.jobs')").unwrap();
@@ -705,10 +694,7 @@ mod tests {
         Spi::run("SELECT automation.attach_completion_notify('public.jobs')").unwrap();
         Spi::run("INSERT INTO public.jobs VALUES (1, repeat('😀', 5000), 'running', now(), NULL)").unwrap();
         Spi::run("UPDATE public.jobs SET status = 'error', completed_at = now()").unwrap();
-        assert_eq!(
-            Spi::get_one::<String>("SELECT status FROM public.jobs").unwrap().as_deref(),
-            Some("error")
-        );
+        assert_eq!(Spi::get_one::<String>("SELECT status FROM public.jobs").unwrap().as_deref(), Some("error"));
     }
 
     #[pg_test(error = "public.jobs has no column \"status\"")]
@@ -737,15 +723,12 @@ mod tests {
 
     #[pg_test]
     fn quoted_identifiers_work() {
-        Spi::run(
-            r#"CREATE SCHEMA "My Schema"; CREATE TABLE "My Schema"."jobs; DROP TABLE x" (id int, status text)"#,
-        )
-        .unwrap();
-        let def = Spi::get_one::<String>(
-            r#"SELECT automation.attach_completion_notify('"My Schema"."jobs; DROP TABLE x"')"#,
-        )
-        .unwrap()
-        .unwrap();
+        Spi::run(r#"CREATE SCHEMA "My Schema"; CREATE TABLE "My Schema"."jobs; DROP TABLE x" (id int, status text)"#)
+            .unwrap();
+        let def =
+            Spi::get_one::<String>(r#"SELECT automation.attach_completion_notify('"My Schema"."jobs; DROP TABLE x"')"#)
+                .unwrap()
+                .unwrap();
         assert!(def.contains(r#"ON "My Schema"."jobs; DROP TABLE x""#), "{def}");
     }
 

@@ -19,11 +19,7 @@ extension_sql_file!(
     requires = ["automation_workflows_schema"]
 );
 
-extension_sql_file!(
-    "../sql/automation_audit.sql",
-    name = "automation_audit_schema",
-    requires = ["automation_schema"]
-);
+extension_sql_file!("../sql/automation_audit.sql", name = "automation_audit_schema", requires = ["automation_schema"]);
 
 // 0.2.0: the API table with row-level security, migrations, and last the
 // group roles, whose grants name objects from every file above.
@@ -60,12 +56,10 @@ mod tests {
             "automation_workflows.api_workflows",
         ];
         for table in expected {
-            let found = Spi::get_one_with_args::<bool>(
-                "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
-                &[table.into()],
-            )
-            .unwrap()
-            .unwrap();
+            let found =
+                Spi::get_one_with_args::<bool>("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[table.into()])
+                    .unwrap()
+                    .unwrap();
             assert!(found, "{table} was not created");
         }
     }
@@ -122,13 +116,11 @@ mod tests {
              VALUES ('wf', '{}', now() - interval '1 day')",
         )
         .unwrap();
-        Spi::run("UPDATE automation_workflows.definitions SET version = 2 WHERE name = 'wf'")
-            .unwrap();
-        let fresh = Spi::get_one::<bool>(
-            "SELECT updated_at = now() FROM automation_workflows.definitions WHERE name = 'wf'",
-        )
-        .unwrap()
-        .unwrap();
+        Spi::run("UPDATE automation_workflows.definitions SET version = 2 WHERE name = 'wf'").unwrap();
+        let fresh =
+            Spi::get_one::<bool>("SELECT updated_at = now() FROM automation_workflows.definitions WHERE name = 'wf'")
+                .unwrap()
+                .unwrap();
         assert!(fresh);
     }
 

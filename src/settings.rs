@@ -30,8 +30,7 @@ pub enum QueueFullAction {
 }
 
 /// `automation.notify_queue_full`.
-pub static NOTIFY_QUEUE_FULL: GucSetting<QueueFullAction> =
-    GucSetting::<QueueFullAction>::new(QueueFullAction::Skip);
+pub static NOTIFY_QUEUE_FULL: GucSetting<QueueFullAction> = GucSetting::<QueueFullAction>::new(QueueFullAction::Skip);
 
 /// `automation.retry_base_delay`: backoff before the first retry (ms).
 pub static RETRY_BASE_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
@@ -52,13 +51,11 @@ pub static MAX_RUNNING_JOBS: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// Upper bound of automation.max_running_jobs per database.
 pub const MAX_RUNNING_JOBS_LIMIT: i32 = 256;
 pub const DEFAULT_TIMEZONE: &CStr = c"GMT";
-pub static SCHEDULER_TIMEZONE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(DEFAULT_TIMEZONE));
+pub static SCHEDULER_TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_TIMEZONE));
 pub static JOB_RUN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 
 /// pipeline_metrics partitions (src/timeseries.rs, sql/timeseries.sql).
-pub static METRICS_PARTITION_INTERVAL: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"1 day"));
+pub static METRICS_PARTITION_INTERVAL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"1 day"));
 pub static METRICS_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"90 days"));
 pub static METRICS_PARTITIONS_AHEAD: GucSetting<i32> = GucSetting::<i32>::new(3);
 
@@ -99,8 +96,16 @@ pub fn register() {
         GucFlags::default(),
     );
     for (name, short, setting) in [
-        (c"automation.health_min_cache_hit_ratio", c"health_check() warns below this cache hit percentage.", &HEALTH_MIN_CACHE_HIT_RATIO),
-        (c"automation.health_min_index_hit_ratio", c"health_check() warns below this index hit percentage.", &HEALTH_MIN_INDEX_HIT_RATIO),
+        (
+            c"automation.health_min_cache_hit_ratio",
+            c"health_check() warns below this cache hit percentage.",
+            &HEALTH_MIN_CACHE_HIT_RATIO,
+        ),
+        (
+            c"automation.health_min_index_hit_ratio",
+            c"health_check() warns below this index hit percentage.",
+            &HEALTH_MIN_INDEX_HIT_RATIO,
+        ),
     ] {
         GucRegistry::define_float_guc(name, short, c"", setting, 0.0, 100.0, GucContext::Userset, GucFlags::default());
     }

@@ -90,8 +90,7 @@ unsafe fn is_success(datum: pg_sys::Datum) -> bool {
             ptr = pg_sys::pg_detoast_datum_packed(ptr);
         }
         pgrx::varlena::varsize_any_exhdr(ptr) == SUCCESS.len()
-            && std::slice::from_raw_parts(pgrx::varlena::vardata_any(ptr).cast::<u8>(), SUCCESS.len())
-                == SUCCESS
+            && std::slice::from_raw_parts(pgrx::varlena::vardata_any(ptr).cast::<u8>(), SUCCESS.len()) == SUCCESS
     }
 }
 
@@ -225,7 +224,7 @@ mod tests {
         assert_eq!(counts(2, 3).percent_text().as_deref(), Some("66.67"));
         assert_eq!(counts(1, 8).percent_text().as_deref(), Some("12.50"));
         assert_eq!(counts(1, 1600).percent_text().as_deref(), Some("0.06")); // 0.0625
-        // exactly half a hundredth rounds away from zero: 1/20000 = 0.005%
+                                                                             // exactly half a hundredth rounds away from zero: 1/20000 = 0.005%
         assert_eq!(counts(1, 20000).percent_text().as_deref(), Some("0.01"));
         assert_eq!(counts(3, 20000).percent_text().as_deref(), Some("0.02")); // 0.015
         assert_eq!(counts(0, 5).percent_text().as_deref(), Some("0.00"));

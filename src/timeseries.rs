@@ -87,7 +87,11 @@ pub mod bucket {
         #[test]
         fn month_widths() {
             let month = width(1, 0, 0).unwrap();
-            assert_eq!(start(month, ts(2026, 11, 25, 13, 0), DEFAULT_ORIGIN), ts(2026, 11, 3, 0, 0), "origin day is the 3rd");
+            assert_eq!(
+                start(month, ts(2026, 11, 25, 13, 0), DEFAULT_ORIGIN),
+                ts(2026, 11, 3, 0, 0),
+                "origin day is the 3rd"
+            );
             assert_eq!(start(month, ts(2026, 11, 2, 13, 0), DEFAULT_ORIGIN), ts(2026, 10, 3, 0, 0));
             let first = ts(2000, 1, 1, 0, 0);
             assert_eq!(start(month, ts(2026, 11, 25, 13, 0), first), ts(2026, 11, 1, 0, 0));
@@ -208,9 +212,21 @@ pub mod iso {
         #[test]
         fn refuses_what_is_not_a_time() {
             for bad in [
-                "", "yesterday", "2026-13-01", "2026-02-29", "2026-11-31", "2026-11-25T24:00", "2026-11-25T12:60",
-                "2026-11-25T12", "2026-11-25T12:00:00.", "2026-11-25X", "2026-11-25T12:00+2", "26-11-25", "2026/11/25",
-                "2026-11-25T12:00Zjunk", "2026-11-25T12:00+99:00",
+                "",
+                "yesterday",
+                "2026-13-01",
+                "2026-02-29",
+                "2026-11-31",
+                "2026-11-25T24:00",
+                "2026-11-25T12:60",
+                "2026-11-25T12",
+                "2026-11-25T12:00:00.",
+                "2026-11-25X",
+                "2026-11-25T12:00+2",
+                "26-11-25",
+                "2026/11/25",
+                "2026-11-25T12:00Zjunk",
+                "2026-11-25T12:00+99:00",
             ] {
                 assert_eq!(parse(bad), None, "{bad:?}");
             }
@@ -245,7 +261,11 @@ mod automation {
     /// signature). Buckets of days and time are fixed lengths in UTC; month
     /// buckets follow the calendar (in UTC).
     #[pg_extern(sql = false)]
-    fn time_bucket(bucket_width: Interval, ts: TimestampWithTimeZone, origin: TimestampWithTimeZone) -> TimestampWithTimeZone {
+    fn time_bucket(
+        bucket_width: Interval,
+        ts: TimestampWithTimeZone,
+        origin: TimestampWithTimeZone,
+    ) -> TimestampWithTimeZone {
         let w = width_or_raise(&bucket_width);
         tstz(bucket::start(w, ts.into(), origin.into()))
     }
@@ -268,8 +288,10 @@ mod automation {
     /// `automation.metrics_settings()`: the partitioning and retention
     /// settings, as text for SQL to cast.
     #[pg_extern(sql = false)]
-    fn metrics_settings(
-    ) -> TableIterator<'static, (name!(partition_interval, String), name!(retention, String), name!(partitions_ahead, i32))> {
+    fn metrics_settings() -> TableIterator<
+        'static,
+        (name!(partition_interval, String), name!(retention, String), name!(partitions_ahead, i32)),
+    > {
         let text = |s: &pgrx::guc::GucSetting<Option<std::ffi::CString>>| {
             s.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
         };
@@ -281,8 +303,4 @@ mod automation {
     }
 }
 
-extension_sql_file!(
-    "../sql/timeseries.sql",
-    name = "timeseries",
-    requires = ["automation_schema", "scheduler"]
-);
+extension_sql_file!("../sql/timeseries.sql", name = "timeseries", requires = ["automation_schema", "scheduler"]);

@@ -118,13 +118,14 @@ mod tests {
         assert_eq!(status(&id), "running");
         Spi::run(&format!("SELECT automation.complete_execution('{id}', '{{\"b\": 2}}')")).unwrap();
         assert_eq!(status(&id), "success");
-        let meta: String = one(&format!(
-            "SELECT metadata::text FROM automation_workflows.workflow_executions WHERE id = '{id}'"
-        ));
+        let meta: String =
+            one(&format!("SELECT metadata::text FROM automation_workflows.workflow_executions WHERE id = '{id}'"));
         assert_eq!(meta, r#"{"a": 1, "b": 2}"#);
     }
 
-    #[pg_test(error = "cannot complete workflow execution 00000000-0000-0000-0000-000000000001: it is success, not running")]
+    #[pg_test(
+        error = "cannot complete workflow execution 00000000-0000-0000-0000-000000000001: it is success, not running"
+    )]
     fn completing_twice_is_an_error() {
         Spi::run(
             "INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status)
@@ -150,15 +151,19 @@ mod tests {
         let ids: String = one("SELECT array_agg(id)::text FROM automation.claim_executions('etl', 'w', 3)");
         let stray: String = one("SELECT automation.enqueue_execution('etl')::text");
         // one pending id among running ones: nothing is completed, and the error names it
-        let refused = attempt(&format!(
-            "SELECT automation.complete_executions('{ids}'::uuid[] || '{stray}'::uuid, NULL, 'w')"
-        ));
+        let refused =
+            attempt(&format!("SELECT automation.complete_executions('{ids}'::uuid[] || '{stray}'::uuid, NULL, 'w')"));
         assert_eq!(refused, format!("cannot complete workflow execution {stray}: it is pending, not running"));
-        assert_eq!(one::<i64>("SELECT count(*) FROM automation_workflows.workflow_executions WHERE status = 'running'"), 3);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM automation_workflows.workflow_executions WHERE status = 'running'"),
+            3
+        );
         let n: i32 = one(&format!("SELECT automation.complete_executions('{ids}', '{{\"batch\": true}}', 'w')"));
         assert_eq!(n, 3);
         assert_eq!(
-            one::<i64>("SELECT count(*) FROM automation_workflows.workflow_executions WHERE metadata @> '{\"batch\": true}'"),
+            one::<i64>(
+                "SELECT count(*) FROM automation_workflows.workflow_executions WHERE metadata @> '{\"batch\": true}'"
+            ),
             3
         );
     }
@@ -166,9 +171,8 @@ mod tests {
     #[pg_test]
     fn failure_is_recorded_in_the_same_transaction() {
         let id: String = one("SELECT automation.start_execution('etl')::text");
-        let error_id: String = one(&format!(
-            "SELECT automation.fail_execution('{id}', 'HttpError', '503', '{{\"url\": \"u\"}}')::text"
-        ));
+        let error_id: String =
+            one(&format!("SELECT automation.fail_execution('{id}', 'HttpError', '503', '{{\"url\": \"u\"}}')::text"));
         assert_eq!(status(&id), "error");
         let row: String = one(&format!(
             "SELECT format('%s|%s|%s|%s', workflow_name, error_type, error_message, execution_id = '{id}')
@@ -186,10 +190,8 @@ mod tests {
              SELECT automation.enqueue_execution('other', '{}')",
         )
         .unwrap();
-        let claimed: String = one(
-            "SELECT string_agg(metadata->>'n', ',' ORDER BY run_after)
-               FROM automation.claim_executions('etl', 'w1', 3)",
-        );
+        let claimed: String = one("SELECT string_agg(metadata->>'n', ',' ORDER BY run_after)
+               FROM automation.claim_executions('etl', 'w1', 3)");
         assert_eq!(claimed, "5,4,3");
         let rest: i64 = one("SELECT count(*) FROM automation.claim_executions('etl', 'w2', 100)");
         assert_eq!(rest, 2, "the future one and the other workflow's stay pending");
@@ -265,7 +267,10 @@ mod tests {
         let retry2: String = one("SELECT id::text FROM automation.claim_executions('etl', 'w', 1)");
         assert_eq!(one::<bool>("SELECT resolved_at IS NULL FROM automation.errors"), true);
         Spi::run(&format!("SELECT automation.complete_execution('{retry2}')")).unwrap();
-        assert_eq!(one::<String>("SELECT retry_count || '|' || (resolved_at IS NOT NULL) FROM automation.errors"), "2|true");
+        assert_eq!(
+            one::<String>("SELECT retry_count || '|' || (resolved_at IS NOT NULL) FROM automation.errors"),
+            "2|true"
+        );
         assert!(!one::<bool>("SELECT automation.retry_failed_workflow('etl')"), "a resolved error is not retried");
     }
 
@@ -297,7 +302,9 @@ mod tests {
         .unwrap();
         assert!(one::<bool>("SELECT automation.retry_failed_workflow('etl')"));
         assert_eq!(
-            one::<String>("SELECT metadata::text FROM automation_workflows.workflow_executions WHERE status = 'pending'"),
+            one::<String>(
+                "SELECT metadata::text FROM automation_workflows.workflow_executions WHERE status = 'pending'"
+            ),
             r#"{"file": "a.csv"}"#
         );
     }
@@ -312,11 +319,10 @@ mod tests {
                     ('etl', 'running', now(), NULL)",
         )
         .unwrap();
-        let row: String = one(
-            "SELECT string_agg(format('%s:%s/%s/%s/%s/%s', name, total_executions, successes, errors, in_progress,
+        let row: String =
+            one("SELECT string_agg(format('%s:%s/%s/%s/%s/%s', name, total_executions, successes, errors, in_progress,
                                       round(avg_duration_seconds)), ' ' ORDER BY name)
-               FROM automation.v_workflow_status",
-        );
+               FROM automation.v_workflow_status");
         assert_eq!(row, "etl:3/1/1/1/15 idle:0/0/0/0/");
     }
 }

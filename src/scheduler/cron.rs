@@ -43,7 +43,7 @@ pub struct CronSpec {
     hours: u32,   // bits 0..=23
     days: u32,    // bits 1..=31
     last_day: bool,
-    months: u16, // bits 1..=12
+    months: u16,  // bits 1..=12
     weekdays: u8, // bits 0..=6, Sunday = 0
     days_star: bool,
     weekdays_star: bool,
@@ -102,7 +102,12 @@ pub fn parse(text: &str) -> Result<Schedule, ParseError> {
     if let Some(seconds) = parse_seconds(trimmed) {
         return match seconds {
             Ok(n) if (1..=59).contains(&n) => Ok(Schedule::Seconds(n)),
-            Ok(n) => Err(err(None, format!("{n} seconds: an interval schedule takes 1 to 59 seconds; use cron fields for minutes and longer"))),
+            Ok(n) => Err(err(
+                None,
+                format!(
+                    "{n} seconds: an interval schedule takes 1 to 59 seconds; use cron fields for minutes and longer"
+                ),
+            )),
             Err(()) => Err(err(None, "the number of seconds is not a whole number".into())),
         };
     }
@@ -477,7 +482,10 @@ mod unit {
         assert_eq!(next("0 0 * * SUN", t), ts(2026, 11, 29, 0, 0, 0));
         assert_eq!(next("0 0 * * 7", t), ts(2026, 11, 29, 0, 0, 0), "7 is Sunday too");
         assert_eq!(next("30/10 * * * *", t), ts(2026, 11, 25, 10, 30, 0), "a/n runs from a to the end");
-        assert_eq!(fires("50/10 * * * *", t, 3), vec![ts(2026, 11, 25, 10, 50, 0), ts(2026, 11, 25, 11, 50, 0), ts(2026, 11, 25, 12, 50, 0)]);
+        assert_eq!(
+            fires("50/10 * * * *", t, 3),
+            vec![ts(2026, 11, 25, 10, 50, 0), ts(2026, 11, 25, 11, 50, 0), ts(2026, 11, 25, 12, 50, 0)]
+        );
     }
 
     #[test]
@@ -497,12 +505,15 @@ mod unit {
     #[test]
     fn last_day_of_month() {
         let t = ts(2026, 1, 15, 0, 0, 0);
-        assert_eq!(fires("0 23 $ * *", t, 4), vec![
-            ts(2026, 1, 31, 23, 0, 0),
-            ts(2026, 2, 28, 23, 0, 0),
-            ts(2026, 3, 31, 23, 0, 0),
-            ts(2026, 4, 30, 23, 0, 0)
-        ]);
+        assert_eq!(
+            fires("0 23 $ * *", t, 4),
+            vec![
+                ts(2026, 1, 31, 23, 0, 0),
+                ts(2026, 2, 28, 23, 0, 0),
+                ts(2026, 3, 31, 23, 0, 0),
+                ts(2026, 4, 30, 23, 0, 0)
+            ]
+        );
         assert_eq!(next("0 0 $ 2 *", ts(2027, 3, 1, 0, 0, 0)), ts(2028, 2, 29, 0, 0, 0), "leap year");
         assert_eq!(fires("0 0 15,$ * *", t, 2), vec![ts(2026, 1, 31, 0, 0, 0), ts(2026, 2, 15, 0, 0, 0)]);
     }
@@ -511,7 +522,10 @@ mod unit {
     fn day_of_month_or_day_of_week_as_vixie_cron() {
         // both restricted: the 13th OR a Friday
         let t = ts(2026, 11, 1, 0, 0, 0); // a Sunday
-        assert_eq!(fires("0 0 13 * 5", t, 3), vec![ts(2026, 11, 6, 0, 0, 0), ts(2026, 11, 13, 0, 0, 0), ts(2026, 11, 20, 0, 0, 0)]);
+        assert_eq!(
+            fires("0 0 13 * 5", t, 3),
+            vec![ts(2026, 11, 6, 0, 0, 0), ts(2026, 11, 13, 0, 0, 0), ts(2026, 11, 20, 0, 0, 0)]
+        );
         // day-of-month starts with '*': both must match, i.e. every other day that is a Friday
         assert_eq!(next("0 0 */2 * 5", t), ts(2026, 11, 13, 0, 0, 0));
     }
@@ -524,7 +538,10 @@ mod unit {
         assert_eq!(next("1 seconds", t), ts(2026, 11, 25, 10, 7, 14));
         assert_eq!(next("10 seconds", t), ts(2026, 11, 25, 10, 7, 20));
         // aligned: the fires do not drift from the grid
-        assert_eq!(fires("15 seconds", t, 3), vec![ts(2026, 11, 25, 10, 7, 15), ts(2026, 11, 25, 10, 7, 30), ts(2026, 11, 25, 10, 7, 45)]);
+        assert_eq!(
+            fires("15 seconds", t, 3),
+            vec![ts(2026, 11, 25, 10, 7, 15), ts(2026, 11, 25, 10, 7, 30), ts(2026, 11, 25, 10, 7, 45)]
+        );
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl PgZone {
     /// name is unknown.
     pub fn from_setting() -> Result<PgZone, String> {
         let name = settings::SCHEDULER_TIMEZONE.get().unwrap_or_else(|| settings::DEFAULT_TIMEZONE.to_owned());
-        PgZone::named(&name).ok_or_else(|| format!("automation.timezone \"{}\" is not a known time zone", name.to_string_lossy()))
+        PgZone::named(&name)
+            .ok_or_else(|| format!("automation.timezone \"{}\" is not a known time zone", name.to_string_lossy()))
     }
 
     pub fn named(name: &CStr) -> Option<PgZone> {
@@ -308,7 +309,8 @@ impl Scheduler {
                 (Schedule::Reboot, None) => self.first_load.then_some(now),
                 (s, None) => s.next_after(now, &self.zone),
             };
-            self.jobs.insert(jobid, Job { name, schedule_text, schedule, command, database, username, timeout_ms, next });
+            self.jobs
+                .insert(jobid, Job { name, schedule_text, schedule, command, database, username, timeout_ms, next });
         }
         self.heap = self.jobs.iter().filter_map(|(id, j)| j.next.map(|n| Reverse((n, *id)))).collect();
         self.first_load = false;
@@ -404,7 +406,10 @@ impl Scheduler {
             }
             Ok((None, _, _)) => format!("database \"{}\" does not exist or does not allow connections", job.database),
             Ok((_, None, _)) => format!("role \"{}\" does not exist", job.username),
-            Ok((_, _, _)) => format!("role \"{}\" is not permitted to log in; jobs run as their owner, which needs LOGIN", job.username),
+            Ok((_, _, _)) => format!(
+                "role \"{}\" is not permitted to log in; jobs run as their owner, which needs LOGIN",
+                job.username
+            ),
             Err(e) => format!("could not check the job's database and role: {e}"),
         };
         let t = now();
@@ -460,8 +465,14 @@ impl Scheduler {
         let next = self.heap.peek().map(|Reverse((ts, id))| (*ts, *id));
         let text = match next {
             Some((ts, id)) => {
-                let name = self.jobs.get(&id).and_then(|j| j.name.clone()).map(|n| format!(" ({n})")).unwrap_or_default();
-                format!("{} jobs, {} running; next: job {id}{name} at {}", self.jobs.len(), self.running.len(), tstz(ts))
+                let name =
+                    self.jobs.get(&id).and_then(|j| j.name.clone()).map(|n| format!(" ({n})")).unwrap_or_default();
+                format!(
+                    "{} jobs, {} running; next: job {id}{name} at {}",
+                    self.jobs.len(),
+                    self.running.len(),
+                    tstz(ts)
+                )
             }
             None => format!("{} jobs, {} running; nothing scheduled", self.jobs.len(), self.running.len()),
         };

@@ -66,7 +66,9 @@ unsafe extern "C-unwind" fn process_utility(
         }
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
-            None => raw_standard_process_utility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            None => {
+                raw_standard_process_utility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+            }
         }
     }
 }

@@ -16,7 +16,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker,
+    SignalWakeFlags,
+};
 use pgrx::prelude::*;
 
 use super::shared::{self, Extension, SHARED};
@@ -109,7 +112,10 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>) {
                 Some(slot) if slot.hold_until > now => None, // being dropped
                 Some(slot) => Some((db, (slot.extension, slot.woken))),
                 None => {
-                    warning!("automation_ext launcher: more than {} databases; database {db} is not scheduled", shared::MAX_DATABASES);
+                    warning!(
+                        "automation_ext launcher: more than {} databases; database {db} is not scheduled",
+                        shared::MAX_DATABASES
+                    );
                     None
                 }
             })

@@ -153,10 +153,20 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
     // SAFETY: plain GUC assignments after InitPostgres; the values are
     // NUL-terminated strings that outlive the calls (PostgreSQL copies them).
     unsafe {
-        pg_sys::SetConfigOption(c"application_name".as_ptr(), appname.as_ptr(), pg_sys::GucContext::PGC_USERSET, pg_sys::GucSource::PGC_S_SESSION);
+        pg_sys::SetConfigOption(
+            c"application_name".as_ptr(),
+            appname.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
         if header.timeout_ms > 0 {
             let ms = CString::new(header.timeout_ms.to_string()).unwrap_or_default();
-            pg_sys::SetConfigOption(c"statement_timeout".as_ptr(), ms.as_ptr(), pg_sys::GucContext::PGC_SUSET, pg_sys::GucSource::PGC_S_SESSION);
+            pg_sys::SetConfigOption(
+                c"statement_timeout".as_ptr(),
+                ms.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            );
         }
         pg_sys::pgstat_report_appname(appname.as_ptr());
     }
@@ -288,8 +298,19 @@ unsafe fn run_top_level(sql: &str) -> String {
             if snapshot {
                 pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
             }
-            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(raw, source_ptr, std::ptr::null_mut(), 0, std::ptr::null_mut());
-            let plans = pg_sys::pg_plan_queries(queries, source_ptr, pg_sys::CURSOR_OPT_PARALLEL_OK as c_int, std::ptr::null_mut());
+            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
+                raw,
+                source_ptr,
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+            );
+            let plans = pg_sys::pg_plan_queries(
+                queries,
+                source_ptr,
+                pg_sys::CURSOR_OPT_PARALLEL_OK as c_int,
+                std::ptr::null_mut(),
+            );
             if snapshot {
                 pg_sys::PopActiveSnapshot();
             }

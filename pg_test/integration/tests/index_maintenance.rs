@@ -32,7 +32,8 @@ fn a_bloated_index_is_rebuilt_concurrently_to_a_fraction_of_its_size() {
     let before: i64 = one(&mut c, "SELECT pg_relation_size('it_maint_ok.\"t id\"')");
     // nothing happens before the caller commits
     c.batch_execute("BEGIN").unwrap();
-    let action: String = one(&mut c, "SELECT action_taken FROM automation.maintain_indexes('it_maint_ok', min_size_bytes => 0)");
+    let action: String =
+        one(&mut c, "SELECT action_taken FROM automation.maintain_indexes('it_maint_ok', min_size_bytes => 0)");
     assert_eq!(action, "reindex scheduled");
     std::thread::sleep(Duration::from_millis(500));
     let early: i64 = one(&mut c, "SELECT count(*) FROM automation.index_maintenance_queue WHERE index_name = 'it_maint_ok.\"t id\"' AND status <> 'queued'");
@@ -46,7 +47,8 @@ fn a_bloated_index_is_rebuilt_concurrently_to_a_fraction_of_its_size() {
     );
     let after: i64 = one(&mut c, "SELECT pg_relation_size('it_maint_ok.\"t id\"')");
     assert!(after * 5 < before, "{before} -> {after}");
-    let valid: bool = one(&mut c, "SELECT bool_and(indisvalid) FROM pg_index WHERE indrelid = 'it_maint_ok.t'::regclass");
+    let valid: bool =
+        one(&mut c, "SELECT bool_and(indisvalid) FROM pg_index WHERE indrelid = 'it_maint_ok.t'::regclass");
     assert!(valid);
     let audited: bool = one(
         &mut c,
@@ -78,7 +80,10 @@ fn a_failed_rebuild_leaves_no_invalid_index_behind() {
     // new copy, and gives up at the lock timeout
     let mut blocker = connect();
     blocker.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM it_maint_fail.t").unwrap();
-    c.batch_execute("SELECT * FROM automation.maintain_indexes('it_maint_fail', min_size_bytes => 0, lock_timeout => '1s')").unwrap();
+    c.batch_execute(
+        "SELECT * FROM automation.maintain_indexes('it_maint_fail', min_size_bytes => 0, lock_timeout => '1s')",
+    )
+    .unwrap();
     wait_for(
         &mut c,
         "SELECT count(*) > 0 FROM automation.index_maintenance_queue WHERE index_name = 'it_maint_fail.\"t id\"' AND status = 'failed'",

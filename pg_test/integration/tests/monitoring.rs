@@ -65,10 +65,7 @@ fn a_sample_fills_every_column_and_sees_other_sessions() {
         .unwrap()
         .is_empty());
     let status: String = mon
-        .query_one(
-            "SELECT status FROM automation.health_check() WHERE check_name = 'Long-running queries'",
-            &[],
-        )
+        .query_one("SELECT status FROM automation.health_check() WHERE check_name = 'Long-running queries'", &[])
         .unwrap()
         .get(0);
     assert!(status.starts_with("WARNING: "), "{status}");

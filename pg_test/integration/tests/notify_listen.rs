@@ -76,10 +76,7 @@ fn nothing_for_rollback_nonterminal_or_repeated_status() {
         .unwrap();
     let update = |client: &mut postgres::Client, set: &str, id: &str| {
         let n = client
-            .execute(
-                &format!("UPDATE automation_workflows.workflow_executions SET {set} WHERE id = '{id}'"),
-                &[],
-            )
+            .execute(&format!("UPDATE automation_workflows.workflow_executions SET {set} WHERE id = '{id}'"), &[])
             .unwrap();
         assert_eq!(n, 1, "UPDATE ... SET {set} WHERE id = {id} matched no row");
     };

@@ -14,7 +14,9 @@ fn ids(client: &mut postgres::Client, sql: &str) -> Vec<String> {
 fn concurrent_claimers_never_get_the_same_execution() {
     let mut setup = connect();
     setup
-        .batch_execute("SELECT automation.enqueue_execution('it_claim', jsonb_build_object('n', n)) FROM generate_series(1, 10) n")
+        .batch_execute(
+            "SELECT automation.enqueue_execution('it_claim', jsonb_build_object('n', n)) FROM generate_series(1, 10) n",
+        )
         .unwrap();
     let mut a = connect();
     let mut b = connect();
@@ -80,10 +82,7 @@ fn four_workers_drain_a_queue_each_execution_exactly_once() {
 #[test]
 fn a_lease_that_really_expires_passes_the_work_on() {
     let mut setup = connect();
-    let id: String = setup
-        .query_one("SELECT automation.enqueue_execution('it_lease')::text", &[])
-        .unwrap()
-        .get(0);
+    let id: String = setup.query_one("SELECT automation.enqueue_execution('it_lease')::text", &[]).unwrap().get(0);
     let mut slow = connect();
     let mut other = connect();
     let first = ids(&mut slow, "SELECT id::text FROM automation.claim_executions('it_lease', 'slow', 1, '1 second')");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use automation_ext_integration::{conninfo_for, connect, wait_for, Client, NoTls};
+use automation_ext_integration::{connect, conninfo_for, wait_for, Client, NoTls};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -34,7 +34,8 @@ fn a_job_runs_as_its_owner_with_only_the_owners_privileges() {
          SET ROLE it_job_owner;",
     )
     .unwrap();
-    let mine = schedule(&mut c, "it-whoami", "1 second", "INSERT INTO public.it_whoami SELECT current_user, session_user");
+    let mine =
+        schedule(&mut c, "it-whoami", "1 second", "INSERT INTO public.it_whoami SELECT current_user, session_user");
     let theirs = schedule(&mut c, "it-secret", "1 second", "SELECT * FROM public.it_secret");
     c.batch_execute("RESET ROLE").unwrap();
     wait_for(&mut c, "SELECT count(*) > 0 FROM public.it_whoami", LIMIT, "the job's row");
@@ -43,11 +44,13 @@ fn a_job_runs_as_its_owner_with_only_the_owners_privileges() {
         (r.get(0), r.get(1))
     };
     assert_eq!((who.as_str(), session_who.as_str()), ("it_job_owner", "it_job_owner"));
-    let refused = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {theirs} AND status = 'failed'");
+    let refused =
+        format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {theirs} AND status = 'failed'");
     wait_for(&mut c, &refused, LIMIT, "the refused run");
     let message: String = one(&mut c, &format!("SELECT return_message FROM automation.job_run_details WHERE jobid = {theirs} AND status = 'failed' LIMIT 1"));
     assert!(message.contains("permission denied for table it_secret"), "{message}");
-    let user: String = one(&mut c, &format!("SELECT username FROM automation.job_run_details WHERE jobid = {mine} LIMIT 1"));
+    let user: String =
+        one(&mut c, &format!("SELECT username FROM automation.job_run_details WHERE jobid = {mine} LIMIT 1"));
     assert_eq!(user, "it_job_owner");
     c.batch_execute(&format!(
         "DELETE FROM automation.job WHERE jobid IN ({mine}, {theirs});
@@ -101,7 +104,8 @@ fn commands_run_at_top_level_vacuum_concurrent_index_commit() {
         schedule(&mut c, "it-multi", "1 second", "SELECT 1; VACUUM public.it_top"),
     ];
     for job in &jobs[..3] {
-        let sql = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
+        let sql =
+            format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
         wait_for(&mut c, &sql, LIMIT, &format!("a successful run of job {job}"));
     }
     let tags: Vec<String> = jobs[..3]
@@ -113,10 +117,16 @@ fn commands_run_at_top_level_vacuum_concurrent_index_commit() {
     assert!(valid, "the concurrently built index is not valid");
     let committed: i64 = one(&mut c, "SELECT count(*) FROM public.it_top WHERE x < 0");
     assert!(committed >= 2);
-    let sql = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {} AND status = 'failed'", jobs[3]);
+    let sql =
+        format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {} AND status = 'failed'", jobs[3]);
     wait_for(&mut c, &sql, LIMIT, "the multi-statement VACUUM's refusal");
-    let message: String =
-        one(&mut c, &format!("SELECT return_message FROM automation.job_run_details WHERE jobid = {} AND status = 'failed' LIMIT 1", jobs[3]));
+    let message: String = one(
+        &mut c,
+        &format!(
+            "SELECT return_message FROM automation.job_run_details WHERE jobid = {} AND status = 'failed' LIMIT 1",
+            jobs[3]
+        ),
+    );
     assert!(message.contains("VACUUM cannot run inside a transaction block"), "{message}");
     for job in jobs {
         unschedule(&mut c, job);
@@ -144,7 +154,12 @@ fn a_job_never_overlaps_itself_and_fires_stay_on_the_grid() {
         ),
     );
     assert_eq!(overlaps, 0);
-    let message: String = one(&mut c, &format!("SELECT return_message FROM automation.job_run_details WHERE jobid = {job} AND status = 'skipped' LIMIT 1"));
+    let message: String = one(
+        &mut c,
+        &format!(
+            "SELECT return_message FROM automation.job_run_details WHERE jobid = {job} AND status = 'skipped' LIMIT 1"
+        ),
+    );
     assert!(message.starts_with("skipped: the previous run (runid "), "{message}");
     // every fire is due on a whole second, and started no earlier
     let off_grid: i64 = one(
@@ -191,9 +206,13 @@ fn changes_are_picked_up_without_a_restart() {
     let none: i64 = one(&mut c, &format!("SELECT count(*) FROM automation.job_run_details WHERE jobid = {job}"));
     assert_eq!(none, 0, "a yearly job ran");
     c.execute("SELECT automation.alter_job($1::bigint, schedule => '1 second')", &[&job]).unwrap();
-    let sql = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
+    let sql =
+        format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
     wait_for(&mut c, &sql, LIMIT, "a run after alter_job");
-    let next_set: bool = one(&mut c, &format!("SELECT next_run_at > now() - interval '5 seconds' FROM automation.job WHERE jobid = {job}"));
+    let next_set: bool = one(
+        &mut c,
+        &format!("SELECT next_run_at > now() - interval '5 seconds' FROM automation.job WHERE jobid = {job}"),
+    );
     assert!(next_set);
     // deactivated: no new runs start
     c.execute("SELECT automation.alter_job($1::bigint, active => false)", &[&job]).unwrap();
@@ -214,7 +233,8 @@ fn a_new_database_gets_a_scheduler_and_can_still_be_dropped() {
         let mut c = Client::connect(&conninfo_for("it_newdb"), NoTls).unwrap();
         c.batch_execute("CREATE EXTENSION automation_ext").unwrap();
         let job = schedule(&mut c, "it-new", "1 second", "SELECT 1");
-        let sql = format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
+        let sql =
+            format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
         wait_for(&mut c, &sql, LIMIT, "a run in the new database");
         let schedulers: i64 = one(
             &mut c,

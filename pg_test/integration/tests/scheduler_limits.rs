@@ -14,9 +14,12 @@ fn never_more_runs_at_once_than_max_running_jobs() {
     std::thread::sleep(Duration::from_secs(2));
     let jobs: Vec<i64> = (0..5)
         .map(|i| {
-            c.query_one("SELECT automation.schedule($1, '1 second', 'SELECT pg_sleep(1.5)')", &[&format!("it-limit-{i}")])
-                .unwrap()
-                .get(0)
+            c.query_one(
+                "SELECT automation.schedule($1, '1 second', 'SELECT pg_sleep(1.5)')",
+                &[&format!("it-limit-{i}")],
+            )
+            .unwrap()
+            .get(0)
         })
         .collect();
     let mut most = 0i64;

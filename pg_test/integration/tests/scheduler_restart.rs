@@ -11,10 +11,18 @@ use automation_ext_integration::{connect, connect_retrying, conninfo, wait_for};
 #[test]
 fn jobs_resume_after_the_scheduler_is_killed() {
     let mut c = connect();
-    let slow: i64 = c.query_one("SELECT automation.schedule('it-in-flight', '1 second', 'SELECT pg_sleep(60)')", &[]).unwrap().get(0);
+    let slow: i64 = c
+        .query_one("SELECT automation.schedule('it-in-flight', '1 second', 'SELECT pg_sleep(60)')", &[])
+        .unwrap()
+        .get(0);
     let quick: i64 = c.query_one("SELECT automation.schedule('it-quick', '1 second', 'SELECT 1')", &[]).unwrap().get(0);
     let limit = Duration::from_secs(30);
-    wait_for(&mut c, &format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {slow} AND status = 'running'"), limit, "the slow run in flight");
+    wait_for(
+        &mut c,
+        &format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {slow} AND status = 'running'"),
+        limit,
+        "the slow run in flight",
+    );
     let scheduler: i32 = c
         .query_one(
             "SELECT pid FROM pg_stat_activity WHERE backend_type = 'automation_ext scheduler' AND datname = current_database()",

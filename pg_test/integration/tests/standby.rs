@@ -45,7 +45,10 @@ fn the_scheduler_waits_on_a_standby_and_starts_after_promotion() {
     let _guard = Standby;
     // a standby needs at least the primary's max_worker_processes
     let workers: String = primary.query_one("SELECT current_setting('max_worker_processes')", &[]).unwrap().get(0);
-    run(&bin("pg_basebackup"), &["-h", "/var/run/postgresql", "-p", &port, "-D", DIR, "-R", "-X", "stream", "-c", "fast"]);
+    run(
+        &bin("pg_basebackup"),
+        &["-h", "/var/run/postgresql", "-p", &port, "-D", DIR, "-R", "-X", "stream", "-c", "fast"],
+    );
     // Debian keeps the configuration outside the data directory: give the
     // standby its own, with the library preloaded
     std::fs::write(
@@ -63,8 +66,14 @@ fn the_scheduler_waits_on_a_standby_and_starts_after_promotion() {
     let mut standby = connect_retrying(&standby_conninfo, Duration::from_secs(30));
 
     // a job the primary runs every second, replicated to the standby
-    let job: i64 = primary.query_one("SELECT automation.schedule('it-standby', '1 second', 'SELECT 1')", &[]).unwrap().get(0);
-    wait_for(&mut standby, &format!("SELECT count(*) > 0 FROM automation.job WHERE jobid = {job}"), Duration::from_secs(30), "the job on the standby");
+    let job: i64 =
+        primary.query_one("SELECT automation.schedule('it-standby', '1 second', 'SELECT 1')", &[]).unwrap().get(0);
+    wait_for(
+        &mut standby,
+        &format!("SELECT count(*) > 0 FROM automation.job WHERE jobid = {job}"),
+        Duration::from_secs(30),
+        "the job on the standby",
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(automation_processes(&mut standby), 0, "a scheduler process runs on the standby");
     let state: String = standby
@@ -74,7 +83,8 @@ fn the_scheduler_waits_on_a_standby_and_starts_after_promotion() {
     assert!(state.contains("standby"), "{state}");
 
     // promoted, it schedules on its own
-    let before: i64 = standby.query_one("SELECT COALESCE(max(runid), 0) FROM automation.job_run_details", &[]).unwrap().get(0);
+    let before: i64 =
+        standby.query_one("SELECT COALESCE(max(runid), 0) FROM automation.job_run_details", &[]).unwrap().get(0);
     run(&bin("pg_ctl"), &["-D", DIR, "-w", "promote"]);
     wait_for(
         &mut standby,
