@@ -38,8 +38,12 @@ CREATE TABLE automation.pipeline_metrics (
     error_message     text,
     CONSTRAINT pipeline_metrics_duration_ms_check CHECK (duration_ms >= 0),
     CONSTRAINT pipeline_metrics_records_processed_check CHECK (records_processed >= 0),
+    -- written as a text[] constant: `status IN (...)` on a varchar column is
+    -- stored as a varchar[] cast to text[], which pg_dump prints in a form
+    -- that parses back to a different expression, and then every partition
+    -- of a restore fails to attach ("different definition for check constraint")
     CONSTRAINT pipeline_metrics_status_check
-        CHECK (status IN ('running', 'success', 'error', 'warning', 'skipped', 'timeout', 'cancelled'))
+        CHECK (status::text OPERATOR(pg_catalog.=) ANY ('{running,success,error,warning,skipped,timeout,cancelled}'::text[]))
 ) PARTITION BY RANGE (time);
 
 CREATE TABLE automation.pipeline_metrics_default

@@ -98,3 +98,7 @@ COMMENT ON TABLE automation_workflows.workflow_executions IS
 SELECT pg_catalog.pg_extension_config_dump('automation_workflows.definitions', '');
 SELECT pg_catalog.pg_extension_config_dump('automation_workflows.definitions_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('automation_workflows.workflow_executions', '');
+
+-- 0.3.0: a trigger function of the extension's own tables; nobody else
+-- attaches it to anything.
+REVOKE EXECUTE ON FUNCTION automation_workflows.touch_updated_at() FROM PUBLIC;

@@ -25,18 +25,24 @@ LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'start_index_maintenance_wrapper';
 
-CREATE FUNCTION automation.record_maintenance(operation text, target regclass, details jsonb)
-RETURNS void
-LANGUAGE c VOLATILE STRICT
+-- Not STRICT: NULL bloat_ratio/estimated_by are fine; NULL index or action
+-- are refused by the function itself.
+CREATE FUNCTION automation.maintain_index_blocking(index regclass, action text, lock_timeout_ms integer,
+                                                   bloat_ratio numeric DEFAULT NULL, estimated_by text DEFAULT NULL)
+RETURNS text
+LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'record_maintenance_wrapper';
+AS 'MODULE_PATHNAME', 'maintain_index_blocking_wrapper';
 
 COMMENT ON FUNCTION automation.btree_expected_pages(float8, float8, boolean, integer, integer) IS
 'Pages a freshly built B-tree of this many entries of this key width would take (the statistical estimate of the common bloat queries).';
 COMMENT ON FUNCTION automation.bloat_ratio(float8, float8) IS 'Percent of actual_pages a rebuild to expected_pages would give back (0 when none).';
 COMMENT ON FUNCTION automation.bloat_ratio_from_density(float8, integer) IS 'Bloat percent from pgstattuple''s avg_leaf_density against the fillfactor.';
 COMMENT ON FUNCTION automation.start_index_maintenance() IS 'Internal: start the worker that carries out the rebuilds this transaction queued, once it commits.';
-COMMENT ON FUNCTION automation.record_maintenance(text, regclass, jsonb) IS 'Internal: audit row for a maintenance action of the caller (REINDEX, REINDEX FAILED, DROP INVALID INDEX).';
+COMMENT ON FUNCTION automation.maintain_index_blocking(regclass, text, integer, numeric, text) IS
+'Internal (maintain_indexes with blocking => true): as the caller, who must own the table, REINDEX INDEX (action reindex) or DROP INDEX an invalid leftover (action drop) within lock_timeout_ms, and write the audit row of what was done (REINDEX, REINDEX FAILED, DROP INVALID INDEX). Returns NULL, or the error of a REINDEX that failed.';
+-- only superusers queue concurrent rebuilds (maintain_indexes checks)
+REVOKE EXECUTE ON FUNCTION automation.start_index_maintenance() FROM PUBLIC;
 
 -- Rebuilds handed to the worker, with their outcome.
 CREATE TABLE automation.index_maintenance_queue (
@@ -164,8 +170,7 @@ DECLARE
     rebuilt integer := 0;
     queued integer := 0;
     ms integer;
-    saved_lock_timeout text := pg_catalog.current_setting('lock_timeout');
-    after bigint;
+    failure text;
 BEGIN
     IF bloat_threshold IS NULL OR bloat_threshold < 0 OR bloat_threshold > 100 THEN
         RAISE EXCEPTION 'bloat_threshold must be a percentage from 0 to 100, not %', bloat_threshold
@@ -214,11 +219,7 @@ BEGIN
             ELSIF dry_run THEN
                 action_taken := 'would drop: invalid leftover of a failed concurrent rebuild';
             ELSIF blocking THEN
-                PERFORM pg_catalog.set_config('lock_timeout', ms || 'ms', true);
-                EXECUTE pg_catalog.format('DROP INDEX %s', index_name);
-                PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
-                PERFORM automation.record_maintenance('DROP INVALID INDEX', r.table_oid::regclass,
-                    pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'concurrently', false));
+                PERFORM automation.maintain_index_blocking(r.index_oid::regclass, 'drop', ms);
                 action_taken := 'dropped: invalid leftover of a failed concurrent rebuild';
             ELSE
                 INSERT INTO automation.index_maintenance_queue (index_oid, index_name, action, size_before, lock_timeout_ms)
@@ -237,23 +238,13 @@ BEGIN
                 action_taken := CASE WHEN blocking THEN 'would reindex (blocking)' ELSE 'would reindex concurrently' END;
                 rebuilt := rebuilt + 1;
             ELSIF blocking THEN
-                BEGIN
-                    PERFORM pg_catalog.set_config('lock_timeout', ms || 'ms', true);
-                    EXECUTE pg_catalog.format('REINDEX INDEX %s', index_name);
-                    PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
-                    after := pg_catalog.pg_relation_size(r.index_oid);
-                    PERFORM automation.record_maintenance('REINDEX', r.table_oid::regclass,
-                        pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'size_after', after,
-                                                      'bloat_ratio', r.bloat_ratio, 'estimated_by', r.estimated_by,
-                                                      'concurrently', false));
-                    action_taken := pg_catalog.format('reindexed (blocking): %s -> %s', index_size, pg_catalog.pg_size_pretty(after));
-                EXCEPTION WHEN OTHERS THEN
-                    PERFORM pg_catalog.set_config('lock_timeout', saved_lock_timeout, true);
-                    PERFORM automation.record_maintenance('REINDEX FAILED', r.table_oid::regclass,
-                        pg_catalog.jsonb_build_object('index', index_name, 'size_before', r.index_bytes, 'error', SQLERRM,
-                                                      'concurrently', false));
-                    action_taken := 'reindex failed: ' || SQLERRM;
-                END;
+                failure := automation.maintain_index_blocking(r.index_oid::regclass, 'reindex', ms, r.bloat_ratio, r.estimated_by);
+                IF failure IS NULL THEN
+                    action_taken := pg_catalog.format('reindexed (blocking): %s -> %s', index_size,
+                                                      pg_catalog.pg_size_pretty(pg_catalog.pg_relation_size(r.index_oid)));
+                ELSE
+                    action_taken := 'reindex failed: ' || failure;
+                END IF;
                 rebuilt := rebuilt + 1;
             ELSE
                 INSERT INTO automation.index_maintenance_queue
@@ -267,10 +258,14 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 
-    IF queued > 0 AND NOT automation.start_index_maintenance() THEN
-        RAISE EXCEPTION 'could not start the index maintenance worker: every background worker slot is in use'
-              USING ERRCODE = 'configuration_limit_exceeded',
-                    HINT = 'Raise max_worker_processes, or run again with blocking => true.';
+    -- (nested, so that only a caller who queued something, a superuser,
+    -- needs the privilege to execute it)
+    IF queued > 0 THEN
+        IF NOT automation.start_index_maintenance() THEN
+            RAISE EXCEPTION 'could not start the index maintenance worker: every background worker slot is in use'
+                  USING ERRCODE = 'configuration_limit_exceeded',
+                        HINT = 'Raise max_worker_processes, or run again with blocking => true.';
+        END IF;
     END IF;
 END
 $fn$;

@@ -19,6 +19,7 @@ DECLARE
     new_id uuid;
 BEGIN
     PERFORM automation.check_workflow_name(start_execution.workflow_name);
+    PERFORM automation.check_metadata(start_execution.metadata);
     INSERT INTO automation_workflows.workflow_executions AS e
            (workflow_name, status, started_at, metadata, attempts)
     VALUES (start_execution.workflow_name, 'running', now(), coalesce(start_execution.metadata, '{}'), 1)
@@ -37,6 +38,7 @@ DECLARE
     new_id uuid;
 BEGIN
     PERFORM automation.check_workflow_name(enqueue_execution.workflow_name);
+    PERFORM automation.check_metadata(enqueue_execution.metadata);
     INSERT INTO automation_workflows.workflow_executions AS e
            (workflow_name, status, started_at, run_after, metadata)
     VALUES (enqueue_execution.workflow_name, 'pending', NULL,
@@ -60,6 +62,22 @@ BEGIN
 END
 $fn$;
 
+-- Metadata is merged with || later on (complete_execution's patch, retries):
+-- only an object (or NULL, meaning {}) merges as users expect.
+CREATE FUNCTION automation.check_metadata(metadata jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF metadata IS NOT NULL AND jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object, not %', jsonb_typeof(metadata)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Wrap the value in an object, for example jsonb_build_object(''input'', ...).';
+    END IF;
+END
+$fn$;
+
 -- Raise the error that explains why execution `id` could not be completed
 -- or failed by `worker_id`.
 CREATE FUNCTION automation.raise_not_running(id uuid, worker_id text, verb text)
@@ -70,6 +88,11 @@ AS $fn$
 DECLARE
     cur record;
 BEGIN
+    IF raise_not_running.id IS NULL THEN
+        RAISE EXCEPTION 'the execution id must not be NULL'
+              USING ERRCODE = 'null_value_not_allowed',
+                    HINT = 'Use an id returned by start_execution(), enqueue_execution() or claim_executions().';
+    END IF;
     SELECT e.status, e.claimed_by INTO cur
       FROM automation_workflows.workflow_executions e WHERE e.id = raise_not_running.id;
     IF NOT FOUND THEN
@@ -102,6 +125,12 @@ DECLARE
     done uuid[];
     refused uuid;
 BEGIN
+    IF complete_executions.ids IS NULL OR array_position(complete_executions.ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'ids must not be NULL or contain NULL'
+              USING ERRCODE = 'null_value_not_allowed',
+                    HINT = 'Pass the ids returned by start_execution(), enqueue_execution() or claim_executions().';
+    END IF;
+    PERFORM automation.check_metadata(complete_executions.metadata_patch);
     WITH completed AS (
         UPDATE automation_workflows.workflow_executions e
            SET status = 'success',
@@ -142,6 +171,9 @@ $fn$;
 -- Record a failure of execution `execution_id` in automation.errors: the
 -- failure of a retry updates the error it retried (so its retry count
 -- carries on); any other failure opens a new error. Returns the error's id.
+-- Only the failure of an execution that did fail (status error or timeout)
+-- can be recorded, under that execution's own workflow name: the function
+-- cannot write anything the executions table does not already say.
 CREATE FUNCTION automation.record_failure(execution_id uuid, workflow_name text, error_type text,
                                           error_message text, error_context jsonb)
 RETURNS uuid
@@ -150,7 +182,25 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     error_id uuid;
+    failed record;
 BEGIN
+    IF record_failure.execution_id IS NULL OR coalesce(record_failure.error_type, '') = '' THEN
+        RAISE EXCEPTION 'a failure needs an execution id and an error type'
+              USING ERRCODE = 'null_value_not_allowed',
+                    HINT = 'Failures are recorded by automation.fail_execution() and automation.timeout_stale_executions().';
+    END IF;
+    SELECT e.workflow_name, e.status INTO failed
+      FROM automation_workflows.workflow_executions e WHERE e.id = record_failure.execution_id;
+    IF NOT FOUND OR failed.status NOT IN ('error', 'timeout') THEN
+        RAISE EXCEPTION 'workflow execution % has not failed', record_failure.execution_id
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'Failures are recorded by automation.fail_execution() and automation.timeout_stale_executions().';
+    END IF;
+    IF record_failure.workflow_name IS DISTINCT FROM failed.workflow_name THEN
+        RAISE EXCEPTION 'workflow execution % belongs to workflow %, not %', record_failure.execution_id,
+                        failed.workflow_name, record_failure.workflow_name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     UPDATE automation.errors r
        SET error_type = record_failure.error_type,
            error_message = record_failure.error_message,
@@ -289,6 +339,11 @@ BEGIN
     IF batch IS NULL OR batch < 1 THEN
         RAISE EXCEPTION 'batch must be positive, not %', batch USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF older_than IS NULL OR older_than <= interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a positive interval, not %', coalesce(older_than::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Executions running for longer than older_than are timed out; ''0'' or less would time out every running one.';
+    END IF;
     -- the seed's sweep, one batch per call; rows being updated elsewhere are skipped
     FOR stale IN
         WITH batch_rows AS (
@@ -420,7 +475,8 @@ COMMENT ON FUNCTION automation.retry_failed_workflow(text, integer) IS
 COMMENT ON FUNCTION automation.retry_delay(integer) IS
 'Backoff before the next retry: automation.retry_base_delay * 2^retry_count, at most automation.retry_max_delay, with jitter over the upper half.';
 COMMENT ON FUNCTION automation.record_failure(uuid, text, text, text, jsonb) IS
-'Internal: record a failure in automation.errors (a failed retry updates the error it retried).';
+'Internal: record the failure of an execution that failed (status error or timeout) in automation.errors (a failed retry updates the error it retried).';
+COMMENT ON FUNCTION automation.check_metadata(jsonb) IS 'Internal: refuse execution metadata that is not a JSON object.';
 COMMENT ON FUNCTION automation.raise_not_running(uuid, text, text) IS
 'Internal: raise the error explaining why an execution cannot be completed or failed.';
 COMMENT ON FUNCTION automation.check_workflow_name(text) IS 'Internal: refuse an empty workflow name.';

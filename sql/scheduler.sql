@@ -57,10 +57,20 @@ CREATE TABLE automation.job (
     last_status          text,
     next_run_at          timestamptz,
     consecutive_failures integer NOT NULL DEFAULT 0,
-    CONSTRAINT job_jobname_username_key UNIQUE (jobname, username),
+    -- 0.3.0: the role itself (username shows its current name), set from
+    -- username when the row is written; 0 when that role did not exist (a
+    -- restore into a cluster without it: the job is inactive)
+    owner           oid     NOT NULL,
+    -- 0.3.0: the job runs in the database that holds it, whatever its name
+    -- (database then always shows the current name, also after a restore
+    -- under another name or CREATE DATABASE ... TEMPLATE)
+    local           boolean NOT NULL,
+    -- 0.3.0: why the extension deactivated the job (owner dropped, ...)
+    inactive_reason text,
     CONSTRAINT job_command_check CHECK (command <> ''),
     CONSTRAINT job_timeout_check CHECK (timeout > interval '0'),
-    CONSTRAINT job_jobname_check CHECK (jobname <> '')
+    CONSTRAINT job_jobname_check CHECK (jobname <> ''),
+    CONSTRAINT job_jobname_owner_key UNIQUE (jobname, owner)
 );
 
 COMMENT ON TABLE automation.job IS
@@ -93,13 +103,15 @@ CREATE INDEX job_run_details_in_flight ON automation.job_run_details (database)
 COMMENT ON TABLE automation.job_run_details IS
     'One row per run of a job (pg_cron''s cron.job_run_details, plus scheduled_for). Purged after automation.job_run_retention.';
 
+-- A role sees its own jobs (by oid: a renamed role keeps them, a new role
+-- with an old name gets none), and the runs of the jobs it sees.
 ALTER TABLE automation.job ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_owner_policy ON automation.job
-    USING (username OPERATOR(pg_catalog.=) CURRENT_USER::text)
-    WITH CHECK (username OPERATOR(pg_catalog.=) CURRENT_USER::text);
+    USING (owner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))
+    WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER));
 ALTER TABLE automation.job_run_details ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_run_details_owner_policy ON automation.job_run_details
-    USING (username OPERATOR(pg_catalog.=) CURRENT_USER::text);
+    USING (jobid IN (SELECT j.jobid FROM automation.job j));
 
 -- A schedule is checked (and next_run_at computed) whenever it is written,
 -- however it is written.
@@ -118,6 +130,124 @@ CREATE TRIGGER job_check_schedule
     BEFORE INSERT OR UPDATE OF schedule ON automation.job
     FOR EACH ROW EXECUTE FUNCTION automation.job_check_schedule();
 
+-- Whoever writes a job (schedule(), alter_job(), or INSERT/UPDATE by hand),
+-- the same checks (pg_cron's): another role's job needs superuser; the role
+-- must exist and may connect to the database. It binds the job to the role's
+-- oid and, for a job of this database, to this database whatever its name.
+-- A superuser writing a job whose role or database does not exist (pg_restore
+-- into another cluster) gets it inactive, with the reason, instead of an
+-- error that would lose every job of the restore.
+CREATE FUNCTION automation.job_check_target()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    superuser boolean := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER);
+    role_oid oid;
+    problem text;
+BEGIN
+    IF TG_RELID IS DISTINCT FROM 'automation.job'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'BEFORE' THEN
+        RAISE EXCEPTION 'automation.job_check_target() only runs as a BEFORE ROW trigger of automation.job'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.username IS DISTINCT FROM OLD.username THEN
+        IF NEW.username IS DISTINCT FROM CURRENT_USER::text AND NOT superuser THEN
+            RAISE EXCEPTION 'must be superuser to create or move a job for another role'
+                  USING ERRCODE = 'insufficient_privilege',
+                        HINT = pg_catalog.format('Schedule the job as %s itself, or leave username NULL.', NEW.username);
+        END IF;
+        IF NOT superuser OR TG_OP = 'UPDATE' THEN
+            PERFORM automation.check_job_target(NULL, NEW.username);
+        END IF;
+        SELECT r.oid INTO role_oid FROM pg_catalog.pg_roles r WHERE r.rolname = NEW.username;
+        IF role_oid IS NULL THEN
+            problem := pg_catalog.format('role "%s" does not exist', NEW.username);
+        END IF;
+        NEW.owner := COALESCE(role_oid, 0);
+    END IF;
+    IF TG_OP = 'INSERT' AND NEW.local IS NULL OR TG_OP = 'UPDATE' AND NEW.database IS DISTINCT FROM OLD.database THEN
+        NEW.local := NEW.database IS NULL OR NEW.database = pg_catalog.current_database();
+    END IF;
+    IF NEW.local THEN
+        NEW.database := pg_catalog.current_database();
+    ELSIF NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = NEW.database) THEN
+        IF NOT superuser OR TG_OP = 'UPDATE' THEN
+            PERFORM automation.check_job_target(NEW.database, NEW.username);
+        END IF;
+        problem := COALESCE(problem || '; ', '') || pg_catalog.format('database "%s" does not exist', NEW.database);
+    END IF;
+    IF problem IS NULL AND NEW.active THEN
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = NEW.owner) THEN
+            RAISE EXCEPTION 'the role that owned job % (%) no longer exists', NEW.jobid, NEW.username
+                  USING ERRCODE = 'undefined_object',
+                        HINT = 'A superuser can give the job to an existing role: automation.alter_job(jobid, username => ...).';
+        END IF;
+        IF NOT pg_catalog.has_database_privilege(NEW.owner, NEW.database, 'CONNECT') THEN
+            RAISE EXCEPTION 'role "%" may not connect to database "%"', NEW.username, NEW.database
+                  USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE WARNING 'job % (%) is inactive: %', NEW.jobid, COALESCE(NEW.jobname, 'unnamed'), problem;
+        NEW.active := false;
+        NEW.inactive_reason := problem;
+    ELSIF NEW.active AND (TG_OP = 'INSERT' OR NOT OLD.active) THEN
+        NEW.inactive_reason := NULL;
+    END IF;
+    -- pg_restore brings the default jobs of the dumped database (as the DBA
+    -- left them): they replace the ones CREATE EXTENSION has just made
+    IF TG_OP = 'INSERT' AND NEW.jobname LIKE 'automation: %' AND superuser THEN
+        DELETE FROM automation.job j
+         WHERE j.jobname LIKE 'automation: %' AND (j.jobname = NEW.jobname OR j.jobid = NEW.jobid);
+        DELETE FROM automation.job_removed_defaults d WHERE d.jobname = NEW.jobname;
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+CREATE TRIGGER job_check_target
+    BEFORE INSERT OR UPDATE OF database, username, active ON automation.job
+    FOR EACH ROW EXECUTE FUNCTION automation.job_check_target();
+
+-- The default jobs a DBA unscheduled, so that a restore (whose CREATE
+-- EXTENSION makes them again) removes them again.
+CREATE TABLE automation.job_removed_defaults (
+    jobname    text PRIMARY KEY,
+    removed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+COMMENT ON TABLE automation.job_removed_defaults IS
+    'Default jobs (named ''automation: ...'') that were unscheduled; dumped, so that a restore leaves them unscheduled.';
+
+CREATE FUNCTION automation.job_default_removed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_RELID = 'automation.job'::regclass AND TG_OP = 'DELETE' AND TG_LEVEL = 'ROW' THEN
+        IF OLD.jobname LIKE 'automation: %'
+           AND (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) THEN
+            INSERT INTO automation.job_removed_defaults (jobname) VALUES (OLD.jobname) ON CONFLICT DO NOTHING;
+        END IF;
+        RETURN OLD;
+    ELSIF TG_RELID = 'automation.job_removed_defaults'::regclass AND TG_OP = 'INSERT' AND TG_LEVEL = 'ROW' THEN
+        DELETE FROM automation.job j WHERE j.jobname = NEW.jobname;
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'automation.job_default_removed() only runs as a row trigger of automation.job and automation.job_removed_defaults'
+          USING ERRCODE = 'wrong_object_type';
+END
+$fn$;
+
+CREATE TRIGGER job_default_removed
+    AFTER DELETE ON automation.job
+    FOR EACH ROW EXECUTE FUNCTION automation.job_default_removed();
+CREATE TRIGGER job_removed_defaults_apply
+    AFTER INSERT ON automation.job_removed_defaults
+    FOR EACH ROW EXECUTE FUNCTION automation.job_default_removed();
+
 -- The scheduler of this database reloads its jobs when a change that matters
 -- commits (a relcache invalidation it listens for; the scheduler's own
 -- updates of the run-state columns do not fire this).
@@ -127,29 +257,19 @@ CREATE TRIGGER job_cache_invalidate
     ON automation.job
     FOR EACH STATEMENT EXECUTE FUNCTION automation.job_cache_invalidate();
 
--- Refuse what pg_cron refuses: another role's job without superuser, a
--- database that does not exist or that the role may not connect to.
+-- Does the role exist, and the database (when not NULL)? The errors the API
+-- functions give for a typo, and the trigger for anyone but a superuser.
 CREATE FUNCTION automation.check_job_target(database text, username text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF username IS DISTINCT FROM CURRENT_USER::text
-       AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) THEN
-        RAISE EXCEPTION 'must be superuser to create or move a job for another role'
-              USING ERRCODE = 'insufficient_privilege',
-                    HINT = pg_catalog.format('Schedule the job as %s itself, or leave username NULL.', username);
-    END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = username) THEN
         RAISE EXCEPTION 'role "%" does not exist', username USING ERRCODE = 'undefined_object';
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = database) THEN
+    IF database IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = database) THEN
         RAISE EXCEPTION 'database "%" does not exist', database USING ERRCODE = 'invalid_catalog_name';
-    END IF;
-    IF NOT pg_catalog.has_database_privilege(username, database, 'CONNECT') THEN
-        RAISE EXCEPTION 'role "%" may not connect to database "%"', username, database
-              USING ERRCODE = 'insufficient_privilege';
     END IF;
 END
 $fn$;
@@ -165,7 +285,7 @@ BEGIN
     -- the same name for the same role replaces the job (pg_cron's upsert)
     INSERT INTO automation.job AS j (jobname, schedule, command)
     VALUES (job_name, schedule, command)
-    ON CONFLICT ON CONSTRAINT job_jobname_username_key DO UPDATE
+    ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
        SET schedule = EXCLUDED.schedule, command = EXCLUDED.command
     RETURNING j.jobid INTO id;
     RETURN id;
@@ -194,7 +314,7 @@ BEGIN
     PERFORM automation.check_job_target(database, who);
     INSERT INTO automation.job AS j (jobname, schedule, command, database, username, active, timeout)
     VALUES (job_name, schedule, command, database, who, COALESCE(active, true), timeout)
-    ON CONFLICT ON CONSTRAINT job_jobname_username_key DO UPDATE
+    ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
        SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, database = EXCLUDED.database,
            active = EXCLUDED.active, timeout = EXCLUDED.timeout
     RETURNING j.jobid INTO id;
@@ -224,7 +344,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    DELETE FROM automation.job WHERE jobname = job_name AND username = CURRENT_USER::text;
+    DELETE FROM automation.job j
+     WHERE j.jobname = job_name
+       AND j.owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'could not find valid entry for job %', pg_catalog.quote_literal(job_name)
               USING ERRCODE = 'undefined_object',
@@ -250,10 +372,7 @@ BEGIN
               USING ERRCODE = 'undefined_object',
                     HINT = 'automation.job lists the jobs you own.';
     END IF;
-    IF database IS NOT NULL OR username IS NOT NULL THEN
-        PERFORM automation.check_job_target(COALESCE(database, current.database),
-                                            COALESCE(username, current.username));
-    END IF;
+    PERFORM automation.check_job_target(alter_job.database, COALESCE(alter_job.username, current.username));
     UPDATE automation.job j
        SET schedule = COALESCE(alter_job.schedule, j.schedule),
            command  = COALESCE(alter_job.command, j.command),
@@ -280,6 +399,10 @@ DECLARE
     cutoff timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) automation.job_run_retention();
     n bigint;
 BEGIN
+    -- automation.job_run_retention = 0 keeps every run (as every retention setting)
+    IF automation.job_run_retention() OPERATOR(pg_catalog.=) interval '0' THEN
+        RETURN;
+    END IF;
     LOOP
         DELETE FROM automation.job_run_details
          WHERE runid IN (SELECT d.runid FROM automation.job_run_details d
@@ -303,9 +426,15 @@ COMMENT ON FUNCTION automation.unschedule(text) IS 'Delete a job you own, by nam
 COMMENT ON FUNCTION automation.alter_job(bigint, text, text, text, text, boolean, interval) IS
 'pg_cron''s cron.alter_job: change what is not NULL; timeout => ''0'' removes the timeout. Moving a job to another role needs superuser.';
 COMMENT ON PROCEDURE automation.purge_job_run_details(integer) IS
-'Delete finished runs older than automation.job_run_retention, batch rows per transaction (CALL it at top level).';
-COMMENT ON FUNCTION automation.check_job_target(text, text) IS 'Internal: may the current role schedule jobs in this database as this role?';
+'Delete finished runs older than automation.job_run_retention (0 keeps them all), batch rows per transaction (CALL it at top level).';
+COMMENT ON FUNCTION automation.check_job_target(text, text) IS 'Internal: raise when the role (or the database, if not NULL) does not exist.';
+COMMENT ON FUNCTION automation.job_check_target() IS
+'Internal: trigger on automation.job checking, however a job is written, that the current role may schedule it as its role in its database; binds the job to the role''s oid and, for this database''s jobs, to this database.';
 COMMENT ON FUNCTION automation.job_check_schedule() IS 'Internal: validates a job''s schedule and sets next_run_at.';
+COMMENT ON FUNCTION automation.job_default_removed() IS 'Internal: remembers unscheduled default jobs (and applies that memory on restore).';
+-- trigger functions: nobody else attaches them to anything
+REVOKE EXECUTE ON FUNCTION automation.job_check_target(), automation.job_check_schedule(),
+                           automation.job_default_removed(), automation.job_cache_invalidate() FROM PUBLIC;
 
 
 -- What the scheduler is doing: the launcher, each database's scheduler (its
@@ -357,9 +486,11 @@ INSERT INTO automation.job (jobname, schedule, command) VALUES
     ('automation: time out stale executions', '* * * * *', 'SELECT count(*) FROM automation.timeout_stale_executions()'),
     ('automation: purge job run history', '17 3 * * *', 'CALL automation.purge_job_run_details()');
 
--- the default jobs are made by CREATE EXTENSION itself: dumping them too
--- would make a restore fail on their names
-SELECT pg_catalog.pg_extension_config_dump('automation.job', $$WHERE jobname IS NULL OR jobname NOT LIKE 'automation: %'$$);
+-- every job is dumped, the default ones as the DBA left them (a restored
+-- default job replaces the one CREATE EXTENSION made: job_check_target),
+-- and the default jobs that were unscheduled (removed again on restore)
+SELECT pg_catalog.pg_extension_config_dump('automation.job', '');
+SELECT pg_catalog.pg_extension_config_dump('automation.job_removed_defaults', '');
 SELECT pg_catalog.pg_extension_config_dump('automation.job_jobid_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('automation.job_run_details', '');
 SELECT pg_catalog.pg_extension_config_dump('automation.job_run_details_runid_seq', '');

@@ -59,3 +59,10 @@ COMMENT ON AGGREGATE automation.pipeline_success_rate(text) IS
 'Percentage of rows whose status is exactly ''success'', as numeric rounded to 2 decimals; every row counts (NULL statuses too); NULL for no rows. Parallel-safe, with an inverse for sliding window frames.';
 COMMENT ON AGGREGATE automation.pipeline_success_rate(varchar) IS
 'Percentage of rows whose status is exactly ''success'', as numeric rounded to 2 decimals; every row counts (NULL statuses too); NULL for no rows. Parallel-safe, with an inverse for sliding window frames.';
+
+-- 0.3.0: the support functions take `internal` and are only for the
+-- aggregate (whose execution checks the aggregate's owner, not the caller,
+-- for them): nobody calls them directly.
+REVOKE EXECUTE ON FUNCTION automation.success_rate_sfunc(internal, text), automation.success_rate_minvfunc(internal, text),
+       automation.success_rate_combine(internal, internal), automation.success_rate_serialize(internal),
+       automation.success_rate_deserialize(bytea, internal), automation.success_rate_final(internal) FROM PUBLIC;

@@ -3,16 +3,18 @@
 -- current incrementally, a live view over it, bulk ingest through an UNLOGGED
 -- staging table.
 
+-- origin NULL: Monday 2000-01-03 for widths in days and time, 2000-01-01 for
+-- widths in months (TimescaleDB's defaults), so months start on the 1st.
 CREATE FUNCTION automation.time_bucket(bucket_width interval, ts timestamptz,
-                                       origin timestamptz DEFAULT '2000-01-03 00:00:00+00')
+                                       origin timestamptz DEFAULT NULL)
 RETURNS timestamptz
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'time_bucket_wrapper';
 
 CREATE FUNCTION automation.time_bucket(bucket_width interval, ts timestamp,
-                                       origin timestamp DEFAULT '2000-01-03 00:00:00')
+                                       origin timestamp DEFAULT NULL)
 RETURNS timestamp
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'time_bucket_ts_wrapper';
 
 CREATE FUNCTION automation.try_timestamptz(value text)
@@ -26,7 +28,7 @@ LANGUAGE c STABLE
 AS 'MODULE_PATHNAME', 'metrics_settings_wrapper';
 
 COMMENT ON FUNCTION automation.time_bucket(interval, timestamptz, timestamptz) IS
-'The start of the bucket of width bucket_width that holds ts (TimescaleDB''s time_bucket): days and time are fixed lengths counted in UTC from origin (a Monday by default); months follow the calendar.';
+'The start of the bucket of width bucket_width that holds ts (TimescaleDB''s time_bucket): days and time are fixed lengths counted in UTC from origin (Monday 2000-01-03 when NULL); months, quarters and years follow the calendar from origin (2000-01-01 when NULL, so they start on the 1st). An infinite ts is returned as it is (as date_bin); an infinite origin is an error (22008). NULL width or ts gives NULL.';
 COMMENT ON FUNCTION automation.time_bucket(interval, timestamp, timestamp) IS
 'time_bucket for timestamp without time zone.';
 COMMENT ON FUNCTION automation.try_timestamptz(text) IS
@@ -68,6 +70,18 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value';
     END;
     ahead := r.partitions_ahead;
+    -- one rule for every retention setting: 0 keeps everything, a negative
+    -- value is refused (it would drop the current partition)
+    IF keep < interval '0' THEN
+        RAISE EXCEPTION 'automation.metrics_retention must not be negative (it is %)', r.retention
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Set it to how long pipeline metrics are kept, e.g. ''90 days'', or to 0 to keep them all.';
+    END IF;
+    IF width <= interval '0' THEN
+        RAISE EXCEPTION 'automation.metrics_partition_interval must be positive (it is %)', r.partition_interval
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Use e.g. ''1 day'' (the default), ''1 hour'', ''7 days'' or ''1 month''.';
+    END IF;
     IF width < interval '1 hour' AND pg_catalog.date_part('month', width) = 0 THEN
         RAISE EXCEPTION 'automation.metrics_partition_interval is %, partitions narrower than an hour are not supported', width
               USING ERRCODE = 'invalid_parameter_value';
@@ -80,7 +94,7 @@ BEGIN
 
     FOR b IN
         SELECT DISTINCT automation.time_bucket(width, d.time) FROM automation.pipeline_metrics_default d
-         WHERE d.time >= pg_catalog.now() - keep
+         WHERE keep = interval '0' OR d.time >= pg_catalog.now() - keep
         UNION
         SELECT pg_catalog.generate_series(automation.time_bucket(width, pg_catalog.now()),
                                           automation.time_bucket(width, pg_catalog.now()) + width * ahead, width)
@@ -120,7 +134,7 @@ BEGIN
          WHERE i.inhparent = 'automation.pipeline_metrics'::regclass
            AND c.oid <> 'automation.pipeline_metrics_default'::regclass
     LOOP
-        CONTINUE WHEN r.bounds IS NULL OR r.bounds[2]::timestamptz > pg_catalog.now() - keep;
+        CONTINUE WHEN keep = interval '0' OR r.bounds IS NULL OR r.bounds[2]::timestamptz > pg_catalog.now() - keep;
         EXECUTE pg_catalog.format('SELECT count(*) FROM %s', r.rel) INTO n;
         EXECUTE pg_catalog.format('DROP TABLE %s', r.rel);
         action := 'dropped'; partition_name := r.relname;
@@ -128,7 +142,7 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 
-    DELETE FROM automation.pipeline_metrics_default d WHERE d.time < pg_catalog.now() - keep;
+    DELETE FROM automation.pipeline_metrics_default d WHERE keep > interval '0' AND d.time < pg_catalog.now() - keep;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         action := 'expired from default'; partition_name := 'pipeline_metrics_default';
@@ -139,7 +153,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION automation.maintain_metrics_partitions() IS
-'Create pipeline_metrics partitions ahead (automation.metrics_partition_interval, automation.metrics_partitions_ahead), split rows out of the default partition, drop partitions older than automation.metrics_retention. Returns what it did.';
+'Create pipeline_metrics partitions ahead (automation.metrics_partition_interval, automation.metrics_partitions_ahead), split rows out of the default partition, drop partitions older than automation.metrics_retention (0 keeps everything; a negative retention is refused with 22023). Returns what it did.';
 
 ------------------------------------------------------------------------------
 -- Hourly rollup (the seed's continuous aggregate)
@@ -180,7 +194,10 @@ INSERT INTO automation.pipeline_metrics_hourly_state DEFAULT VALUES;
 
 -- SECURITY DEFINER: whoever may write pipeline_metrics marks the hours it
 -- touched, without a privilege on the bookkeeping table (the function only
--- inserts hour marks derived from the statement's own rows).
+-- inserts hour marks derived from the statement's own rows). It runs for the
+-- statement triggers of automation.pipeline_metrics and nothing else: on any
+-- other table, or fired any other way, it refuses; and nobody but the
+-- extension's owner may name it in a CREATE TRIGGER (no EXECUTE for PUBLIC).
 CREATE FUNCTION automation.pipeline_metrics_invalidate()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -188,6 +205,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    IF TG_RELID IS DISTINCT FROM 'automation.pipeline_metrics'::regclass
+       OR TG_LEVEL IS DISTINCT FROM 'STATEMENT' OR TG_WHEN IS DISTINCT FROM 'AFTER' THEN
+        RAISE EXCEPTION 'automation.pipeline_metrics_invalidate() only runs as an AFTER ... FOR EACH STATEMENT trigger of automation.pipeline_metrics'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         INSERT INTO automation.pipeline_metrics_invalidations (bucket)
         SELECT DISTINCT pg_catalog.date_trunc('hour', c.time, 'UTC') FROM changed_rows c
@@ -204,6 +226,10 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+REVOKE EXECUTE ON FUNCTION automation.pipeline_metrics_invalidate() FROM PUBLIC;
+COMMENT ON FUNCTION automation.pipeline_metrics_invalidate() IS
+'Internal: statement trigger of automation.pipeline_metrics that marks the hours a change touched for the next rollup refresh (refuses to run for any other table).';
 
 CREATE TRIGGER pipeline_metrics_invalidate_insert
     AFTER INSERT ON automation.pipeline_metrics REFERENCING NEW TABLE AS changed_rows

@@ -15,6 +15,7 @@ mod notify;
 mod scheduler;
 mod schema;
 mod settings;
+mod subxact;
 mod success_rate;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;

@@ -154,35 +154,162 @@ mod automation {
         super::start_worker()
     }
 
-    /// `automation.record_maintenance(operation text, target regclass, details jsonb)`:
-    /// an audit row for maintenance the caller did itself (blocking rebuilds),
-    /// written as the log's owner with the caller as actor.
+    /// `automation.maintain_index_blocking(index regclass, action text,
+    /// lock_timeout_ms integer, bloat_ratio numeric, estimated_by text) → text`:
+    /// carry out one blocking maintenance action of `maintain_indexes(blocking
+    /// => true)` as the caller, and write its audit row, in one place: the
+    /// audit log only ever records what this function did. `action` is
+    /// `reindex` (REINDEX INDEX) or `drop` (DROP INDEX of an invalid leftover
+    /// of a failed concurrent rebuild). The caller must own the table (42501
+    /// otherwise, and nothing is logged). Returns NULL when it worked, or the
+    /// error of a REINDEX that failed (logged as REINDEX FAILED; the failed
+    /// REINDEX itself is rolled back, the rest of the caller's work is not).
     #[pg_extern(sql = false)]
-    fn record_maintenance(operation: &str, target: pg_sys::Oid, details: pgrx::JsonB) {
-        if !matches!(operation, "REINDEX" | "REINDEX FAILED" | "DROP INVALID INDEX") {
+    fn maintain_index_blocking(
+        index: Option<pg_sys::Oid>,
+        action: Option<&str>,
+        lock_timeout_ms: Option<i32>,
+        bloat_ratio: Option<pgrx::AnyNumeric>,
+        estimated_by: Option<&str>,
+    ) -> Option<String> {
+        let (Some(index), Some(action), Some(lock_timeout_ms)) = (index, action, lock_timeout_ms) else {
             ereport!(
                 ERROR,
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("\"{operation}\" is not a maintenance operation"),
-                "One of REINDEX, REINDEX FAILED, DROP INVALID INDEX."
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "index, action and lock_timeout_ms must not be NULL"
             );
-        }
-        let (schema, table) = Spi::get_two_with_args::<String, String>(
-            "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
-            &[target.into()],
-        )
-        .unwrap_or((None, None));
-        // SAFETY: reads the current role's name; raises for an unknown role.
-        let actor = unsafe {
-            std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
-                .to_string_lossy()
-                .into_owned()
         };
-        crate::audit::as_log_owner(|| {
-            super::write_audit(&actor, operation, schema.as_deref(), table.as_deref(), details)
-        });
+        super::blocking_action(index, action, lock_timeout_ms, bloat_ratio.map(|n| n.to_string()), estimated_by)
     }
+}
+
+/// 0.2.0's `automation.record_maintenance(text, regclass, jsonb)`, which let
+/// any caller write audit rows: dropped by the 0.3.0 upgrade. The symbol
+/// stays because the 0.1.0 -> 0.2.0 upgrade script creates the function on
+/// the way to 0.3.0; called, it refuses.
+#[pg_extern(sql = false)]
+fn record_maintenance(_operation: Option<&str>, _target: Option<pg_sys::Oid>, _details: Option<pgrx::JsonB>) {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        "automation.record_maintenance() was removed in automation_ext 0.3.0",
+        "Run ALTER EXTENSION automation_ext UPDATE; maintenance is logged by automation.maintain_indexes() itself."
+    );
+}
+
+/// See `automation.maintain_index_blocking`.
+fn blocking_action(
+    index: pg_sys::Oid,
+    action: &str,
+    lock_timeout_ms: i32,
+    bloat_ratio: Option<String>,
+    estimated_by: Option<&str>,
+) -> Option<String> {
+    if !matches!(action, "reindex" | "drop") || lock_timeout_ms < 0 {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid maintenance action \"{action}\" (lock timeout {lock_timeout_ms} ms)"),
+            "action is reindex or drop; lock_timeout_ms is zero or more."
+        );
+    }
+    let row = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), t.oid, tn.nspname::text, t.relname::text,
+                    pg_catalog.pg_relation_size(c.oid), i.indisvalid,
+                    pg_catalog.pg_has_role(t.relowner, 'USAGE')
+               FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+               JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+              WHERE c.oid = $1",
+            None,
+            &[index.into()],
+        )?;
+        let mut found = None;
+        for r in rows {
+            found = Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(3)?,
+                r.get::<String>(4)?,
+                r.get::<i64>(5)?.unwrap_or_default(),
+                r.get::<bool>(6)?.unwrap_or(true),
+                r.get::<bool>(7)?.unwrap_or(false),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(found)
+    })
+    .unwrap_or_else(|e| error!("could not look up index {}: {e}", index.to_u32()));
+    let Some((name, schema, table, size_before, valid, owner)) = row else {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("index with OID {} does not exist", index.to_u32())
+        );
+    };
+    if !owner {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be owner of the table of index {name}"),
+            "Only the owner of a table (or a member of its owning role) may rebuild or drop its indexes."
+        );
+    }
+    if action == "drop" && valid {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("index {name} is valid; only invalid leftovers of failed concurrent rebuilds are dropped")
+        );
+    }
+    let statement = if action == "drop" { format!("DROP INDEX {name}") } else { format!("REINDEX INDEX {name}") };
+    // lock_timeout for this statement only: set inside the subtransaction
+    // (undone if it rolls back), put back after it (a released
+    // subtransaction keeps its SET LOCAL until the end of the transaction)
+    let saved = Spi::get_one::<String>("SELECT pg_catalog.current_setting('lock_timeout')").ok().flatten();
+    let outcome = crate::subxact::run(|| {
+        Spi::run_with_args(
+            "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
+            &[format!("{lock_timeout_ms}ms").into()],
+        )?;
+        Spi::run(&statement)
+    });
+    if outcome.is_ok() {
+        Spi::run_with_args("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[saved.into()])
+            .unwrap_or_else(|e| error!("could not restore lock_timeout: {e}"));
+    }
+    // SAFETY: reads the current role's name; raises for an unknown role.
+    let actor = unsafe {
+        std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)).to_string_lossy().into_owned()
+    };
+    let mut details = serde_json::json!({ "index": name, "size_before": size_before, "concurrently": false });
+    let (operation, error) = match (action, outcome) {
+        ("drop", Ok(_)) => ("DROP INVALID INDEX", None),
+        (_, Ok(_)) => {
+            details["size_after"] =
+                Spi::get_one_with_args::<i64>("SELECT pg_catalog.pg_relation_size($1)", &[index.into()])
+                    .ok()
+                    .flatten()
+                    .into();
+            ("REINDEX", None)
+        }
+        // a failed DROP is the caller's error, as a plain DROP INDEX would be
+        ("drop", Err(e)) => crate::subxact::rethrow(e),
+        (_, Err(e)) => {
+            let message = crate::subxact::message(&e);
+            details["error"] = message.clone().into();
+            ("REINDEX FAILED", Some(message))
+        }
+    };
+    if operation != "DROP INVALID INDEX" {
+        details["bloat_ratio"] = bloat_ratio.and_then(|r| r.parse::<f64>().ok()).into();
+        details["estimated_by"] = estimated_by.into();
+    }
+    crate::audit::as_log_owner(|| {
+        write_audit(&actor, operation, schema.as_deref(), table.as_deref(), pgrx::JsonB(details))
+    });
+    error
 }
 
 extension_sql_file!(

@@ -163,7 +163,9 @@ fn exposition_of_latest_sample() -> String {
             None,
             &[],
         )?;
-        let Some(r) = rows.into_iter().next() else { return Ok(None) };
+        let Some(r) = rows.into_iter().next() else {
+            return Ok(None);
+        };
         let mut nums = [None; 10];
         for (i, slot) in nums.iter_mut().enumerate() {
             *slot = r.get::<f64>(i + 1)?;

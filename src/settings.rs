@@ -173,9 +173,9 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"automation.job_run_retention",
         c"automation.purge_job_run_details() deletes job runs that ended longer ago than this.",
-        c"",
+        c"0 keeps every run (as for every retention setting).",
         &JOB_RUN_RETENTION_S,
-        60,
+        0,
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_S,
@@ -191,7 +191,7 @@ pub fn register() {
     GucRegistry::define_string_guc(
         c"automation.metrics_retention",
         c"pipeline_metrics partitions (and default-partition rows) older than this are dropped.",
-        c"An interval, default '90 days'.",
+        c"An interval, default '90 days'; 0 keeps everything; a negative interval is refused when used.",
         &METRICS_RETENTION,
         GucContext::Userset,
         GucFlags::default(),

@@ -25,36 +25,69 @@ pub mod bucket {
         Months(i32),
     }
 
+    /// PostgreSQL's timestamp range: [MIN_TIMESTAMP, END_TIMESTAMP).
+    pub const MIN_TIMESTAMP: i64 = -211_813_488_000_000_000;
+    pub const END_TIMESTAMP: i64 = 9_223_371_331_200_000_000;
+    /// Years of that range (4714 BC is year -4713 proleptic).
+    const MIN_YEAR: i64 = -4713;
+    const MAX_YEAR: i64 = 294_276;
+
+    /// TimescaleDB's origin for widths in months: 2000-01-01 00:00 UTC, so
+    /// that months, quarters and years start on the 1st (of January).
+    pub const MONTH_ORIGIN: i64 = 0;
+
     pub fn width(months: i32, days: i32, micros: i64) -> Result<Width, String> {
-        match (months, days as i64 * USECS_PER_DAY + micros) {
-            (0, w) if w > 0 => Ok(Width::Fixed(w)),
+        let fixed = days as i128 * USECS_PER_DAY as i128 + micros as i128;
+        match (months, fixed) {
+            (0, w) if w > i64::MAX as i128 => Err("the bucket width is too large".into()),
+            (0, w) if w > 0 => Ok(Width::Fixed(w as i64)),
             (m, 0) if m > 0 => Ok(Width::Months(m)),
             (0, _) | (_, 0) => Err("the bucket width must be positive".into()),
             _ => Err("the bucket width mixes months with days or time; use one or the other".into()),
         }
     }
 
-    /// The start of the bucket of `ts`.
-    pub fn start(width: Width, ts: i64, origin: i64) -> i64 {
+    /// The default origin of a width: Monday 2000-01-03 for days and time,
+    /// 2000-01-01 for months (as TimescaleDB).
+    pub fn default_origin(width: Width) -> i64 {
         match width {
-            Width::Fixed(w) => origin + (ts - origin).div_euclid(w) * w,
+            Width::Fixed(_) => DEFAULT_ORIGIN,
+            Width::Months(_) => MONTH_ORIGIN,
+        }
+    }
+
+    /// The start of the bucket of `ts` (both finite timestamps); `None` when
+    /// that start is outside PostgreSQL's timestamp range.
+    pub fn start(width: Width, ts: i64, origin: i64) -> Option<i64> {
+        let start = match width {
+            Width::Fixed(w) => {
+                let (ts, origin, w) = (ts as i128, origin as i128, w as i128);
+                origin + (ts - origin).div_euclid(w) * w
+            }
             Width::Months(m) => {
                 let o = Civil::from_timestamp(origin, 0);
                 let t = Civil::from_timestamp(ts, 0);
                 let mut months = (t.year * 12 + t.month as i64 - 1) - (o.year * 12 + o.month as i64 - 1);
                 // not yet at the origin's day and time in ts's month: still the previous month
-                if add_months(o, months).to_timestamp(0) > ts {
+                if add_months(o, months)?.to_timestamp(0) > ts {
                     months -= 1;
                 }
-                add_months(o, months.div_euclid(m as i64) * m as i64).to_timestamp(0)
+                add_months(o, months.div_euclid(m as i64) * m as i64)?.to_timestamp(0) as i128
             }
-        }
+        };
+        (MIN_TIMESTAMP as i128..END_TIMESTAMP as i128).contains(&start).then_some(start as i64)
     }
 
-    fn add_months(c: Civil, months: i64) -> Civil {
+    /// `None` when the result is outside the years PostgreSQL can represent.
+    fn add_months(c: Civil, months: i64) -> Option<Civil> {
         let total = c.year * 12 + c.month as i64 - 1 + months;
         let (year, month) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
-        Civil { year, month, day: c.day.min(days_in_month(year, month)), ..c }
+        (MIN_YEAR..=MAX_YEAR + 1).contains(&year).then(|| Civil {
+            year,
+            month,
+            day: c.day.min(days_in_month(year, month)),
+            ..c
+        })
     }
 
     #[cfg(test)]
@@ -66,39 +99,43 @@ pub mod bucket {
         }
         const HOUR: i64 = 3_600_000_000;
 
+        fn st(w: Width, t: i64, o: i64) -> i64 {
+            start(w, t, o).expect("in range")
+        }
+
         #[test]
         fn fixed_widths() {
             let w = width(0, 0, HOUR).unwrap();
-            assert_eq!(start(w, ts(2026, 11, 25, 13, 59), DEFAULT_ORIGIN), ts(2026, 11, 25, 13, 0));
-            assert_eq!(start(w, ts(2026, 11, 25, 13, 0), DEFAULT_ORIGIN), ts(2026, 11, 25, 13, 0));
+            assert_eq!(st(w, ts(2026, 11, 25, 13, 59), DEFAULT_ORIGIN), ts(2026, 11, 25, 13, 0));
+            assert_eq!(st(w, ts(2026, 11, 25, 13, 0), DEFAULT_ORIGIN), ts(2026, 11, 25, 13, 0));
             let w = width(0, 0, 15 * 60_000_000).unwrap();
-            assert_eq!(start(w, ts(2026, 11, 25, 13, 44), DEFAULT_ORIGIN), ts(2026, 11, 25, 13, 30));
+            assert_eq!(st(w, ts(2026, 11, 25, 13, 44), DEFAULT_ORIGIN), ts(2026, 11, 25, 13, 30));
             let day = width(0, 1, 0).unwrap();
-            assert_eq!(start(day, ts(2026, 11, 25, 23, 59), DEFAULT_ORIGIN), ts(2026, 11, 25, 0, 0));
+            assert_eq!(st(day, ts(2026, 11, 25, 23, 59), DEFAULT_ORIGIN), ts(2026, 11, 25, 0, 0));
             // weeks start on Monday (2026-11-23)
             let week = width(0, 7, 0).unwrap();
-            assert_eq!(start(week, ts(2026, 11, 25, 12, 0), DEFAULT_ORIGIN), ts(2026, 11, 23, 0, 0));
+            assert_eq!(st(week, ts(2026, 11, 25, 12, 0), DEFAULT_ORIGIN), ts(2026, 11, 23, 0, 0));
             // before the origin too
-            assert_eq!(start(day, ts(1999, 12, 31, 6, 0), DEFAULT_ORIGIN), ts(1999, 12, 31, 0, 0));
+            assert_eq!(st(day, ts(1999, 12, 31, 6, 0), DEFAULT_ORIGIN), ts(1999, 12, 31, 0, 0));
             // another origin
-            assert_eq!(start(day, ts(2026, 11, 25, 5, 0), ts(2000, 1, 1, 6, 0)), ts(2026, 11, 24, 6, 0));
+            assert_eq!(st(day, ts(2026, 11, 25, 5, 0), ts(2000, 1, 1, 6, 0)), ts(2026, 11, 24, 6, 0));
         }
 
         #[test]
         fn month_widths() {
             let month = width(1, 0, 0).unwrap();
             assert_eq!(
-                start(month, ts(2026, 11, 25, 13, 0), DEFAULT_ORIGIN),
+                st(month, ts(2026, 11, 25, 13, 0), DEFAULT_ORIGIN),
                 ts(2026, 11, 3, 0, 0),
                 "origin day is the 3rd"
             );
-            assert_eq!(start(month, ts(2026, 11, 2, 13, 0), DEFAULT_ORIGIN), ts(2026, 10, 3, 0, 0));
+            assert_eq!(st(month, ts(2026, 11, 2, 13, 0), DEFAULT_ORIGIN), ts(2026, 10, 3, 0, 0));
             let first = ts(2000, 1, 1, 0, 0);
-            assert_eq!(start(month, ts(2026, 11, 25, 13, 0), first), ts(2026, 11, 1, 0, 0));
+            assert_eq!(st(month, ts(2026, 11, 25, 13, 0), first), ts(2026, 11, 1, 0, 0));
             let quarter = width(3, 0, 0).unwrap();
-            assert_eq!(start(quarter, ts(2026, 11, 25, 13, 0), first), ts(2026, 10, 1, 0, 0));
-            assert_eq!(start(width(12, 0, 0).unwrap(), ts(2026, 11, 25, 13, 0), first), ts(2026, 1, 1, 0, 0));
-            assert_eq!(start(quarter, ts(1999, 11, 5, 0, 0), first), ts(1999, 10, 1, 0, 0));
+            assert_eq!(st(quarter, ts(2026, 11, 25, 13, 0), first), ts(2026, 10, 1, 0, 0));
+            assert_eq!(st(width(12, 0, 0).unwrap(), ts(2026, 11, 25, 13, 0), first), ts(2026, 1, 1, 0, 0));
+            assert_eq!(st(quarter, ts(1999, 11, 5, 0, 0), first), ts(1999, 10, 1, 0, 0));
         }
 
         #[test]
@@ -107,6 +144,73 @@ pub mod bucket {
             assert!(width(0, 0, -5).is_err());
             assert!(width(1, 1, 0).unwrap_err().contains("mixes months"));
             assert!(width(-1, 0, 0).is_err());
+            // i32::MAX days does not fit in microseconds: an error, not an overflow
+            assert!(width(0, i32::MAX, i64::MAX).unwrap_err().contains("too large"));
+        }
+
+        #[test]
+        fn calendar_widths_start_on_the_first_by_default() {
+            let month = width(1, 0, 0).unwrap();
+            let o = default_origin(month);
+            // the reproductions of issue 15
+            assert_eq!(st(month, ts(2026, 11, 2, 12, 0), o), ts(2026, 11, 1, 0, 0));
+            assert_eq!(st(width(12, 0, 0).unwrap(), ts(2026, 1, 2, 0, 0), o), ts(2026, 1, 1, 0, 0));
+            assert_eq!(default_origin(width(0, 1, 0).unwrap()), DEFAULT_ORIGIN);
+        }
+
+        /// Month, quarter and year widths against calendar arithmetic
+        /// (date_trunc's), every 37 hours over five centuries.
+        #[test]
+        fn calendar_widths_agree_with_the_calendar_over_centuries() {
+            let (month, quarter, year) = (width(1, 0, 0).unwrap(), width(3, 0, 0).unwrap(), width(12, 0, 0).unwrap());
+            let mut t = ts(1800, 1, 1, 0, 0);
+            let end = ts(2300, 1, 1, 0, 0);
+            while t < end {
+                let c = Civil::from_timestamp(t, 0);
+                let first = |m: u32| {
+                    Civil { year: c.year, month: m, day: 1, hour: 0, minute: 0, second: 0, micro: 0 }.to_timestamp(0)
+                };
+                assert_eq!(st(month, t, MONTH_ORIGIN), first(c.month), "month of {c:?}");
+                assert_eq!(st(quarter, t, MONTH_ORIGIN), first((c.month - 1) / 3 * 3 + 1), "quarter of {c:?}");
+                assert_eq!(st(year, t, MONTH_ORIGIN), first(1), "year of {c:?}");
+                t += 37 * HOUR;
+            }
+        }
+
+        /// Fixed widths with odd origins against a brute-force walk from the origin.
+        #[test]
+        fn fixed_widths_agree_with_brute_force() {
+            let origins = [0, 7 * HOUR + 13_000_001, -(3 * 86_400_000_000 + 17), ts(1987, 6, 5, 4, 3)];
+            let widths = [HOUR, 7 * 60_000_000 + 3, 86_400_000_000 * 3 + 5, 999_999];
+            let times =
+                [ts(2026, 11, 25, 13, 59), ts(1970, 1, 1, 0, 0), ts(2000, 1, 1, 0, 0) - 1, ts(1999, 2, 3, 4, 5)];
+            for &o in &origins {
+                for &w in &widths {
+                    for &t in &times {
+                        let mut b = o;
+                        while b > t {
+                            b -= w;
+                        }
+                        while b + w <= t {
+                            b += w;
+                        }
+                        assert_eq!(st(Width::Fixed(w), t, o), b, "width {w} origin {o} ts {t}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn out_of_range_is_none_not_garbage() {
+            let month = width(1, 0, 0).unwrap();
+            // the very first representable instant, bucketed back before it
+            assert_eq!(start(month, MIN_TIMESTAMP, ts(2000, 1, 15, 0, 0)), None);
+            assert_eq!(start(width(i32::MAX, 0, 0).unwrap(), ts(1999, 1, 1, 0, 0), MONTH_ORIGIN), None);
+            assert_eq!(start(Width::Fixed(i64::MAX), ts(1999, 1, 1, 0, 0), 0), None);
+            assert_eq!(
+                start(Width::Fixed(HOUR), END_TIMESTAMP - 1, 0),
+                Some(END_TIMESTAMP - 1 - (END_TIMESTAMP - 1).rem_euclid(HOUR))
+            );
         }
     }
 }
@@ -252,30 +356,67 @@ mod automation {
         }
     }
 
-    fn tstz(t: i64) -> TimestampWithTimeZone {
-        TimestampWithTimeZone::try_from(t).unwrap_or_else(|_| error!("timestamp out of range"))
+    /// The bucket of finite `ts` as microseconds, with the errors
+    /// date_bin gives: an infinite origin, or a start outside the range, is
+    /// 22008 (datetime_field_overflow).
+    fn bucket_or_raise(width: bucket::Width, ts: i64, origin: Option<i64>) -> i64 {
+        let origin = origin.unwrap_or_else(|| bucket::default_origin(width));
+        if origin == i64::MAX || origin == i64::MIN {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                "origin out of range",
+                "The origin of time_bucket must be a finite timestamp."
+            );
+        }
+        match bucket::start(width, ts, origin) {
+            Some(start) => start,
+            None => {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                    "timestamp out of range",
+                    "The start of that bucket is outside the range of timestamps."
+                );
+            }
+        }
     }
 
     /// `automation.time_bucket(bucket_width interval, ts timestamptz, origin
-    /// timestamptz DEFAULT '2000-01-03 00:00+00') → timestamptz` (TimescaleDB's
-    /// signature). Buckets of days and time are fixed lengths in UTC; month
-    /// buckets follow the calendar (in UTC).
+    /// timestamptz DEFAULT NULL) → timestamptz` (TimescaleDB's signature).
+    /// Buckets of days and time are fixed lengths counted in UTC from origin
+    /// (Monday 2000-01-03 by default); month buckets follow the calendar in
+    /// UTC from origin (2000-01-01 by default, so they start on the 1st).
+    /// An infinite ts is returned as it is, as date_bin does.
     #[pg_extern(sql = false)]
     fn time_bucket(
-        bucket_width: Interval,
-        ts: TimestampWithTimeZone,
-        origin: TimestampWithTimeZone,
-    ) -> TimestampWithTimeZone {
-        let w = width_or_raise(&bucket_width);
-        tstz(bucket::start(w, ts.into(), origin.into()))
+        bucket_width: Option<Interval>,
+        ts: Option<TimestampWithTimeZone>,
+        origin: Option<TimestampWithTimeZone>,
+    ) -> Option<TimestampWithTimeZone> {
+        let w = width_or_raise(&bucket_width?);
+        let t: i64 = ts?.into();
+        if t == i64::MAX || t == i64::MIN {
+            return ts;
+        }
+        let start = bucket_or_raise(w, t, origin.map(Into::into));
+        TimestampWithTimeZone::try_from(start).ok()
     }
 
     /// The same for `timestamp` (no time zone).
     #[pg_extern(sql = false)]
-    fn time_bucket_ts(bucket_width: Interval, ts: Timestamp, origin: Timestamp) -> Timestamp {
-        let w = width_or_raise(&bucket_width);
-        let t: i64 = ts.into();
-        Timestamp::try_from(bucket::start(w, t, origin.into())).unwrap_or_else(|_| error!("timestamp out of range"))
+    fn time_bucket_ts(
+        bucket_width: Option<Interval>,
+        ts: Option<Timestamp>,
+        origin: Option<Timestamp>,
+    ) -> Option<Timestamp> {
+        let w = width_or_raise(&bucket_width?);
+        let t: i64 = ts?.into();
+        if t == i64::MAX || t == i64::MIN {
+            return ts;
+        }
+        let start = bucket_or_raise(w, t, origin.map(Into::into));
+        Timestamp::try_from(start).ok()
     }
 
     /// `automation.try_timestamptz(text) → timestamptz`: an ISO 8601 time

@@ -105,3 +105,64 @@ UNION ALL
 ORDER BY 1, 2, 3;
 
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.2.0 -> current: jobs become bound to their role's oid and to this
+-- database; partitions get the CHECK that pg_dump can restore.
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_upgrade_owner;
+DROP ROLE IF EXISTS regress_upgrade_gone;
+RESET client_min_messages;
+CREATE ROLE regress_upgrade_owner LOGIN IN ROLE automation_runner;
+CREATE ROLE regress_upgrade_gone LOGIN;
+CREATE EXTENSION automation_ext VERSION '0.2.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT automation.schedule('mine', '*/5 * * * *', 'SELECT 1') > 0 AS scheduled;
+SELECT automation.schedule_in_database('theirs', '@hourly', 'SELECT 2', current_database(), 'regress_upgrade_owner') > 0 AS scheduled;
+SELECT automation.schedule_in_database('elsewhere', '@daily', 'SELECT 3', 'postgres') > 0 AS scheduled;
+SELECT automation.schedule_in_database('orphan', '@daily', 'SELECT 4', current_database(), 'regress_upgrade_gone') > 0 AS scheduled;
+DROP ROLE regress_upgrade_gone;   -- 0.2.0 let this happen
+SELECT automation.alter_job(jobid, active => false) FROM automation.job WHERE jobname = 'automation: maintain indexes';
+SELECT count(*) > 0 AS partitions FROM automation.maintain_metrics_partitions();
+INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status) VALUES (now(), 'p', 's', 'success');
+
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT jobname, username, owner = (SELECT oid FROM pg_roles WHERE rolname = username) AS bound, local,
+       database = current_database() AS here, active, inactive_reason
+  FROM automation.job ORDER BY jobid;
+SELECT count(*) AS metrics_kept FROM automation.pipeline_metrics;
+SELECT count(DISTINCT pg_get_constraintdef(c.oid)) AS one_status_check
+  FROM pg_constraint c JOIN pg_inherits i ON i.inhrelid = c.conrelid
+ WHERE i.inhparent = 'automation.pipeline_metrics'::regclass AND c.conname = 'pipeline_metrics_status_check';
+-- the renamed owner keeps the job; a new role with the old name gets none of it
+ALTER ROLE regress_upgrade_owner RENAME TO regress_upgrade_renamed;
+CREATE ROLE regress_upgrade_owner LOGIN IN ROLE automation_runner;
+SET ROLE regress_upgrade_owner;
+SELECT count(*) AS jobs_of_the_new_role FROM automation.job;
+RESET ROLE;
+SET ROLE regress_upgrade_renamed;
+SELECT jobname FROM automation.job;
+RESET ROLE;
+
+-- partitions made by maintain_metrics_partitions are data, not the extension's
+DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT inhrelid::regclass AS rel FROM pg_inherits
+              WHERE inhparent = 'automation.pipeline_metrics'::regclass AND inhrelid <> 'automation.pipeline_metrics_default'::regclass
+    LOOP
+        EXECUTE format('DROP TABLE %s', r.rel);
+    END LOOP;
+END $$;
+CREATE TEMP TABLE upgraded_020 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_020 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.2.0' AS difference, * FROM upgraded_020 EXCEPT SELECT 'only after upgrade from 0.2.0', * FROM fresh_020)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_020 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_020)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;
+DROP ROLE regress_upgrade_owner;
+DROP ROLE regress_upgrade_renamed;

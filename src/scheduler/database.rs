@@ -33,14 +33,22 @@ static JOB_RELID: AtomicU32 = AtomicU32::new(0);
 /// settings reload or a finished run is noticed at the latest (finished runs
 /// and signals also wake the scheduler at once).
 const MAX_NAP_MS: i64 = 1000;
+/// How often the job table's username and database columns are brought up
+/// to date with renamed roles and a renamed (restored, cloned) database.
+const NAMES_EVERY: Duration = Duration::from_secs(10);
 
 struct Job {
     name: Option<String>,
     schedule_text: String,
     schedule: Schedule,
     command: String,
+    /// the current name of the job's database (this one's for a local job)
     database: String,
+    /// the job belongs to this database, whatever its name
+    local: bool,
     username: String,
+    /// the role itself; `username` is its name when the jobs were loaded
+    owner: pg_sys::Oid,
     timeout_ms: i32,
     next: Option<i64>,
 }
@@ -59,6 +67,7 @@ struct Scheduler {
     first_load: bool,
     zone: PgZone,
     activity: String,
+    names_checked: Option<std::time::Instant>,
 }
 
 enum Flow {
@@ -133,8 +142,10 @@ fn tstz(ts: i64) -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(ts).unwrap_or_else(|_| TimestampWithTimeZone::try_from(0).expect("epoch"))
 }
 
-/// Is the extension installed here, at a version with the scheduler's
-/// tables (0.1.0 had none; its upgrade wakes the launcher)?
+/// Is the extension installed here, at a version whose job table this
+/// library reads (0.3.0's, with `owner` and `local`)? 0.1.0 had no scheduler
+/// tables and 0.2.0 other columns: such a database waits, unscheduled, for
+/// its ALTER EXTENSION automation_ext UPDATE (whose script wakes the launcher).
 fn extension_installed() -> bool {
     // SAFETY: syscache lookups inside the caller's transaction.
     unsafe {
@@ -142,7 +153,18 @@ fn extension_installed() -> bool {
             return false;
         }
         let nsp = pg_sys::get_namespace_oid(c"automation".as_ptr(), true);
-        nsp != pg_sys::InvalidOid && pg_sys::get_relname_relid(c"job_run_details".as_ptr(), nsp) != pg_sys::InvalidOid
+        if nsp == pg_sys::InvalidOid
+            || pg_sys::get_relname_relid(c"job_run_details".as_ptr(), nsp) == pg_sys::InvalidOid
+        {
+            return false;
+        }
+        let job = pg_sys::get_relname_relid(c"job".as_ptr(), nsp);
+        let ready =
+            job != pg_sys::InvalidOid && pg_sys::get_attnum(job, c"local".as_ptr()) != pg_sys::InvalidAttrNumber as i16;
+        if !ready {
+            log!("automation_ext scheduler: this database has an older version of the extension; its jobs wait for ALTER EXTENSION automation_ext UPDATE");
+        }
+        ready
     }
 }
 
@@ -183,6 +205,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         first_load: true,
         zone,
         activity: String::new(),
+        names_checked: None,
     };
     // SAFETY: registers a callback PostgreSQL calls while processing
     // invalidation messages in this process; it only stores to atomics.
@@ -252,6 +275,10 @@ impl Scheduler {
         if !extension_installed() {
             return Flow::ExtensionGone;
         }
+        if self.names_checked.map_or(true, |t| t.elapsed() >= NAMES_EVERY) {
+            refresh_names();
+            self.names_checked = Some(std::time::Instant::now());
+        }
         if JOBS_DIRTY.swap(false, Ordering::Relaxed) {
             self.reload();
         }
@@ -273,8 +300,10 @@ impl Scheduler {
             }
             client
                 .select(
-                    "SELECT jobid, jobname, schedule, command, database, username,
-                            COALESCE(LEAST(pg_catalog.date_part('epoch', timeout) * 1000, 2147483647), 0)::int4
+                    "SELECT jobid, jobname, schedule, command,
+                            CASE WHEN local THEN pg_catalog.current_database()::text ELSE database END, username,
+                            COALESCE(LEAST(pg_catalog.date_part('epoch', timeout) * 1000, 2147483647), 0)::int4,
+                            owner, local
                        FROM automation.job WHERE active",
                     None,
                     &[],
@@ -288,6 +317,8 @@ impl Scheduler {
                         r.get::<String>(5)?.unwrap_or_default(),
                         r.get::<String>(6)?.unwrap_or_default(),
                         r.get::<i32>(7)?.unwrap_or_default(),
+                        r.get::<pg_sys::Oid>(8)?.unwrap_or(pg_sys::InvalidOid),
+                        r.get::<bool>(9)?.unwrap_or(true),
                     ))
                 })
                 .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
@@ -295,7 +326,7 @@ impl Scheduler {
         .unwrap_or_else(|e| error!("could not load automation.job: {e}"));
 
         let mut old = std::mem::take(&mut self.jobs);
-        for (jobid, name, schedule_text, command, database, username, timeout_ms) in rows {
+        for (jobid, name, schedule_text, command, database, username, timeout_ms, owner, local) in rows {
             let schedule = match cron::parse(&schedule_text) {
                 Ok(s) => s,
                 Err(e) => {
@@ -309,8 +340,10 @@ impl Scheduler {
                 (Schedule::Reboot, None) => self.first_load.then_some(now),
                 (s, None) => s.next_after(now, &self.zone),
             };
-            self.jobs
-                .insert(jobid, Job { name, schedule_text, schedule, command, database, username, timeout_ms, next });
+            self.jobs.insert(
+                jobid,
+                Job { name, schedule_text, schedule, command, database, local, username, owner, timeout_ms, next },
+            );
         }
         self.heap = self.jobs.iter().filter_map(|(id, j)| j.next.map(|n| Reverse((n, *id)))).collect();
         self.first_load = false;
@@ -366,10 +399,11 @@ impl Scheduler {
         // Who and where, checked here so that a refusal is a clear failed
         // run rather than a worker dying on connect.
         let target = Spi::get_three_with_args::<pg_sys::Oid, pg_sys::Oid, bool>(
-            "SELECT (SELECT oid FROM pg_catalog.pg_database WHERE datname = $1 AND datallowconn),
+            "SELECT (SELECT d.oid FROM pg_catalog.pg_database d
+                      WHERE d.datallowconn AND d.datname = CASE WHEN $3 THEN pg_catalog.current_database() ELSE $1 END),
                     r.oid, r.rolcanlogin
-               FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = $2",
-            &[job.database.as_str().into(), job.username.as_str().into()],
+               FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.oid = $2",
+            &[job.database.as_str().into(), job.owner.into(), job.local.into()],
         );
         let problem = match target {
             Ok((Some(db), Some(role), Some(true))) => {
@@ -405,7 +439,17 @@ impl Scheduler {
                 }
             }
             Ok((None, _, _)) => format!("database \"{}\" does not exist or does not allow connections", job.database),
-            Ok((_, None, _)) => format!("role \"{}\" does not exist", job.username),
+            Ok((_, None, _)) => {
+                // the owner was dropped: the job can never run again as it
+                // is; it is deactivated (once), not failed for ever
+                let problem = format!(
+                    "the role that owned this job (\"{}\", oid {}) was dropped; the job is deactivated",
+                    job.username,
+                    job.owner.to_u32()
+                );
+                deactivate(jobid, &problem);
+                problem
+            }
             Ok((_, _, _)) => format!(
                 "role \"{}\" is not permitted to log in; jobs run as their owner, which needs LOGIN",
                 job.username
@@ -504,6 +548,39 @@ fn insert_run(jobid: i64, job: &Job, status: &str, message: Option<&str>, due: i
     )
     .unwrap_or_else(|e| error!("could not record a run of job {jobid}: {e}"))
     .unwrap_or_default()
+}
+
+/// Take a job out of the schedule, saying why (the change reloads the jobs).
+fn deactivate(jobid: i64, reason: &str) {
+    Spi::run_with_args(
+        "UPDATE automation.job SET active = false, inactive_reason = $2 WHERE jobid = $1",
+        &[jobid.into(), reason.into()],
+    )
+    .unwrap_or_else(|e| error!("could not deactivate job {jobid}: {e}"));
+    warning!("automation_ext job {jobid}: {reason}");
+}
+
+/// Bring the shown names up to date: a renamed role's jobs keep running as
+/// that role and show its new name; this database's jobs show this
+/// database's current name (after a rename, a restore under another name or
+/// a clone). Rows a user holds locked are left for the next time.
+fn refresh_names() {
+    Spi::run(
+        "UPDATE automation.job j SET username = r.rolname
+           FROM pg_catalog.pg_roles r
+          WHERE r.oid = j.owner
+            AND j.jobid IN (SELECT k.jobid FROM automation.job k JOIN pg_catalog.pg_roles kr ON kr.oid = k.owner
+                             WHERE k.username OPERATOR(pg_catalog.<>) kr.rolname FOR UPDATE OF k SKIP LOCKED)",
+    )
+    .and_then(|_| {
+        Spi::run(
+            "UPDATE automation.job j SET database = pg_catalog.current_database()
+              WHERE j.jobid IN (SELECT k.jobid FROM automation.job k
+                                 WHERE k.local AND k.database OPERATOR(pg_catalog.<>) pg_catalog.current_database()
+                                   FOR UPDATE SKIP LOCKED)",
+        )
+    })
+    .unwrap_or_else(|e| error!("could not refresh job names: {e}"));
 }
 
 fn record_skipped(jobid: i64, job: &Job, due: i64, now: i64, running: i64) {

@@ -138,7 +138,9 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>) {
         }
     }
     for &db in databases {
-        let Some(&(extension, woken)) = slots.get(&db) else { continue };
+        let Some(&(extension, woken)) = slots.get(&db) else {
+            continue;
+        };
         let t = tracked.entry(db).or_default();
         if t.worker.is_some() {
             continue;

@@ -60,7 +60,28 @@ mod automation {
             }
         };
         let after: i64 = after?.into();
-        parsed.next_after(after, &zone).map(|t| TimestampWithTimeZone::try_from(t).expect("in range"))
+        // the search looks up to nine years ahead: keep it inside the range
+        let last = crate::timeseries::bucket::END_TIMESTAMP - 10 * 366 * cron::USECS_PER_DAY;
+        if after > last || after < crate::timeseries::bucket::MIN_TIMESTAMP {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                "timestamp out of range",
+                "A schedule's next run is computed after a finite timestamp."
+            );
+        }
+        let next = parsed.next_after(after, &zone)?;
+        match TimestampWithTimeZone::try_from(next) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                    "timestamp out of range",
+                    "The next run of that schedule is past the largest timestamp."
+                );
+            }
+        }
     }
 
     /// Trigger on automation.job: have this database's scheduler reload its
@@ -69,9 +90,20 @@ mod automation {
     fn job_cache_invalidate<'a>(
         trigger: &'a PgTrigger<'a>,
     ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-        // SAFETY: tg_relation is the trigger's open relation; the call only
-        // queues an invalidation message, sent at commit.
-        unsafe { pg_sys::CacheInvalidateRelcacheByRelid((*trigger.trigger_data().tg_relation).rd_id) };
+        // SAFETY: tg_relation is the trigger's open relation; the look-ups
+        // read the syscache; the invalidation message is sent at commit.
+        unsafe {
+            let relid = (*trigger.trigger_data().tg_relation).rd_id;
+            let nsp = pg_sys::get_namespace_oid(c"automation".as_ptr(), true);
+            if nsp == pg_sys::InvalidOid || relid != pg_sys::get_relname_relid(c"job".as_ptr(), nsp) {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                    "automation.job_cache_invalidate() only runs as a trigger of automation.job"
+                );
+            }
+            pg_sys::CacheInvalidateRelcacheByRelid(relid);
+        }
         Ok(None)
     }
 

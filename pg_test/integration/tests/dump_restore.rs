@@ -1,0 +1,372 @@
+//! What DBAs do to a cluster (issue 14): pg_dump in custom and plain format
+//! of a database using every feature restores into a new database with no
+//! error and every row; the restored (and a cloned) database runs its jobs
+//! itself; DBA changes to default jobs survive; jobs belong to the role
+//! itself, not to its name.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use automation_ext_integration::{conninfo_for, Client, NoTls};
+
+fn bindir() -> String {
+    std::env::var("AUTOMATION_TEST_BINDIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
+
+fn port() -> String {
+    std::env::var("AUTOMATION_TEST_PORT").unwrap_or_else(|_| "5432".into())
+}
+
+fn host() -> String {
+    std::env::var("AUTOMATION_TEST_HOST").unwrap_or_else(|_| "/var/run/postgresql".into())
+}
+
+fn db(name: &str) -> Client {
+    Client::connect(&conninfo_for(name), NoTls).unwrap_or_else(|e| panic!("connect to {name}: {e}"))
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(format!("{}/{program}", bindir()))
+        .args(["-h", &host(), "-p", &port()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    out
+}
+
+fn recreate(admin: &mut Client, name: &str) {
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+}
+
+/// Rows per table of the extension's schemas (partitions included) and of public.
+fn counts(c: &mut Client) -> Vec<(String, i64)> {
+    let tables: Vec<String> = c
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname IN ('automation', 'automation_workflows', 'automation_triggers', 'automation_audit', 'public')
+                AND c.relkind = 'r' AND c.relname <> 'ticks'
+                -- derived: rebuilt by the first refresh after a restore (see the README)
+                AND c.oid::regclass::text NOT IN ('automation.pipeline_metrics_hourly', 'automation.pipeline_metrics_invalidations',
+                                                  'automation.pipeline_metrics_hourly_state')
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tables
+        .into_iter()
+        .map(|t| {
+            let n: i64 = c.query_one(&format!("SELECT count(*) FROM {t}"), &[]).unwrap().get(0);
+            (t, n)
+        })
+        .collect()
+}
+
+fn wait_for_ticks(c: &mut Client, dbname: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM public.ticks WHERE db = current_database() AND at > now() - interval '10 seconds'", &[])
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the job of {dbname} did not run in {dbname}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+const SRC: &str = "automation_it_dump_src";
+
+/// A database that uses every feature.
+fn source(admin: &mut Client) -> Client {
+    recreate(admin, SRC);
+    let mut c = db(SRC);
+    c.batch_execute(
+        "CREATE EXTENSION automation_ext;
+         CREATE TABLE public.ticks (at timestamptz DEFAULT clock_timestamp(), db text DEFAULT current_database());
+         CREATE TABLE public.orders (id int PRIMARY KEY, total numeric);
+         SELECT automation.enable_audit('public.orders');
+         INSERT INTO public.orders VALUES (1, 10), (2, 20);
+         UPDATE public.orders SET total = 11 WHERE id = 1;
+         SELECT * FROM automation.maintain_metrics_partitions();
+         INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status)
+         SELECT now() - (i % 48) * interval '1 hour' - interval '5 minutes', 'etl-' || (i % 3), 'load', i % 1000, i,
+                CASE WHEN i % 7 = 0 THEN 'error' ELSE 'success' END
+           FROM generate_series(1, 3000) i;
+         -- rows older than every partition, and one far ahead, land in the default one
+         INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status)
+         VALUES (now() - interval '20 days', 'etl-old', 'load', 'success'), (now() + interval '60 days', 'etl-future', 'load', 'success');
+         SELECT * FROM automation.refresh_pipeline_metrics_hourly();
+         INSERT INTO automation_workflows.definitions (name, definition) VALUES ('etl', '{\"v\": 1}');
+         SELECT automation.complete_execution(automation.start_execution('etl', '{\"n\": 1}'));
+         SELECT automation.fail_execution(automation.start_execution('etl'), 'Boom', 'it broke');
+         SELECT automation.enqueue_execution('etl');
+         SELECT automation.apply_migration('001_app', 'CREATE TABLE public.app_t (id int)');
+         INSERT INTO automation_triggers.registry (trigger_type, config) VALUES ('webhook', '{}');
+         -- DBA choices about the default jobs
+         SELECT automation.alter_job(jobid, active => false) FROM automation.job WHERE jobname = 'automation: maintain indexes';
+         SELECT automation.alter_job(jobid, schedule => '*/7 * * * *') FROM automation.job WHERE jobname = 'automation: collect database metrics';
+         SELECT automation.unschedule('automation: purge job run history');
+         -- a user job that records where it runs
+         SELECT automation.schedule('tick', '1 second', 'INSERT INTO public.ticks DEFAULT VALUES');",
+    )
+    .unwrap();
+    wait_for_ticks(&mut c, SRC);
+    c
+}
+
+fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
+    let mut d = db(dst);
+    // every row back (ticks excepted: the job keeps writing), partitions attached
+    assert_eq!(counts(&mut d), src_counts, "row counts of {dst}");
+    let partitions: i64 = d
+        .query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'automation.pipeline_metrics'::regclass", &[])
+        .unwrap()
+        .get(0);
+    let mut s = db(SRC);
+    let src_partitions: i64 = s
+        .query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'automation.pipeline_metrics'::regclass", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(partitions, src_partitions, "partitions attached in {dst}");
+    let in_default: i64 = d.query_one("SELECT count(*) FROM automation.pipeline_metrics_default", &[]).unwrap().get(0);
+    assert_eq!(in_default, 2, "only the rows without a partition are in the default partition of {dst}");
+
+    // the rollup: rebuilt on the first refresh, equal to a full recomputation
+    d.batch_execute("SELECT * FROM automation.refresh_pipeline_metrics_hourly()").unwrap();
+    let differences: i64 = d
+        .query_one(
+            "WITH truth AS (
+                 SELECT date_trunc('hour', time, 'UTC') AS bucket, pipeline_name, stage, count(*) AS executions,
+                        sum(records_processed) AS total_records, count(*) FILTER (WHERE status = 'success') AS successes,
+                        count(*) FILTER (WHERE status = 'error') AS errors
+                   FROM automation.pipeline_metrics WHERE time < date_trunc('hour', now(), 'UTC') GROUP BY 1, 2, 3),
+             rollup AS (SELECT bucket, pipeline_name, stage, executions, total_records, successes, errors
+                          FROM automation.pipeline_metrics_hourly)
+             SELECT (SELECT count(*) FROM (SELECT * FROM truth EXCEPT SELECT * FROM rollup) a)
+                  + (SELECT count(*) FROM (SELECT * FROM rollup EXCEPT SELECT * FROM truth) b)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(differences, 0, "the rollup of {dst} equals a full recomputation");
+    let src_rollup: i64 = s.query_one("SELECT count(*) FROM automation.pipeline_metrics_hourly", &[]).unwrap().get(0);
+    let dst_rollup: i64 = d.query_one("SELECT count(*) FROM automation.pipeline_metrics_hourly", &[]).unwrap().get(0);
+    assert!(
+        dst_rollup >= src_rollup && dst_rollup > 0,
+        "rollup rows: {dst_rollup} in {dst}, {src_rollup} in the source"
+    );
+
+    // the DBA's choices about the default jobs
+    let defaults: Vec<(String, bool, String)> = d
+        .query(
+            "SELECT jobname, active, schedule FROM automation.job WHERE jobname LIKE 'automation: %' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let find = |name: &str| defaults.iter().find(|(n, _, _)| n == name).cloned();
+    assert_eq!(
+        find("automation: maintain indexes").map(|j| j.1),
+        Some(false),
+        "deactivated stays deactivated: {defaults:?}"
+    );
+    assert_eq!(find("automation: collect database metrics").map(|j| j.2), Some("*/7 * * * *".into()), "{defaults:?}");
+    assert_eq!(find("automation: purge job run history"), None, "unscheduled stays unscheduled: {defaults:?}");
+    assert_eq!(defaults.len(), 5, "no default job twice: {defaults:?}");
+
+    // the restored jobs belong to this database, and run here
+    let row = d.query_one("SELECT database, local FROM automation.job WHERE jobname = 'tick'", &[]).unwrap();
+    let (database, local): (String, bool) = (row.get(0), row.get(1));
+    assert_eq!((database.as_str(), local), (dst, true));
+}
+
+/// automation.enabled off for the cluster while it lives (no job changes
+/// anything while we dump, restore and count), back on when dropped.
+struct Paused;
+
+impl Paused {
+    fn new(admin: &mut Client) -> Paused {
+        admin.batch_execute("ALTER SYSTEM SET automation.enabled = off; SELECT pg_reload_conf()").unwrap();
+        automation_ext_integration::wait_for(
+            admin,
+            "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type IN ('automation_ext scheduler', 'automation_ext job')",
+            Duration::from_secs(30),
+            "schedulers stopped",
+        );
+        Paused
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&conninfo_for("postgres"), NoTls) {
+            let _ = admin.batch_execute("ALTER SYSTEM RESET automation.enabled; SELECT pg_reload_conf()");
+        }
+    }
+}
+
+#[test]
+fn a_dump_restores_with_every_row_and_its_jobs_run_in_the_restored_database() {
+    let mut admin = db("postgres");
+    let mut s = source(&mut admin);
+    let paused = Paused::new(&mut admin);
+    let src_counts = counts(&mut s);
+    assert!(src_counts.iter().any(|(t, n)| t.starts_with("automation.pipeline_metrics_p") && *n > 0), "{src_counts:?}");
+    assert!(src_counts.iter().any(|(t, n)| t == "automation.job_run_details" && *n > 0), "{src_counts:?}");
+
+    let dir = std::env::temp_dir();
+    let custom = dir.join("automation_it_dump.custom");
+    let plain = dir.join("automation_it_dump.sql");
+    for (path, format) in [(&custom, "c"), (&plain, "p")] {
+        let out = run("pg_dump", &["-F", format, "-f", path.to_str().unwrap(), SRC]);
+        assert!(out.status.success(), "pg_dump -F{format}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for (dst, restore) in [("automation_it_dump_custom", "pg_restore"), ("automation_it_dump_plain", "psql")] {
+        recreate(&mut admin, dst);
+        let out = if restore == "pg_restore" {
+            run("pg_restore", &["-d", dst, custom.to_str().unwrap()])
+        } else {
+            run("psql", &["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dst, "-f", plain.to_str().unwrap()])
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("ERROR"), "{restore} into {dst} failed: {stderr}");
+        restored_ok(dst, &src_counts);
+    }
+    // scheduling again: each restored database runs its own jobs
+    drop(paused);
+    for dst in ["automation_it_dump_custom", "automation_it_dump_plain"] {
+        let mut d = db(dst);
+        d.batch_execute("SELECT automation.wake_scheduler()").unwrap();
+        wait_for_ticks(&mut d, dst);
+        d.batch_execute("SELECT automation.unschedule('tick')").unwrap();
+    }
+
+    // a clone made with CREATE DATABASE ... TEMPLATE runs its jobs itself
+    // (the template may have no session: keep the launcher away from it)
+    s.batch_execute("SELECT automation.unschedule('tick')").unwrap();
+    drop(s);
+    admin.batch_execute(&format!("ALTER DATABASE {SRC} WITH ALLOW_CONNECTIONS false")).unwrap();
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{SRC}' AND pid <> pg_backend_pid()"
+        ))
+        .unwrap();
+    let mut cloned = false;
+    for _ in 0..50 {
+        if admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS automation_it_clone; CREATE DATABASE automation_it_clone TEMPLATE {SRC}"
+            ))
+            .is_ok()
+        {
+            cloned = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(cloned, "could not clone {SRC}");
+    let mut k = db("automation_it_clone");
+    k.batch_execute("SELECT automation.schedule('tick', '1 second', 'INSERT INTO public.ticks DEFAULT VALUES'); SELECT automation.wake_scheduler()")
+        .unwrap();
+    wait_for_ticks(&mut k, "automation_it_clone");
+    let database: String = k
+        .query_one("SELECT database FROM automation.job WHERE jobname = 'automation: maintain indexes'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(database, "automation_it_clone", "a local job shows the clone's name");
+    drop(k);
+    cleanup(&mut admin);
+}
+
+fn cleanup(admin: &mut Client) {
+    for name in ["automation_it_dump_custom", "automation_it_dump_plain", "automation_it_clone", SRC] {
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    }
+}
+
+#[test]
+fn jobs_belong_to_the_role_not_to_its_name() {
+    let mut admin = db("postgres");
+    let name = "automation_it_roles";
+    recreate(&mut admin, name);
+    admin
+        .batch_execute(
+            "DROP ROLE IF EXISTS it_role_owner; DROP ROLE IF EXISTS it_role_renamed;
+             CREATE ROLE it_role_owner LOGIN;",
+        )
+        .unwrap();
+    let mut c = db(name);
+    c.batch_execute(
+        "CREATE EXTENSION automation_ext;
+         CREATE TABLE public.ticks (at timestamptz DEFAULT clock_timestamp(), db text DEFAULT current_database(),
+                                    who text DEFAULT current_user);
+         GRANT INSERT ON public.ticks TO it_role_owner;
+         GRANT USAGE ON SCHEMA automation TO it_role_owner;
+         GRANT SELECT ON automation.job, automation.job_run_details TO it_role_owner;
+         SELECT automation.schedule_in_database('owned', '1 second', 'INSERT INTO public.ticks DEFAULT VALUES',
+                                                current_database(), 'it_role_owner');",
+    )
+    .unwrap();
+    wait_for_ticks(&mut c, name);
+
+    // renamed: the job keeps running as that role, and shows the new name
+    admin.batch_execute("ALTER ROLE it_role_owner RENAME TO it_role_renamed").unwrap();
+    c.batch_execute("DELETE FROM public.ticks").unwrap();
+    wait_for_ticks(&mut c, name);
+    let who: String = c.query_one("SELECT who FROM public.ticks ORDER BY at DESC LIMIT 1", &[]).unwrap().get(0);
+    assert_eq!(who, "it_role_renamed");
+    automation_ext_integration::wait_for(
+        &mut c,
+        "SELECT username = 'it_role_renamed' FROM automation.job WHERE jobname = 'owned'",
+        Duration::from_secs(30),
+        "username shows the new name",
+    );
+
+    // a new role with the old name inherits nothing: no job, no history
+    admin.batch_execute("CREATE ROLE it_role_owner LOGIN").unwrap();
+    c.batch_execute("GRANT USAGE ON SCHEMA automation TO it_role_owner; GRANT SELECT ON automation.job, automation.job_run_details TO it_role_owner")
+        .unwrap();
+    let (jobs, runs): (i64, i64) = {
+        c.batch_execute("SET ROLE it_role_owner").unwrap();
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM automation.job), (SELECT count(*) FROM automation.job_run_details)",
+                &[],
+            )
+            .unwrap();
+        c.batch_execute("RESET ROLE").unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((jobs, runs), (0, 0), "the new role with the old name sees no job and no run");
+
+    // dropped: the job is deactivated once, with the reason; it never fails for ever
+    c.batch_execute("REVOKE ALL ON public.ticks FROM it_role_renamed; REVOKE ALL ON automation.job, automation.job_run_details FROM it_role_renamed; REVOKE ALL ON SCHEMA automation FROM it_role_renamed")
+        .unwrap();
+    admin.batch_execute("DROP ROLE it_role_renamed").unwrap();
+    automation_ext_integration::wait_for(
+        &mut c,
+        "SELECT NOT active AND inactive_reason LIKE '%was dropped%' FROM automation.job WHERE jobname = 'owned'",
+        Duration::from_secs(30),
+        "the job of a dropped role deactivated",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let failures: i64 = c
+        .query_one(
+            "SELECT count(*) FROM automation.job_run_details WHERE jobid = (SELECT jobid FROM automation.job WHERE jobname = 'owned')
+                AND status = 'failed'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(failures, 1, "one failed run says why, then nothing");
+    drop(c);
+    admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE); DROP ROLE it_role_owner")).unwrap();
+}
