@@ -49,10 +49,15 @@ CREATE TABLE automation.pipeline_metrics (
 CREATE TABLE automation.pipeline_metrics_default
     PARTITION OF automation.pipeline_metrics DEFAULT;
 
-CREATE INDEX pipeline_metrics_time_brin
-    ON automation.pipeline_metrics USING brin (time);
-CREATE INDEX pipeline_metrics_pipeline_time
-    ON automation.pipeline_metrics (pipeline_name, time DESC);
+-- Indexes per partition, not on the partitioned table (0.3.0): an index of
+-- the partitioned table, which CREATE EXTENSION makes before pg_restore
+-- attaches the dumped partitions, would give each of them an index at
+-- ATTACH, and the dump's own CREATE INDEX of that partition would then fail.
+-- maintain_metrics_partitions() indexes each partition it creates alike.
+CREATE INDEX pipeline_metrics_default_time_brin
+    ON automation.pipeline_metrics_default USING brin (time);
+CREATE INDEX pipeline_metrics_default_pipeline_time
+    ON automation.pipeline_metrics_default (pipeline_name, time DESC);
 
 COMMENT ON TABLE automation.pipeline_metrics IS
     'One row per pipeline stage run; range-partitioned by time (rows without a partition land in pipeline_metrics_default).';

@@ -11,6 +11,28 @@ ALTER TABLE automation.pipeline_metrics
     ADD CONSTRAINT pipeline_metrics_status_check
         CHECK (status::text OPERATOR(pg_catalog.=) ANY ('{running,success,error,warning,skipped,timeout,cancelled}'::text[]));
 
+-- Indexes per partition instead of on the partitioned table, so that a
+-- restore does not make them twice (see sql/automation.sql).
+DROP INDEX automation.pipeline_metrics_time_brin, automation.pipeline_metrics_pipeline_time;
+CREATE INDEX pipeline_metrics_default_time_brin
+    ON automation.pipeline_metrics_default USING brin (time);
+CREATE INDEX pipeline_metrics_default_pipeline_time
+    ON automation.pipeline_metrics_default (pipeline_name, time DESC);
+DO $partitions$
+DECLARE
+    part name;
+BEGIN
+    FOR part IN SELECT c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+                 WHERE i.inhparent OPERATOR(pg_catalog.=) 'automation.pipeline_metrics'::pg_catalog.regclass
+                   AND c.relname OPERATOR(pg_catalog.<>) 'pipeline_metrics_default'
+    LOOP
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON automation.%I USING brin (time)', part OPERATOR(pg_catalog.||) '_time_brin', part);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON automation.%I (pipeline_name, time DESC)',
+                                  part OPERATOR(pg_catalog.||) '_pipeline_time', part);
+    END LOOP;
+END
+$partitions$;
+
 -- time_bucket: calendar widths start on the 1st; infinities as date_bin.
 CREATE OR REPLACE FUNCTION automation.time_bucket(bucket_width interval, ts timestamptz,
                                        origin timestamptz DEFAULT NULL)
@@ -100,6 +122,9 @@ BEGIN
             GET DIAGNOSTICS n = ROW_COUNT;
             EXECUTE pg_catalog.format('CREATE TABLE automation.%I PARTITION OF automation.pipeline_metrics FOR VALUES FROM (%L) TO (%L)',
                                       part, b, e);
+            -- the indexes of every partition (none on the partitioned table: see sql/automation.sql)
+            EXECUTE pg_catalog.format('CREATE INDEX %I ON automation.%I USING brin (time)', part || '_time_brin', part);
+            EXECUTE pg_catalog.format('CREATE INDEX %I ON automation.%I (pipeline_name, time DESC)', part || '_pipeline_time', part);
             INSERT INTO automation.pipeline_metrics SELECT * FROM pg_temp.automation_moving;
             action := CASE WHEN n > 0 THEN 'split from default' ELSE 'created' END;
         EXCEPTION WHEN invalid_object_definition THEN

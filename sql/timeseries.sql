@@ -116,6 +116,9 @@ BEGIN
             GET DIAGNOSTICS n = ROW_COUNT;
             EXECUTE pg_catalog.format('CREATE TABLE automation.%I PARTITION OF automation.pipeline_metrics FOR VALUES FROM (%L) TO (%L)',
                                       part, b, e);
+            -- the indexes of every partition (none on the partitioned table: see sql/automation.sql)
+            EXECUTE pg_catalog.format('CREATE INDEX %I ON automation.%I USING brin (time)', part || '_time_brin', part);
+            EXECUTE pg_catalog.format('CREATE INDEX %I ON automation.%I (pipeline_name, time DESC)', part || '_pipeline_time', part);
             INSERT INTO automation.pipeline_metrics SELECT * FROM pg_temp.automation_moving;
             action := CASE WHEN n > 0 THEN 'split from default' ELSE 'created' END;
         EXCEPTION WHEN invalid_object_definition THEN
