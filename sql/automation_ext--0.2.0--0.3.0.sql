@@ -828,6 +828,70 @@ COMMENT ON FUNCTION automation.job_default_removed() IS 'Internal: remembers uns
 REVOKE EXECUTE ON FUNCTION automation.job_check_target(), automation.job_check_schedule(),
                            automation.job_default_removed(), automation.job_cache_invalidate() FROM PUBLIC;
 
+-- Schedulers run only while jobs are due; the shared state says who waits.
+-- What the launcher and the schedulers share (0.3.0; src/scheduler/sql.rs).
+CREATE FUNCTION automation.scheduler_state()
+RETURNS TABLE (database_oid oid, extension text, scheduler_pid integer, next_due timestamptz,
+               waiting_since timestamptz, runs_waiting integer, runs_running integer,
+               max_workers integer, scheduler_workers integer)
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'scheduler_state_wrapper';
+
+COMMENT ON FUNCTION automation.scheduler_state() IS
+'Per database the launcher knows: whether it has the extension, its scheduler''s pid (schedulers run only while jobs are due), when it needs one next, since when it has waited for one, its runs waiting for a worker and running; and the cluster-wide budgets in force (automation.max_workers, automation.scheduler_workers, clamped to max_worker_processes).';
+
+CREATE OR REPLACE FUNCTION automation.scheduler_status()
+RETURNS TABLE (component text, pid integer, database name, state text, since timestamptz, detail text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH workers AS (
+        SELECT a.backend_type, a.pid, a.datname, a.backend_start, a.query, a.application_name, a.query_start, a.state
+          FROM pg_catalog.pg_stat_activity a
+         WHERE a.backend_type IN ('automation_ext launcher', 'automation_ext scheduler', 'automation_ext job')
+    ), preloaded AS (
+        SELECT 'automation_ext' = ANY (pg_catalog.string_to_array(
+                   pg_catalog.replace(pg_catalog.current_setting('shared_preload_libraries'), ' ', ''), ',')) AS yes
+    )
+    SELECT 'launcher', w.pid, NULL::name, 'running', w.backend_start, NULL::text
+      FROM workers w WHERE w.backend_type = 'automation_ext launcher'
+    UNION ALL
+    SELECT 'launcher', NULL, NULL,
+           CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'waiting: this server is a standby; scheduling starts after promotion'
+                WHEN NOT p.yes THEN 'not running: automation_ext is not in shared_preload_libraries'
+                WHEN pg_catalog.current_setting('automation.enabled') = 'off' THEN 'stopped: automation.enabled is off'
+                ELSE 'not running (restarting?)' END,
+           NULL, NULL
+      FROM preloaded p WHERE NOT EXISTS (SELECT FROM workers WHERE backend_type = 'automation_ext launcher')
+    UNION ALL
+    SELECT 'scheduler', w.pid, w.datname, 'running', w.backend_start, w.query
+      FROM workers w WHERE w.backend_type = 'automation_ext scheduler'
+    UNION ALL
+    SELECT 'database', NULL, d.datname,
+           CASE WHEN s.waiting_since IS NOT NULL THEN 'waiting for a scheduler'
+                WHEN s.runs_waiting > 0 THEN 'runs waiting for a worker'
+                ELSE 'idle' END,
+           COALESCE(s.waiting_since, s.next_due),
+           pg_catalog.format('next fire %s; %s run(s) waiting for a worker, %s running; up to %s runs and %s schedulers at once in the cluster (automation.max_workers, automation.scheduler_workers, within max_worker_processes)',
+                             COALESCE(s.next_due::text, 'not known'), s.runs_waiting, s.runs_running,
+                             s.max_workers, s.scheduler_workers)
+      FROM automation.scheduler_state() s JOIN pg_catalog.pg_database d ON d.oid = s.database_oid
+     WHERE s.extension = 'installed' AND s.scheduler_pid IS NULL
+    UNION ALL
+    SELECT 'job', w.pid, w.datname, COALESCE(w.state, 'starting'), w.query_start,
+           w.application_name || ': ' || COALESCE(w.query, '')
+      FROM workers w WHERE w.backend_type = 'automation_ext job'
+    UNION ALL
+    SELECT 'next run', NULL, pg_catalog.current_database(), 'scheduled', j.next_run_at,
+           pg_catalog.format('job %s%s: %s', j.jobid, COALESCE(' (' || j.jobname || ')', ''), j.schedule)
+      FROM (SELECT * FROM automation.job WHERE active AND next_run_at IS NOT NULL
+             ORDER BY next_run_at, jobid LIMIT 1) j
+$fn$;
+
+COMMENT ON FUNCTION automation.scheduler_status() IS
+'The scheduler''s state: launcher (or why it is not running), each database''s scheduler with its next run, or (database) why none runs now (idle until its next fire, waiting for a scheduler, runs waiting for a worker), runs in progress, and this database''s next job.';
+
 -- every job is dumped, the default ones as the DBA left them (a restored
 -- default job replaces the one CREATE EXTENSION made: job_check_target),
 -- and the default jobs that were unscheduled (removed again on restore)

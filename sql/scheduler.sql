@@ -437,9 +437,21 @@ REVOKE EXECUTE ON FUNCTION automation.job_check_target(), automation.job_check_s
                            automation.job_default_removed(), automation.job_cache_invalidate() FROM PUBLIC;
 
 
+-- What the launcher and the schedulers share (0.3.0; src/scheduler/sql.rs).
+CREATE FUNCTION automation.scheduler_state()
+RETURNS TABLE (database_oid oid, extension text, scheduler_pid integer, next_due timestamptz,
+               waiting_since timestamptz, runs_waiting integer, runs_running integer,
+               max_workers integer, scheduler_workers integer)
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'scheduler_state_wrapper';
+
+COMMENT ON FUNCTION automation.scheduler_state() IS
+'Per database the launcher knows: whether it has the extension, its scheduler''s pid (schedulers run only while jobs are due), when it needs one next, since when it has waited for one, its runs waiting for a worker and running; and the cluster-wide budgets in force (automation.max_workers, automation.scheduler_workers, clamped to max_worker_processes).';
+
 -- What the scheduler is doing: the launcher, each database's scheduler (its
--- activity line names the next run), the runs in progress, and for this
--- database the next job due.
+-- activity line names the next run) or why none runs now, the runs in
+-- progress or waiting for a worker, and for this database the next job due.
 CREATE FUNCTION automation.scheduler_status()
 RETURNS TABLE (component text, pid integer, database name, state text, since timestamptz, detail text)
 LANGUAGE sql STABLE
@@ -467,6 +479,17 @@ AS $fn$
     SELECT 'scheduler', w.pid, w.datname, 'running', w.backend_start, w.query
       FROM workers w WHERE w.backend_type = 'automation_ext scheduler'
     UNION ALL
+    SELECT 'database', NULL, d.datname,
+           CASE WHEN s.waiting_since IS NOT NULL THEN 'waiting for a scheduler'
+                WHEN s.runs_waiting > 0 THEN 'runs waiting for a worker'
+                ELSE 'idle' END,
+           COALESCE(s.waiting_since, s.next_due),
+           pg_catalog.format('next fire %s; %s run(s) waiting for a worker, %s running; up to %s runs and %s schedulers at once in the cluster (automation.max_workers, automation.scheduler_workers, within max_worker_processes)',
+                             COALESCE(s.next_due::text, 'not known'), s.runs_waiting, s.runs_running,
+                             s.max_workers, s.scheduler_workers)
+      FROM automation.scheduler_state() s JOIN pg_catalog.pg_database d ON d.oid = s.database_oid
+     WHERE s.extension = 'installed' AND s.scheduler_pid IS NULL
+    UNION ALL
     SELECT 'job', w.pid, w.datname, COALESCE(w.state, 'starting'), w.query_start,
            w.application_name || ': ' || COALESCE(w.query, '')
       FROM workers w WHERE w.backend_type = 'automation_ext job'
@@ -478,7 +501,7 @@ AS $fn$
 $fn$;
 
 COMMENT ON FUNCTION automation.scheduler_status() IS
-'The scheduler''s state: launcher (or why it is not running), each database''s scheduler with its next run, runs in progress, and this database''s next job.';
+'The scheduler''s state: launcher (or why it is not running), each database''s scheduler with its next run, or (database) why none runs now (idle until its next fire, waiting for a scheduler, runs waiting for a worker), runs in progress, and this database''s next job.';
 
 -- The default jobs; users may alter or unschedule them.
 INSERT INTO automation.job (jobname, schedule, command) VALUES

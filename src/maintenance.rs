@@ -338,7 +338,7 @@ fn start_worker() -> bool {
         "automation_index_main",
         pg_sys::Datum::from(db),
         &xid.to_string(),
-        false,
+        None,
     )
     .is_some()
 }

@@ -50,6 +50,10 @@ pub static SCHEDULER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static MAX_RUNNING_JOBS: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// Upper bound of automation.max_running_jobs per database.
 pub const MAX_RUNNING_JOBS_LIMIT: i32 = 256;
+/// Cluster-wide: job runs at once (their workers), and schedulers at once
+/// (0.3.0: worker slots scale with work, not with databases).
+pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
+pub static SCHEDULER_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub const DEFAULT_TIMEZONE: &CStr = c"GMT";
 pub static SCHEDULER_TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_TIMEZONE));
 pub static JOB_RUN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
@@ -159,6 +163,26 @@ pub fn register() {
         &MAX_RUNNING_JOBS,
         1,
         MAX_RUNNING_JOBS_LIMIT,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"automation.max_workers",
+        c"How many job runs the extension keeps going at once in the whole cluster.",
+        c"Each run is a background worker; runs beyond this wait their turn, in order of due time. Clamped to what max_worker_processes leaves (logged).",
+        &MAX_WORKERS,
+        1,
+        1024,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"automation.scheduler_workers",
+        c"How many per-database schedulers may run at once in the whole cluster.",
+        c"A scheduler runs in a database only while jobs there are due; databases beyond this wait their turn.",
+        &SCHEDULER_WORKERS,
+        1,
+        64,
         GucContext::Sighup,
         GucFlags::default(),
     );

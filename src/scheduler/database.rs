@@ -11,19 +11,19 @@
 //! coalesced into one run.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
 use super::cron::{self, Schedule, Zone};
 use super::runner::{self, RunSegment};
-use super::shared::{self, Extension};
+use super::shared::{self, Extension, RunSlot, RunState, SHARED};
 use crate::settings;
 
 static JOBS_DIRTY: AtomicBool = AtomicBool::new(true);
@@ -33,6 +33,18 @@ static JOB_RELID: AtomicU32 = AtomicU32::new(0);
 /// settings reload or a finished run is noticed at the latest (finished runs
 /// and signals also wake the scheduler at once).
 const MAX_NAP_MS: i64 = 1000;
+/// Shortest sleep, when a due fire waits for a free slot.
+const BLOCKED_NAP_MS: i64 = 100;
+/// A scheduler stays while a fire is due within this, and leaves (its next
+/// due time in shared memory, for the launcher) when none is: worker slots
+/// follow the work, not the number of databases.
+const LINGER_US: i64 = 2_000_000;
+/// How long a scheduler waits for a run it asked for to end, to record it.
+const RUN_LINGER_US: i64 = 500_000;
+/// When other databases wait for a scheduler, one that has served its own
+/// for this long leaves at the next chance.
+const FAIR_SHARE: Duration = Duration::from_secs(5);
+
 /// How often the job table's username and database columns are brought up
 /// to date with renamed roles and a renamed (restored, cloned) database.
 const NAMES_EVERY: Duration = Duration::from_secs(10);
@@ -53,21 +65,24 @@ struct Job {
     next: Option<i64>,
 }
 
-struct Run {
-    runid: i64,
-    seg: RunSegment,
-    worker: DynamicBackgroundWorker,
-    marked_running: bool,
-}
-
 struct Scheduler {
+    dboid: u32,
     jobs: HashMap<i64, Job>,
     heap: BinaryHeap<Reverse<(i64, i64)>>,
-    running: HashMap<i64, Run>,
-    first_load: bool,
+    /// runs of this database recorded as running (by this process)
+    marked: HashSet<i64>,
     zone: PgZone,
     activity: String,
     names_checked: Option<std::time::Instant>,
+    started: std::time::Instant,
+}
+
+/// What became of a due run.
+enum Start {
+    /// requested (or failed for good, recorded): the job's schedule moves on
+    Done,
+    /// every run slot of the cluster is taken: the run waits, due
+    NoSlot,
 }
 
 enum Flow {
@@ -162,7 +177,7 @@ fn extension_installed() -> bool {
         let ready =
             job != pg_sys::InvalidOid && pg_sys::get_attnum(job, c"local".as_ptr()) != pg_sys::InvalidAttrNumber as i16;
         if !ready {
-            log!("automation_ext scheduler: this database has an older version of the extension; its jobs wait for ALTER EXTENSION automation_ext UPDATE");
+            debug1!("automation_ext scheduler: this database has an older version of the extension; its jobs wait for ALTER EXTENSION automation_ext UPDATE");
         }
         ready
     }
@@ -199,19 +214,26 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         PgZone::named(c"GMT").expect("GMT is always known")
     });
     let mut scheduler = Scheduler {
+        dboid: dboid.to_u32(),
         jobs: HashMap::new(),
         heap: BinaryHeap::new(),
-        running: HashMap::new(),
-        first_load: true,
+        marked: HashSet::new(),
         zone,
         activity: String::new(),
         names_checked: None,
+        started: std::time::Instant::now(),
     };
+    // SAFETY: reading this process's pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    if let Some(slot) = SHARED.exclusive().slot_mut(dboid.to_u32()) {
+        slot.scheduler_pid = me;
+        slot.waiting_since = 0;
+    }
     // SAFETY: registers a callback PostgreSQL calls while processing
     // invalidation messages in this process; it only stores to atomics.
     unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(job_relcache_callback), pg_sys::Datum::from(0)) };
     BackgroundWorker::transaction(AssertUnwindSafe(|| scheduler.recover()));
-    log!("automation_ext scheduler started");
+    debug1!("automation_ext scheduler started");
 
     loop {
         if BackgroundWorker::sigterm_received() {
@@ -239,29 +261,77 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             log!("automation_ext scheduler stopping: the extension was dropped");
             break;
         }
-        let nap = match scheduler.heap.peek() {
-            Some(Reverse((ts, _))) => ((ts - now() + 999) / 1000).clamp(0, MAX_NAP_MS),
+        let next = scheduler.heap.peek().map(|Reverse((ts, _))| *ts);
+        if !scheduler.stays(next) {
+            break;
+        }
+        // a fire still due after the tick waits for a slot: the launcher sets
+        // our latch when a run of ours ends; no busy loop meanwhile
+        let nap = match next {
+            Some(ts) => ((ts - now() + 999) / 1000).clamp(BLOCKED_NAP_MS, MAX_NAP_MS),
             None => MAX_NAP_MS,
         };
         if nap > 0 && !BackgroundWorker::wait_latch(Some(Duration::from_millis(nap as u64))) {
             break; // postmaster died
         }
     }
+    // leaving: when this database needs a scheduler again (the launcher
+    // starts one then; a change to its jobs wakes it sooner)
+    let next = scheduler.heap.peek().map(|Reverse((ts, _))| *ts).unwrap_or(0);
+    let mut shared = SHARED.exclusive();
+    if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
+        if slot.scheduler_pid == me {
+            slot.scheduler_pid = 0;
+        }
+        slot.next_due = next;
+    }
 }
 
 impl Scheduler {
-    /// After a restart: runs that were in flight when the previous scheduler
-    /// of this database stopped can no longer be followed; say so.
+    /// This database's runs in the shared run slots (index, slot).
+    fn in_flight(&self) -> Vec<(usize, RunSlot)> {
+        let shared = SHARED.share();
+        shared
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.state != RunState::Free && r.dboid == self.dboid)
+            .map(|(i, r)| (i, *r))
+            .collect()
+    }
+
+    /// Stay for a fire due soon; leave when none is, or when other
+    /// databases wait for a scheduler and this one had its share.
+    fn stays(&self, next: Option<i64>) -> bool {
+        let now = now();
+        // a fire due soon, or a run of ours asked for a moment ago (it is
+        // recorded sooner, and without starting a scheduler again, if we wait)
+        let soon = next.is_some_and(|ts| ts - now <= LINGER_US)
+            || self.in_flight().iter().any(|(_, r)| now - r.requested_at < RUN_LINGER_US);
+        if !soon {
+            return false;
+        }
+        if self.started.elapsed() < FAIR_SHARE {
+            return true;
+        }
+        let shared = SHARED.share();
+        !shared.dbs.iter().any(|d| d.dboid != 0 && d.dboid != self.dboid && d.waiting_since != 0)
+    }
+
+    /// Runs left 'starting' or 'running' that no run slot holds any more
+    /// (the server restarted, and shared memory with it): their outcome is
+    /// unknown; say so. Runs still in a slot are followed as usual.
     fn recover(&mut self) {
+        let live: Vec<i64> = self.in_flight().iter().map(|(_, r)| r.runid).collect();
         let n = Spi::connect_mut(|client| {
             client
                 .update(
                     "UPDATE automation.job_run_details
                         SET status = 'failed', end_time = pg_catalog.clock_timestamp(),
                             return_message = 'the scheduler restarted while this run was in flight; its outcome is unknown'
-                      WHERE status IN ('starting', 'running')",
+                      WHERE status IN ('starting', 'running') AND runid <> ALL ($1)",
                     None,
-                    &[],
+                    &[live.into()],
                 )
                 .map(|t| t.len())
         })
@@ -325,6 +395,17 @@ impl Scheduler {
         })
         .unwrap_or_else(|e| error!("could not load automation.job: {e}"));
 
+        // @reboot jobs run once per server start, not at every visit of a scheduler
+        let first_boot = {
+            let mut shared = SHARED.exclusive();
+            match shared.slot_mut(self.dboid) {
+                Some(slot) if !slot.booted => {
+                    slot.booted = true;
+                    true
+                }
+                _ => false,
+            }
+        };
         let mut old = std::mem::take(&mut self.jobs);
         for (jobid, name, schedule_text, command, database, username, timeout_ms, owner, local) in rows {
             let schedule = match cron::parse(&schedule_text) {
@@ -337,7 +418,7 @@ impl Scheduler {
             let kept = old.remove(&jobid).filter(|j| j.schedule_text == schedule_text).and_then(|j| j.next);
             let next = match (&schedule, kept) {
                 (_, Some(next)) => Some(next),
-                (Schedule::Reboot, None) => self.first_load.then_some(now),
+                (Schedule::Reboot, None) => first_boot.then_some(now),
                 (s, None) => s.next_after(now, &self.zone),
             };
             self.jobs.insert(
@@ -346,7 +427,6 @@ impl Scheduler {
             );
         }
         self.heap = self.jobs.iter().filter_map(|(id, j)| j.next.map(|n| Reverse((n, *id)))).collect();
-        self.first_load = false;
         let ids: Vec<i64> = self.jobs.keys().copied().collect();
         let nexts: Vec<Option<TimestampWithTimeZone>> = ids.iter().map(|id| self.jobs[id].next.map(tstz)).collect();
         write_next_runs(&ids, &nexts);
@@ -354,6 +434,8 @@ impl Scheduler {
 
     fn launch_due(&mut self, now: i64) {
         let max = settings::MAX_RUNNING_JOBS.get().max(1) as usize;
+        let flights = self.in_flight();
+        let mut running: HashMap<i64, i64> = flights.iter().map(|(_, r)| (r.jobid, r.runid)).collect();
         let mut advanced: Vec<(i64, Option<i64>)> = Vec::new();
         while let Some(&Reverse((ts, jobid))) = self.heap.peek() {
             if ts > now {
@@ -364,16 +446,21 @@ impl Scheduler {
                 self.heap.pop();
                 continue;
             }
-            if !self.running.contains_key(&jobid) && self.running.len() >= max {
+            if !running.contains_key(&jobid) && running.len() >= max {
                 break; // due, but waits for a free slot (it keeps its place)
             }
-            self.heap.pop();
-            if let Some(run) = self.running.get(&jobid) {
+            if let Some(&runid) = running.get(&jobid) {
                 let job = &self.jobs[&jobid];
-                record_skipped(jobid, job, ts, now, run.runid);
+                record_skipped(jobid, job, ts, now, runid);
             } else {
-                self.start(jobid, ts);
+                match self.start(jobid, ts) {
+                    Start::Done => {
+                        running.insert(jobid, 0);
+                    }
+                    Start::NoSlot => break, // due, and waits (it keeps its place)
+                }
             }
+            self.heap.pop();
             let job = self.jobs.get_mut(&jobid).expect("checked above");
             let mut next = job.schedule.next_after(ts, &self.zone);
             if let Some(n) = next {
@@ -394,7 +481,7 @@ impl Scheduler {
         }
     }
 
-    fn start(&mut self, jobid: i64, due: i64) {
+    fn start(&mut self, jobid: i64, due: i64) -> Start {
         let job = &self.jobs[&jobid];
         // Who and where, checked here so that a refusal is a clear failed
         // run rather than a worker dying on connect.
@@ -407,36 +494,24 @@ impl Scheduler {
         );
         let problem = match target {
             Ok((Some(db), Some(role), Some(true))) => {
+                if SHARED.share().runs.iter().all(|r| r.state != RunState::Free) {
+                    return Start::NoSlot;
+                }
+                // the run is recorded as 'starting' now; the launcher starts
+                // its worker when the cluster-wide budget allows (its start
+                // time minus scheduled_for is how late it started)
                 let seg = RunSegment::create(jobid, db, role, job.timeout_ms, &job.command);
                 let runid = insert_run(jobid, job, "starting", None, due, None);
-                let worker = super::start_worker(
-                    &format!("automation_ext job {jobid}"),
-                    "automation_ext job",
-                    "automation_job_main",
-                    pg_sys::Datum::from(seg.handle()),
-                    "",
-                    true,
-                );
-                match worker {
-                    Some(worker) => {
-                        self.running.insert(jobid, Run { runid, seg, worker, marked_running: false });
-                        return;
-                    }
-                    None => {
-                        seg.detach();
-                        finish_run(
-                            runid,
-                            "failed",
-                            "could not start a background worker: all max_worker_processes slots are in use",
-                            None,
-                            None,
-                            None,
-                        );
-                        note_outcome(jobid, now(), false);
-                        warning!("job {jobid}: no free background worker slot (raise max_worker_processes)");
-                        return;
-                    }
+                let requested = SHARED.exclusive().request_run(self.dboid, jobid, runid, seg.handle(), due, now());
+                if requested.is_none() {
+                    // another scheduler took the last slot meanwhile
+                    seg.release();
+                    forget_run(runid);
+                    return Start::NoSlot;
                 }
+                seg.detach();
+                shared::signal_launcher();
+                return Start::Done;
             }
             Ok((None, _, _)) => format!("database \"{}\" does not exist or does not allow connections", job.database),
             Ok((_, None, _)) => {
@@ -459,66 +534,65 @@ impl Scheduler {
         let t = now();
         insert_run(jobid, job, "failed", Some(&problem), due, Some((t, t)));
         note_outcome(jobid, t, false);
+        Start::Done
     }
 
+    /// Record what the runs of this database did: running ones once, ended
+    /// ones with their outcome (then their slot is free again).
     fn reap(&mut self) {
-        let mut finished = Vec::new();
-        for (&jobid, run) in self.running.iter_mut() {
-            match run.worker.pid() {
-                Ok(pid) => {
-                    if !run.marked_running {
-                        let started = run.seg.header().start_time.load(Ordering::Relaxed);
-                        mark_running(run.runid, pid, if started > 0 { started } else { now() });
-                        run.marked_running = true;
+        for (i, run) in self.in_flight() {
+            match run.state {
+                RunState::Started if run.pid > 0 && !self.marked.contains(&run.runid) => {
+                    mark_running(run.runid, run.pid, now());
+                    self.marked.insert(run.runid);
+                }
+                RunState::Finished => {
+                    let (status, message, pid, start, end) = match RunSegment::attach(run.dsm) {
+                        Some(seg) => {
+                            let header = seg.header();
+                            let state = header.state.load(Ordering::Acquire);
+                            let outcome = match state {
+                                runner::STATE_SUCCEEDED => ("succeeded", seg.message()),
+                                runner::STATE_FAILED => ("failed", seg.message()),
+                                _ => ("failed", "the job worker exited without reporting a result (it could not connect, or it was terminated); see the server log".to_string()),
+                            };
+                            let times = (
+                                header.pid.load(Ordering::Relaxed),
+                                header.start_time.load(Ordering::Relaxed),
+                                header.end_time.load(Ordering::Relaxed),
+                            );
+                            seg.release();
+                            (outcome.0, outcome.1, times.0, times.1, times.2)
+                        }
+                        None => ("failed", "the outcome of this run was lost".to_string(), run.pid, 0, 0),
+                    };
+                    let t = now();
+                    let start = if start > 0 { start } else { t };
+                    let end = if end > 0 { end } else { t };
+                    finish_run(run.runid, status, &message, (pid > 0).then_some(pid), Some(start), Some(end));
+                    note_outcome(run.jobid, start, status == "succeeded");
+                    self.marked.remove(&run.runid);
+                    let mut shared = SHARED.exclusive();
+                    if shared.runs[i].runid == run.runid && shared.runs[i].state == RunState::Finished {
+                        shared.free_run(i);
                     }
                 }
-                Err(BackgroundWorkerStatus::Stopped) => finished.push(jobid),
-                Err(BackgroundWorkerStatus::PostmasterDied) => {
-                    // SAFETY: what every process does when the postmaster is gone.
-                    unsafe { pg_sys::proc_exit(1) };
-                }
-                Err(_) => {}
+                _ => {}
             }
-        }
-        for jobid in finished {
-            let run = self.running.remove(&jobid).expect("listed above");
-            let header = run.seg.header();
-            let state = header.state.load(Ordering::Acquire);
-            let start = header.start_time.load(Ordering::Relaxed);
-            let end = header.end_time.load(Ordering::Relaxed);
-            let pid = header.pid.load(Ordering::Relaxed);
-            let (status, message) = match state {
-                runner::STATE_SUCCEEDED => ("succeeded", run.seg.message()),
-                runner::STATE_FAILED => ("failed", run.seg.message()),
-                _ => (
-                    "failed",
-                    "the job worker exited without reporting a result (it could not connect, or it was terminated); see the server log".to_string(),
-                ),
-            };
-            let t = now();
-            let start = if start > 0 { start } else { t };
-            let end = if end > 0 { end } else { t };
-            finish_run(run.runid, status, &message, (pid > 0).then_some(pid), Some(start), Some(end));
-            note_outcome(jobid, start, status == "succeeded");
-            run.seg.detach();
         }
     }
 
     /// What pg_stat_activity shows for this scheduler (and scheduler_status()).
     fn report_activity(&mut self) {
+        let in_flight = self.in_flight().len();
         let next = self.heap.peek().map(|Reverse((ts, id))| (*ts, *id));
         let text = match next {
             Some((ts, id)) => {
                 let name =
                     self.jobs.get(&id).and_then(|j| j.name.clone()).map(|n| format!(" ({n})")).unwrap_or_default();
-                format!(
-                    "{} jobs, {} running; next: job {id}{name} at {}",
-                    self.jobs.len(),
-                    self.running.len(),
-                    tstz(ts)
-                )
+                format!("{} jobs, {} running; next: job {id}{name} at {}", self.jobs.len(), in_flight, tstz(ts))
             }
-            None => format!("{} jobs, {} running; nothing scheduled", self.jobs.len(), self.running.len()),
+            None => format!("{} jobs, {} running; nothing scheduled", self.jobs.len(), in_flight),
         };
         if text != self.activity {
             let c = CString::new(text.as_str()).unwrap_or_default();
@@ -581,6 +655,12 @@ fn refresh_names() {
         )
     })
     .unwrap_or_else(|e| error!("could not refresh job names: {e}"));
+}
+
+/// A run that was recorded but could not be requested after all.
+fn forget_run(runid: i64) {
+    Spi::run_with_args("DELETE FROM automation.job_run_details WHERE runid = $1", &[runid.into()])
+        .unwrap_or_else(|e| error!("could not remove run {runid}: {e}"));
 }
 
 fn record_skipped(jobid: i64, job: &Job, due: i64, now: i64, running: i64) {

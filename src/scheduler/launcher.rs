@@ -16,19 +16,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker,
-    SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use super::shared::{self, Extension, SHARED};
+use super::runner;
+use super::shared::{self, DbSlot, Extension, RunState, SHARED};
+use super::{WorkerHandle, WorkerStatus};
 use crate::settings;
 
-/// Wait before restarting the scheduler of a database that has the extension.
-const RESTART_DELAY: Duration = Duration::from_secs(5);
 /// How often a database without the extension is looked at again unprompted.
 const REPROBE_EVERY: Duration = Duration::from_secs(600);
+/// Wait before starting a scheduler again where the last one ended with an error.
+const RESTART_DELAY: Duration = Duration::from_secs(5);
 /// How long a scheduler started for a woken database waits for the waking
 /// transaction (CREATE EXTENSION) to commit.
 const WOKEN_PATIENCE_MS: i64 = 30_000;
@@ -51,9 +50,57 @@ pub fn register() {
 
 #[derive(Default)]
 struct Tracked {
-    worker: Option<DynamicBackgroundWorker>,
-    stopped_at: Option<Instant>,
+    worker: Option<WorkerHandle>,
+    /// when its scheduler last ended without saying goodbye (an error): not restarted for a while
+    crashed_at: Option<Instant>,
     reprobed_at: Option<Instant>,
+    /// a scheduler has run here since the launcher started
+    visited: bool,
+}
+
+/// A database's scheduler is started this long before its next fire, so
+/// that it is connected and has its jobs loaded when the fire is due.
+const LEAD_US: i64 = 250_000;
+/// How often a lasting shortage of worker slots is logged, at most.
+const SHORTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
+/// A wait longer than this for a worker or a scheduler is a shortage worth a log line.
+const SHORTAGE_US: i64 = 10_000_000;
+
+/// The launcher's view of the budgets, logged when they change.
+#[derive(Default, PartialEq, Eq, Clone, Copy)]
+struct Budget {
+    max_workers: u32,
+    scheduler_workers: u32,
+}
+
+/// The budgets in force: automation.max_workers and
+/// automation.scheduler_workers, clamped to what max_worker_processes
+/// leaves beside the launcher and the index maintenance worker (pg_cron
+/// clamps its max_running_jobs the same way, and says so).
+fn budget(previous: &mut Option<Budget>) -> Budget {
+    // SAFETY: reading a GUC variable of this process.
+    let processes = unsafe { pg_sys::max_worker_processes }.max(0) as u32;
+    let reserved = 2; // this launcher, and the index maintenance worker
+    let room = processes.saturating_sub(reserved).max(2);
+    let wanted_schedulers = settings::SCHEDULER_WORKERS.get().max(1) as u32;
+    let scheduler_workers = wanted_schedulers.min(room / 2).max(1);
+    let wanted_workers = settings::MAX_WORKERS.get().max(1) as u32;
+    let max_workers = wanted_workers.min(room - scheduler_workers).max(1);
+    let b = Budget { max_workers, scheduler_workers };
+    if previous.as_ref() != Some(&b) {
+        if max_workers < wanted_workers || scheduler_workers < wanted_schedulers {
+            log!(
+                "automation_ext launcher: max_worker_processes = {processes} leaves room for {max_workers} job runs and {scheduler_workers} schedulers at once (automation.max_workers = {wanted_workers}, automation.scheduler_workers = {wanted_schedulers}); raise max_worker_processes for more"
+            );
+        } else {
+            log!("automation_ext launcher: up to {max_workers} job runs and {scheduler_workers} schedulers at once");
+        }
+        let mut shared = SHARED.exclusive();
+        shared.max_workers = max_workers;
+        shared.scheduler_workers = scheduler_workers;
+        *previous = Some(b);
+    }
+    b
 }
 
 #[pg_guard]
@@ -68,6 +115,8 @@ pub extern "C-unwind" fn automation_launcher_main(_arg: pg_sys::Datum) {
     let mut tracked: HashMap<u32, Tracked> = HashMap::new();
     let mut databases: Vec<u32> = Vec::new();
     let mut scanned_at: Option<Instant> = None;
+    let mut budgets: Option<Budget> = None;
+    let mut logged_shortage: Option<Instant> = None;
     loop {
         if BackgroundWorker::sigterm_received() {
             break;
@@ -81,110 +130,265 @@ pub extern "C-unwind" fn automation_launcher_main(_arg: pg_sys::Datum) {
             databases = list_databases();
             scanned_at = Some(Instant::now());
             tracked.retain(|db, _| databases.contains(db));
-            let mut shared = SHARED.exclusive();
-            for slot in shared.dbs.iter_mut() {
-                if slot.dboid != 0 && !databases.contains(&slot.dboid) {
-                    slot.dboid = 0;
+            forget_gone(&databases);
+        }
+        let mut nap = Duration::from_secs(1);
+        if settings::SCHEDULER_ENABLED.get() {
+            let b = budget(&mut budgets);
+            watch_runs();
+            let waiting_runs = start_runs(b.max_workers);
+            let waiting_dbs = supervise(&databases, &mut tracked, b.scheduler_workers);
+            nap = nap.min(next_wake(&tracked));
+            // SAFETY: reads the clock.
+            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            let short_runs = waiting_runs.filter(|since| now - since > SHORTAGE_US);
+            let short_dbs = waiting_dbs.filter(|since| now - since > SHORTAGE_US);
+            if (short_runs.is_some() || short_dbs.is_some())
+                && logged_shortage.map_or(true, |t| t.elapsed() >= SHORTAGE_LOG_EVERY)
+            {
+                logged_shortage = Some(Instant::now());
+                if short_runs.is_some() {
+                    log!(
+                        "automation_ext launcher: job runs have waited more than 10 s for a worker (up to {} at once); they start in order of due time. Raise automation.max_workers or max_worker_processes if this lasts",
+                        b.max_workers
+                    );
+                }
+                if short_dbs.is_some() {
+                    log!(
+                        "automation_ext launcher: databases have waited more than 10 s for a scheduler (up to {} at once); raise automation.scheduler_workers if this lasts",
+                        b.scheduler_workers
+                    );
                 }
             }
         }
-        if settings::SCHEDULER_ENABLED.get() {
-            supervise(&databases, &mut tracked);
-        }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+        if !BackgroundWorker::wait_latch(Some(nap)) {
             break; // postmaster died
         }
     }
     SHARED.exclusive().launcher_pid = 0;
 }
 
-fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>) {
-    // a running scheduler that has not yet found out whether its database has
-    // the extension is a probe; probe one database at a time
-    let mut probing = false;
-    // SAFETY: reads the clock.
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    let slots: HashMap<u32, (Extension, bool)> = {
-        let mut shared = SHARED.exclusive();
-        databases
-            .iter()
-            .filter_map(|&db| match shared.slot_mut(db) {
-                Some(slot) if slot.hold_until > now => None, // being dropped
-                Some(slot) => Some((db, (slot.extension, slot.woken))),
-                None => {
-                    warning!(
-                        "automation_ext launcher: more than {} databases; database {db} is not scheduled",
-                        shared::MAX_DATABASES
-                    );
-                    None
-                }
-            })
-            .collect()
-    };
-    for (db, t) in tracked.iter_mut() {
-        if let Some(w) = &t.worker {
-            match w.pid() {
-                Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted) => {
-                    if slots.get(db).map(|s| s.0) != Some(Extension::Installed) {
-                        probing = true;
-                    }
-                }
-                Err(BackgroundWorkerStatus::PostmasterDied) => unsafe { pg_sys::proc_exit(1) },
-                Err(_) => {
-                    t.worker = None;
-                    t.stopped_at = Some(Instant::now());
-                }
-            }
+/// Forget the databases that are gone: their slots, and their runs that
+/// nobody will record (a run still going ends on its own, then goes too).
+fn forget_gone(databases: &[u32]) {
+    let mut shared = SHARED.exclusive();
+    for slot in shared.dbs.iter_mut() {
+        if slot.dboid != 0 && !databases.contains(&slot.dboid) {
+            *slot = DbSlot { dboid: 0, ..*slot };
         }
     }
-    for &db in databases {
-        let Some(&(extension, woken)) = slots.get(&db) else {
-            continue;
-        };
-        let t = tracked.entry(db).or_default();
-        if t.worker.is_some() {
-            continue;
-        }
-        let start = match extension {
-            _ if woken => true,
-            Extension::Installed => t.stopped_at.map_or(true, |s| s.elapsed() >= RESTART_DELAY),
-            Extension::Unknown => !probing,
-            Extension::Missing => !probing && t.reprobed_at.map_or(true, |r| r.elapsed() >= REPROBE_EVERY),
-        };
-        if !start {
-            continue;
-        }
-        let patience = if woken { WOKEN_PATIENCE_MS } else { 0 };
-        match start_scheduler(db, patience) {
-            Some(worker) => {
-                t.worker = Some(worker);
-                if extension != Extension::Installed {
-                    probing = true;
-                    t.reprobed_at = Some(Instant::now());
-                }
-                if woken {
-                    if let Some(slot) = SHARED.exclusive().slot_mut(db) {
-                        slot.woken = false;
-                    }
-                }
-            }
-            None => {
-                // no free worker slot now: try again at the next pass
-                t.stopped_at = Some(Instant::now());
-                break;
-            }
+    for i in 0..shared.runs.len() {
+        let r = shared.runs[i];
+        if r.state != RunState::Free && r.state != RunState::Started && !databases.contains(&r.dboid) {
+            runner::release_handle(r.dsm);
+            shared.free_run(i);
         }
     }
 }
 
-fn start_scheduler(db: u32, patience_ms: i64) -> Option<DynamicBackgroundWorker> {
+/// Runs whose worker ended become Finished, and their database's scheduler
+/// (if one is running) is told at once.
+fn watch_runs() {
+    let mut wake = Vec::new();
+    {
+        let mut shared = SHARED.exclusive();
+        for i in 0..shared.runs.len() {
+            if shared.runs[i].state != RunState::Started {
+                continue;
+            }
+            match shared.runs[i].worker.status() {
+                WorkerStatus::Running(pid) => shared.runs[i].pid = pid,
+                WorkerStatus::NotYetStarted => {}
+                WorkerStatus::Stopped => {
+                    shared.runs[i].state = RunState::Finished;
+                    let db = shared.runs[i].dboid;
+                    if let Some(slot) = shared.slot_mut(db) {
+                        wake.push(slot.scheduler_pid);
+                    }
+                }
+                // SAFETY: what every process does when the postmaster is gone.
+                WorkerStatus::PostmasterDied => unsafe { pg_sys::proc_exit(1) },
+            }
+        }
+    }
+    for pid in wake {
+        shared::signal(pid);
+    }
+}
+
+/// Start the workers of requested runs, oldest due first, while fewer than
+/// `max_workers` run; returns since when the longest-waiting run has waited.
+fn start_runs(max_workers: u32) -> Option<i64> {
+    // SAFETY: reading this process's pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    loop {
+        let next = {
+            let shared = SHARED.share();
+            let running = shared.runs.iter().filter(|r| r.state == RunState::Started).count() as u32;
+            // SAFETY: reads the clock.
+            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            let holding: Vec<u32> = shared.dbs.iter().filter(|d| d.hold_until > now).map(|d| d.dboid).collect();
+            let oldest = shared
+                .runs
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
+                .min_by_key(|(_, r)| (r.due, r.requested_at))
+                .map(|(i, r)| (i, *r));
+            match oldest {
+                None => return None,
+                Some((_, r)) if running >= max_workers => return Some(r.requested_at),
+                Some(found) => found,
+            }
+        };
+        let (i, run) = next;
+        match runner::start_run_worker(run.jobid, run.dsm, me) {
+            Some(worker) => {
+                let mut shared = SHARED.exclusive();
+                if shared.runs[i].runid == run.runid && shared.runs[i].state == RunState::Requested {
+                    shared.runs[i].state = RunState::Started;
+                    shared.runs[i].worker = worker;
+                }
+            }
+            // every max_worker_processes slot is taken (by others): the
+            // run keeps waiting, and is started when one is free
+            None => return Some(run.requested_at),
+        }
+    }
+}
+
+/// Start schedulers where they are needed, most urgent first, while fewer
+/// than `scheduler_workers` run; returns since when the longest-waiting
+/// database has waited for one.
+fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>, scheduler_workers: u32) -> Option<i64> {
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    for (db, t) in tracked.iter_mut() {
+        if let Some(w) = &t.worker {
+            match w.status() {
+                WorkerStatus::Running(_) | WorkerStatus::NotYetStarted => {}
+                // SAFETY: what every process does when the postmaster is gone.
+                WorkerStatus::PostmasterDied => unsafe { pg_sys::proc_exit(1) },
+                WorkerStatus::Stopped => {
+                    t.worker = None;
+                    // a scheduler that ended with an error did not clear its pid
+                    let mut shared = SHARED.exclusive();
+                    if let Some(slot) = shared.slot_mut(*db) {
+                        if slot.scheduler_pid != 0 {
+                            slot.scheduler_pid = 0;
+                            t.crashed_at = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut running = tracked.values().filter(|t| t.worker.is_some()).count() as u32;
+    // (urgency, database, patience for CREATE EXTENSION to commit)
+    let mut needed: Vec<(i64, u32, i64)> = Vec::new();
+    {
+        let mut shared = SHARED.exclusive();
+        let finished: Vec<u32> =
+            shared.runs.iter().filter(|r| r.state == RunState::Finished).map(|r| r.dboid).collect();
+        let free_run_slot = shared.runs.iter().any(|r| r.state == RunState::Free);
+        for &db in databases {
+            let Some(slot) = shared.slot_mut(db) else {
+                warning!(
+                    "automation_ext launcher: more than {} databases; database {db} is not scheduled",
+                    shared::MAX_DATABASES
+                );
+                continue;
+            };
+            let slot = *slot;
+            let t = tracked.entry(db).or_default();
+            if slot.hold_until > now || t.worker.is_some() || t.crashed_at.is_some_and(|c| c.elapsed() < RESTART_DELAY)
+            {
+                continue;
+            }
+            // (since when it needs a scheduler, patience for CREATE EXTENSION)
+            let need = match slot.extension {
+                _ if slot.woken => Some((now, WOKEN_PATIENCE_MS)),
+                Extension::Installed if finished.contains(&db) || !t.visited => Some((now, 0)),
+                Extension::Installed if slot.next_due != 0 && slot.next_due <= now + LEAD_US && free_run_slot => {
+                    Some((slot.next_due - LEAD_US, 0))
+                }
+                Extension::Installed => None,
+                Extension::Unknown => Some((now, 0)),
+                Extension::Missing => t.reprobed_at.map_or(true, |r| r.elapsed() >= REPROBE_EVERY).then_some((now, 0)),
+            };
+            if let Some((since, patience)) = need {
+                // first come, first served: a database that already waited
+                // goes before one whose fire is merely due now
+                let since = if slot.waiting_since != 0 { slot.waiting_since.min(since) } else { since };
+                needed.push((since, db, patience));
+            } else if let Some(slot) = shared.slot_mut(db) {
+                slot.waiting_since = 0;
+            }
+        }
+    }
+    needed.sort();
+    let mut waiting: Option<i64> = None;
+    for (_, db, patience) in needed {
+        let t = tracked.entry(db).or_default();
+        let started = running < scheduler_workers && {
+            match start_scheduler(db, patience) {
+                Some(worker) => {
+                    t.worker = Some(worker);
+                    t.visited = true;
+                    running += 1;
+                    true
+                }
+                None => false, // no free worker slot now: at the next pass
+            }
+        };
+        let mut shared = SHARED.exclusive();
+        if let Some(slot) = shared.slot_mut(db) {
+            if started {
+                slot.woken = false;
+                slot.waiting_since = 0;
+                if slot.extension != Extension::Installed {
+                    t.reprobed_at = Some(Instant::now());
+                }
+            } else {
+                if slot.waiting_since == 0 {
+                    slot.waiting_since = now;
+                }
+                waiting = Some(waiting.map_or(slot.waiting_since, |w: i64| w.min(slot.waiting_since)));
+            }
+        }
+    }
+    waiting
+}
+
+/// How long the launcher may sleep: until the next database needs its
+/// scheduler started (at most a second; a run that ends, a request and a
+/// wake-up set its latch sooner).
+fn next_wake(tracked: &HashMap<u32, Tracked>) -> Duration {
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let shared = SHARED.share();
+    let soonest = shared
+        .dbs
+        .iter()
+        .filter(|d| d.dboid != 0 && d.next_due != 0 && d.extension == Extension::Installed)
+        .filter(|d| tracked.get(&d.dboid).map_or(true, |t| t.worker.is_none()))
+        .map(|d| d.next_due - LEAD_US)
+        .min();
+    match soonest {
+        Some(t) => Duration::from_micros((t - now).clamp(0, 1_000_000) as u64),
+        None => Duration::from_secs(1),
+    }
+}
+
+fn start_scheduler(db: u32, patience_ms: i64) -> Option<WorkerHandle> {
+    // SAFETY (below): reading this process's pid; the launcher is told when its schedulers start and stop.
     super::start_worker(
         &format!("automation_ext scheduler for database {db}"),
         "automation_ext scheduler",
         "automation_scheduler_main",
         pg_sys::Datum::from(db),
         &patience_ms.to_string(),
-        true,
+        Some(unsafe { pg_sys::MyProcPid }),
     )
 }
 

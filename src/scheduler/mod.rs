@@ -18,22 +18,71 @@ pub mod runner;
 pub mod shared;
 pub mod sql;
 
-use pgrx::bgworkers::{BackgroundWorkerBuilder, DynamicBackgroundWorker};
+use std::ffi::c_int;
+
+use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
+
+/// A dynamic worker's handle as PostgreSQL keeps it (bgworker.c's
+/// `struct BackgroundWorkerHandle { int slot; uint64 generation; }`, the same
+/// from 9.4 through 18), copied into shared memory so that any of our
+/// processes (a restarted launcher too) can ask for the worker's status.
+#[derive(Copy, Clone, Default, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct WorkerHandle {
+    slot: c_int,
+    generation: u64,
+}
+
+/// What became of a worker.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum WorkerStatus {
+    NotYetStarted,
+    Running(i32),
+    Stopped,
+    PostmasterDied,
+}
+
+impl WorkerHandle {
+    pub const NONE: WorkerHandle = WorkerHandle { slot: -1, generation: 0 };
+
+    pub fn status(&self) -> WorkerStatus {
+        if self.slot < 0 {
+            return WorkerStatus::Stopped; // never started
+        }
+        let mut copy = *self;
+        let mut pid: pg_sys::pid_t = 0;
+        // SAFETY: `copy` has the layout of BackgroundWorkerHandle (see the
+        // type); GetBackgroundWorkerPid only reads it and checks the slot's
+        // generation, so a stale handle reads as Stopped.
+        let status = unsafe {
+            pg_sys::GetBackgroundWorkerPid(
+                &mut copy as *mut WorkerHandle as *mut pg_sys::BackgroundWorkerHandle,
+                &mut pid,
+            )
+        };
+        match status {
+            pg_sys::BgwHandleStatus::BGWH_STARTED => WorkerStatus::Running(pid),
+            pg_sys::BgwHandleStatus::BGWH_NOT_YET_STARTED => WorkerStatus::NotYetStarted,
+            pg_sys::BgwHandleStatus::BGWH_POSTMASTER_DIED => WorkerStatus::PostmasterDied,
+            _ => WorkerStatus::Stopped,
+        }
+    }
+}
 
 /// Start one of our dynamic background workers (`function` in this
-/// library, connected to a database by the worker itself). With `notify`,
-/// the caller is signalled when it starts and stops and can follow it with
-/// the returned handle; `None` when no worker slot is free.
+/// library, connected to a database by the worker itself), told to
+/// `notify_pid` when it starts and stops. Returns a copy of its handle (so
+/// nothing stays allocated for it: a launcher that starts workers all day
+/// must not grow), or None when no worker slot is free.
 pub fn start_worker(
     name: &str,
     kind: &str,
     function: &str,
     arg: pg_sys::Datum,
     extra: &str,
-    notify: bool,
-) -> Option<DynamicBackgroundWorker> {
+    notify_pid: Option<i32>,
+) -> Option<WorkerHandle> {
     let mut builder = BackgroundWorkerBuilder::new(name)
         .set_type(kind)
         .set_library("automation_ext")
@@ -42,14 +91,22 @@ pub fn start_worker(
         .set_extra(extra)
         .enable_spi_access()
         .set_restart_time(None);
-    if notify {
-        // SAFETY: reading this process's pid.
-        builder = builder.set_notify_pid(unsafe { pg_sys::MyProcPid });
+    if let Some(pid) = notify_pid {
+        builder = builder.set_notify_pid(pid);
     }
-    // SAFETY: the handle is palloc'd in the current memory context, which
-    // may be a transaction's; callers keep it across transactions, so it
-    // goes in TopMemoryContext (a few bytes per worker, for the process's life).
-    unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| builder.load_dynamic()) }.ok()
+    let mut bgw: pg_sys::BackgroundWorker = (&builder).into();
+    let mut handle: *mut pg_sys::BackgroundWorkerHandle = std::ptr::null_mut();
+    // SAFETY: bgw is fully initialised by pgrx's builder; on success
+    // PostgreSQL sets `handle` to a palloc'd BackgroundWorkerHandle, which we
+    // copy (see WorkerHandle) and free at once.
+    unsafe {
+        if !pg_sys::RegisterDynamicBackgroundWorker(&mut bgw, &mut handle) || handle.is_null() {
+            return None;
+        }
+        let copy = *(handle as *const WorkerHandle);
+        pg_sys::pfree(handle as *mut std::ffi::c_void);
+        Some(copy)
+    }
 }
 
 /// From `_PG_init`: shared memory and the launcher, when preloading.

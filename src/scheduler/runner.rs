@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
+use super::WorkerHandle;
+
 pub const MESSAGE_BYTES: usize = 2000;
 const MAGIC: u32 = 0x4155_544f; // "AUTO"
 
@@ -54,10 +56,13 @@ impl RunSegment {
         // raises an ERROR); we initialise the header in place before anyone
         // else can see the handle, and copy the command right after it.
         // dsm_pin_mapping keeps the mapping past the current transaction's
-        // resource owner, until `detach`.
+        // resource owner, until `detach`; dsm_pin_segment keeps the segment
+        // itself after every process has detached (the scheduler that made
+        // it may leave before the run ends), until `release`.
         unsafe {
             let seg = pg_sys::dsm_create(size, 0);
             pg_sys::dsm_pin_mapping(seg);
+            pg_sys::dsm_pin_segment(seg);
             let base = pg_sys::dsm_segment_address(seg) as *mut u8;
             let header = base as *mut RunHeader;
             header.write(RunHeader {
@@ -103,6 +108,53 @@ impl RunSegment {
         // SAFETY: we own the mapping; nothing reads it after this.
         unsafe { pg_sys::dsm_detach(self.seg) }
     }
+
+    /// Map the segment of a run again (in the scheduler that records it);
+    /// None when it is gone (or not ours).
+    pub fn attach(handle: u32) -> Option<RunSegment> {
+        // SAFETY: dsm_attach returns NULL for a segment that no longer
+        // exists; a segment we made starts with our header (checked by magic).
+        unsafe {
+            let seg = pg_sys::dsm_attach(handle);
+            if seg.is_null() {
+                return None;
+            }
+            pg_sys::dsm_pin_mapping(seg);
+            let run = RunSegment { seg };
+            if run.header().magic != MAGIC {
+                run.detach();
+                return None;
+            }
+            Some(run)
+        }
+    }
+
+    /// The run is recorded: unpin the segment (it goes when the last mapping does).
+    pub fn release(self) {
+        let handle = self.handle();
+        // SAFETY: the segment was pinned by `create`, once; unpinned once here.
+        unsafe { pg_sys::dsm_unpin_segment(handle) };
+        self.detach();
+    }
+}
+
+/// Unpin the segment of a run nobody will record (its database is gone).
+pub fn release_handle(handle: u32) {
+    // SAFETY: as `release`; the segment is destroyed if nobody maps it.
+    unsafe { pg_sys::dsm_unpin_segment(handle) };
+}
+
+/// Register the worker of a run (told to `notify_pid` when it starts and
+/// stops); None when no worker slot is free.
+pub fn start_run_worker(jobid: i64, dsm: u32, notify_pid: i32) -> Option<WorkerHandle> {
+    super::start_worker(
+        &format!("automation_ext job {jobid}"),
+        "automation_ext job",
+        "automation_job_main",
+        pg_sys::Datum::from(dsm),
+        "",
+        Some(notify_pid),
+    )
 }
 
 // timeout.h is not in pgrx's bindings. STATEMENT_TIMEOUT is the fourth

@@ -5,15 +5,73 @@
 //!   records there whether its database has the extension (so the launcher
 //!   does not keep starting schedulers for databases without it);
 //! - `CREATE EXTENSION` (and `automation.wake_scheduler()`) marks its database
-//!   "woken", so the launcher starts a scheduler there at once.
+//!   "woken", so the launcher starts a scheduler there at once;
+//! - a scheduler is not resident: before it leaves, it writes when its
+//!   database next needs it (`next_due`), and the launcher starts one again
+//!   then (0.3.0: worker slots do not grow with the number of databases);
+//! - runs: a scheduler asks for a run by filling a run slot (`Requested`); the
+//!   launcher starts its worker when the cluster-wide budget allows
+//!   (`Started`), sees it end (`Finished`), and has the database's scheduler
+//!   record the outcome and free the slot. Runs that find no free worker wait
+//!   here, in order of their due time; they never fail for want of a slot.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
+use super::WorkerHandle;
+
 /// Databases the launcher can manage at once (more are ignored, with a WARNING).
 pub const MAX_DATABASES: usize = 256;
+/// Runs requested, running or waiting to be recorded, cluster-wide.
+pub const MAX_RUNS: usize = 256;
+
+/// Where a run slot is in its life.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RunState {
+    Free = 0,
+    /// asked for by a scheduler; waits for the launcher to start its worker
+    Requested = 1,
+    /// its worker was started by the launcher
+    Started = 2,
+    /// its worker has exited; the database's scheduler records the outcome
+    Finished = 3,
+}
+
+#[derive(Copy, Clone)]
+#[repr(C)]
+pub struct RunSlot {
+    pub state: RunState,
+    pub dboid: u32,
+    pub jobid: i64,
+    pub runid: i64,
+    /// the run's dynamic shared memory segment (pinned: it outlives the
+    /// scheduler that made it, until the run is recorded)
+    pub dsm: u32,
+    /// when the run was due, and when it was asked for (ordering of waits)
+    pub due: i64,
+    pub requested_at: i64,
+    /// the worker's process id once it runs, else 0
+    pub pid: i32,
+    /// the worker, once the launcher started it
+    pub worker: WorkerHandle,
+}
+
+impl RunSlot {
+    const FREE: RunSlot = RunSlot {
+        state: RunState::Free,
+        dboid: 0,
+        jobid: 0,
+        runid: 0,
+        dsm: 0,
+        due: 0,
+        requested_at: 0,
+        pid: 0,
+        worker: WorkerHandle::NONE,
+    };
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -33,20 +91,50 @@ pub struct DbSlot {
     pub woken: bool,
     /// no scheduler here before this time (the database is being dropped)
     pub hold_until: i64,
+    /// when this database's scheduler is needed next (0: not known); written
+    /// by its scheduler when it leaves
+    pub next_due: i64,
+    /// pid of its scheduler while one runs, else 0
+    pub scheduler_pid: i32,
+    /// since when it has needed a scheduler that the budget did not allow (0: not waiting)
+    pub waiting_since: i64,
+    /// its @reboot jobs ran since the server started
+    pub booted: bool,
 }
 
 #[derive(Copy, Clone)]
 #[repr(C)]
 pub struct Shared {
     pub launcher_pid: i32,
+    /// the budgets in force (set by the launcher from the settings, clamped
+    /// to what max_worker_processes leaves)
+    pub max_workers: u32,
+    pub scheduler_workers: u32,
     pub dbs: [DbSlot; MAX_DATABASES],
+    pub runs: [RunSlot; MAX_RUNS],
+}
+
+impl DbSlot {
+    const FREE: DbSlot = DbSlot {
+        dboid: 0,
+        extension: Extension::Unknown,
+        woken: false,
+        hold_until: 0,
+        next_due: 0,
+        scheduler_pid: 0,
+        waiting_since: 0,
+        booted: false,
+    };
 }
 
 impl Default for Shared {
     fn default() -> Self {
         Shared {
             launcher_pid: 0,
-            dbs: [DbSlot { dboid: 0, extension: Extension::Unknown, woken: false, hold_until: 0 }; MAX_DATABASES],
+            max_workers: 0,
+            scheduler_workers: 0,
+            dbs: [DbSlot::FREE; MAX_DATABASES],
+            runs: [RunSlot::FREE; MAX_RUNS],
         }
     }
 }
@@ -80,9 +168,40 @@ impl Shared {
             return Some(&mut self.dbs[i]);
         }
         let free = self.dbs.iter().position(|s| s.dboid == 0)?;
-        self.dbs[free] = DbSlot { dboid, extension: Extension::Unknown, woken: false, hold_until: 0 };
+        self.dbs[free] = DbSlot { dboid, ..DbSlot::FREE };
         Some(&mut self.dbs[free])
     }
+
+    /// Take a free run slot for a run of `dboid`; None when all are taken.
+    pub fn request_run(&mut self, dboid: u32, jobid: i64, runid: i64, dsm: u32, due: i64, now: i64) -> Option<usize> {
+        let i = self.runs.iter().position(|r| r.state == RunState::Free)?;
+        self.runs[i] =
+            RunSlot { state: RunState::Requested, dboid, jobid, runid, dsm, due, requested_at: now, ..RunSlot::FREE };
+        Some(i)
+    }
+
+    pub fn free_run(&mut self, i: usize) {
+        self.runs[i] = RunSlot::FREE;
+    }
+}
+
+/// Set the latch of process `pid` (a background worker of ours): SIGUSR1 is
+/// what sets a background worker's latch.
+pub fn signal(pid: i32) {
+    if pid > 0 {
+        // SAFETY: a signal to a pid; at worst the pid is stale and the
+        // process (or another) ignores SIGUSR1's latch wake-up.
+        unsafe {
+            libc::kill(pid, libc::SIGUSR1);
+        }
+    }
+}
+
+/// Tell the launcher there is something to do (a run requested, a database
+/// to visit).
+pub fn signal_launcher() {
+    let pid = SHARED.share().launcher_pid;
+    signal(pid);
 }
 
 /// Ask the launcher for a scheduler in `dboid` now. Returns false when the
@@ -108,6 +227,24 @@ pub fn wake(dboid: pg_sys::Oid) -> bool {
         }
     }
     true
+}
+
+/// The jobs of `dboid` changed (committed): its scheduler, if one runs, is
+/// told by a relcache invalidation; otherwise the launcher starts one. (Also
+/// when one runs: it may be leaving before it reads the change; one more
+/// visit costs little.)
+pub fn jobs_changed(dboid: pg_sys::Oid) {
+    if !preloaded() {
+        return;
+    }
+    let launcher = {
+        let mut shared = SHARED.exclusive();
+        if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
+            slot.woken = true;
+        }
+        shared.launcher_pid
+    };
+    signal(launcher);
 }
 
 /// A scheduler reports what it found in its database.

@@ -104,6 +104,12 @@ mod automation {
             }
             pg_sys::CacheInvalidateRelcacheByRelid(relid);
         }
+        // a database whose scheduler is not running now learns of the change
+        // through the launcher, once the change commits
+        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, || {
+            // SAFETY: reading this backend's database oid.
+            shared::jobs_changed(unsafe { pg_sys::MyDatabaseId });
+        });
         Ok(None)
     }
 
@@ -118,6 +124,61 @@ mod automation {
             notice!("automation_ext is not in shared_preload_libraries: jobs are recorded but nothing runs them until it is (and the server restarted)");
         }
         woke
+    }
+
+    /// `automation.scheduler_state()`: what the launcher and the schedulers
+    /// share, one row per database they know: whether it has the extension,
+    /// its scheduler (pid, or none), when it needs one next, since when it
+    /// has waited for one, and its runs waiting for a worker and running;
+    /// with the cluster-wide budgets in force. No rows when the library is
+    /// not preloaded.
+    #[pg_extern(sql = false)]
+    fn scheduler_state() -> TableIterator<
+        'static,
+        (
+            name!(database_oid, pg_sys::Oid),
+            name!(extension, String),
+            name!(scheduler_pid, Option<i32>),
+            name!(next_due, Option<TimestampWithTimeZone>),
+            name!(waiting_since, Option<TimestampWithTimeZone>),
+            name!(runs_waiting, i32),
+            name!(runs_running, i32),
+            name!(max_workers, i32),
+            name!(scheduler_workers, i32),
+        ),
+    > {
+        if !shared::preloaded() {
+            return TableIterator::new(Vec::new());
+        }
+        let shared = shared::SHARED.share();
+        let ts = |t: i64| (t != 0).then(|| TimestampWithTimeZone::try_from(t).ok()).flatten();
+        let rows: Vec<_> = shared
+            .dbs
+            .iter()
+            .filter(|d| d.dboid != 0)
+            .map(|d| {
+                let runs = |state: shared::RunState| {
+                    shared.runs.iter().filter(|r| r.dboid == d.dboid && r.state == state).count() as i32
+                };
+                (
+                    pg_sys::Oid::from(d.dboid),
+                    match d.extension {
+                        shared::Extension::Installed => "installed",
+                        shared::Extension::Missing => "missing",
+                        shared::Extension::Unknown => "unknown",
+                    }
+                    .to_string(),
+                    (d.scheduler_pid > 0).then_some(d.scheduler_pid),
+                    ts(d.next_due),
+                    ts(d.waiting_since),
+                    runs(shared::RunState::Requested),
+                    runs(shared::RunState::Started),
+                    shared.max_workers as i32,
+                    shared.scheduler_workers as i32,
+                )
+            })
+            .collect();
+        TableIterator::new(rows)
     }
 
     /// `automation.job_run_retention() → interval`: the setting, as an interval.

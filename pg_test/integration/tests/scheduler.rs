@@ -240,7 +240,8 @@ fn a_new_database_gets_a_scheduler_and_can_still_be_dropped() {
             &mut c,
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'automation_ext scheduler' AND datname = 'it_newdb'",
         );
-        assert_eq!(schedulers, 1);
+        // schedulers come and go with the work (0.3.0); never two at once
+        assert!(schedulers <= 1, "{schedulers} schedulers in one database");
     }
     // no FORCE: the scheduler connected to it must not stand in the way
     admin.batch_execute("DROP DATABASE it_newdb").unwrap();
