@@ -41,9 +41,9 @@ const BLOCKED_NAP_MS: i64 = 100;
 const LINGER_US: i64 = 2_000_000;
 /// How long a scheduler waits for a run it asked for to end, to record it.
 const RUN_LINGER_US: i64 = 500_000;
-/// When other databases wait for a scheduler, one that has served its own
-/// for this long leaves at the next chance.
-const FAIR_SHARE: Duration = Duration::from_secs(5);
+/// A fire due within this keeps a scheduler even when other databases wait
+/// (the launcher starts one this long before a fire: launcher.rs LEAD_US).
+const IMMINENT_US: i64 = 150_000;
 
 /// How often the job table's username and database columns are brought up
 /// to date with renamed roles and a renamed (restored, cloned) database.
@@ -74,7 +74,6 @@ struct Scheduler {
     zone: PgZone,
     activity: String,
     names_checked: Option<std::time::Instant>,
-    started: std::time::Instant,
 }
 
 /// What became of a due run.
@@ -221,7 +220,6 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         zone,
         activity: String::new(),
         names_checked: None,
-        started: std::time::Instant::now(),
     };
     // SAFETY: reading this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
@@ -303,19 +301,30 @@ impl Scheduler {
     /// Stay for a fire due soon; leave when none is, or when other
     /// databases wait for a scheduler and this one had its share.
     fn stays(&self, next: Option<i64>) -> bool {
+        // others wait for a scheduler: leave now that what was due is done
+        // (a run of ours that ends is recorded at our next visit)
+        // more databases than schedulers may run at once: no lingering, so
+        // that every database's fires find a scheduler slot in time
+        let (others_wait, crowded) = {
+            let shared = SHARED.share();
+            let installed = shared.dbs.iter().filter(|d| d.dboid != 0 && d.extension == Extension::Installed).count();
+            (
+                shared.dbs.iter().any(|d| d.dboid != 0 && d.dboid != self.dboid && d.waiting_since != 0),
+                installed > shared.scheduler_workers as usize,
+            )
+        };
         let now = now();
-        // a fire due soon, or a run of ours asked for a moment ago (it is
-        // recorded sooner, and without starting a scheduler again, if we wait)
-        let soon = next.is_some_and(|ts| ts - now <= LINGER_US)
-            || self.in_flight().iter().any(|(_, r)| now - r.requested_at < RUN_LINGER_US);
-        if !soon {
-            return false;
-        }
-        if self.started.elapsed() < FAIR_SHARE {
+        // a fire due in a moment is what this visit is for: stay for it
+        if next.is_some_and(|ts| ts - now <= IMMINENT_US) {
             return true;
         }
-        let shared = SHARED.share();
-        !shared.dbs.iter().any(|d| d.dboid != 0 && d.dboid != self.dboid && d.waiting_since != 0)
+        if others_wait || crowded {
+            return false;
+        }
+        // a fire due soon, or a run of ours asked for a moment ago (it is
+        // recorded sooner, and without starting a scheduler again, if we wait)
+        next.is_some_and(|ts| ts - now <= LINGER_US)
+            || self.in_flight().iter().any(|(_, r)| now - r.requested_at < RUN_LINGER_US)
     }
 
     /// Runs left 'starting' or 'running' that no run slot holds any more
@@ -346,7 +355,20 @@ impl Scheduler {
             return Flow::ExtensionGone;
         }
         if self.names_checked.map_or(true, |t| t.elapsed() >= NAMES_EVERY) {
-            refresh_names();
+            // once per NAMES_EVERY per database, also across short visits
+            let due = {
+                let mut shared = SHARED.exclusive();
+                match shared.slot_mut(self.dboid) {
+                    Some(slot) if now() - slot.names_checked_at >= NAMES_EVERY.as_micros() as i64 => {
+                        slot.names_checked_at = now();
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if due {
+                refresh_names();
+            }
             self.names_checked = Some(std::time::Instant::now());
         }
         if JOBS_DIRTY.swap(false, Ordering::Relaxed) {
@@ -373,7 +395,8 @@ impl Scheduler {
                     "SELECT jobid, jobname, schedule, command,
                             CASE WHEN local THEN pg_catalog.current_database()::text ELSE database END, username,
                             COALESCE(LEAST(pg_catalog.date_part('epoch', timeout) * 1000, 2147483647), 0)::int4,
-                            owner, local
+                            owner, local,
+                            (pg_catalog.date_part('epoch', next_run_at - '2000-01-01 00:00:00+00') * 1000000)::int8
                        FROM automation.job WHERE active",
                     None,
                     &[],
@@ -389,6 +412,7 @@ impl Scheduler {
                         r.get::<i32>(7)?.unwrap_or_default(),
                         r.get::<pg_sys::Oid>(8)?.unwrap_or(pg_sys::InvalidOid),
                         r.get::<bool>(9)?.unwrap_or(true),
+                        r.get::<i64>(10)?,
                     ))
                 })
                 .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
@@ -407,7 +431,7 @@ impl Scheduler {
             }
         };
         let mut old = std::mem::take(&mut self.jobs);
-        for (jobid, name, schedule_text, command, database, username, timeout_ms, owner, local) in rows {
+        for (jobid, name, schedule_text, command, database, username, timeout_ms, owner, local, stored) in rows {
             let schedule = match cron::parse(&schedule_text) {
                 Ok(s) => s,
                 Err(e) => {
@@ -415,7 +439,15 @@ impl Scheduler {
                     continue;
                 }
             };
-            let kept = old.remove(&jobid).filter(|j| j.schedule_text == schedule_text).and_then(|j| j.next);
+            // the fire this process knows, else the one the table keeps
+            // (written by the previous visit, or by the schedule's trigger):
+            // a scheduler started a little after a fire was due runs it;
+            // fires missed for longer are coalesced into that one run
+            let kept = match old.remove(&jobid) {
+                Some(j) if j.schedule_text == schedule_text => j.next,
+                Some(_) => None,
+                None => stored.filter(|_| !matches!(schedule, Schedule::Reboot)),
+            };
             let next = match (&schedule, kept) {
                 (_, Some(next)) => Some(next),
                 (Schedule::Reboot, None) => first_boot.then_some(now),

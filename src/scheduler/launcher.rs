@@ -60,7 +60,9 @@ struct Tracked {
 
 /// A database's scheduler is started this long before its next fire, so
 /// that it is connected and has its jobs loaded when the fire is due.
-const LEAD_US: i64 = 250_000;
+const LEAD_US: i64 = 100_000;
+/// Ended runs are recorded by the next visit for a fire when it comes within this.
+const REAP_LATER_US: i64 = 5_000_000;
 /// How often a lasting shortage of worker slots is logged, at most.
 const SHORTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// A wait longer than this for a worker or a scheduler is a shortage worth a log line.
@@ -308,7 +310,15 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>, scheduler_w
             // (since when it needs a scheduler, patience for CREATE EXTENSION)
             let need = match slot.extension {
                 _ if slot.woken => Some((now, WOKEN_PATIENCE_MS)),
-                Extension::Installed if finished.contains(&db) || !t.visited => Some((now, 0)),
+                Extension::Installed if !t.visited => Some((now, 0)),
+                // runs to record: the next visit for a fire records them; a
+                // visit of its own only when that is far off, and after every
+                // database whose fire is due (it ranks as needed from later)
+                Extension::Installed
+                    if finished.contains(&db) && (slot.next_due == 0 || slot.next_due > now + REAP_LATER_US) =>
+                {
+                    Some((now + REAP_LATER_US, 0))
+                }
                 Extension::Installed if slot.next_due != 0 && slot.next_due <= now + LEAD_US && free_run_slot => {
                     Some((slot.next_due - LEAD_US, 0))
                 }

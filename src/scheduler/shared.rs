@@ -100,6 +100,8 @@ pub struct DbSlot {
     pub waiting_since: i64,
     /// its @reboot jobs ran since the server started
     pub booted: bool,
+    /// when its jobs' role and database names were last brought up to date
+    pub names_checked_at: i64,
 }
 
 #[derive(Copy, Clone)]
@@ -124,6 +126,7 @@ impl DbSlot {
         scheduler_pid: 0,
         waiting_since: 0,
         booted: false,
+        names_checked_at: 0,
     };
 }
 

@@ -1,0 +1,131 @@
+//! Many databases on few worker slots (issue 14): with at most 2 schedulers
+//! and 2 runs at once in the whole cluster, 20 databases with a job every 2
+//! seconds (and their default jobs) are all served: every job runs, no run
+//! fails for want of a slot, and the slots in use never exceed the budget.
+//! In its own binary: it changes cluster-wide settings.
+
+use std::time::{Duration, Instant};
+
+use automation_ext_integration::{conninfo_for, Client, NoTls};
+
+const N: usize = 20;
+
+fn db(name: &str) -> Client {
+    Client::connect(&conninfo_for(name), NoTls).unwrap_or_else(|e| panic!("connect to {name}: {e}"))
+}
+
+fn name(i: usize) -> String {
+    format!("automation_it_many_{i:02}")
+}
+
+/// The budgets for the test, back to the defaults when dropped.
+struct Budget;
+
+impl Budget {
+    fn set(admin: &mut Client) -> Budget {
+        admin.batch_execute("ALTER SYSTEM SET automation.max_workers = 2").unwrap();
+        admin.batch_execute("ALTER SYSTEM SET automation.scheduler_workers = 2").unwrap();
+        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        Budget
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&conninfo_for("postgres"), NoTls) {
+            let _ = admin.batch_execute("ALTER SYSTEM RESET automation.max_workers");
+            let _ = admin.batch_execute("ALTER SYSTEM RESET automation.scheduler_workers");
+            let _ = admin.batch_execute("SELECT pg_reload_conf()");
+            for i in 0..N {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", name(i)));
+            }
+        }
+    }
+}
+
+#[test]
+fn twenty_databases_share_two_schedulers_and_two_workers() {
+    let mut admin = db("postgres");
+    let _budget = Budget::set(&mut admin);
+    let state: (i32, i32) = admin
+        .query_one(
+            "SELECT current_setting('automation.max_workers')::int, current_setting('automation.scheduler_workers')::int",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(state, (2, 2));
+    for i in 0..N {
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", name(i))).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {}", name(i))).unwrap();
+        db(&name(i))
+            .batch_execute(
+                "CREATE EXTENSION automation_ext;
+                 CREATE TABLE public.ticks (at timestamptz DEFAULT clock_timestamp());
+                 SELECT automation.schedule('tick', '2 seconds', 'INSERT INTO public.ticks DEFAULT VALUES; SELECT pg_sleep(0.1)');",
+            )
+            .unwrap();
+    }
+
+    // for 24 seconds, never more of our processes than the budget allows
+    let started = Instant::now();
+    let (mut most_schedulers, mut most_runs) = (0i64, 0i64);
+    while started.elapsed() < Duration::from_secs(24) {
+        let r = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE backend_type = 'automation_ext scheduler'),
+                        count(*) FILTER (WHERE backend_type = 'automation_ext job')
+                   FROM pg_stat_activity",
+                &[],
+            )
+            .unwrap();
+        most_schedulers = most_schedulers.max(r.get(0));
+        most_runs = most_runs.max(r.get(1));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(most_schedulers <= 2, "{most_schedulers} schedulers at once, budget 2");
+    assert!(most_runs <= 2, "{most_runs} runs at once, budget 2");
+    assert!(most_runs >= 1, "the run workers were seen at work");
+
+    // every database's job ran, none failed, and lateness is recorded
+    let mut lateness_ms: Vec<f64> = Vec::new();
+    for i in 0..N {
+        let mut c = db(&name(i));
+        let r = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'),
+                        count(*) FILTER (WHERE status IN ('succeeded', 'failed') AND start_time IS NULL)
+                   FROM automation.job_run_details",
+                &[],
+            )
+            .unwrap();
+        let (ok, failed, no_start): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        assert!(ok >= 3, "{}: only {ok} runs succeeded in 24 s of a 2-second job", name(i));
+        assert_eq!(failed, 0, "{}: {failed} runs failed (no run may fail for want of a slot)", name(i));
+        assert_eq!(no_start, 0);
+        let ticks: i64 = c.query_one("SELECT count(*) FROM public.ticks", &[]).unwrap().get(0);
+        assert!(ticks >= 3, "{}: {ticks} ticks", name(i));
+        for row in c
+            .query(
+                "SELECT extract(epoch FROM start_time - scheduled_for)::float8 * 1000 FROM automation.job_run_details
+                  WHERE status = 'succeeded' AND scheduled_for IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+        {
+            lateness_ms.push(row.get(0));
+        }
+    }
+    lateness_ms.sort_by(|a, b| a.total_cmp(b));
+    let p = |q: f64| lateness_ms[((lateness_ms.len() - 1) as f64 * q) as usize];
+    assert!(lateness_ms.iter().all(|l| *l >= 0.0), "no run starts before it is due");
+    // the figures go to the test's output (not a threshold: machines are noisy)
+    println!(
+        "{} runs over {N} databases with 2 schedulers and 2 workers: start lateness p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        lateness_ms.len(),
+        p(0.5),
+        p(0.95),
+        p(1.0)
+    );
+}
