@@ -125,8 +125,8 @@ configure_and_restart_cluster() {
     cat >"$conf" <<EOF
 # Written by automation_ext's scripts/setup.sh; safe to edit.
 shared_preload_libraries = '$libs'
-# the scheduler: a launcher, one scheduler per database with the extension,
-# and one worker per running job (automation.max_running_jobs per database)
+# the scheduler: a launcher, up to automation.scheduler_workers schedulers and
+# automation.max_workers job runs at once, whatever the number of databases
 max_worker_processes = 32
 EOF
     chown postgres:postgres "$conf"

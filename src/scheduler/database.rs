@@ -191,8 +191,20 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     let patience_ms: i64 = BackgroundWorker::get_extra().parse().unwrap_or(0);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
-    // SAFETY: reports this process's application name (copied by PostgreSQL).
-    unsafe { pg_sys::pgstat_report_appname(c"automation_ext scheduler".as_ptr()) };
+    // SAFETY: reports this process's application name (copied by PostgreSQL);
+    // a plain GUC assignment for this session: the scheduler's bookkeeping
+    // (run rows, next fire times) does not wait for its WAL to reach disk —
+    // a crash loses at most the last moments of it, which recover() and
+    // the next visit put right — so that a visit costs no fsync per commit.
+    unsafe {
+        pg_sys::pgstat_report_appname(c"automation_ext scheduler".as_ptr());
+        pg_sys::SetConfigOption(
+            c"synchronous_commit".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
 
     // Wait (briefly) for the extension.
     let deadline = now() + patience_ms * 1000;
@@ -265,12 +277,22 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         }
         // a fire still due after the tick waits for a slot: the launcher sets
         // our latch when a run of ours ends; no busy loop meanwhile
-        let nap = match next {
-            Some(ts) => ((ts - now() + 999) / 1000).clamp(BLOCKED_NAP_MS, MAX_NAP_MS),
-            None => MAX_NAP_MS,
+        // sleep until the next fire, to the millisecond on the latch, then
+        // the last fraction of a millisecond without it, so that a fire is
+        // launched within microseconds of its due time
+        let nap_us = match next {
+            Some(ts) if ts <= now() => BLOCKED_NAP_MS * 1000,
+            Some(ts) => (ts - now()).clamp(0, MAX_NAP_MS * 1000),
+            None => MAX_NAP_MS * 1000,
         };
-        if nap > 0 && !BackgroundWorker::wait_latch(Some(Duration::from_millis(nap as u64))) {
+        if nap_us >= 1000 && !BackgroundWorker::wait_latch(Some(Duration::from_millis((nap_us / 1000) as u64))) {
             break; // postmaster died
+        }
+        if let Some(ts) = next {
+            let left = ts - now();
+            if (1..1000).contains(&left) {
+                std::thread::sleep(Duration::from_micros(left as u64));
+            }
         }
     }
     // leaving: when this database needs a scheduler again (the launcher
@@ -517,32 +539,35 @@ impl Scheduler {
         let job = &self.jobs[&jobid];
         // Who and where, checked here so that a refusal is a clear failed
         // run rather than a worker dying on connect.
-        let target = Spi::get_three_with_args::<pg_sys::Oid, pg_sys::Oid, bool>(
-            "SELECT (SELECT d.oid FROM pg_catalog.pg_database d
-                      WHERE d.datallowconn AND d.datname = CASE WHEN $3 THEN pg_catalog.current_database() ELSE $1 END),
-                    r.oid, r.rolcanlogin
-               FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_roles r ON r.oid = $2",
-            &[job.database.as_str().into(), job.owner.into(), job.local.into()],
-        );
+        let target = run_target(job);
         let problem = match target {
             Ok((Some(db), Some(role), Some(true))) => {
                 if SHARED.share().runs.iter().all(|r| r.state != RunState::Free) {
                     return Start::NoSlot;
                 }
-                // the run is recorded as 'starting' now; the launcher starts
-                // its worker when the cluster-wide budget allows (its start
-                // time minus scheduled_for is how late it started)
+                // the worker first (its start, about 5 ms, overlaps the
+                // bookkeeping), then the run's row: 'starting' until it runs.
+                // Beyond the cluster-wide budget the launcher starts it
+                // later, oldest due first (start_time - scheduled_for is how
+                // late it started)
                 let seg = RunSegment::create(jobid, db, role, job.timeout_ms, &job.command);
-                let runid = insert_run(jobid, job, "starting", None, due, None);
-                let requested = SHARED.exclusive().request_run(self.dboid, jobid, runid, seg.handle(), due, now());
-                if requested.is_none() {
+                let Some(slot) = SHARED.exclusive().request_run(self.dboid, jobid, 0, seg.handle(), due, now()) else {
                     // another scheduler took the last slot meanwhile
                     seg.release();
-                    forget_run(runid);
                     return Start::NoSlot;
+                };
+                let started = start_now(slot);
+                let runid = insert_run(jobid, job, "starting", None, due, None);
+                {
+                    let mut shared = SHARED.exclusive();
+                    if shared.runs[slot].dsm == seg.handle() && shared.runs[slot].state != RunState::Free {
+                        shared.runs[slot].runid = runid;
+                    }
                 }
                 seg.detach();
-                shared::signal_launcher();
+                if !started {
+                    shared::signal_launcher();
+                }
                 return Start::Done;
             }
             Ok((None, _, _)) => format!("database \"{}\" does not exist or does not allow connections", job.database),
@@ -689,10 +714,70 @@ fn refresh_names() {
     .unwrap_or_else(|e| error!("could not refresh job names: {e}"));
 }
 
-/// A run that was recorded but could not be requested after all.
-fn forget_run(runid: i64) {
-    Spi::run_with_args("DELETE FROM automation.job_run_details WHERE runid = $1", &[runid.into()])
-        .unwrap_or_else(|e| error!("could not remove run {runid}: {e}"));
+/// Start the worker of run slot `i` at once if the cluster-wide budget
+/// allows and no other run waits; false when it is left to the launcher.
+fn start_now(i: usize) -> bool {
+    let mut shared = SHARED.exclusive();
+    let started = shared.runs.iter().filter(|r| r.state == RunState::Started).count() as u32;
+    let waiting = shared.runs.iter().filter(|r| r.state == RunState::Requested).count();
+    if started >= shared.max_workers || waiting > 1 || shared.launcher_pid == 0 {
+        return false;
+    }
+    let run = shared.runs[i];
+    match runner::start_run_worker(run.jobid, run.dsm, shared.launcher_pid) {
+        Some(worker) => {
+            shared.runs[i].state = RunState::Started;
+            shared.runs[i].worker = worker;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Who and where a run of `job` would connect: (database, role, may the role
+/// log in). Read from the system caches, not with SQL: this is on the path
+/// from a fire being due to its worker starting.
+fn run_target(job: &Job) -> Result<(Option<pg_sys::Oid>, Option<pg_sys::Oid>, Option<bool>), String> {
+    // SAFETY: syscache look-ups inside the caller's transaction; each tuple
+    // found is read as its catalog's fixed-size struct (GETSTRUCT) and
+    // released before returning.
+    unsafe {
+        let database = if job.local {
+            Some(pg_sys::MyDatabaseId) // we are connected to it: it allows connections
+        } else {
+            let name = std::ffi::CString::new(job.database.as_str()).map_err(|e| e.to_string())?;
+            let oid = pg_sys::get_database_oid(name.as_ptr(), true);
+            let allowed = oid != pg_sys::InvalidOid && {
+                let tuple =
+                    pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::DATABASEOID as _, pg_sys::Datum::from(oid));
+                let allowed = !tuple.is_null() && (*getstruct::<pg_sys::FormData_pg_database>(tuple)).datallowconn;
+                if !tuple.is_null() {
+                    pg_sys::ReleaseSysCache(tuple);
+                }
+                allowed
+            };
+            allowed.then_some(oid)
+        };
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::AUTHOID as _, pg_sys::Datum::from(job.owner));
+        if tuple.is_null() {
+            return Ok((database, None, None));
+        }
+        let login = (*getstruct::<pg_sys::FormData_pg_authid>(tuple)).rolcanlogin;
+        pg_sys::ReleaseSysCache(tuple);
+        Ok((database, Some(job.owner), Some(login)))
+    }
+}
+
+/// The fixed-size part of a catalog tuple (PostgreSQL's GETSTRUCT).
+///
+/// # Safety
+/// `tuple` is a valid heap tuple of a catalog whose row struct is `T`.
+unsafe fn getstruct<T>(tuple: pg_sys::HeapTuple) -> *const T {
+    // SAFETY: as the caller promises; t_hoff is the offset of the data.
+    unsafe {
+        let data = (*tuple).t_data;
+        (data as *const u8).add((*data).t_hoff as usize) as *const T
+    }
 }
 
 fn record_skipped(jobid: i64, job: &Job, due: i64, now: i64, running: i64) {
