@@ -213,35 +213,13 @@ fn blocking_action(
             "action is reindex or drop; lock_timeout_ms is zero or more."
         );
     }
-    let row = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), t.oid, tn.nspname::text, t.relname::text,
-                    pg_catalog.pg_relation_size(c.oid), i.indisvalid,
-                    pg_catalog.pg_has_role(t.relowner, 'USAGE')
-               FROM pg_catalog.pg_index i
-               JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-               JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
-               JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
-              WHERE c.oid = $1",
-            None,
-            &[index.into()],
-        )?;
-        let mut found = None;
-        for r in rows {
-            found = Some((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(3)?,
-                r.get::<String>(4)?,
-                r.get::<i64>(5)?.unwrap_or_default(),
-                r.get::<bool>(6)?.unwrap_or(true),
-                r.get::<bool>(7)?.unwrap_or(false),
-            ));
-        }
-        Ok::<_, pgrx::spi::SpiError>(found)
-    })
-    .unwrap_or_else(|e| error!("could not look up index {}: {e}", index.to_u32()));
-    let Some((name, schema, table, size_before, valid, owner)) = row else {
+    // SAFETY: reads the current role's name; raises for an unknown role.
+    let actor = unsafe {
+        std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)).to_string_lossy().into_owned()
+    };
+    let Some(Target { index: name, schema, table, size: size_before, valid, allowed: owner, .. }) =
+        describe_index(index, &actor)
+    else {
         ereport!(
             ERROR,
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -279,10 +257,6 @@ fn blocking_action(
         Spi::run_with_args("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[saved.into()])
             .unwrap_or_else(|e| error!("could not restore lock_timeout: {e}"));
     }
-    // SAFETY: reads the current role's name; raises for an unknown role.
-    let actor = unsafe {
-        std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)).to_string_lossy().into_owned()
-    };
     let mut details = serde_json::json!({ "index": name, "size_before": size_before, "concurrently": false });
     let (operation, error) = match (action, outcome) {
         ("drop", Ok(_)) => ("DROP INVALID INDEX", None),
@@ -306,9 +280,7 @@ fn blocking_action(
         details["bloat_ratio"] = bloat_ratio.and_then(|r| r.parse::<f64>().ok()).into();
         details["estimated_by"] = estimated_by.into();
     }
-    crate::audit::as_log_owner(|| {
-        write_audit(&actor, operation, schema.as_deref(), table.as_deref(), pgrx::JsonB(details))
-    });
+    crate::audit::as_log_owner(|| write_audit(&actor, operation, Some(&schema), Some(&table), pgrx::JsonB(details)));
     error
 }
 
@@ -358,6 +330,7 @@ struct Target {
     table: String,
     size: i64,
     allowed: bool,
+    valid: bool,
 }
 
 /// The worker: waits for the queuing transaction to end (nothing to do if it
@@ -416,38 +389,44 @@ pub extern "C-unwind" fn automation_index_main(arg: pg_sys::Datum) {
 }
 
 fn target(task: &Task) -> Option<Target> {
-    BackgroundWorker::transaction(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), t.oid, tn.nspname::text, t.relname::text,
-                        pg_catalog.pg_relation_size(c.oid),
-                        pg_catalog.pg_has_role($2::name, t.relowner, 'USAGE')
-                        OR COALESCE((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $2), false)
-                   FROM pg_catalog.pg_index i
-                   JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                   JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
-                   JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
-                  WHERE c.oid = $1",
-                None,
-                &[task.index.into(), task.requested_by.as_str().into()],
-            )?;
-            let mut found = None;
-            for r in rows {
-                found = Some(Target {
-                    index: r.get::<String>(1)?.unwrap_or_default(),
-                    table_oid: r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
-                    schema: r.get::<String>(3)?.unwrap_or_default(),
-                    table: r.get::<String>(4)?.unwrap_or_default(),
-                    size: r.get::<i64>(5)?.unwrap_or_default(),
-                    allowed: r.get::<bool>(6)?.unwrap_or(false),
-                });
-            }
-            Ok::<_, pgrx::spi::SpiError>(found)
-        })
-        .ok()
-        .flatten()
+    BackgroundWorker::transaction(|| describe_index(task.index, &task.requested_by))
+}
+
+/// An index, its table, and whether `role` may maintain it (owns the table,
+/// or is a superuser); None when there is no such index. In the caller's
+/// transaction.
+fn describe_index(index: pg_sys::Oid, role: &str) -> Option<Target> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), t.oid, tn.nspname::text, t.relname::text,
+                    pg_catalog.pg_relation_size(c.oid),
+                    pg_catalog.pg_has_role($2::name, t.relowner, 'USAGE')
+                    OR COALESCE((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $2), false),
+                    i.indisvalid
+               FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+               JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+              WHERE c.oid = $1",
+            None,
+            &[index.into(), role.into()],
+        )?;
+        let mut found = None;
+        for r in rows {
+            found = Some(Target {
+                index: r.get::<String>(1)?.unwrap_or_default(),
+                table_oid: r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+                schema: r.get::<String>(3)?.unwrap_or_default(),
+                table: r.get::<String>(4)?.unwrap_or_default(),
+                size: r.get::<i64>(5)?.unwrap_or_default(),
+                allowed: r.get::<bool>(6)?.unwrap_or(false),
+                valid: r.get::<bool>(7)?.unwrap_or(true),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(found)
     })
+    .unwrap_or_else(|e| error!("could not look up index {}: {e}", index.to_u32()))
 }
 
 fn carry_out(task: &Task) {
