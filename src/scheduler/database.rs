@@ -1,14 +1,18 @@
 //! The scheduler of one database: a dynamic background worker started by the
-//! launcher. It keeps the active jobs in memory with a min-heap of their next
-//! fire times (a wake-up costs O(log n) in the number of jobs, not O(n)),
-//! reloads them when automation.job changes (a relcache invalidation the
-//! table's trigger sends on commit), starts each due run in a runner worker,
-//! and records every run in automation.job_run_details.
+//! launcher while the database's jobs are due (it leaves when the next fire
+//! is more than a moment away, writing that time to shared memory). It keeps
+//! the active jobs in memory with a min-heap of their next fire times (a
+//! wake-up costs O(log n) in the number of jobs, not O(n)), reloads them when
+//! automation.job changes (a relcache invalidation the table's trigger sends
+//! on commit), asks for each due run through a shared run slot (starting its
+//! worker at once when the cluster-wide budget allows, else the launcher
+//! does), and records every run in automation.job_run_details.
 //!
 //! Fires are aligned to the schedule: a job's next fire is computed from the
-//! time it was due, not from when it ran; fires missed while the server was
-//! down, or while the job waited for a free slot past its next fire, are
-//! coalesced into one run.
+//! time it was due, not from when it ran, and a new scheduler starts from the
+//! next fire the job table keeps; fires missed while the server was down, or
+//! while the job waited for a free slot past its next fire, are coalesced
+//! into one run.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};

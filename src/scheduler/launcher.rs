@@ -4,14 +4,18 @@
 //! promotion), restarted 5 seconds after a crash.
 //!
 //! It lists the databases (it connects to none, like the autovacuum launcher,
-//! and reads the shared catalog pg_database), and keeps one scheduler running
-//! in each database that has the extension. Whether a database has it is
-//! only known from inside it, so a scheduler started in a database without it
-//! reports "missing" in shared memory and exits; the launcher then leaves that
-//! database alone until `CREATE EXTENSION` there wakes it (the install script
-//! calls automation.wake_scheduler()) or, as a safety net for installs that
-//! did not wake it (pg_restore of a dump), every ten minutes, one database at
-//! a time.
+//! and reads the shared catalog pg_database) and starts a database's
+//! scheduler when that database needs one: a fire is due (from the next due
+//! time its last scheduler left in shared memory), its jobs changed, or runs
+//! of it ended and are to be recorded — at most automation.scheduler_workers
+//! at once, first come, first served. It also starts the workers of requested
+//! runs, oldest due first, at most automation.max_workers at once; both
+//! budgets are clamped to what max_worker_processes leaves, and logged.
+//! Whether a database has the extension is only known from inside it, so a
+//! scheduler started in a database without it reports "missing" and exits;
+//! the launcher then leaves that database alone until `CREATE EXTENSION`
+//! there wakes it (the install script calls automation.wake_scheduler()) or,
+//! as a safety net for installs that did not wake it, every ten minutes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -2,9 +2,9 @@
 //! workers):
 //!
 //! - `cron`: schedule parsing and next-fire times (pure Rust);
-//! - `launcher`: one static worker that starts a scheduler for every database
-//!   where the extension is installed;
-//! - `database`: the per-database scheduler loop;
+//! - `launcher`: one static worker that starts a database's scheduler when
+//!   its jobs are due, and the workers of runs, within cluster-wide budgets;
+//! - `database`: the per-database scheduler loop (runs only while needed);
 //! - `runner`: the dynamic worker that runs one job, as its owner, at top level;
 //! - `shared`: the shared memory they coordinate through;
 //! - `hooks`: DROP DATABASE stops our workers in that database first;
