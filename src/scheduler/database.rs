@@ -724,8 +724,13 @@ fn start_now(i: usize) -> bool {
     let mut shared = SHARED.exclusive();
     let started = shared.runs.iter().filter(|r| r.state == RunState::Started).count() as u32;
     let waiting = shared.runs.iter().filter(|r| r.state == RunState::Requested).count();
-    if started >= shared.max_workers || waiting > 1 || shared.launcher_pid == 0 {
-        return false;
+    // (the launcher may have started it meanwhile: then it is not ours to start)
+    if shared.runs[i].state != RunState::Requested
+        || started >= shared.max_workers
+        || waiting > 1
+        || shared.launcher_pid == 0
+    {
+        return shared.runs[i].state == RunState::Started;
     }
     let run = shared.runs[i];
     match runner::start_run_worker(run.jobid, run.dsm, shared.launcher_pid) {

@@ -228,33 +228,29 @@ fn start_runs(max_workers: u32) -> Option<i64> {
     // SAFETY: reading this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
     loop {
-        let next = {
-            let shared = SHARED.share();
-            let running = shared.runs.iter().filter(|r| r.state == RunState::Started).count() as u32;
-            // SAFETY: reads the clock.
-            let now = unsafe { pg_sys::GetCurrentTimestamp() };
-            let holding: Vec<u32> = shared.dbs.iter().filter(|d| d.hold_until > now).map(|d| d.dboid).collect();
-            let oldest = shared
-                .runs
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
-                .min_by_key(|(_, r)| (r.due, r.requested_at))
-                .map(|(i, r)| (i, *r));
-            match oldest {
-                None => return None,
-                Some((_, r)) if running >= max_workers => return Some(r.requested_at),
-                Some(found) => found,
-            }
+        // check and start under one lock: schedulers start runs too
+        // (start_now), and the budget must hold against both
+        let mut shared = SHARED.exclusive();
+        let running = shared.runs.iter().filter(|r| r.state == RunState::Started).count() as u32;
+        // SAFETY: reads the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let holding: Vec<u32> = shared.dbs.iter().filter(|d| d.hold_until > now).map(|d| d.dboid).collect();
+        let oldest = shared
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
+            .min_by_key(|(_, r)| (r.due, r.requested_at))
+            .map(|(i, r)| (i, *r));
+        let (i, run) = match oldest {
+            None => return None,
+            Some((_, r)) if running >= max_workers => return Some(r.requested_at),
+            Some(found) => found,
         };
-        let (i, run) = next;
         match runner::start_run_worker(run.jobid, run.dsm, me) {
             Some(worker) => {
-                let mut shared = SHARED.exclusive();
-                if shared.runs[i].runid == run.runid && shared.runs[i].state == RunState::Requested {
-                    shared.runs[i].state = RunState::Started;
-                    shared.runs[i].worker = worker;
-                }
+                shared.runs[i].state = RunState::Started;
+                shared.runs[i].worker = worker;
             }
             // every max_worker_processes slot is taken (by others): the
             // run keeps waiting, and is started when one is free
