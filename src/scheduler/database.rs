@@ -195,20 +195,11 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     let patience_ms: i64 = BackgroundWorker::get_extra().parse().unwrap_or(0);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
-    // SAFETY: reports this process's application name (copied by PostgreSQL);
-    // a plain GUC assignment for this session: the scheduler's bookkeeping
-    // (run rows, next fire times) does not wait for its WAL to reach disk —
-    // a crash loses at most the last moments of it, which recover() and
-    // the next visit put right — so that a visit costs no fsync per commit.
-    unsafe {
-        pg_sys::pgstat_report_appname(c"automation_ext scheduler".as_ptr());
-        pg_sys::SetConfigOption(
-            c"synchronous_commit".as_ptr(),
-            c"off".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-        );
-    }
+    // SAFETY: reports this process's application name (copied by PostgreSQL).
+    // (The scheduler's commits stay synchronous: with them asynchronous, a
+    // crash right after a run started could lose its row, and recovery would
+    // not know the run was ever in flight.)
+    unsafe { pg_sys::pgstat_report_appname(c"automation_ext scheduler".as_ptr()) };
 
     // Wait (briefly) for the extension.
     let deadline = now() + patience_ms * 1000;
