@@ -65,6 +65,8 @@ struct Tracked {
 /// A database's scheduler is started this long before its next fire, so
 /// that it is connected and has its jobs loaded when the fire is due.
 const LEAD_US: i64 = 100_000;
+/// The launcher's shortest sleep when nothing sets its latch.
+const MIN_NAP_US: i64 = 10_000;
 /// Ended runs are recorded by the next visit for a fire when it comes within this.
 const REAP_LATER_US: i64 = 5_000_000;
 /// How often a lasting shortage of worker slots is logged, at most.
@@ -385,7 +387,10 @@ fn next_wake(tracked: &HashMap<u32, Tracked>) -> Duration {
         .map(|d| d.next_due - LEAD_US)
         .min();
     match soonest {
-        Some(t) => Duration::from_micros((t - now).clamp(0, 1_000_000) as u64),
+        // at least 10 ms: a database overdue but not startable now (its last
+        // scheduler failed a moment ago, it is being dropped, every run slot
+        // is taken) must not make the launcher spin; events set its latch anyway
+        Some(t) => Duration::from_micros((t - now).clamp(MIN_NAP_US, 1_000_000) as u64),
         None => Duration::from_secs(1),
     }
 }
