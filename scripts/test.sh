@@ -1,66 +1,170 @@
 #!/usr/bin/env bash
 # README command 2: run every test. Exits non-zero on any failure.
-#   1. installs what is missing (apt packages, cargo-pgrx),
-#   2. cargo pgrx test: the plain Rust #[test]s and the #[pg_test]s, on a
-#      throw-away cluster pgrx starts as the postgres user (initdb refuses root),
-#   3. installs the release build into Debian's cluster and restarts it with
-#      the library preloaded, as scripts/setup.sh does. This must come after
-#      step 2: `cargo pgrx test --runas` copies its debug test build (with the
-#      test-only schema) over the system install;
-#   4. the SQL regression suite in pg_test/ (pg_regress) against that cluster,
-#      with the released versions' install scripts (pg_test/releases/) beside
-#      the current one, for the upgrade test;
-#   5. the integration tests in pg_test/integration (real LISTEN clients,
-#      several sessions), built as root and run as the postgres OS user.
+#
+# The tests leave the machine's own PostgreSQL alone: they run against a
+# private installation and a throw-away cluster of their own.
+#   1. installs what is missing (apt packages, cargo-pgrx);
+#   2. a private copy of Debian's PostgreSQL 15 installation under
+#      /var/tmp/automation_ext-test/prefix (PostgreSQL is relocatable: the
+#      copy's pg_config and postgres find everything under the prefix), which
+#      pgrx is pointed at through a PGRX_HOME of its own;
+#   3. cargo pgrx test: the plain Rust #[test]s and the #[pg_test]s, on the
+#      cluster pgrx starts itself (as the postgres user: initdb refuses root);
+#   4. the release build installed into the private copy (with the released
+#      versions' install scripts, for the upgrade test), and a throw-away
+#      cluster initdb'd from it in a temporary directory, on a free port, with
+#      the library preloaded;
+#   5. the SQL regression suite in pg_test/ (pg_regress) against it;
+#   6. the integration tests in pg_test/integration (real LISTEN clients,
+#      background workers, a SIGKILL, a streaming standby, dump and restore,
+#      a hundred databases), built as root and run as the postgres OS user.
+# The cluster is stopped and removed at the end, also when a test fails or
+# the run is interrupted.
+#
+# One regression file:   bash scripts/test.sh regress <name> [<name> ...]
+# One integration test:  bash scripts/test.sh integration <binary> [<test name filter>]
+# (both still build and start the throw-away cluster, and skip the other steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+
+ONLY=${1:-all}
+shift || true
 
 require_root
 ensure_packages
 ensure_cargo_pgrx
 
-# cargo pgrx test installs its test build over the system library: a running
-# cluster would crash on it
-stop_cluster_using_library
-log "cargo pgrx test pg$PG_MAJOR (unit tests and #[pg_test]s)"
-PGRX_TEST_DATA=/var/tmp/automation_ext-pgrx-test
-mkdir -p "$PGRX_TEST_DATA"
-chown postgres:postgres "$PGRX_TEST_DATA"
-cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$PGRX_TEST_DATA"
+PRIVATE=/var/tmp/automation_ext-test
+PREFIX=$PRIVATE/prefix
+PBIN=$PREFIX/usr/lib/postgresql/$PG_MAJOR/bin
+PPG_CONFIG=$PBIN/pg_config
 
-install_extension
-install_release_scripts
-configure_and_restart_cluster
+# 2. the private installation: a copy of Debian's, made again when Debian's changes
+ensure_private_install() {
+    local want have
+    want=$("$PG_CONFIG" --version)
+    have=$([ -x "$PPG_CONFIG" ] && "$PPG_CONFIG" --version || true)
+    if [ "$want" != "$have" ] || [ "$("$PPG_CONFIG" --bindir 2>/dev/null)" != "$PBIN" ]; then
+        log "private PostgreSQL installation under $PREFIX ($want)"
+        rm -rf "$PREFIX"
+        mkdir -p "$PREFIX/usr/lib/postgresql" "$PREFIX/usr/share/postgresql" "$PREFIX/usr/include"
+        cp -a "/usr/lib/postgresql/$PG_MAJOR" "$PREFIX/usr/lib/postgresql/"
+        cp -a "/usr/share/postgresql/$PG_MAJOR" "$PREFIX/usr/share/postgresql/"
+        cp -a /usr/include/postgresql "$PREFIX/usr/include/"
+    else
+        log "private PostgreSQL installation present ($have)"
+    fi
+    [ "$("$PPG_CONFIG" --sharedir)" = "$PREFIX/usr/share/postgresql/$PG_MAJOR" ] \
+        || die "the copy's pg_config does not report the private prefix ($("$PPG_CONFIG" --sharedir))"
+    # pgrx, pointed at the copy in a home of its own (setup.sh's stays on Debian's)
+    export PGRX_HOME=$PRIVATE/pgrx-home
+    mkdir -p "$PGRX_HOME"
+    if ! grep -q "^pg$PG_MAJOR = \"$PPG_CONFIG\"" "$PGRX_HOME/config.toml" 2>/dev/null; then
+        log "cargo pgrx init --pg$PG_MAJOR $PPG_CONFIG (PGRX_HOME=$PGRX_HOME)"
+        cargo pgrx init --pg$PG_MAJOR "$PPG_CONFIG"
+    fi
+    # builds against the copy go to a target directory of their own, so that
+    # setup.sh's builds against Debian's installation are not redone each time
+    export CARGO_TARGET_DIR=$PWD/target/private
+}
+ensure_private_install
 
-log "SQL regression suite (pg_test/, pg_regress against port $PG_PORT)"
-PG_REGRESS=$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress
-[ -x "$PG_REGRESS" ] || die "pg_regress not found at $PG_REGRESS (package postgresql-server-dev-$PG_MAJOR)"
-REGRESS_DB=automation_regress
-# pg_regress runs as postgres: give it a private copy of the suite to write into.
-work=$(mktemp -d /tmp/automation_ext-regress.XXXXXX)
-cp -r pg_test/. "$work/"
-chown -R postgres:postgres "$work"
-# --use-existing makes pg_regress use the database as it finds it
-recreate_database "$REGRESS_DB"
-status=0
-as_postgres "$PG_REGRESS" \
-    --use-existing --bindir="$PG_BIN" --port="$PG_PORT" \
-    --dbname="$REGRESS_DB" \
-    --inputdir="$work" --outputdir="$work" \
-    --schedule="$work/schedule" || status=$?
-if [ $status -ne 0 ]; then
-    [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
-    die "SQL regression suite failed (output kept in $work)"
+if [ "$ONLY" = all ]; then
+    log "cargo pgrx test pg$PG_MAJOR (unit tests and #[pg_test]s, on pgrx's own cluster)"
+    PGRX_TEST_DATA=$PRIVATE/pgrx-data
+    mkdir -p "$PGRX_TEST_DATA"
+    chown postgres:postgres "$PGRX_TEST_DATA"
+    cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$PGRX_TEST_DATA"
 fi
-rm -rf "$work"
 
-log "integration tests (pg_test/integration, as the postgres user against port $PG_PORT)"
-export CARGO_TARGET_DIR="$PWD/target/integration"
-binaries=$(cargo test --manifest-path pg_test/integration/Cargo.toml --no-run --message-format=json \
-           | grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/')
-[ -n "$binaries" ] || die "no integration test binaries were built"
-for bin in $binaries; do
-    as_postgres env AUTOMATION_TEST_PORT="$PG_PORT" "$bin"
-done
+# 4. the release build in the copy, and a throw-away cluster from it
+log "building (release) and installing automation_ext into the private installation"
+cargo pgrx install --release --pg-config "$PPG_CONFIG"
+install -m 644 pg_test/releases/automation_ext--*.sql "$("$PPG_CONFIG" --sharedir)/extension/"
+
+free_port() {
+    local p
+    for p in $(seq 54400 54499); do
+        ss -ltnH "sport = :$p" | grep -q . || { echo "$p"; return; }
+    done
+    die "no free port in 54400-54499"
+}
+TPORT=$(free_port)
+TDATA=$(mktemp -d "$PRIVATE/cluster.XXXXXX")
+TSOCK=$TDATA/socket
+TLOG=$TDATA/server.log
+mkdir -p "$TSOCK"
+chown -R postgres:postgres "$TDATA"
+# a clean environment: the server must not inherit the caller's (RUST_BACKTRACE
+# would add backtraces to every error message the tests compare)
+as_postgres_env() {
+    runuser -u postgres -- env -i PATH=/usr/bin:/bin LANG=C.UTF-8 PGHOST="$TSOCK" PGPORT="$TPORT" "$@"
+}
+cleanup() {
+    local status=$?
+    as_postgres_env "$PBIN/pg_ctl" -D "$TDATA/data" -m immediate -w stop >/dev/null 2>&1 || true
+    if [ $status -ne 0 ] && [ -f "$TLOG" ]; then
+        cp "$TLOG" /tmp/automation_ext-test-server.log
+        printf '\n==> the last lines of the test cluster'"'"'s log (all of it: /tmp/automation_ext-test-server.log)\n'
+        tail -n 40 "$TLOG"
+    fi
+    rm -rf "$TDATA" /tmp/automation_ext_it_standby /tmp/automation_ext_it_standby.log
+    exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "throw-away cluster in $TDATA, port $TPORT"
+as_postgres_env "$PBIN/initdb" -D "$TDATA/data" --auth-local=peer --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+cat >>"$TDATA/data/postgresql.conf" <<EOF
+# scripts/test.sh: a throw-away cluster for the tests
+port = $TPORT
+listen_addresses = ''
+unix_socket_directories = '$TSOCK'
+shared_preload_libraries = 'automation_ext'
+max_worker_processes = 32
+wal_level = replica
+max_wal_senders = 5
+fsync = off
+EOF
+as_postgres_env "$PBIN/pg_ctl" -D "$TDATA/data" -l "$TLOG" -w start >/dev/null
+tpsql() { as_postgres_env "$PBIN/psql" -X -v ON_ERROR_STOP=1 "$@"; }
+
+if [ "$ONLY" = all ] || [ "$ONLY" = regress ]; then
+    log "SQL regression suite (pg_test/, pg_regress against port $TPORT)"
+    PG_REGRESS=$(dirname "$("$PPG_CONFIG" --pgxs)")/../test/regress/pg_regress
+    [ -x "$PG_REGRESS" ] || die "pg_regress not found at $PG_REGRESS (package postgresql-server-dev-$PG_MAJOR)"
+    REGRESS_DB=automation_regress
+    work=$(mktemp -d /tmp/automation_ext-regress.XXXXXX)
+    cp -r pg_test/. "$work/"
+    chown -R postgres:postgres "$work"
+    tpsql -q -d postgres -c "DROP DATABASE IF EXISTS $REGRESS_DB" -c "CREATE DATABASE $REGRESS_DB" >/dev/null
+    if [ "$ONLY" = regress ] && [ $# -gt 0 ]; then tests=("$@"); else tests=("--schedule=$work/schedule"); fi
+    status=0
+    as_postgres_env "$PG_REGRESS" --use-existing --bindir="$PBIN" --host="$TSOCK" --port="$TPORT" \
+        --dbname="$REGRESS_DB" --inputdir="$work" --outputdir="$work" "${tests[@]}" || status=$?
+    if [ $status -ne 0 ]; then
+        [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
+        die "SQL regression suite failed (output kept in $work)"
+    fi
+    rm -rf "$work"
+fi
+
+if [ "$ONLY" = all ] || [ "$ONLY" = integration ]; then
+    log "integration tests (pg_test/integration, as the postgres user against port $TPORT)"
+    binaries=$(CARGO_TARGET_DIR="$PWD/target/integration" \
+        cargo test --manifest-path pg_test/integration/Cargo.toml --no-run --message-format=json \
+        | grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/')
+    [ -n "$binaries" ] || die "no integration test binaries were built"
+    for bin in $binaries; do
+        if [ "$ONLY" = integration ] && [ $# -gt 0 ] && [ "$(basename "$bin" | sed 's/-[0-9a-f]*$//')" != "$1" ]; then
+            continue
+        fi
+        filter=()
+        [ "$ONLY" = integration ] && [ $# -gt 1 ] && filter=("$2")
+        runuser -u postgres -- env -i PATH=/usr/bin:/bin LANG=C.UTF-8 AUTOMATION_TEST_HOST="$TSOCK" \
+            AUTOMATION_TEST_PORT="$TPORT" AUTOMATION_TEST_BINDIR="$PBIN" "$bin" "${filter[@]}"
+    done
+fi
 log "all tests passed"

@@ -38,6 +38,7 @@ fn automation_processes(c: &mut Client) -> i64 {
 fn the_scheduler_waits_on_a_standby_and_starts_after_promotion() {
     let mut primary = connect();
     let port = std::env::var("AUTOMATION_TEST_PORT").unwrap_or_else(|_| "5432".into());
+    let host = std::env::var("AUTOMATION_TEST_HOST").unwrap_or_else(|_| "/var/run/postgresql".into());
     if Path::new(DIR).exists() {
         let _ = Command::new(bin("pg_ctl")).args(["-D", DIR, "-m", "immediate", "-w", "stop"]).status();
         std::fs::remove_dir_all(DIR).unwrap();
@@ -47,7 +48,7 @@ fn the_scheduler_waits_on_a_standby_and_starts_after_promotion() {
     let workers: String = primary.query_one("SELECT current_setting('max_worker_processes')", &[]).unwrap().get(0);
     run(
         &bin("pg_basebackup"),
-        &["-h", "/var/run/postgresql", "-p", &port, "-D", DIR, "-R", "-X", "stream", "-c", "fast"],
+        &["-h", &host, "-p", &port, "-D", DIR, "-R", "-X", "stream", "-c", "fast"],
     );
     // Debian keeps the configuration outside the data directory: give the
     // standby its own, with the library preloaded
