@@ -14,6 +14,8 @@ use pgrx::prelude::*;
 use pgrx::{direct_function_call_as_datum, PgTrigger, PgTriggerError};
 use std::cell::RefCell;
 
+use crate::error::{Context, Error, OrRaise, Result};
+
 const ROW_TRIGGER: &str = "automation_audit_row";
 const TRUNCATE_TRIGGER: &str = "automation_audit_truncate";
 
@@ -42,6 +44,8 @@ mod automation {
     use pgrx::prelude::*;
     use pgrx::{PgTrigger, PgTriggerError};
 
+    use crate::error::OrRaise;
+
     /// Trigger function behind `enable_audit`: AFTER ... FOR EACH ROW for
     /// INSERT, UPDATE, DELETE; AFTER TRUNCATE FOR EACH STATEMENT.
     #[pg_trigger]
@@ -57,13 +61,13 @@ mod automation {
     /// `automation.enable_audit(target regclass) → text`
     #[pg_extern(sql = false)]
     fn enable_audit(target: pg_sys::Oid) -> String {
-        super::enable(target)
+        super::enable(target).or_raise()
     }
 
     /// `automation.disable_audit(target regclass) → boolean`
     #[pg_extern(sql = false)]
     fn disable_audit(target: pg_sys::Oid) -> bool {
-        super::disable(target)
+        super::disable(target).or_raise()
     }
 }
 
@@ -175,7 +179,8 @@ fn record(trigger: &PgTrigger<'_>) -> Result<(), PgTriggerError> {
             })
         })
     })
-    .unwrap_or_else(|e| error!("could not write to automation_audit.log: {e}"));
+    .context("could not write to automation_audit.log")
+    .or_raise();
     Ok(())
 }
 
@@ -190,7 +195,7 @@ pub(crate) fn as_log_owner<R>(f: impl FnOnce() -> R) -> R {
         let nsp = pg_sys::get_namespace_oid(c"automation_audit".as_ptr(), false);
         let relid = pg_sys::get_relname_relid(c"log".as_ptr(), nsp);
         if relid == pg_sys::InvalidOid {
-            error!("automation_audit.log does not exist");
+            Error::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "automation_audit.log does not exist").raise();
         }
         let rel = pg_sys::RelationIdGetRelation(relid);
         let owner = (*(*rel).rd_rel).relowner;
@@ -206,23 +211,15 @@ pub(crate) fn as_log_owner<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-fn enable(target: pg_sys::Oid) -> String {
-    let (table, relkind) = crate::catalog::describe_relation(target);
+fn enable(target: pg_sys::Oid) -> Result<String> {
+    let (table, relkind) = crate::catalog::describe_relation(target)?;
     if relkind != "r" && relkind != "p" {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("{table} is not a table"),
-            "Auditing works on tables and partitioned tables."
-        );
+        return Err(Error::new(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("{table} is not a table"))
+            .with_detail("Auditing works on tables and partitioned tables."));
     }
     if table == "automation_audit.log" {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "the audit log cannot audit itself",
-            "Every audit row would write another audit row."
-        );
+        return Err(Error::invalid("the audit log cannot audit itself")
+            .with_detail("Every audit row would write another audit row."));
     }
     // CREATE TRIGGER checks that the caller owns the table (or has TRIGGER on it).
     for sql in [
@@ -235,24 +232,23 @@ fn enable(target: pg_sys::Oid) -> String {
                  FOR EACH STATEMENT EXECUTE FUNCTION automation.audit_row_change()"
         ),
     ] {
-        Spi::run(&sql).unwrap_or_else(|e| error!("could not enable auditing on {table}: {e}"));
+        Spi::run(&sql).with_context(|| format!("could not enable auditing on {table}"))?;
     }
-    Spi::get_one_with_args::<String>(
-        "SELECT pg_catalog.string_agg(pg_catalog.pg_get_triggerdef(oid), E';\n' ORDER BY tgname)
-           FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY ($2)",
-        &[target.into(), vec![ROW_TRIGGER, TRUNCATE_TRIGGER].into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_default()
+    let mut definitions = Vec::new();
+    for name in [ROW_TRIGGER, TRUNCATE_TRIGGER] {
+        definitions.push(crate::catalog::trigger_definition(target, name)?.ok_or_else(|| {
+            Error::internal(format!("could not enable auditing on {table}"), format!("trigger {name} is not there"))
+        })?);
+    }
+    Ok(definitions.join(";\n"))
 }
 
-fn disable(target: pg_sys::Oid) -> bool {
-    let (table, _) = crate::catalog::describe_relation(target);
+fn disable(target: pg_sys::Oid) -> Result<bool> {
+    let (table, _) = crate::catalog::describe_relation(target)?;
     // both, whatever the first finds
-    let row = crate::catalog::drop_trigger_if_exists(target, &table, ROW_TRIGGER);
-    let truncate = crate::catalog::drop_trigger_if_exists(target, &table, TRUNCATE_TRIGGER);
-    row || truncate
+    let row = crate::catalog::drop_trigger_if_exists(target, &table, ROW_TRIGGER)?;
+    let truncate = crate::catalog::drop_trigger_if_exists(target, &table, TRUNCATE_TRIGGER)?;
+    Ok(row || truncate)
 }
 
 #[cfg(any(test, feature = "pg_test"))]

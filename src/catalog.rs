@@ -2,9 +2,11 @@
 
 use pgrx::prelude::*;
 
+use crate::error::{Context, Error, Result};
+
 /// Quoted `schema.relation` (safe to splice into SQL) and relkind of `target`;
-/// ERROR 42P01 when there is no such relation.
-pub fn describe_relation(target: pg_sys::Oid) -> (String, String) {
+/// 42P01 when there is no such relation.
+pub fn describe_relation(target: pg_sys::Oid) -> Result<(String, String)> {
     let row = Spi::get_two_with_args::<String, String>(
         "SELECT format('%I.%I', n.nspname, c.relname), c.relkind::text
            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -12,30 +14,40 @@ pub fn describe_relation(target: pg_sys::Oid) -> (String, String) {
         &[target.into()],
     );
     match row {
-        Ok((Some(name), Some(kind))) => (name, kind),
-        _ => {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("relation with OID {} does not exist", target.to_u32())
-            );
-        }
+        Ok((Some(name), Some(kind))) => Ok((name, kind)),
+        Ok(_) | Err(pgrx::spi::SpiError::InvalidPosition) => Err(Error::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("relation with OID {} does not exist", target.to_u32()),
+        )),
+        Err(e) => Err(Error::internal(format!("could not look up relation {}", target.to_u32()), e)),
     }
+}
+
+/// The definition of trigger `name` on `target` (pg_get_triggerdef), if it exists.
+pub fn trigger_definition(target: pg_sys::Oid, name: &str) -> Result<Option<String>> {
+    Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.pg_get_triggerdef(oid) FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2",
+        &[target.into(), name.into()],
+    )
+    .or_else(|e| match e {
+        pgrx::spi::SpiError::InvalidPosition => Ok(None),
+        e => Err(e),
+    })
+    .with_context(|| format!("could not read the definition of trigger {name}"))
 }
 
 /// Drop the trigger `name` of `target` (whose quoted name is `table`) if it
 /// is there; returns whether it was.
-pub fn drop_trigger_if_exists(target: pg_sys::Oid, table: &str, name: &str) -> bool {
+pub fn drop_trigger_if_exists(target: pg_sys::Oid, table: &str, name: &str) -> Result<bool> {
     let present = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
         &[target.into(), name.into()],
     )
-    .ok()
-    .flatten()
+    .with_context(|| format!("could not look for trigger {name} on {table}"))?
     .unwrap_or(false);
     if present {
         Spi::run(&format!("DROP TRIGGER {} ON {table}", pgrx::spi::quote_identifier(name)))
-            .unwrap_or_else(|e| error!("could not drop trigger {name} on {table}: {e}"));
+            .with_context(|| format!("could not drop trigger {name} on {table}"))?;
     }
-    present
+    Ok(present)
 }

@@ -3,6 +3,8 @@
 
 use pgrx::prelude::*;
 
+use crate::error::{Context, Error, Result};
+
 /// Building the statement: no PostgreSQL in here.
 pub mod statement {
     /// A column as the catalog describes it; `quoted` is its name already
@@ -79,25 +81,23 @@ pub mod statement {
 mod automation {
     use pgrx::prelude::*;
 
+    use crate::error::OrRaise;
+
     /// `automation.generate_insert(target regclass) → text`; declared by hand
     /// in sql/discovery.sql because pgrx has no Rust type for regclass.
     #[pg_extern(sql = false)]
     fn generate_insert(target: pg_sys::Oid) -> String {
-        super::generate(target)
+        super::generate(target).or_raise()
     }
 }
 
 extension_sql_file!("../sql/discovery.sql", name = "discovery", requires = ["automation_schema"]);
 
-fn generate(target: pg_sys::Oid) -> String {
-    let (table, relkind) = crate::catalog::describe_relation(target);
+fn generate(target: pg_sys::Oid) -> Result<String> {
+    let (table, relkind) = crate::catalog::describe_relation(target)?;
     if !matches!(relkind.as_str(), "r" | "p" | "f" | "v") {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("{table} is not a table"),
-            "generate_insert takes a table, a partitioned table, a foreign table or a view."
-        );
+        return Err(Error::new(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("{table} is not a table"))
+            .with_detail("generate_insert takes a table, a partitioned table, a foreign table or a view."));
     }
     let columns = Spi::connect(|client| {
         client
@@ -110,16 +110,20 @@ fn generate(target: pg_sys::Oid) -> String {
                 &[target.into()],
             )?
             .map(|row| {
-                Ok(statement::Column {
-                    quoted: row.get::<String>(1)?.unwrap_or_default(),
-                    generated: row.get::<bool>(2)?.unwrap_or(false),
-                    identity_always: row.get::<bool>(3)?.unwrap_or(false),
-                })
+                Ok((row.get::<String>(1)?, row.get::<bool>(2)?.unwrap_or(false), row.get::<bool>(3)?.unwrap_or(false)))
             })
-            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
     })
-    .unwrap_or_else(|e| error!("could not read the columns of {table}: {e}"));
-    statement::insert(&table, &columns)
+    .with_context(|| format!("could not read the columns of {table}"))?
+    .into_iter()
+    .map(|(quoted, generated, identity_always)| {
+        // quote_ident of a column name is never NULL
+        let quoted =
+            quoted.ok_or_else(|| Error::internal(format!("could not read the columns of {table}"), "NULL name"))?;
+        Ok(statement::Column { quoted, generated, identity_always })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    Ok(statement::insert(&table, &columns))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -2,13 +2,15 @@
 //! workflow and data-pipeline engine.
 //!
 //! This file only wires modules together; each concern lives in its own
-//! module (see DESIGN.md in the shared folder for the map).
+//! module (the README's "Layout" section is the map).
 
 use pgrx::prelude::*;
 
 mod audit;
 mod catalog;
+mod civil;
 mod discovery;
+mod error;
 mod maintenance;
 mod metrics;
 mod notify;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
+use crate::error::{in_worker_transaction, Context, Error, OrRaise, Result};
 use crate::scheduler::runner;
 
 /// B-tree size arithmetic, after the statistical estimate the widely used
@@ -180,6 +181,7 @@ mod automation {
             );
         };
         super::blocking_action(index, action, lock_timeout_ms, bloat_ratio.map(|n| n.to_string()), estimated_by)
+            .or_raise()
     }
 }
 
@@ -204,48 +206,44 @@ fn blocking_action(
     lock_timeout_ms: i32,
     bloat_ratio: Option<String>,
     estimated_by: Option<&str>,
-) -> Option<String> {
+) -> Result<Option<String>> {
     if !matches!(action, "reindex" | "drop") || lock_timeout_ms < 0 {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("invalid maintenance action \"{action}\" (lock timeout {lock_timeout_ms} ms)"),
-            "action is reindex or drop; lock_timeout_ms is zero or more."
-        );
+        return Err(Error::invalid(format!(
+            "invalid maintenance action \"{action}\" (lock timeout {lock_timeout_ms} ms)"
+        ))
+        .with_detail("action is reindex or drop; lock_timeout_ms is zero or more."));
     }
     // SAFETY: reads the current role's name; raises for an unknown role.
     let actor = unsafe {
         std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)).to_string_lossy().into_owned()
     };
     let Some(Target { index: name, schema, table, size: size_before, valid, allowed: owner, .. }) =
-        describe_index(index, &actor)
+        describe_index(index, &actor)?
     else {
-        ereport!(
-            ERROR,
+        return Err(Error::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("index with OID {} does not exist", index.to_u32())
-        );
+            format!("index with OID {} does not exist", index.to_u32()),
+        ));
     };
     if !owner {
-        ereport!(
-            ERROR,
+        return Err(Error::new(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("must be owner of the table of index {name}"),
-            "Only the owner of a table (or a member of its owning role) may rebuild or drop its indexes."
-        );
+        )
+        .with_detail("Only the owner of a table (or a member of its owning role) may rebuild or drop its indexes."));
     }
     if action == "drop" && valid {
-        ereport!(
-            ERROR,
+        return Err(Error::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("index {name} is valid; only invalid leftovers of failed concurrent rebuilds are dropped")
-        );
+            format!("index {name} is valid; only invalid leftovers of failed concurrent rebuilds are dropped"),
+        ));
     }
     let statement = if action == "drop" { format!("DROP INDEX {name}") } else { format!("REINDEX INDEX {name}") };
     // lock_timeout for this statement only: set inside the subtransaction
     // (undone if it rolls back), put back after it (a released
     // subtransaction keeps its SET LOCAL until the end of the transaction)
-    let saved = Spi::get_one::<String>("SELECT pg_catalog.current_setting('lock_timeout')").ok().flatten();
+    let saved = Spi::get_one::<String>("SELECT pg_catalog.current_setting('lock_timeout')")
+        .context("could not read lock_timeout")?;
     let outcome = crate::subxact::run(|| {
         Spi::run_with_args(
             "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
@@ -255,7 +253,7 @@ fn blocking_action(
     });
     if outcome.is_ok() {
         Spi::run_with_args("SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[saved.into()])
-            .unwrap_or_else(|e| error!("could not restore lock_timeout: {e}"));
+            .context("could not restore lock_timeout")?;
     }
     let mut details = serde_json::json!({ "index": name, "size_before": size_before, "concurrently": false });
     let (operation, error) = match (action, outcome) {
@@ -263,8 +261,7 @@ fn blocking_action(
         (_, Ok(_)) => {
             details["size_after"] =
                 Spi::get_one_with_args::<i64>("SELECT pg_catalog.pg_relation_size($1)", &[index.into()])
-                    .ok()
-                    .flatten()
+                    .context("could not read the rebuilt index's size")?
                     .into();
             ("REINDEX", None)
         }
@@ -280,8 +277,8 @@ fn blocking_action(
         details["bloat_ratio"] = bloat_ratio.and_then(|r| r.parse::<f64>().ok()).into();
         details["estimated_by"] = estimated_by.into();
     }
-    crate::audit::as_log_owner(|| write_audit(&actor, operation, Some(&schema), Some(&table), pgrx::JsonB(details)));
-    error
+    crate::audit::as_log_owner(|| write_audit(&actor, operation, Some(&schema), Some(&table), pgrx::JsonB(details)))?;
+    Ok(error)
 }
 
 extension_sql_file!(
@@ -291,13 +288,19 @@ extension_sql_file!(
     requires = ["automation_audit_schema", "scheduler", "timeseries"]
 );
 
-fn write_audit(actor: &str, operation: &str, schema: Option<&str>, table: Option<&str>, details: pgrx::JsonB) {
+fn write_audit(
+    actor: &str,
+    operation: &str,
+    schema: Option<&str>,
+    table: Option<&str>,
+    details: pgrx::JsonB,
+) -> Result<()> {
     Spi::run_with_args(
         "INSERT INTO automation_audit.log (actor, table_schema, table_name, operation, details)
          VALUES ($1::pg_catalog.name, $2::pg_catalog.name, $3::pg_catalog.name, $4, $5)",
         &[actor.into(), schema.into(), table.into(), operation.into(), details.into()],
     )
-    .unwrap_or_else(|e| error!("could not write to automation_audit.log: {e}"));
+    .context("could not write to automation_audit.log")
 }
 
 fn start_worker() -> bool {
@@ -351,16 +354,17 @@ pub extern "C-unwind" fn automation_index_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::pgstat_report_appname(c"automation_ext index maintenance".as_ptr()) };
 
     loop {
-        let status = BackgroundWorker::transaction(|| {
+        let status = in_worker_transaction(|| {
             Spi::get_one_with_args::<String>("SELECT pg_catalog.pg_xact_status($1::text::xid8)", &[xid.as_str().into()])
+                .context("could not read the status of the requesting transaction")
         });
-        match status.ok().flatten().as_deref() {
+        match status.as_deref() {
             Some("in progress") => std::thread::sleep(Duration::from_millis(200)),
             Some("committed") => break,
             _ => return, // rolled back (or unknown): nothing was queued
         }
     }
-    let tasks = BackgroundWorker::transaction(|| {
+    let tasks = in_worker_transaction(|| {
         Spi::connect(|client| {
             client
                 .select(
@@ -371,32 +375,36 @@ pub extern "C-unwind" fn automation_index_main(arg: pg_sys::Datum) {
                     &[xid.as_str().into()],
                 )?
                 .map(|r| {
-                    Ok(Task {
-                        id: r.get::<i64>(1)?.unwrap_or_default(),
-                        index: r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
-                        action: r.get::<String>(3)?.unwrap_or_default(),
-                        lock_timeout_ms: r.get::<i32>(4)?.unwrap_or(0),
-                        requested_by: r.get::<String>(5)?.unwrap_or_default(),
-                    })
+                    Ok((
+                        r.get::<i64>(1)?,
+                        r.get::<pg_sys::Oid>(2)?,
+                        r.get::<String>(3)?,
+                        r.get::<i32>(4)?,
+                        r.get::<String>(5)?,
+                    ))
                 })
-                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+                .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
         })
-        .unwrap_or_default()
+        .context("could not read the index maintenance queue")?
+        .into_iter()
+        .map(|row| match row {
+            (Some(id), Some(index), Some(action), Some(lock_timeout_ms), Some(requested_by)) => {
+                Ok(Task { id, index, action, lock_timeout_ms, requested_by })
+            }
+            _ => Err(Error::internal("could not read the index maintenance queue", "a NOT NULL column read as NULL")),
+        })
+        .collect::<Result<Vec<_>>>()
     });
     for task in tasks {
         carry_out(&task);
     }
 }
 
-fn target(task: &Task) -> Option<Target> {
-    BackgroundWorker::transaction(|| describe_index(task.index, &task.requested_by))
-}
-
 /// An index, its table, and whether `role` may maintain it (owns the table,
 /// or is a superuser); None when there is no such index. In the caller's
 /// transaction.
-fn describe_index(index: pg_sys::Oid, role: &str) -> Option<Target> {
-    Spi::connect(|client| {
+fn describe_index(index: pg_sys::Oid, role: &str) -> Result<Option<Target>> {
+    let row = Spi::connect(|client| {
         let rows = client.select(
             "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), t.oid, tn.nspname::text, t.relname::text,
                     pg_catalog.pg_relation_size(c.oid),
@@ -414,23 +422,30 @@ fn describe_index(index: pg_sys::Oid, role: &str) -> Option<Target> {
         )?;
         let mut found = None;
         for r in rows {
-            found = Some(Target {
-                index: r.get::<String>(1)?.unwrap_or_default(),
-                table_oid: r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
-                schema: r.get::<String>(3)?.unwrap_or_default(),
-                table: r.get::<String>(4)?.unwrap_or_default(),
-                size: r.get::<i64>(5)?.unwrap_or_default(),
-                allowed: r.get::<bool>(6)?.unwrap_or(false),
-                valid: r.get::<bool>(7)?.unwrap_or(true),
-            });
+            found = Some((
+                r.get::<String>(1)?,
+                r.get::<pg_sys::Oid>(2)?,
+                r.get::<String>(3)?,
+                r.get::<String>(4)?,
+                r.get::<i64>(5)?,
+                r.get::<bool>(6)?,
+                r.get::<bool>(7)?,
+            ));
         }
         Ok::<_, pgrx::spi::SpiError>(found)
     })
-    .unwrap_or_else(|e| error!("could not look up index {}: {e}", index.to_u32()))
+    .with_context(|| format!("could not look up index {}", index.to_u32()))?;
+    match row {
+        None => Ok(None),
+        Some((Some(index), Some(table_oid), Some(schema), Some(table), Some(size), Some(allowed), Some(valid))) => {
+            Ok(Some(Target { index, table_oid, schema, table, size, allowed, valid }))
+        }
+        Some(_) => Err(Error::internal(format!("could not look up index {}", index.to_u32()), "a column read as NULL")),
+    }
 }
 
 fn carry_out(task: &Task) {
-    let Some(target) = target(task) else {
+    let Some(target) = in_worker_transaction(|| describe_index(task.index, &task.requested_by)) else {
         finish(task, None, "skipped", Some("the index no longer exists"), None, serde_json::json!({}));
         return;
     };
@@ -439,7 +454,7 @@ fn carry_out(task: &Task) {
         finish(task, Some(&target), "failed", Some(&why), None, serde_json::json!({}));
         return;
     }
-    let ms = std::ffi::CString::new(task.lock_timeout_ms.max(0).to_string()).unwrap_or_default();
+    let ms = std::ffi::CString::new(task.lock_timeout_ms.max(0).to_string()).expect("digits have no NUL");
     // SAFETY: a plain GUC assignment for this session; PostgreSQL copies it.
     unsafe {
         pg_sys::SetConfigOption(
@@ -459,14 +474,13 @@ fn carry_out(task: &Task) {
         _ => (runner::run_catching(&format!("DROP INDEX CONCURRENTLY IF EXISTS {}", target.index)), Vec::new()),
     };
     let after = if task.action == "reindex" {
-        BackgroundWorker::transaction(|| {
+        in_worker_transaction(|| {
             // by name: REINDEX CONCURRENTLY gives the rebuilt index a new oid
             Spi::get_one_with_args::<i64>(
                 "SELECT pg_catalog.pg_relation_size(pg_catalog.to_regclass($1))",
                 &[target.index.as_str().into()],
             )
-            .ok()
-            .flatten()
+            .context("could not read the rebuilt index's size")
         })
     } else {
         None
@@ -478,14 +492,14 @@ fn carry_out(task: &Task) {
     });
     match outcome {
         Ok(_) => finish(task, Some(&target), "done", None, after, details),
-        Err(e) => finish(task, Some(&target), "failed", Some(&e), after, details),
+        Err(e) => finish(task, Some(&target), "failed", Some(&e.to_string()), after, details),
     }
 }
 
 /// Drop the invalid `*_ccnew` indexes a failed concurrent rebuild left on a
 /// table; returns their names.
 fn drop_leftovers(table: pg_sys::Oid) -> Vec<String> {
-    let names: Vec<String> = BackgroundWorker::transaction(|| {
+    let names: Vec<String> = in_worker_transaction(|| {
         Spi::connect(|client| {
             client
                 .select(
@@ -497,10 +511,11 @@ fn drop_leftovers(table: pg_sys::Oid) -> Vec<String> {
                     None,
                     &[table.into()],
                 )?
-                .map(|r| Ok(r.get::<String>(1)?.unwrap_or_default()))
-                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+                // format() of two names is never NULL
+                .filter_map(|r| r.get::<String>(1).transpose())
+                .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
         })
-        .unwrap_or_default()
+        .context("could not look for the leftovers of a failed rebuild")
     });
     names
         .into_iter()
@@ -530,14 +545,14 @@ fn finish(
     details["status"] = status.into();
     details["error"] = error.into();
     details["queue_id"] = task.id.into();
-    BackgroundWorker::transaction(|| {
+    in_worker_transaction(|| {
         Spi::run_with_args(
             "UPDATE automation.index_maintenance_queue
                 SET status = $2, error = $3, size_after = $4, finished_at = pg_catalog.clock_timestamp()
               WHERE id = $1",
             &[task.id.into(), status.into(), error.into(), after.into()],
         )
-        .unwrap_or_else(|e| error!("could not record index maintenance: {e}"));
+        .context("could not record index maintenance")?;
         if status != "skipped" || target.is_some() {
             write_audit(
                 &task.requested_by,
@@ -545,7 +560,8 @@ fn finish(
                 target.map(|t| t.schema.as_str()),
                 target.map(|t| t.table.as_str()),
                 pgrx::JsonB(details.clone()),
-            );
+            )?;
         }
+        Ok(())
     });
 }

@@ -5,6 +5,7 @@
 use pgrx::datum::Interval;
 use pgrx::prelude::*;
 
+use crate::error::{Context, OrRaise, Result};
 use crate::settings;
 
 /// Rendering the Prometheus text exposition format (version 0.0.4): no
@@ -147,11 +148,11 @@ mod automation {
     /// textfile collector or a postgres_exporter custom query.
     #[pg_extern(stable, parallel_safe)]
     fn metrics_exposition() -> String {
-        super::exposition_of_latest_sample()
+        super::exposition_of_latest_sample().or_raise()
     }
 }
 
-fn exposition_of_latest_sample() -> String {
+fn exposition_of_latest_sample() -> Result<String> {
     let row = Spi::connect(|client| {
         let rows = client.select(
             "SELECT extract(epoch FROM check_time)::float8, active_connections::float8,
@@ -172,9 +173,9 @@ fn exposition_of_latest_sample() -> String {
         }
         Ok::<_, pgrx::spi::SpiError>(Some((nums, r.get::<String>(11)?, r.get::<String>(12)?)))
     })
-    .unwrap_or_else(|e| error!("could not read automation.database_monitoring: {e}"));
+    .context("could not read automation.database_monitoring")?;
     let Some((n, sizes, dead)) = row else {
-        return "# no sample yet: call automation.collect_database_metrics()\n".into();
+        return Ok("# no sample yet: call automation.collect_database_metrics()\n".into());
     };
     let labelled = |json: Option<String>, field: &str| -> Vec<(Option<(&'static str, String)>, f64)> {
         let map: serde_json::Map<String, serde_json::Value> =
@@ -183,7 +184,7 @@ fn exposition_of_latest_sample() -> String {
             .filter_map(|(table, v)| v.get(field).and_then(|x| x.as_f64()).map(|x| (Some(("table", table)), x)))
             .collect()
     };
-    exposition::render(&[
+    Ok(exposition::render(&[
         Metric::single(
             "automation_sample_timestamp_seconds",
             "When the sample was taken (Unix time).",
@@ -251,7 +252,7 @@ fn exposition_of_latest_sample() -> String {
             kind: Kind::Gauge,
             samples: labelled(dead, "dead_percent"),
         },
-    ])
+    ]))
 }
 
 extension_sql_file!(

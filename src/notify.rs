@@ -15,6 +15,7 @@ use pgrx::prelude::*;
 use pgrx::{direct_function_call, direct_function_call_as_datum, IntoDatum, PgTrigger};
 use serde_json::Value;
 
+use crate::error::{Context, Error, Result};
 use crate::settings::{self, QueueFullAction};
 
 /// Building and capping the payload: no PostgreSQL in here.
@@ -25,8 +26,6 @@ pub mod payload {
     /// NOTIFY rejects a payload of 8000 bytes or more (NOTIFY_PAYLOAD_MAX_LENGTH
     /// with the default BLCKSZ), with SQLSTATE 22023, rolling back the UPDATE.
     pub const MAX_PAYLOAD_BYTES: usize = 7999;
-    /// A channel is an identifier: at most NAMEDATALEN - 1 bytes.
-    pub const MAX_CHANNEL_BYTES: usize = 63;
     /// When the payload is still too long without its optional fields, the
     /// status keeps at most this many bytes and the id gets the rest.
     const STATUS_BUDGET_BYTES: usize = 256;
@@ -157,17 +156,6 @@ pub mod payload {
         out
     }
 
-    /// A channel NOTIFY accepts: non-empty, shorter than NAMEDATALEN.
-    pub fn validate_channel(channel: &str) -> Result<(), String> {
-        if channel.is_empty() {
-            Err("A NOTIFY channel cannot be empty.".into())
-        } else if channel.len() > MAX_CHANNEL_BYTES {
-            Err(format!("A NOTIFY channel is at most {MAX_CHANNEL_BYTES} bytes; this one has {}.", channel.len()))
-        } else {
-            Ok(())
-        }
-    }
-
     /// Past this fraction of `pg_notification_queue_usage()` the queue is
     /// treated as full: PostgreSQL would fail the transaction at commit.
     pub const QUEUE_FULL_USAGE: f64 = 0.99;
@@ -291,15 +279,6 @@ pub mod payload {
             assert_eq!(uuid_text(&bytes), "0b7f8a5e-4c1a-4e2b-9d3f-2a1b3c4d5e6f");
             assert_eq!(uuid_text(&[0xff; 16]), "ffffffff-ffff-ffff-ffff-ffffffffffff");
         }
-
-        #[test]
-        fn channels_are_checked_in_bytes() {
-            assert!(validate_channel("workflow_completed").is_ok());
-            assert!(validate_channel("").is_err());
-            assert!(validate_channel(&"c".repeat(63)).is_ok());
-            assert!(validate_channel(&"c".repeat(64)).is_err());
-            assert!(validate_channel(&"é".repeat(32)).is_err()); // 64 bytes, 32 chars
-        }
     }
 }
 
@@ -328,6 +307,8 @@ mod automation {
     // Rust type for (its datum is an Oid), so their CREATE FUNCTION statements
     // are hand-written in sql/notify.sql; pgrx only compiles the C symbols.
 
+    use crate::error::OrRaise;
+
     /// `automation.attach_completion_notify(target regclass, channel text DEFAULT NULL) → text`
     #[pg_extern(sql = false)]
     fn attach_completion_notify(target: Option<pg_sys::Oid>, channel: Option<&str>) -> String {
@@ -338,13 +319,13 @@ mod automation {
                 "the table to attach the completion trigger to must not be NULL"
             );
         };
-        super::attach(target, channel)
+        super::attach(target, channel).or_raise()
     }
 
     /// `automation.detach_completion_notify(target regclass) → boolean` (STRICT)
     #[pg_extern(sql = false)]
     fn detach_completion_notify(target: pg_sys::Oid) -> bool {
-        super::detach(target)
+        super::detach(target).or_raise()
     }
 }
 
@@ -387,7 +368,7 @@ fn fire(trigger: &PgTrigger<'_>) {
         // The table lost its id or status column after the trigger was made.
         return;
     };
-    if let Err(problem) = payload::validate_channel(&channel) {
+    if let Err(problem) = settings::channel::validate_channel(&channel) {
         warning!("completion notification skipped: {problem}");
         return;
     }
@@ -543,29 +524,20 @@ fn queue_full(id: &Value) -> bool {
     true
 }
 
-fn attach(target: pg_sys::Oid, channel: Option<&str>) -> String {
-    let (table, relkind) = crate::catalog::describe_relation(target);
+fn attach(target: pg_sys::Oid, channel: Option<&str>) -> Result<String> {
+    let (table, relkind) = crate::catalog::describe_relation(target)?;
     if relkind != "r" && relkind != "p" {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("{table} is not a table"),
-            "The completion trigger can only be attached to a table or a partitioned table."
-        );
+        return Err(Error::new(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("{table} is not a table"))
+            .with_detail("The completion trigger can only be attached to a table or a partitioned table."));
     }
     if let Some(channel) = channel {
-        if let Err(problem) = payload::validate_channel(channel) {
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("invalid NOTIFY channel {channel:?}"),
-                function_name!(),
-            )
-            .set_detail(problem)
-            .set_hint("Pass NULL to use automation.notify_channel.")
-            .report(PgLogLevel::ERROR);
+        if let Err(problem) = settings::channel::validate_channel(channel) {
+            return Err(Error::invalid(format!("invalid NOTIFY channel {channel:?}"))
+                .with_detail(problem.to_string())
+                .with_hint("Pass NULL to use automation.notify_channel."));
         }
     }
-    check_columns(target, &table);
+    check_columns(target, &table)?;
 
     let args = channel.map(pgrx::spi::quote_literal).unwrap_or_default();
     let sql = format!(
@@ -576,20 +548,15 @@ fn attach(target: pg_sys::Oid, channel: Option<&str>) -> String {
                   AND (OLD.status)::text IS DISTINCT FROM (NEW.status)::text)
             EXECUTE FUNCTION automation.notify_workflow_completion({args})"
     );
-    Spi::run(&sql).unwrap_or_else(|e| error!("could not create the completion trigger on {table}: {e}"));
-    Spi::get_one_with_args::<String>(
-        "SELECT pg_catalog.pg_get_triggerdef(oid) FROM pg_catalog.pg_trigger
-          WHERE tgrelid = $1 AND tgname = $2",
-        &[target.into(), TRIGGER_NAME.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_default()
+    Spi::run(&sql).with_context(|| format!("could not create the completion trigger on {table}"))?;
+    crate::catalog::trigger_definition(target, TRIGGER_NAME)?.ok_or_else(|| {
+        Error::internal(format!("could not attach the completion trigger to {table}"), "the trigger is not there")
+    })
 }
 
 /// `id` and `status` must exist; timestamps, when present, must be timestamps.
-fn check_columns(target: pg_sys::Oid, table: &str) {
-    let columns: Vec<(String, String)> = Spi::connect(|client| {
+fn check_columns(target: pg_sys::Oid, table: &str) -> Result<()> {
+    let columns: Vec<(Option<String>, Option<String>)> = Spi::connect(|client| {
         client
             .select(
                 "SELECT attname::text, atttypid::regtype::text FROM pg_catalog.pg_attribute
@@ -597,37 +564,41 @@ fn check_columns(target: pg_sys::Oid, table: &str) {
                 None,
                 &[target.into()],
             )?
-            .map(|row| Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default())))
-            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            .map(|row| Ok((row.get::<String>(1)?, row.get::<String>(2)?)))
+            .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
     })
-    .unwrap_or_else(|e| error!("could not read the columns of {table}: {e}"));
-    let type_of = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_str());
+    .with_context(|| format!("could not read the columns of {table}"))?;
+    let type_of =
+        |name: &str| columns.iter().find(|(n, _)| n.as_deref() == Some(name)).map(|(_, t)| t.as_deref().unwrap_or(""));
     for required in ["id", "status"] {
         if type_of(required).is_none() {
-            ereport!(
-                ERROR,
+            return Err(Error::new(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
                 format!("{table} has no column \"{required}\""),
-                "The completion trigger reads the columns id and status, and workflow_name, started_at and completed_at when present."
-            );
+            )
+            .with_detail(
+                "The completion trigger reads the columns id and status, and workflow_name, started_at and completed_at when present.",
+            ));
         }
     }
     for ts in ["started_at", "completed_at"] {
         if let Some(t) = type_of(ts) {
             if t != "timestamp with time zone" && t != "timestamp without time zone" {
-                ereport!(
-                    ERROR,
+                return Err(Error::new(
                     PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
                     format!("column \"{ts}\" of {table} is {t}, not a timestamp"),
-                    "The duration in the payload is completed_at - started_at; both must be timestamptz or timestamp."
-                );
+                )
+                .with_detail(
+                    "The duration in the payload is completed_at - started_at; both must be timestamptz or timestamp.",
+                ));
             }
         }
     }
+    Ok(())
 }
 
-fn detach(target: pg_sys::Oid) -> bool {
-    let (table, _) = crate::catalog::describe_relation(target);
+fn detach(target: pg_sys::Oid) -> Result<bool> {
+    let (table, _) = crate::catalog::describe_relation(target)?;
     crate::catalog::drop_trigger_if_exists(target, &table, TRIGGER_NAME)
 }
 

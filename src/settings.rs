@@ -8,7 +8,63 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
 
-use crate::notify::payload::validate_channel;
+/// A NOTIFY channel name: what `automation.notify_channel` and a trigger's
+/// own channel must be. Pure Rust; the settings own the rule, the
+/// notification trigger follows it.
+pub mod channel {
+    use std::fmt;
+
+    /// A channel is an identifier: at most NAMEDATALEN - 1 bytes.
+    pub const MAX_CHANNEL_BYTES: usize = 63;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ChannelError {
+        Empty,
+        TooLong { bytes: usize },
+    }
+
+    impl fmt::Display for ChannelError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                ChannelError::Empty => f.write_str("A NOTIFY channel cannot be empty."),
+                ChannelError::TooLong { bytes } => {
+                    write!(f, "A NOTIFY channel is at most {MAX_CHANNEL_BYTES} bytes; this one has {bytes}.")
+                }
+            }
+        }
+    }
+
+    /// A channel NOTIFY accepts: non-empty, shorter than NAMEDATALEN.
+    pub fn validate_channel(channel: &str) -> Result<(), ChannelError> {
+        if channel.is_empty() {
+            Err(ChannelError::Empty)
+        } else if channel.len() > MAX_CHANNEL_BYTES {
+            Err(ChannelError::TooLong { bytes: channel.len() })
+        } else {
+            Ok(())
+        }
+    }
+
+    #[cfg(test)]
+    mod unit {
+        use super::*;
+
+        #[test]
+        fn channels_are_checked_in_bytes() {
+            assert!(validate_channel("workflow_completed").is_ok());
+            assert_eq!(validate_channel(""), Err(ChannelError::Empty));
+            assert!(validate_channel(&"c".repeat(63)).is_ok());
+            assert_eq!(validate_channel(&"c".repeat(64)), Err(ChannelError::TooLong { bytes: 64 }));
+            assert!(validate_channel(&"é".repeat(32)).is_err()); // 64 bytes, 32 chars
+            assert_eq!(
+                ChannelError::TooLong { bytes: 64 }.to_string(),
+                "A NOTIFY channel is at most 63 bytes; this one has 64."
+            );
+        }
+    }
+}
+
+use channel::validate_channel;
 
 /// Default LISTEN channel of the completion trigger (the seed's).
 pub const DEFAULT_NOTIFY_CHANNEL: &CStr = c"workflow_completed";
@@ -263,7 +319,8 @@ unsafe extern "C-unwind" fn check_notify_channel(
             // detail message (what the GUC_check_errdetail macro does); it
             // must be palloc'd, which pstrdup does.
             unsafe {
-                let detail = CString::new(problem).unwrap_or_default();
+                // the messages are ours, without NUL
+                let detail = CString::new(problem.to_string()).expect("no NUL in the message");
                 pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
             }
             false

@@ -5,10 +5,13 @@
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
+use crate::error::Error;
+
 /// Run `f` in an internal subtransaction: committed (released) when it
 /// returns, rolled back when it raises an ERROR, which comes back as `Err`.
-/// A `Result::Err` returned by `f` itself is an error too: rolled back.
-pub fn run<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T, CaughtError> {
+/// A `Result::Err` returned by `f` itself is raised (with its SQLSTATE), so
+/// it is rolled back and comes back the same way.
+pub fn run<T, E: Into<Error>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, CaughtError> {
     // SAFETY: what PL/pgSQL's exec_stmt_block does around a block with an
     // EXCEPTION clause: remember the memory context and resource owner,
     // start an internal subtransaction, and on the way out (either way)
@@ -22,7 +25,7 @@ pub fn run<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<
         PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
             let value = match (f.take().expect("runs once"))() {
                 Ok(value) => value,
-                Err(e) => error!("{e}"),
+                Err(e) => e.into().raise(),
             };
             pg_sys::ReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(context);
@@ -49,7 +52,7 @@ pub fn rethrow(e: CaughtError) -> ! {
 pub fn message(e: &CaughtError) -> String {
     match e {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-            format!("{} [SQLSTATE {}]", r.message(), crate::scheduler::runner::sqlstate(r.sql_error_code() as isize))
+            format!("{} [SQLSTATE {}]", r.message(), crate::error::sqlstate(r.sql_error_code() as isize))
         }
         CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
     }

@@ -114,7 +114,11 @@ unsafe fn counts_mut<'a>(state: Internal, fcinfo: pg_sys::FunctionCallInfo) -> &
         }
         let mut agg_context: pg_sys::MemoryContext = std::ptr::null_mut();
         if pg_sys::AggCheckCallContext(fcinfo, &mut agg_context) == 0 {
-            error!("pipeline_success_rate support functions can only be called as part of an aggregate");
+            crate::error::Error::new(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "pipeline_success_rate support functions can only be called as part of an aggregate",
+            )
+            .raise();
         }
         let ptr = pg_sys::MemoryContextAllocZero(agg_context, std::mem::size_of::<Counts>());
         &mut *ptr.cast::<Counts>()

@@ -6,7 +6,7 @@
 use pgrx::datum::{Interval, Timestamp, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
-use crate::scheduler::cron::{days_in_month, Civil, USECS_PER_DAY};
+use crate::civil::{days_in_month, Civil, USECS_PER_DAY};
 use crate::settings;
 
 /// Bucket arithmetic on microseconds since 2000-01-01 00:00 UTC. Pure.
@@ -36,14 +36,32 @@ pub mod bucket {
     /// that months, quarters and years start on the 1st (of January).
     pub const MONTH_ORIGIN: i64 = 0;
 
-    pub fn width(months: i32, days: i32, micros: i64) -> Result<Width, String> {
+    /// Why an interval is not a bucket width.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum WidthError {
+        TooLarge,
+        NotPositive,
+        MixesMonths,
+    }
+
+    impl std::fmt::Display for WidthError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(match self {
+                WidthError::TooLarge => "the bucket width is too large",
+                WidthError::NotPositive => "the bucket width must be positive",
+                WidthError::MixesMonths => "the bucket width mixes months with days or time; use one or the other",
+            })
+        }
+    }
+
+    pub fn width(months: i32, days: i32, micros: i64) -> Result<Width, WidthError> {
         let fixed = days as i128 * USECS_PER_DAY as i128 + micros as i128;
         match (months, fixed) {
-            (0, w) if w > i64::MAX as i128 => Err("the bucket width is too large".into()),
+            (0, w) if w > i64::MAX as i128 => Err(WidthError::TooLarge),
             (0, w) if w > 0 => Ok(Width::Fixed(w as i64)),
             (m, 0) if m > 0 => Ok(Width::Months(m)),
-            (0, _) | (_, 0) => Err("the bucket width must be positive".into()),
-            _ => Err("the bucket width mixes months with days or time; use one or the other".into()),
+            (0, _) | (_, 0) => Err(WidthError::NotPositive),
+            _ => Err(WidthError::MixesMonths),
         }
     }
 
@@ -140,12 +158,13 @@ pub mod bucket {
 
         #[test]
         fn bad_widths() {
-            assert!(width(0, 0, 0).is_err());
-            assert!(width(0, 0, -5).is_err());
-            assert!(width(1, 1, 0).unwrap_err().contains("mixes months"));
-            assert!(width(-1, 0, 0).is_err());
+            assert_eq!(width(0, 0, 0), Err(WidthError::NotPositive));
+            assert_eq!(width(0, 0, -5), Err(WidthError::NotPositive));
+            assert_eq!(width(1, 1, 0), Err(WidthError::MixesMonths));
+            assert!(width(1, 1, 0).unwrap_err().to_string().contains("mixes months"));
+            assert_eq!(width(-1, 0, 0), Err(WidthError::NotPositive));
             // i32::MAX days does not fit in microseconds: an error, not an overflow
-            assert!(width(0, i32::MAX, i64::MAX).unwrap_err().contains("too large"));
+            assert_eq!(width(0, i32::MAX, i64::MAX), Err(WidthError::TooLarge));
         }
 
         #[test]
@@ -294,7 +313,7 @@ pub mod iso {
     #[cfg(test)]
     mod unit {
         use super::parse;
-        use crate::scheduler::cron::Civil;
+        use crate::civil::Civil;
 
         fn ts(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32, micro: u32) -> i64 {
             Civil { year: y, month: mo, day: d, hour: h, minute: mi, second: s, micro }.to_timestamp(0)

@@ -14,6 +14,7 @@ pub mod cron;
 pub mod database;
 pub mod hooks;
 pub mod launcher;
+pub mod plan;
 pub mod runner;
 pub mod shared;
 pub mod sql;

@@ -11,8 +11,9 @@
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
 
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
+
+use crate::error::Error;
 
 use super::WorkerHandle;
 
@@ -159,7 +160,9 @@ pub fn start_run_worker(jobid: i64, dsm: u32, notify_pid: i32) -> Option<WorkerH
 
 // timeout.h is not in pgrx's bindings. STATEMENT_TIMEOUT is the fourth
 // TimeoutId (after STARTUP_PACKET_TIMEOUT, DEADLOCK_TIMEOUT, LOCK_TIMEOUT) in
-// PostgreSQL 13 through 18.
+// PostgreSQL 13 through 18; the #[pg_test] `statement_timeout_id_is_right`
+// proves it on the version built against (a wrong id fires another
+// timeout's handler, with another message).
 const STATEMENT_TIMEOUT: c_int = 3;
 extern "C-unwind" {
     fn enable_timeout_after(id: c_int, delay_ms: c_int);
@@ -191,7 +194,7 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
         let header = &mut *(base as *mut RunHeader);
         if header.magic != MAGIC {
             pg_sys::dsm_detach(seg);
-            error!("automation_ext job: run segment {handle} is not ours");
+            Error::internal("automation_ext job", format!("run segment {handle} is not ours")).raise();
         }
         let bytes = std::slice::from_raw_parts(base.add(std::mem::size_of::<RunHeader>()), header.command_len as usize);
         (header, String::from_utf8_lossy(bytes).into_owned())
@@ -231,9 +234,9 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
 
     let (state, message) = match outcome {
         Ok(tag) => (STATE_SUCCEEDED, tag),
-        Err(message) => {
-            log!("automation_ext job {}: {}", header.jobid, message);
-            (STATE_FAILED, message)
+        Err(error) => {
+            log!("automation_ext job {}: {}", header.jobid, error);
+            (STATE_FAILED, error.to_string())
         }
     };
     let bytes = truncate_utf8(&message, MESSAGE_BYTES);
@@ -246,15 +249,16 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::dsm_detach(seg) };
 }
 
-/// Run `sql` at top level (see `run_top_level`); an ERROR becomes `Err`
-/// with its message and SQLSTATE, after the session is cleaned up the way
-/// PostgreSQL's own error recovery does (timeouts off, out of every
-/// transaction level), so the worker can go on. Only for background workers,
-/// outside a transaction.
-pub fn run_catching(sql: &str) -> Result<String, String> {
+/// Run `sql` at top level (see `run_top_level`); an ERROR comes back as the
+/// error value (message, detail, SQLSTATE), after the session is cleaned up
+/// the way PostgreSQL's own error recovery does (timeouts off, out of every
+/// transaction level), so the worker can go on. A FATAL (the worker was
+/// terminated) ends the process, as in any backend. Only for background
+/// workers, outside a transaction.
+pub fn run_catching(sql: &str) -> Result<String, Error> {
     PgTryBuilder::new(|| {
         // SAFETY: callers are background workers outside any transaction.
-        Ok::<String, String>(unsafe { run_top_level(sql) })
+        Ok::<String, Error>(unsafe { run_top_level(sql) })
     })
     .catch_others(|e| {
         // SAFETY: see above; this is what PostgresMain does after an ERROR.
@@ -262,28 +266,9 @@ pub fn run_catching(sql: &str) -> Result<String, String> {
             disable_timeout(STATEMENT_TIMEOUT, false);
             pg_sys::AbortOutOfAnyTransaction();
         }
-        Err(error_text(&e))
+        Err(Error::caught(&e))
     })
     .execute()
-}
-
-fn error_text(e: &CaughtError) -> String {
-    match e {
-        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-            let mut text = r.message().to_string();
-            if let Some(detail) = r.detail() {
-                text.push_str(&format!(" (detail: {detail})"));
-            }
-            format!("{text} [SQLSTATE {}]", sqlstate(r.sql_error_code() as isize))
-        }
-        CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-    }
-}
-
-/// The five-character SQLSTATE of an error code (MAKE_SQLSTATE packs each
-/// character in six bits, least significant first).
-pub fn sqlstate(code: isize) -> String {
-    (0..5).map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
@@ -421,17 +406,34 @@ fn completion_tag(qc: &pg_sys::QueryCompletion) -> String {
     }
 }
 
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use super::{disable_timeout, enable_timeout_after, STATEMENT_TIMEOUT};
+    use crate::error::Error;
+
+    #[pg_test]
+    fn statement_timeout_id_is_right() {
+        // statement_timeout is off: only our call arms a timeout
+        Spi::run("SET LOCAL statement_timeout = 0").unwrap();
+        let outcome = crate::subxact::run(|| {
+            // SAFETY: arms a timeout of this backend; disarmed below.
+            unsafe { enable_timeout_after(STATEMENT_TIMEOUT, 50) };
+            Spi::run("SELECT pg_catalog.pg_sleep(5)")
+        });
+        // SAFETY: disarms it (already fired, or not) either way.
+        unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+        let error = Error::caught(&outcome.expect_err("the timeout cancels the sleep"));
+        assert_eq!(error.message, "canceling statement due to statement timeout");
+        assert_eq!(error.sqlstate(), "57014");
+    }
+}
+
 #[cfg(test)]
 mod unit {
     use super::truncate_utf8;
-
-    #[test]
-    fn sqlstates_unpack() {
-        use pgrx::prelude::PgSqlErrorCode::*;
-        assert_eq!(super::sqlstate(ERRCODE_QUERY_CANCELED as isize), "57014");
-        assert_eq!(super::sqlstate(ERRCODE_DIVISION_BY_ZERO as isize), "22012");
-        assert_eq!(super::sqlstate(ERRCODE_UNDEFINED_TABLE as isize), "42P01");
-    }
 
     #[test]
     fn truncation_keeps_whole_characters() {

@@ -7,8 +7,10 @@ use pgrx::prelude::*;
 use pgrx::{PgTrigger, PgTriggerError};
 
 use super::cron::{self, Schedule};
-use super::database::PgZone;
 use super::shared;
+use crate::civil::pg_zone::PgZone;
+use crate::civil::USECS_PER_DAY;
+use crate::error::{Error, OrRaise};
 use crate::settings;
 
 fn parse_or_raise(schedule: &str) -> Schedule {
@@ -42,26 +44,17 @@ mod automation {
     ) -> Option<TimestampWithTimeZone> {
         let parsed = parse_or_raise(schedule?);
         let zone = match timezone {
-            Some(name) => {
-                let c = std::ffi::CString::new(name).unwrap_or_default();
-                PgZone::named(&c).ok_or_else(|| format!("time zone \"{name}\" is not known"))
-            }
+            Some(name) => std::ffi::CString::new(name)
+                .ok()
+                .and_then(|c| PgZone::named(&c))
+                .ok_or_else(|| Error::invalid(format!("time zone \"{name}\" is not known"))),
             None => PgZone::from_setting(),
-        };
-        let zone = match zone {
-            Ok(zone) => zone,
-            Err(problem) => {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    problem,
-                    "Use a name from pg_timezone_names."
-                );
-            }
-        };
+        }
+        .map_err(|e| e.with_detail("Use a name from pg_timezone_names."))
+        .or_raise();
         let after: i64 = after?.into();
         // the search looks up to nine years ahead: keep it inside the range
-        let last = crate::timeseries::bucket::END_TIMESTAMP - 10 * 366 * cron::USECS_PER_DAY;
+        let last = crate::timeseries::bucket::END_TIMESTAMP - 10 * 366 * USECS_PER_DAY;
         if after > last || after < crate::timeseries::bucket::MIN_TIMESTAMP {
             ereport!(
                 ERROR,
