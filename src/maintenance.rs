@@ -346,8 +346,10 @@ struct Target {
 pub extern "C-unwind" fn automation_index_main(arg: pg_sys::Datum) {
     let db = pg_sys::Oid::from(arg.value() as u32);
     let xid = BackgroundWorker::get_extra().to_string();
-    // SAFETY: standard start-up; PostgreSQL's default signal handling
-    // (SIGTERM ends the worker, SIGINT cancels the statement).
+    // SIGTERM ends the worker at the next interrupt check (never inside a
+    // critical section); SIGINT cancels the statement.
+    crate::scheduler::handle_sigterm_like_a_backend();
+    // SAFETY: standard start-up, handlers installed.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     // SAFETY: copied by PostgreSQL.

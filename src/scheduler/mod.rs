@@ -24,6 +24,28 @@ use std::ffi::c_int;
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::prelude::*;
 
+/// For workers that run users' SQL (job runs, index maintenance): SIGTERM
+/// handled as a backend handles it (`die`: a flag acted on at the next
+/// CHECK_FOR_INTERRUPTS, FATAL from there), instead of the background
+/// worker default `bgworker_die`, which raises FATAL inside the signal
+/// handler. A SIGTERM landing in a critical section (a WAL insert, a commit)
+/// made that a PANIC, and the whole server crash-restarted: seen when DROP
+/// DATABASE ... WITH (FORCE) terminated a job run that was writing.
+/// Call before BackgroundWorkerUnblockSignals.
+pub fn handle_sigterm_like_a_backend() {
+    // pgrx's `pg_sys::die` is a Rust wrapper; a signal handler must be the C
+    // symbol itself. Its declaration here has the bindings' signature (the
+    // assignment below fails to compile if tcopprot.h's `die` changes).
+    extern "C-unwind" {
+        #[link_name = "die"]
+        fn postgres_die(postgres_signal_arg: c_int);
+    }
+    let _same_signature: unsafe fn(c_int) = pg_sys::die;
+    // SAFETY: installs PostgreSQL's own handler for a signal that is still
+    // blocked (background workers start with signals blocked).
+    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as c_int, Some(postgres_die)) };
+}
+
 /// A dynamic worker's handle as PostgreSQL keeps it (bgworker.c's
 /// `struct BackgroundWorkerHandle { int slot; uint64 generation; }`, the same
 /// from 9.4 through 18), copied into shared memory so that any of our

@@ -173,9 +173,11 @@ extern "C-unwind" {
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
-    // SAFETY: standard background worker start-up; we keep PostgreSQL's
-    // default handlers (SIGTERM ends the worker, SIGINT cancels the query,
-    // which the statement timeout relies on).
+    // SIGTERM ends the run at the next interrupt check (never inside a
+    // critical section); SIGINT keeps its default, cancelling the query,
+    // which the statement timeout relies on.
+    super::handle_sigterm_like_a_backend();
+    // SAFETY: standard background worker start-up, handlers installed.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     let handle = arg.value() as u32;
     // SAFETY: attaching by the handle the scheduler passed; NULL when the
