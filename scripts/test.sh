@@ -162,9 +162,12 @@ if [ "$ONLY" = all ] || [ "$ONLY" = integration ]; then
             continue
         fi
         filter=()
-        [ "$ONLY" = integration ] && [ $# -gt 1 ] && filter=("$2")
+        # one test asked for by name: show what it prints too
+        [ "$ONLY" = integration ] && filter=(--nocapture)
+        [ "$ONLY" = integration ] && [ $# -gt 1 ] && filter+=("$2")
         runuser -u postgres -- env -i PATH=/usr/bin:/bin LANG=C.UTF-8 AUTOMATION_TEST_HOST="$TSOCK" \
-            AUTOMATION_TEST_PORT="$TPORT" AUTOMATION_TEST_BINDIR="$PBIN" "$bin" "${filter[@]}"
+            AUTOMATION_TEST_PORT="$TPORT" AUTOMATION_TEST_BINDIR="$PBIN" AUTOMATION_TEST_LOG="$TLOG" \
+            "$bin" "${filter[@]}"
     done
 fi
 log "all tests passed"

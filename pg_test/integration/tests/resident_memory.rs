@@ -1,0 +1,133 @@
+//! The resident workers run for a year: a scheduler kept busy with thousands
+//! of runs, and the launcher beside it, keep their memory flat. Measured two
+//! ways, after a warm-up (caches filled, first-time allocations done):
+//! - TopMemoryContext's own blocks, from `pg_log_backend_memory_contexts`
+//!   in the server log (where 0.2.0 leaked each run's worker handle, 32
+//!   bytes a run);
+//! - the process's private memory (RssAnon), where a leak of Rust heap
+//!   allocations would show.
+//! Needs AUTOMATION_TEST_LOG, the server log of the cluster (scripts/test.sh
+//! sets it).
+
+use std::time::{Duration, Instant};
+
+use automation_ext_integration::{connect, wait_for, Client};
+
+/// TopMemoryContext's own size, as the server logs it for `pid`.
+fn top_memory_context(c: &mut Client, log: &str, pid: i32) -> u64 {
+    let offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+    let logged: bool = c.query_one("SELECT pg_log_backend_memory_contexts($1)", &[&pid]).unwrap().get(0);
+    assert!(logged, "pg_log_backend_memory_contexts({pid}) found no such process");
+    let start = Instant::now();
+    let tag = format!("[{pid}] ");
+    loop {
+        let text = std::fs::read(log).expect("read the server log");
+        let fresh = String::from_utf8_lossy(&text[offset as usize..]).into_owned();
+        for line in fresh.lines().filter(|l| l.contains(&tag)) {
+            // "level: 0; TopMemoryContext: 97664 total in 5 blocks; ..."
+            if let Some(rest) = line.split("TopMemoryContext: ").nth(1) {
+                return rest.split(' ').next().unwrap().parse().expect("a byte count");
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "process {pid} did not log its memory contexts");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Private resident memory of `pid`, in kB.
+fn rss_anon_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc/<pid>/status")
+}
+
+fn pid_of(c: &mut Client, backend_type: &str) -> i32 {
+    let rows = c
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = $1 AND (datname = current_database() OR datname IS NULL)",
+            &[&backend_type],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one {backend_type}");
+    rows[0].get(0)
+}
+
+fn runs(c: &mut Client) -> i64 {
+    c.query_one("SELECT count(*) FROM automation.job_run_details", &[]).unwrap().get(0)
+}
+
+/// What is measured of both processes at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    runs: i64,
+    scheduler_top: u64,
+    scheduler_rss_kb: u64,
+    launcher_top: u64,
+    launcher_rss_kb: u64,
+}
+
+fn snapshot(c: &mut Client, log: &str, scheduler: i32, launcher: i32) -> Snapshot {
+    Snapshot {
+        runs: runs(c),
+        scheduler_top: top_memory_context(c, log, scheduler),
+        scheduler_rss_kb: rss_anon_kb(scheduler),
+        launcher_top: top_memory_context(c, log, launcher),
+        launcher_rss_kb: rss_anon_kb(launcher),
+    }
+}
+
+#[test]
+fn a_busy_scheduler_and_the_launcher_keep_their_memory_flat() {
+    let log = std::env::var("AUTOMATION_TEST_LOG")
+        .expect("AUTOMATION_TEST_LOG: the server log of the test cluster (scripts/test.sh sets it)");
+    let mut c = connect();
+    c.batch_execute(
+        "SELECT automation.schedule('it-memory-' || i, '1 second', 'SELECT 1') FROM generate_series(1, 30) i;",
+    )
+    .unwrap();
+    // warm-up: caches filled, the periodic name refresh (every 10 s) done
+    wait_for(
+        &mut c,
+        "SELECT count(*) >= 300 FROM automation.job_run_details WHERE status = 'succeeded'",
+        Duration::from_secs(60),
+        "a warm-up of 300 runs",
+    );
+    std::thread::sleep(Duration::from_secs(12));
+    let scheduler = pid_of(&mut c, "automation_ext scheduler");
+    let launcher = pid_of(&mut c, "automation_ext launcher");
+    // the first report may allocate for itself: not counted
+    top_memory_context(&mut c, &log, scheduler);
+    top_memory_context(&mut c, &log, launcher);
+    // three points, 25 s apart: a leak grows with the runs, in both halves;
+    // what is filled once (caches, malloc's arenas) does not grow again
+    let mut points = vec![snapshot(&mut c, &log, scheduler, launcher)];
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(25));
+        points.push(snapshot(&mut c, &log, scheduler, launcher));
+    }
+    assert_eq!(pid_of(&mut c, "automation_ext scheduler"), scheduler, "the same scheduler stayed throughout");
+    for p in &points {
+        eprintln!("{p:?}");
+    }
+    let (first, middle, last) = (points[0], points[1], points[2]);
+    let measured = last.runs - first.runs;
+    assert!(measured >= 1000, "only {measured} runs in the measured window");
+    // 0.2.0 grew TopMemoryContext by 32 bytes a run: 32 kB over these runs
+    assert_eq!(last.scheduler_top, first.scheduler_top, "the scheduler's TopMemoryContext grew");
+    assert_eq!(last.launcher_top, first.launcher_top, "the launcher's TopMemoryContext grew");
+    // a leak of even 100 bytes a run would pass 64 kB in the second half
+    let half = last.runs - middle.runs;
+    assert!(
+        last.scheduler_rss_kb <= middle.scheduler_rss_kb + 64,
+        "the scheduler's private memory grew over {half} runs: {middle:?} -> {last:?}"
+    );
+    assert!(
+        last.launcher_rss_kb <= middle.launcher_rss_kb + 64,
+        "the launcher's private memory grew over {half} runs: {middle:?} -> {last:?}"
+    );
+    c.batch_execute("SELECT automation.unschedule(jobid) FROM automation.job WHERE jobname LIKE 'it-memory-%'")
+        .unwrap();
+}
