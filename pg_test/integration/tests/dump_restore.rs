@@ -195,13 +195,20 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
 }
 
 /// automation.enabled off for the cluster while it lives (no job changes
-/// anything while we dump, restore and count), back on when dropped.
+/// anything while we dump, restore and count), back on when dropped. Runs
+/// still going (schedulers stop, runs are not cut short) are terminated.
 struct Paused;
 
 impl Paused {
     fn new(admin: &mut Client) -> Paused {
         admin.batch_execute("ALTER SYSTEM SET automation.enabled = off").unwrap();
         admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        admin
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'automation_ext job'",
+            )
+            .unwrap();
         automation_ext_integration::wait_for(
             admin,
             "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type IN ('automation_ext scheduler', 'automation_ext job')",

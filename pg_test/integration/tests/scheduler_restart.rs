@@ -69,4 +69,11 @@ fn jobs_resume_after_the_scheduler_is_killed() {
         .get(0);
     assert_eq!(stuck, 0, "a run from before the crash is still shown in flight");
     c.batch_execute(&format!("DELETE FROM automation.job WHERE jobid IN ({slow}, {quick})")).unwrap();
+    // and the slow run the restarted scheduler started again: not left
+    // sleeping into the next test binary
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE backend_type = 'automation_ext job' AND datname = current_database()",
+    )
+    .unwrap();
 }

@@ -46,10 +46,7 @@ fn the_scheduler_waits_on_a_standby_and_starts_after_promotion() {
     let _guard = Standby;
     // a standby needs at least the primary's max_worker_processes
     let workers: String = primary.query_one("SELECT current_setting('max_worker_processes')", &[]).unwrap().get(0);
-    run(
-        &bin("pg_basebackup"),
-        &["-h", &host, "-p", &port, "-D", DIR, "-R", "-X", "stream", "-c", "fast"],
-    );
+    run(&bin("pg_basebackup"), &["-h", &host, "-p", &port, "-D", DIR, "-R", "-X", "stream", "-c", "fast"]);
     // Debian keeps the configuration outside the data directory: give the
     // standby its own, with the library preloaded
     std::fs::write(
