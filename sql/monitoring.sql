@@ -1,6 +1,6 @@
 -- Monitoring: samples into automation.database_monitoring, health checks,
 -- long-running queries, table growth. Thresholds are GUCs, read through
--- automation.monitoring_settings() (src/metrics.rs), so their defaults live
+-- automation.monitoring_settings() (src/monitoring.rs), so their defaults live
 -- in one place.
 
 -- Group role for monitoring; global, so it outlives DROP EXTENSION.

@@ -12,8 +12,9 @@ mod civil;
 mod discovery;
 mod error;
 mod maintenance;
-mod metrics;
+mod monitoring;
 mod notify;
+mod runtime;
 mod scheduler;
 mod schema;
 mod settings;
@@ -22,7 +23,6 @@ mod success_rate;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;
 mod timeseries;
-mod workflow;
 
 ::pgrx::pg_module_magic!(name, version);
 

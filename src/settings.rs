@@ -298,6 +298,9 @@ pub fn register() {
 
 /// Check hook: refuse a channel NOTIFY would refuse, when it is set rather
 /// than later inside somebody's UPDATE.
+///
+/// # Safety
+/// Called by the GUC machinery with a pointer to the candidate value.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_notify_channel(
     newval: *mut *mut c_char,

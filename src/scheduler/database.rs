@@ -71,6 +71,12 @@ enum Flow {
     ExtensionGone,
 }
 
+/// Relcache invalidation callback: a change to automation.job (or a reset of
+/// every relation, InvalidOid) marks the jobs for reloading.
+///
+/// # Safety
+/// Called by PostgreSQL's invalidation processing with plain values; it only
+/// touches atomics.
 #[pg_guard]
 unsafe extern "C-unwind" fn job_relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     let job = JOB_RELID.load(Ordering::Relaxed);

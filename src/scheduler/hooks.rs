@@ -46,6 +46,10 @@ extern "C-unwind" {
 /// PostgreSQL's handler untouched. This frame holds only raw pointers and
 /// integers (nothing to drop), so a longjmp across it is sound; our own work
 /// happens in the guarded `drop_database_requested`.
+///
+/// # Safety
+/// Installed as ProcessUtility_hook: PostgreSQL calls it with the arguments
+/// of standard_ProcessUtility.
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -73,6 +77,8 @@ unsafe extern "C-unwind" fn process_utility(
     }
 }
 
+/// # Safety
+/// `stmt` is a valid DropdbStmt, inside a transaction.
 #[pg_guard]
 unsafe extern "C-unwind" fn drop_database_requested(stmt: *mut pg_sys::DropdbStmt) {
     // SAFETY: a DropdbStmt's dbname is NULL or a NUL-terminated string.
@@ -84,6 +90,11 @@ unsafe extern "C-unwind" fn drop_database_requested(stmt: *mut pg_sys::DropdbStm
     }
 }
 
+/// Hold the database's schedulers off and stop our workers in it, so DROP
+/// DATABASE finds no session of ours.
+///
+/// # Safety
+/// Inside a transaction (catalog look-ups), in a backend with shared memory.
 unsafe fn before_drop(name: &CStr) {
     // SAFETY: catalog look-ups in the current transaction.
     let (dboid, owner) = unsafe {

@@ -403,6 +403,7 @@ fn start_scheduler(db: u32, patience_ms: i64) -> Option<WorkerHandle> {
         "automation_scheduler_main",
         pg_sys::Datum::from(db),
         &patience_ms.to_string(),
+        // SAFETY: reading this process's pid
         Some(unsafe { pg_sys::MyProcPid }),
     )
 }

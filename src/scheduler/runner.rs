@@ -228,8 +228,10 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
         pg_sys::pgstat_report_appname(appname.as_ptr());
     }
 
-    header.pid.store(unsafe { pg_sys::MyProcPid }, Ordering::Relaxed);
-    header.start_time.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
+    // SAFETY: reading this process's pid and the clock.
+    let (pid, started) = unsafe { (pg_sys::MyProcPid, pg_sys::GetCurrentTimestamp()) };
+    header.pid.store(pid, Ordering::Relaxed);
+    header.start_time.store(started, Ordering::Relaxed);
     header.state.store(STATE_RUNNING, Ordering::Release);
 
     let outcome = run_catching(&command);
@@ -244,6 +246,7 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
     let bytes = truncate_utf8(&message, MESSAGE_BYTES);
     header.message[..bytes.len()].copy_from_slice(bytes.as_bytes());
     header.message_len = bytes.len() as u32;
+    // SAFETY: reading the clock.
     header.end_time.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
     // Release: message and times are visible to whoever sees the state.
     header.state.store(state, Ordering::Release);
