@@ -1,86 +1,185 @@
 #!/usr/bin/env bash
-# Benchmark for issue "workflow runtime": claim-and-complete throughput with
-# pgbench, 8 clients, batch 1 and batch 100, as workers do it: one
-# transaction claims, a second completes. Side by side:
+# Claim-and-complete throughput with pgbench, as workers do it: one
+# transaction claims a batch, a second completes it. Side by side, in the same
+# run, on the same machine:
 #   runtime  automation.claim_executions + automation.complete_executions
-#   bare     the same two steps as plain SQL (UPDATE ... FOR UPDATE SKIP LOCKED,
-#            then UPDATE ... WHERE id = ANY(...)), on the same table
-# After each run, checks that no execution was claimed twice.
-# (pgbench substitutes :ids textually, also inside quotes.)
+#            (the completion NOTIFY is sent, as in production)
+#   lean     the leanest queue design, built here: a table (id, payload,
+#            visibility time, read count) with its primary key only; claim =
+#            UPDATE ... SET vt = now() + lease WHERE id IN (SELECT ... FOR
+#            UPDATE SKIP LOCKED), complete = DELETE ... RETURNING into an
+#            archive table (no NOTIFY)
+# and, with MODE:
+#   MODE=quick     (default) batch 1 and 50, 3 rounds each, medians
+#   MODE=sustained 10 minutes of continuous claim/complete with enqueueing
+#                  clients keeping the queue fed; rate per minute and the
+#                  table and index sizes at the end
+#   MODE=held      the quick run while another session holds a transaction
+#                  (and its snapshot) open for the whole run: VACUUM can
+#                  remove nothing meanwhile
+# After each run, checks that every item was completed once and none was
+# claimed twice. (pgbench substitutes :ids textually, also inside quotes.)
 #
-# Needs the cluster scripts/setup.sh prepared. Usage: bash bench/claim.sh [clients]
+# Needs the cluster scripts/setup.sh prepared.
+# Usage: bash bench/claim.sh [clients]      (MODE=... in the environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 CLIENTS=${1:-8}
+MODE=${MODE:-quick}
 DB=automation_bench
 PGBENCH=$PG_BIN/pgbench
 work=$(mktemp -d /tmp/automation_ext-bench.XXXXXX)
 chmod 755 "$work"
+holder=
+cleanup() {
+    [ -n "$holder" ] && kill "$holder" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
 recreate_database "$DB"
-psql_admin -d "$DB" -qc "SET client_min_messages = warning; CREATE EXTENSION automation_ext"
+psql_admin -d "$DB" -q <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION automation_ext;
+-- the lean design
+CREATE TABLE lean_queue (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    payload jsonb NOT NULL,
+    vt      timestamptz NOT NULL DEFAULT now(),
+    read_ct integer NOT NULL DEFAULT 0
+);
+CREATE TABLE lean_archive (
+    id          bigint PRIMARY KEY,
+    payload     jsonb NOT NULL,
+    read_ct     integer NOT NULL,
+    archived_at timestamptz NOT NULL DEFAULT now()
+);
+SQL
 
 cat >"$work/runtime.sql" <<'SQL'
 SELECT coalesce(array_agg(id), '{}') AS ids FROM automation.claim_executions('bench', 'w' || :client_id, :batch)
 \gset
 SELECT automation.complete_executions(':ids'::uuid[], NULL, 'w' || :client_id);
 SQL
-cat >"$work/bare.sql" <<'SQL'
-WITH due AS (
-    SELECT id FROM automation_workflows.workflow_executions
-     WHERE workflow_name = 'bench' AND status = 'pending' AND run_after <= now()
-     ORDER BY run_after LIMIT :batch FOR UPDATE SKIP LOCKED),
-claimed AS (
-    UPDATE automation_workflows.workflow_executions e
-       SET status = 'running', claimed_by = 'w' || :client_id,
-           lease_expires_at = now() + interval '5 minutes', started_at = now(), attempts = e.attempts + 1
-      FROM due WHERE e.id = due.id RETURNING e.id)
+cat >"$work/lean.sql" <<'SQL'
+WITH claimed AS (
+    UPDATE lean_queue SET vt = now() + interval '5 minutes', read_ct = read_ct + 1
+     WHERE id IN (SELECT id FROM lean_queue WHERE vt <= now() ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED)
+    RETURNING id)
 SELECT coalesce(array_agg(id), '{}') AS ids FROM claimed
 \gset
-UPDATE automation_workflows.workflow_executions
-   SET status = 'success', completed_at = now(), lease_expires_at = NULL
- WHERE id = ANY(':ids'::uuid[]) AND status = 'running';
+WITH done AS (DELETE FROM lean_queue WHERE id = ANY(':ids'::bigint[]) RETURNING id, payload, read_ct)
+INSERT INTO lean_archive (id, payload, read_ct) SELECT id, payload, read_ct FROM done;
+SQL
+# enqueueing clients of the sustained run
+cat >"$work/runtime_enqueue.sql" <<'SQL'
+SELECT automation.enqueue_execution('bench', jsonb_build_object('n', g)) FROM generate_series(1, :batch) g;
+SQL
+cat >"$work/lean_enqueue.sql" <<'SQL'
+INSERT INTO lean_queue (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, :batch) g;
 SQL
 
-run() { # variant batch transactions-per-client -> executions/s
-    local variant=$1 batch=$2 tx=$3 rows=$(( $2 * $3 * CLIENTS ))
-    psql_admin -d "$DB" -q <<SQL >/dev/null
+fill() { # variant rows
+    if [ "$1" = runtime ]; then
+        psql_admin -d "$DB" -q <<SQL >/dev/null
 TRUNCATE automation_workflows.workflow_executions, automation.errors;
 INSERT INTO automation_workflows.workflow_executions (workflow_name, status, started_at, run_after, metadata)
 SELECT 'bench', 'pending', NULL, now() - interval '1 hour' + n * interval '1 ms', jsonb_build_object('n', n)
-  FROM generate_series(1, $rows) n;
+  FROM generate_series(1, $2) n;
 VACUUM ANALYZE automation_workflows.workflow_executions;
 CHECKPOINT;
 SQL
+    else
+        psql_admin -d "$DB" -q <<SQL >/dev/null
+TRUNCATE lean_queue, lean_archive;
+INSERT INTO lean_queue (payload, vt) SELECT jsonb_build_object('n', n), now() - interval '1 hour' FROM generate_series(1, $2) n;
+VACUUM ANALYZE lean_queue;
+CHECKPOINT;
+SQL
+    fi
+}
+
+check() { # variant rows: every item completed once, none claimed twice
+    local got
+    if [ "$1" = runtime ]; then
+        got=$(psql_admin -d "$DB" -Atc "SELECT count(*) FILTER (WHERE status = 'success') || ' ' || coalesce(max(attempts), 0)
+                                          FROM automation_workflows.workflow_executions")
+    else
+        got=$(psql_admin -d "$DB" -Atc "SELECT (SELECT count(*) FROM lean_archive) || ' ' || coalesce((SELECT max(read_ct) FROM lean_archive), 0)
+                                          || ' ' || (SELECT count(*) FROM lean_queue)")
+        got=${got% 0}
+    fi
+    [ "$got" = "$2 1" ] || die "$1: expected '$2 1' (all completed, none claimed twice), got '$got'"
+}
+
+run() { # variant batch transactions-per-client -> items/s
+    local variant=$1 batch=$2 tx=$3 rows=$(( $2 * $3 * CLIENTS ))
+    fill "$variant" "$rows"
     local tps
     tps=$(as_postgres "$PGBENCH" -n -p "$PG_PORT" -c "$CLIENTS" -j 2 -t "$tx" -D batch="$batch" \
             -f "$work/$variant.sql" "$DB" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
-    local check
-    check=$(psql_admin -d "$DB" -Atc "SELECT count(*) FILTER (WHERE status = 'success') || ' ' || coalesce(max(attempts), 0)
-                                        FROM automation_workflows.workflow_executions")
-    [ "$check" = "$rows 1" ] || die "$variant batch $batch: expected '$rows 1' (all completed, none claimed twice), got '$check'"
+    check "$variant" "$rows"
     awk -v t="$tps" -v b="$batch" 'BEGIN { printf "%.0f", t * b }'
 }
 
-declare -A result
-for batch in 1 100; do
-    tx=$([ "$batch" = 1 ] && echo 1500 || echo 40)
-    for round in 1 2 3; do
-        for variant in runtime bare; do
-            eps=$(run "$variant" "$batch" "$tx")
-            result[$variant.$batch]+="$eps "
-            printf 'batch %-3s round %d  %-8s %8s executions/s\n' "$batch" "$round" "$variant" "$eps" >&2
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+machine() { echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), PostgreSQL $(psql_admin -Atc 'SHOW server_version')"; }
+
+quick() {
+    declare -A result
+    for batch in 1 50; do
+        tx=$([ "$batch" = 1 ] && echo 1500 || echo 60)
+        for round in 1 2 3; do
+            for variant in runtime lean; do
+                eps=$(run "$variant" "$batch" "$tx")
+                result[$variant.$batch]+="$eps "
+                printf 'batch %-3s round %d  %-8s %8s items/s\n' "$batch" "$round" "$variant" "$eps" >&2
+            done
         done
     done
-done
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo
-echo "claim + complete, $CLIENTS clients, median of 3 runs (every run checked: all completed, none claimed twice):"
-for batch in 1 100; do
-    r=$(echo "${result[runtime.$batch]}" | median); b=$(echo "${result[bare.$batch]}" | median)
-    awk -v r="$r" -v b="$b" -v n="$batch" 'BEGIN {
-        printf "  batch %-3d  runtime %8d/s   bare SQL %8d/s   bare/runtime = %.2f (goal <= 1.5)\n", n, r, b, b / r }'
-done
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), PostgreSQL $(psql_admin -Atc 'SHOW server_version')"
-psql_admin -qc "DROP DATABASE $DB" >/dev/null
-rm -rf "$work"
+    echo
+    echo "claim + complete, $CLIENTS clients, median of 3 runs (every run checked: all completed, none claimed twice)$1:"
+    for batch in 1 50; do
+        r=$(echo "${result[runtime.$batch]}" | median); l=$(echo "${result[lean.$batch]}" | median)
+        awk -v r="$r" -v l="$l" -v n="$batch" 'BEGIN {
+            printf "  batch %-3d  runtime %8d/s   lean table %8d/s   runtime/lean = %.2f (goal >= 1)\n", n, r, l, r / l }'
+    done
+    machine
+}
+
+sustained() { # 10 minutes: 2 enqueueing clients, CLIENTS working ones, batch 10
+    local minutes=${MINUTES:-10} variant
+    for variant in runtime lean; do
+        fill "$variant" 20000
+        as_postgres "$PGBENCH" -n -p "$PG_PORT" -c 2 -j 1 -T $(( minutes * 60 )) -R 400 -D batch=10 \
+            -f "$work/${variant}_enqueue.sql" "$DB" >/dev/null 2>&1 &
+        local feeder=$!
+        as_postgres "$PGBENCH" -n -p "$PG_PORT" -c "$CLIENTS" -j 2 -T $(( minutes * 60 )) -P 60 -D batch=10 \
+            -f "$work/$variant.sql" "$DB" 2>&1 | sed -n "s/^progress: \([0-9.]*\) s, \([0-9.]*\) tps.*/  $variant minute \1 s: \2 tps (x10 items)/p"
+        wait "$feeder" || true
+        if [ "$variant" = runtime ]; then
+            psql_admin -d "$DB" -Atc "SELECT '  runtime: workflow_executions ' || pg_size_pretty(pg_table_size('automation_workflows.workflow_executions'))
+                || ' table, ' || pg_size_pretty(pg_indexes_size('automation_workflows.workflow_executions')) || ' indexes, '
+                || (SELECT count(*) FROM automation_workflows.workflow_executions) || ' rows'"
+        else
+            psql_admin -d "$DB" -Atc "SELECT '  lean: queue ' || pg_size_pretty(pg_total_relation_size('lean_queue'))
+                || ', archive ' || pg_size_pretty(pg_total_relation_size('lean_archive'))
+                || ', ' || (SELECT count(*) FROM lean_archive) || ' archived'"
+        fi
+    done
+    machine
+}
+
+case "$MODE" in
+    quick) quick "" ;;
+    held)
+        # a session with an open transaction and a snapshot, for the whole run
+        as_postgres psql -X -q -p "$PG_PORT" -d "$DB" -c "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class; SELECT pg_sleep(86400);" >/dev/null 2>&1 &
+        holder=$!
+        sleep 1
+        quick " — while another session holds a transaction open"
+        ;;
+    sustained) sustained ;;
+    *) die "MODE is quick, held or sustained" ;;
+esac
+psql_admin -qc "DROP DATABASE $DB WITH (FORCE)" >/dev/null
