@@ -147,24 +147,41 @@ quick() {
     machine
 }
 
-sustained() { # 10 minutes: 2 enqueueing clients, CLIENTS working ones, batch 10
-    local minutes=${MINUTES:-10} variant
+completed() { # variant -> items completed so far
+    if [ "$1" = runtime ]; then
+        psql_admin -d "$DB" -Atc "SELECT count(*) FROM automation_workflows.workflow_executions WHERE status = 'success'"
+    else
+        psql_admin -d "$DB" -Atc "SELECT count(*) FROM lean_archive"
+    fi
+}
+
+sustained() { # MINUTES (10) of continuous load: 2 enqueueing clients, CLIENTS working ones, batch 10
+    local minutes=${MINUTES:-10} variant m before now
     for variant in runtime lean; do
-        fill "$variant" 20000
-        as_postgres "$PGBENCH" -n -p "$PG_PORT" -c 2 -j 1 -T $(( minutes * 60 )) -R 400 -D batch=10 \
+        fill "$variant" 50000
+        as_postgres "$PGBENCH" -n -p "$PG_PORT" -c 2 -j 1 -T $(( minutes * 60 )) -D batch=10 \
             -f "$work/${variant}_enqueue.sql" "$DB" >/dev/null 2>&1 &
         local feeder=$!
-        as_postgres "$PGBENCH" -n -p "$PG_PORT" -c "$CLIENTS" -j 2 -T $(( minutes * 60 )) -P 60 -D batch=10 \
-            -f "$work/$variant.sql" "$DB" 2>&1 | sed -n "s/^progress: \([0-9.]*\) s, \([0-9.]*\) tps.*/  $variant minute \1 s: \2 tps (x10 items)/p"
-        wait "$feeder" || true
+        as_postgres "$PGBENCH" -n -p "$PG_PORT" -c "$CLIENTS" -j 2 -T $(( minutes * 60 )) -D batch=10 \
+            -f "$work/$variant.sql" "$DB" >/dev/null 2>&1 &
+        local workers=$!
+        before=$(completed "$variant")
+        for m in $(seq 1 "$minutes"); do
+            sleep 60
+            now=$(completed "$variant")
+            echo "  $variant minute $m: $(( (now - before) / 60 )) items/s completed"
+            before=$now
+        done
+        wait "$feeder" "$workers" || true
         if [ "$variant" = runtime ]; then
-            psql_admin -d "$DB" -Atc "SELECT '  runtime: workflow_executions ' || pg_size_pretty(pg_table_size('automation_workflows.workflow_executions'))
+            psql_admin -d "$DB" -Atc "SELECT '  runtime at the end: workflow_executions ' || pg_size_pretty(pg_table_size('automation_workflows.workflow_executions'))
                 || ' table, ' || pg_size_pretty(pg_indexes_size('automation_workflows.workflow_executions')) || ' indexes, '
-                || (SELECT count(*) FROM automation_workflows.workflow_executions) || ' rows'"
+                || count(*) FILTER (WHERE status = 'success') || ' completed, ' || count(*) FILTER (WHERE status = 'pending') || ' waiting'
+                FROM automation_workflows.workflow_executions"
         else
-            psql_admin -d "$DB" -Atc "SELECT '  lean: queue ' || pg_size_pretty(pg_total_relation_size('lean_queue'))
+            psql_admin -d "$DB" -Atc "SELECT '  lean at the end: queue ' || pg_size_pretty(pg_total_relation_size('lean_queue'))
                 || ', archive ' || pg_size_pretty(pg_total_relation_size('lean_archive'))
-                || ', ' || (SELECT count(*) FROM lean_archive) || ' archived'"
+                || ', ' || (SELECT count(*) FROM lean_archive) || ' completed, ' || (SELECT count(*) FROM lean_queue) || ' waiting'"
         fi
     done
     machine
