@@ -9,7 +9,15 @@
 #            UPDATE ... SET vt = now() + lease WHERE id IN (SELECT ... FOR
 #            UPDATE SKIP LOCKED), complete = DELETE ... RETURNING into an
 #            archive table (no NOTIFY)
-# and, with MODE:
+# and, named in VARIANTS (default "runtime lean"), candidate designs for the
+# lean hot path of issue 16, built here as plain SQL:
+#   k        in-flight work in a lean queue table (uuid PK, a claim index on
+#            (workflow_name, priority DESC, seq), fillfactor 70, HOT claims);
+#            completion deletes it and inserts the finished row into
+#            workflow_executions (the seed's indexes), with a NOTIFY per row
+#   k2       k without the NOTIFY
+#   k3       k's queue, completion into an unindexed log (no history, no NOTIFY)
+# With MODE:
 #   MODE=quick     (default) batch 1 and 50, 3 rounds each, medians
 #   MODE=sustained 10 minutes of continuous claim/complete with enqueueing
 #                  clients keeping the queue fed; rate per minute and the
@@ -21,7 +29,7 @@
 # claimed twice. (pgbench substitutes :ids textually, also inside quotes.)
 #
 # Needs the cluster scripts/setup.sh prepared.
-# Usage: bash bench/claim.sh [clients]      (MODE=... in the environment)
+# Usage: bash bench/claim.sh [clients]      (MODE=..., VARIANTS=... in the environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -41,6 +49,22 @@ recreate_database "$DB"
 psql_admin -d "$DB" -q <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION automation_ext;
+-- candidate designs (VARIANTS k, k2, k3)
+CREATE TABLE k_queue (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    seq           bigint GENERATED ALWAYS AS IDENTITY,
+    workflow_name text NOT NULL,
+    priority      int NOT NULL DEFAULT 0,
+    vt            timestamptz NOT NULL,
+    claimed_by    text,
+    attempts      int NOT NULL DEFAULT 0,
+    enqueued_at   timestamptz NOT NULL DEFAULT now(),
+    started_at    timestamptz,
+    metadata      jsonb
+) WITH (fillfactor = 70);
+CREATE INDEX k_queue_claim ON k_queue (workflow_name, priority DESC, seq);
+CREATE TABLE k_log (id uuid, workflow_name text, started_at timestamptz, completed_at timestamptz,
+                    metadata jsonb, attempts int, claimed_by text);
 -- the lean design
 CREATE TABLE lean_queue (
     id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -71,6 +95,25 @@ SELECT coalesce(array_agg(id), '{}') AS ids FROM claimed
 WITH done AS (DELETE FROM lean_queue WHERE id = ANY(':ids'::bigint[]) RETURNING id, payload, read_ct)
 INSERT INTO lean_archive (id, payload, read_ct) SELECT id, payload, read_ct FROM done;
 SQL
+# the candidates: one claim, three completions
+k_claim="WITH claimed AS (
+    UPDATE k_queue q SET vt = now() + interval '5 minutes', claimed_by = 'w' || :client_id,
+                         attempts = q.attempts + 1, started_at = now()
+     WHERE q.id IN (SELECT id FROM k_queue WHERE workflow_name = 'bench' AND vt <= now()
+                     ORDER BY priority DESC, seq LIMIT :batch FOR UPDATE SKIP LOCKED)
+    RETURNING q.id)
+SELECT coalesce(array_agg(id), '{}') AS ids FROM claimed
+\\gset
+WITH done AS (DELETE FROM k_queue WHERE id = ANY(':ids'::uuid[]) AND claimed_by = 'w' || :client_id RETURNING *),"
+k_history="hist AS (INSERT INTO automation_workflows.workflow_executions AS e
+                (id, workflow_name, status, started_at, completed_at, metadata, attempts, claimed_by)
+         SELECT id, workflow_name, 'success', started_at, now(), metadata, attempts, claimed_by FROM done
+         RETURNING e.id, e.workflow_name, e.started_at, e.completed_at)"
+printf '%s\n%s\n%s\n' "$k_claim" "$k_history" "SELECT count(pg_notify('workflow_completed', json_build_object('workflow_id', id,
+    'workflow_name', workflow_name, 'status', 'success', 'duration', extract(epoch FROM completed_at - started_at))::text)) FROM hist;" >"$work/k.sql"
+printf '%s\n%s\n%s\n' "$k_claim" "$k_history" "SELECT count(*) FROM hist;" >"$work/k2.sql"
+printf '%s\n%s\n%s\n' "$k_claim" "hist AS (INSERT INTO k_log SELECT id, workflow_name, started_at, now(), metadata, attempts, claimed_by FROM done RETURNING 1)" \
+    "SELECT count(*) FROM hist;" >"$work/k3.sql"
 # enqueueing clients of the sustained run
 cat >"$work/runtime_enqueue.sql" <<'SQL'
 SELECT automation.enqueue_execution('bench', jsonb_build_object('n', g)) FROM generate_series(1, :batch) g;
@@ -80,7 +123,15 @@ INSERT INTO lean_queue (payload) SELECT jsonb_build_object('n', g) FROM generate
 SQL
 
 fill() { # variant rows
-    if [ "$1" = runtime ]; then
+    if [ "${1:0:1}" = k ]; then
+        psql_admin -d "$DB" -q <<SQL >/dev/null
+TRUNCATE k_queue, k_log, automation_workflows.workflow_executions, automation.errors;
+INSERT INTO k_queue (workflow_name, vt, metadata)
+SELECT 'bench', now() - interval '1 hour', jsonb_build_object('n', n) FROM generate_series(1, $2) n;
+VACUUM ANALYZE k_queue, automation_workflows.workflow_executions;
+CHECKPOINT;
+SQL
+    elif [ "$1" = runtime ]; then
         psql_admin -d "$DB" -q <<SQL >/dev/null
 TRUNCATE automation_workflows.workflow_executions, automation.errors;
 INSERT INTO automation_workflows.workflow_executions (workflow_name, status, started_at, run_after, metadata)
@@ -101,7 +152,9 @@ SQL
 
 check() { # variant rows: every item completed once, none claimed twice
     local got
-    if [ "$1" = runtime ]; then
+    if [ "$1" = k3 ]; then
+        got=$(psql_admin -d "$DB" -Atc "SELECT count(*) || ' ' || coalesce(max(attempts), 0) FROM k_log")
+    elif [ "$1" = runtime ] || [ "$1" = k ] || [ "$1" = k2 ]; then
         got=$(psql_admin -d "$DB" -Atc "SELECT count(*) FILTER (WHERE status = 'success') || ' ' || coalesce(max(attempts), 0)
                                           FROM automation_workflows.workflow_executions")
     else
@@ -127,10 +180,11 @@ machine() { echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p
 
 quick() {
     declare -A result
+    local variants=${VARIANTS:-runtime lean} batch tx round variant eps
     for batch in 1 50; do
         tx=$([ "$batch" = 1 ] && echo 1500 || echo 60)
         for round in 1 2 3; do
-            for variant in runtime lean; do
+            for variant in $variants; do
                 eps=$(run "$variant" "$batch" "$tx")
                 result[$variant.$batch]+="$eps "
                 printf 'batch %-3s round %d  %-8s %8s items/s\n' "$batch" "$round" "$variant" "$eps" >&2
@@ -140,9 +194,14 @@ quick() {
     echo
     echo "claim + complete, $CLIENTS clients, median of 3 runs (every run checked: all completed, none claimed twice)$1:"
     for batch in 1 50; do
-        r=$(echo "${result[runtime.$batch]}" | median); l=$(echo "${result[lean.$batch]}" | median)
-        awk -v r="$r" -v l="$l" -v n="$batch" 'BEGIN {
-            printf "  batch %-3d  runtime %8d/s   lean table %8d/s   runtime/lean = %.2f (goal >= 1)\n", n, r, l, r / l }'
+        for variant in $variants; do
+            result[$variant.$batch]=$(echo "${result[$variant.$batch]}" | median)
+            printf '  batch %-3d %-8s %8d items/s\n' "$batch" "$variant" "${result[$variant.$batch]}"
+        done
+        if [ -n "${result[runtime.$batch]:-}" ] && [ -n "${result[lean.$batch]:-}" ]; then
+            awk -v r="${result[runtime.$batch]}" -v l="${result[lean.$batch]}" -v n="$batch" \
+                'BEGIN { printf "  batch %-3d runtime / lean = %.2f (goal >= 1)\n", n, r / l }'
+        fi
     done
     machine
 }
