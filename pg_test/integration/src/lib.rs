@@ -100,3 +100,30 @@ pub fn conninfo() -> String {
 pub fn conninfo_for(dbname: &str) -> String {
     format!("{} dbname={dbname}", base())
 }
+
+/// Cluster settings a test changes with ALTER SYSTEM: reset, and the
+/// configuration reloaded, when this is dropped, also when the test panics
+/// (so that a failure leaves no setting behind for the next binaries).
+pub struct SystemSettings(Vec<String>);
+
+impl SystemSettings {
+    /// `ALTER SYSTEM SET name = value` for each, then a reload.
+    pub fn set(admin: &mut Client, settings: &[(&str, &str)]) -> SystemSettings {
+        for (name, value) in settings {
+            admin.batch_execute(&format!("ALTER SYSTEM SET {name} = {value}")).unwrap();
+        }
+        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        SystemSettings(settings.iter().map(|(name, _)| name.to_string()).collect())
+    }
+}
+
+impl Drop for SystemSettings {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&conninfo_for("postgres"), NoTls) {
+            for name in &self.0 {
+                let _ = admin.batch_execute(&format!("ALTER SYSTEM RESET {name}"));
+            }
+            let _ = admin.batch_execute("SELECT pg_reload_conf()");
+        }
+    }
+}

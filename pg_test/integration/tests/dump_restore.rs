@@ -7,7 +7,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use automation_ext_integration::{conninfo_for, Client, NoTls};
+use automation_ext_integration::{conninfo_for, Client, NoTls, SystemSettings};
 
 fn bindir() -> String {
     std::env::var("AUTOMATION_TEST_BINDIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
@@ -197,12 +197,11 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
 /// automation.enabled off for the cluster while it lives (no job changes
 /// anything while we dump, restore and count), back on when dropped. Runs
 /// still going (schedulers stop, runs are not cut short) are terminated.
-struct Paused;
+struct Paused(#[allow(dead_code)] SystemSettings);
 
 impl Paused {
     fn new(admin: &mut Client) -> Paused {
-        admin.batch_execute("ALTER SYSTEM SET automation.enabled = off").unwrap();
-        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        let settings = SystemSettings::set(admin, &[("automation.enabled", "off")]);
         std::thread::sleep(Duration::from_millis(500));
         admin
             .batch_execute(
@@ -215,16 +214,7 @@ impl Paused {
             Duration::from_secs(30),
             "schedulers stopped",
         );
-        Paused
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = Client::connect(&conninfo_for("postgres"), NoTls) {
-            let _ = admin.batch_execute("ALTER SYSTEM RESET automation.enabled");
-            let _ = admin.batch_execute("SELECT pg_reload_conf()");
-        }
+        Paused(settings)
     }
 }
 

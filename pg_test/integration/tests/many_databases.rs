@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use automation_ext_integration::{conninfo_for, Client, NoTls};
+use automation_ext_integration::{conninfo_for, Client, NoTls, SystemSettings};
 
 const N: usize = 100;
 const WORKERS: i64 = 8;
@@ -26,24 +26,26 @@ fn name(i: usize) -> String {
 }
 
 /// The budgets for the test, back to the defaults when dropped.
-struct Budget;
+/// (The test's databases are dropped first, then the settings reset.)
+struct Budget(#[allow(dead_code)] SystemSettings);
 
 impl Budget {
     fn set(admin: &mut Client) -> Budget {
-        admin.batch_execute(&format!("ALTER SYSTEM SET automation.max_workers = {WORKERS}")).unwrap();
-        admin.batch_execute(&format!("ALTER SYSTEM SET automation.scheduler_workers = {SCHEDULERS}")).unwrap();
-        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        let settings = SystemSettings::set(
+            admin,
+            &[
+                ("automation.max_workers", &WORKERS.to_string()),
+                ("automation.scheduler_workers", &SCHEDULERS.to_string()),
+            ],
+        );
         std::thread::sleep(Duration::from_secs(2));
-        Budget
+        Budget(settings)
     }
 }
 
 impl Drop for Budget {
     fn drop(&mut self) {
         if let Ok(mut admin) = Client::connect(&conninfo_for("postgres"), NoTls) {
-            let _ = admin.batch_execute("ALTER SYSTEM RESET automation.max_workers");
-            let _ = admin.batch_execute("ALTER SYSTEM RESET automation.scheduler_workers");
-            let _ = admin.batch_execute("SELECT pg_reload_conf()");
             for i in 0..N {
                 let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", name(i)));
             }

@@ -4,13 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use automation_ext_integration::{connect, wait_for};
+use automation_ext_integration::{connect, wait_for, SystemSettings};
 
 #[test]
 fn never_more_runs_at_once_than_max_running_jobs() {
     let mut c = connect();
-    c.batch_execute("ALTER SYSTEM SET automation.max_running_jobs = 2").unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let limit = SystemSettings::set(&mut c, &[("automation.max_running_jobs", "2")]);
     std::thread::sleep(Duration::from_secs(2));
     let jobs: Vec<i64> = (0..5)
         .map(|i| {
@@ -35,8 +34,7 @@ fn never_more_runs_at_once_than_max_running_jobs() {
         most = most.max(running);
         std::thread::sleep(Duration::from_millis(50));
     }
-    c.batch_execute("ALTER SYSTEM RESET automation.max_running_jobs").unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    drop(limit); // reset and reloaded
     for job in &jobs {
         c.execute("SELECT automation.unschedule($1::bigint)", &[job]).unwrap();
     }
