@@ -140,7 +140,13 @@ if [ "$ONLY" = all ] || [ "$ONLY" = regress ]; then
     cp -r pg_test/. "$work/"
     chown -R postgres:postgres "$work"
     tpsql -q -d postgres -c "DROP DATABASE IF EXISTS $REGRESS_DB" -c "CREATE DATABASE $REGRESS_DB" >/dev/null
-    if [ "$ONLY" = regress ] && [ $# -gt 0 ]; then tests=("$@"); else tests=("--schedule=$work/schedule"); fi
+    if [ "$ONLY" = regress ] && [ $# -gt 0 ]; then
+        # the files after the first expect the extension created by `install`
+        tests=("$@")
+        [[ " $* " == *" install "* ]] || tests=(install "$@")
+    else
+        tests=("--schedule=$work/schedule")
+    fi
     status=0
     as_postgres_env "$PG_REGRESS" --use-existing --bindir="$PBIN" --host="$TSOCK" --port="$TPORT" \
         --dbname="$REGRESS_DB" --inputdir="$work" --outputdir="$work" "${tests[@]}" || status=$?

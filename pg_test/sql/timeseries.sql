@@ -25,7 +25,9 @@ SET automation.metrics_partition_interval = '1 day';
 SET automation.metrics_partitions_ahead = 2;
 SET automation.metrics_retention = '30 days';
 INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status)
-SELECT now() - interval '10 days' + n * interval '1 minute', 'p', 's', 'success' FROM generate_series(1, 50) n;
+-- (from the start of that day: rows near midnight would span two days' partitions)
+SELECT automation.time_bucket('1 day', now() - interval '10 days') + n * interval '1 minute', 'p', 's', 'success'
+  FROM generate_series(1, 50) n;
 INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status)
 VALUES (now() - interval '60 days', 'p', 's', 'success');
 SELECT count(*) AS in_default FROM automation.pipeline_metrics_default;
