@@ -60,7 +60,9 @@ CREATE TABLE automation_workflows.workflow_executions (
     claimed_by       text,
     lease_expires_at timestamptz,
     attempts         integer NOT NULL DEFAULT 0,
-    retry_of         uuid REFERENCES automation_workflows.workflow_executions (id) ON DELETE SET NULL,
+    -- (0.4.0: no foreign key; history is recorded asynchronously and purged
+    -- by age, so the execution retried may be recorded later or be gone)
+    retry_of         uuid,
     CONSTRAINT workflow_executions_attempts_check CHECK (attempts >= 0),
     CONSTRAINT workflow_executions_status_check
         CHECK (status IN ('pending', 'running', 'success', 'error', 'timeout', 'cancelled', 'retrying')),

@@ -25,6 +25,11 @@ GRANT SELECT, INSERT, UPDATE ON
       automation_triggers.registry,
       automation.errors
    TO automation_runner;
+-- 0.4.0: the execution queue and its log (the runtime functions are
+-- SECURITY INVOKER: they act with the caller's privileges)
+GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.execution_queue TO automation_runner;
+GRANT SELECT, INSERT, DELETE ON automation_workflows.execution_log TO automation_runner;
+GRANT SELECT ON automation.executions TO automation_runner;
 -- row-level security limits these to the runner's own rows
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.api_workflows TO automation_runner;
 GRANT SELECT, INSERT ON automation.pipeline_metrics TO automation_runner;
@@ -46,6 +51,8 @@ GRANT SELECT ON automation.job_run_details TO automation_runner;
 GRANT USAGE, SELECT ON SEQUENCE automation.job_jobid_seq TO automation_runner;
 
 -- The monitor reads the workflow state as well as the health samples.
+GRANT SELECT ON automation_workflows.execution_queue, automation_workflows.execution_log, automation.executions
+   TO automation_monitor;
 GRANT USAGE ON SCHEMA automation_workflows, automation_triggers TO automation_monitor;
 GRANT SELECT ON
       automation_workflows.definitions,

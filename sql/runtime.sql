@@ -6,9 +6,146 @@
 --   error / timeout ─► automation.errors ──retry_failed_workflow──► a new pending execution (retry_of)
 --                      resolved when a retry succeeds; dead-lettered when retries run out
 --
+-- 0.4.0, where executions live:
+--   automation_workflows.execution_queue   pending and running executions of
+--       enqueue_execution: narrow, a time-ordered primary key, one claim
+--       index; a claim changes only unindexed columns (a HOT update)
+--   automation_workflows.execution_log     finished ones, appended (no index)
+--       by the transaction that completes, fails or times them out
+--   automation_workflows.workflow_executions  the history users query: the
+--       database's scheduler moves logged executions here in bulk,
+--       milliseconds later, and sends their completion NOTIFYs (src/queue.rs);
+--       start_execution's executions live here from the start, as before
+--   automation.executions                  all three as one view
+--
 -- Functions are SECURITY INVOKER (callers need the table privileges) with a
 -- pinned search_path; parameters are referred to as function.parameter so
 -- they never collide with column names.
+
+CREATE TABLE automation_workflows.execution_queue (
+    id                uuid        NOT NULL DEFAULT automation.uuid_v7(),
+    workflow_name     text        NOT NULL,
+    -- higher first; within a priority, oldest run_after first, then id
+    priority          integer     NOT NULL DEFAULT 0,
+    run_after         timestamptz NOT NULL,
+    -- claimable from: run_after while pending, the lease's end while running
+    visible_at        timestamptz NOT NULL,
+    -- NULL while pending; the worker holding it while running
+    claimed_by        text,
+    attempts          integer     NOT NULL DEFAULT 0,
+    enqueued_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    started_at        timestamptz,
+    metadata          jsonb       NOT NULL DEFAULT '{}',
+    retry_of          uuid,
+    -- at most one pending or running execution per (workflow_name, unique_key)
+    unique_key        text,
+    -- at most concurrency_limit running per (workflow_name, concurrency_key)
+    concurrency_key   text,
+    concurrency_limit integer,
+    CONSTRAINT execution_queue_pkey PRIMARY KEY (id),
+    CONSTRAINT execution_queue_name_check
+        CHECK (workflow_name <> '' AND pg_catalog.char_length(workflow_name) <= 255),
+    CONSTRAINT execution_queue_attempts_check CHECK (attempts >= 0),
+    CONSTRAINT execution_queue_metadata_check CHECK (pg_catalog.jsonb_typeof(metadata) = 'object'),
+    CONSTRAINT execution_queue_concurrency_check
+        CHECK ((concurrency_key IS NULL) = (concurrency_limit IS NULL) AND concurrency_limit >= 1)
+) WITH (fillfactor = 80);
+
+-- the claim order; no column a claim changes is indexed
+CREATE INDEX execution_queue_claim
+    ON automation_workflows.execution_queue (workflow_name, priority DESC, run_after, id);
+CREATE UNIQUE INDEX execution_queue_unique_key
+    ON automation_workflows.execution_queue (workflow_name, unique_key)
+    WHERE unique_key IS NOT NULL;
+CREATE INDEX execution_queue_concurrency_key
+    ON automation_workflows.execution_queue (workflow_name, concurrency_key)
+    WHERE concurrency_key IS NOT NULL;
+
+COMMENT ON TABLE automation_workflows.execution_queue IS
+    'Pending (claimed_by NULL) and running executions of automation.enqueue_execution(); finished ones move to workflow_executions. Read automation.executions for all of them.';
+
+CREATE TABLE automation_workflows.execution_log (
+    id            uuid        NOT NULL,
+    workflow_name text        NOT NULL,
+    status        text        NOT NULL,
+    started_at    timestamptz,
+    completed_at  timestamptz NOT NULL,
+    metadata      jsonb,
+    error_details jsonb,
+    run_after     timestamptz,
+    claimed_by    text,
+    attempts      integer     NOT NULL,
+    retry_of      uuid
+);
+
+COMMENT ON TABLE automation_workflows.execution_log IS
+    'Executions that finished in the queue, until the scheduler records them in workflow_executions (milliseconds; automation.record_executions() does it at once).';
+
+SELECT pg_catalog.pg_extension_config_dump('automation_workflows.execution_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('automation_workflows.execution_log', '');
+
+CREATE FUNCTION automation.executions_logged(ids uuid[])
+RETURNS void
+LANGUAGE c VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'executions_logged_wrapper';
+
+CREATE FUNCTION automation.record_executions(batch integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE c VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'record_executions_wrapper';
+
+CREATE FUNCTION automation.executions_enqueued(workflow_name text)
+RETURNS void
+LANGUAGE c VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'executions_enqueued_wrapper';
+
+CREATE FUNCTION automation.wait_for_executions(workflow_name text, deadline timestamptz)
+RETURNS void
+LANGUAGE c VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wait_for_executions_wrapper';
+
+CREATE FUNCTION automation.execution_retention()
+RETURNS interval
+LANGUAGE c STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'execution_retention_wrapper';
+
+CREATE FUNCTION automation.error_retention()
+RETURNS interval
+LANGUAGE c STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'error_retention_wrapper';
+
+-- Every execution: in the queue, in the log, in the history.
+CREATE VIEW automation.executions WITH (security_invoker = true) AS
+SELECT q.id,
+       q.workflow_name::varchar(255) AS workflow_name,
+       (CASE WHEN q.claimed_by IS NULL THEN 'pending' ELSE 'running' END)::varchar(50) AS status,
+       q.started_at,
+       NULL::timestamptz AS completed_at,
+       q.metadata,
+       NULL::jsonb AS error_details,
+       q.run_after,
+       q.claimed_by,
+       CASE WHEN q.claimed_by IS NOT NULL THEN q.visible_at END AS lease_expires_at,
+       q.attempts,
+       q.retry_of
+  FROM automation_workflows.execution_queue q
+UNION ALL
+SELECT l.id, l.workflow_name::varchar(255), l.status::varchar(50), l.started_at, l.completed_at, l.metadata,
+       l.error_details, l.run_after, l.claimed_by, NULL::timestamptz, l.attempts, l.retry_of
+  FROM automation_workflows.execution_log l
+UNION ALL
+SELECT e.id, e.workflow_name, e.status, e.started_at, e.completed_at, e.metadata, e.error_details, e.run_after,
+       e.claimed_by, e.lease_expires_at, e.attempts, e.retry_of
+  FROM automation_workflows.workflow_executions e;
+
+COMMENT ON VIEW automation.executions IS
+    'Every workflow execution with the columns of workflow_executions: pending and running ones of the queue, finished ones not yet recorded, and the history.';
 
 CREATE FUNCTION automation.start_execution(workflow_name text, metadata jsonb DEFAULT '{}')
 RETURNS uuid
@@ -29,22 +166,74 @@ END
 $fn$;
 
 CREATE FUNCTION automation.enqueue_execution(workflow_name text, metadata jsonb DEFAULT '{}',
-                                             run_after timestamptz DEFAULT now())
+                                             run_after timestamptz DEFAULT now(),
+                                             priority integer DEFAULT 0,
+                                             unique_key text DEFAULT NULL,
+                                             debounce boolean DEFAULT false,
+                                             concurrency_key text DEFAULT NULL,
+                                             concurrency_limit integer DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     new_id uuid;
+    due timestamptz := coalesce(enqueue_execution.run_after, now());
+    meta jsonb := coalesce(enqueue_execution.metadata, '{}');
 BEGIN
     PERFORM automation.check_workflow_name(enqueue_execution.workflow_name);
     PERFORM automation.check_metadata(enqueue_execution.metadata);
-    INSERT INTO automation_workflows.workflow_executions AS e
-           (workflow_name, status, started_at, run_after, metadata)
-    VALUES (enqueue_execution.workflow_name, 'pending', NULL,
-            coalesce(enqueue_execution.run_after, now()), coalesce(enqueue_execution.metadata, '{}'))
-    RETURNING e.id INTO new_id;
-    RETURN new_id;
+    IF enqueue_execution.priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'The default priority is 0; higher runs first.';
+    END IF;
+    IF (enqueue_execution.concurrency_key IS NULL) <> (enqueue_execution.concurrency_limit IS NULL)
+       OR enqueue_execution.concurrency_limit < 1 THEN
+        RAISE EXCEPTION 'concurrency_key and concurrency_limit go together, and the limit must be at least 1'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'For example concurrency_key => ''customer-42'', concurrency_limit => 2: at most two of that customer''s executions run at once.';
+    END IF;
+    PERFORM automation.executions_enqueued(enqueue_execution.workflow_name);
+    IF enqueue_execution.unique_key IS NULL THEN
+        INSERT INTO automation_workflows.execution_queue AS q
+               (workflow_name, priority, run_after, visible_at, metadata, concurrency_key, concurrency_limit)
+        VALUES (enqueue_execution.workflow_name, enqueue_execution.priority, due, due, meta,
+                enqueue_execution.concurrency_key, enqueue_execution.concurrency_limit)
+        RETURNING q.id INTO new_id;
+        RETURN new_id;
+    END IF;
+    -- a unique key: the pending or running execution with that key, if any,
+    -- instead of a second one (debounce: a pending one takes the new payload
+    -- and due time)
+    LOOP
+        INSERT INTO automation_workflows.execution_queue AS q
+               (workflow_name, priority, run_after, visible_at, metadata, unique_key, concurrency_key, concurrency_limit)
+        VALUES (enqueue_execution.workflow_name, enqueue_execution.priority, due, due, meta,
+                enqueue_execution.unique_key, enqueue_execution.concurrency_key, enqueue_execution.concurrency_limit)
+        ON CONFLICT (workflow_name, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+        RETURNING q.id INTO new_id;
+        IF FOUND THEN
+            RETURN new_id;
+        END IF;
+        IF enqueue_execution.debounce THEN
+            UPDATE automation_workflows.execution_queue q
+               SET metadata = meta, run_after = due, visible_at = due, priority = enqueue_execution.priority
+             WHERE q.workflow_name = enqueue_execution.workflow_name
+               AND q.unique_key = enqueue_execution.unique_key
+               AND q.claimed_by IS NULL
+            RETURNING q.id INTO new_id;
+            IF FOUND THEN
+                RETURN new_id;
+            END IF;
+        END IF;
+        SELECT q.id INTO new_id FROM automation_workflows.execution_queue q
+         WHERE q.workflow_name = enqueue_execution.workflow_name AND q.unique_key = enqueue_execution.unique_key;
+        IF FOUND THEN
+            RETURN new_id;
+        END IF;
+        -- it finished in the meantime: enqueue again
+    END LOOP;
 END
 $fn$;
 
@@ -58,6 +247,10 @@ BEGIN
         RAISE EXCEPTION 'workflow_name must not be empty'
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass the name of the workflow the execution belongs to.';
+    END IF;
+    IF char_length(workflow_name) > 255 THEN
+        RAISE EXCEPTION 'workflow_name is % characters long; at most 255 are allowed', char_length(workflow_name)
+              USING ERRCODE = 'string_data_right_truncation';
     END IF;
 END
 $fn$;
@@ -94,7 +287,7 @@ BEGIN
                     HINT = 'Use an id returned by start_execution(), enqueue_execution() or claim_executions().';
     END IF;
     SELECT e.status, e.claimed_by INTO cur
-      FROM automation_workflows.workflow_executions e WHERE e.id = raise_not_running.id;
+      FROM automation.executions e WHERE e.id = raise_not_running.id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'workflow execution % does not exist', raise_not_running.id
               USING ERRCODE = 'no_data_found',
@@ -123,6 +316,8 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     done uuid[];
+    legacy uuid[];
+    retried boolean;
     refused uuid;
 BEGIN
     IF complete_executions.ids IS NULL OR array_position(complete_executions.ids, NULL) IS NOT NULL THEN
@@ -130,31 +325,59 @@ BEGIN
               USING ERRCODE = 'null_value_not_allowed',
                     HINT = 'Pass the ids returned by start_execution(), enqueue_execution() or claim_executions().';
     END IF;
-    PERFORM automation.check_metadata(complete_executions.metadata_patch);
-    WITH completed AS (
-        UPDATE automation_workflows.workflow_executions e
-           SET status = 'success',
-               completed_at = now(),
-               lease_expires_at = NULL,
-               metadata = CASE WHEN complete_executions.metadata_patch IS NULL THEN e.metadata
-                               ELSE coalesce(e.metadata, '{}') || complete_executions.metadata_patch END
-         WHERE e.id = ANY (complete_executions.ids)
-           AND e.status = 'running'
-           AND (complete_executions.worker_id IS NULL OR e.claimed_by = complete_executions.worker_id)
-        RETURNING e.id)
-    SELECT array_agg(completed.id) INTO done FROM completed;
-    -- all or nothing: an id that could not be completed fails the whole call
-    SELECT x INTO refused
-      FROM (SELECT unnest(complete_executions.ids) EXCEPT SELECT unnest(done)) AS r(x)
-     LIMIT 1;
-    IF refused IS NOT NULL THEN
-        PERFORM automation.raise_not_running(refused, complete_executions.worker_id, 'complete');
+    IF complete_executions.metadata_patch IS NOT NULL AND jsonb_typeof(complete_executions.metadata_patch) <> 'object' THEN
+        PERFORM automation.check_metadata(complete_executions.metadata_patch);
+    END IF;
+    -- the queue's: out of the queue, into the log, in one statement
+    WITH finished AS (
+        DELETE FROM automation_workflows.execution_queue q
+         WHERE q.id = ANY (complete_executions.ids)
+           AND q.claimed_by IS NOT NULL
+           AND (complete_executions.worker_id IS NULL OR q.claimed_by = complete_executions.worker_id)
+        RETURNING q.*),
+    logged AS (
+        INSERT INTO automation_workflows.execution_log AS l
+               (id, workflow_name, status, started_at, completed_at, metadata, run_after, claimed_by, attempts, retry_of)
+        SELECT f.id, f.workflow_name, 'success', f.started_at, GREATEST(now(), f.started_at),
+               CASE WHEN complete_executions.metadata_patch IS NULL THEN f.metadata
+                    ELSE f.metadata || complete_executions.metadata_patch END,
+               f.run_after, f.claimed_by, f.attempts, f.retry_of
+          FROM finished f
+        RETURNING l.id, l.retry_of)
+    SELECT array_agg(logged.id), bool_or(logged.retry_of IS NOT NULL) INTO done, retried FROM logged;
+    IF coalesce(cardinality(done), 0) < cardinality(complete_executions.ids) THEN
+        -- the others: started by start_execution() (or queued before 0.4.0)
+        WITH completed AS (
+            UPDATE automation_workflows.workflow_executions e
+               SET status = 'success',
+                   completed_at = now(),
+                   lease_expires_at = NULL,
+                   metadata = CASE WHEN complete_executions.metadata_patch IS NULL THEN e.metadata
+                                   ELSE coalesce(e.metadata, '{}') || complete_executions.metadata_patch END
+             WHERE e.id = ANY (complete_executions.ids)
+               AND e.status = 'running'
+               AND (complete_executions.worker_id IS NULL OR e.claimed_by = complete_executions.worker_id)
+            RETURNING e.id)
+        SELECT array_agg(completed.id) INTO legacy FROM completed;
+        -- all or nothing: an id that could not be completed fails the whole call
+        SELECT x INTO refused
+          FROM (SELECT unnest(complete_executions.ids) EXCEPT SELECT unnest(done || legacy)) AS r(x)
+         LIMIT 1;
+        IF refused IS NOT NULL THEN
+            PERFORM automation.raise_not_running(refused, complete_executions.worker_id, 'complete');
+        END IF;
+        retried := true;
     END IF;
     -- a retry that succeeds resolves the error it retried
-    UPDATE automation.errors r
-       SET resolved_at = now()
-     WHERE r.retry_execution_id = ANY (done) AND r.resolved_at IS NULL;
-    RETURN coalesce(cardinality(done), 0);
+    IF retried THEN
+        UPDATE automation.errors r
+           SET resolved_at = now()
+         WHERE r.retry_execution_id = ANY (done || legacy) AND r.resolved_at IS NULL;
+    END IF;
+    IF done IS NOT NULL THEN
+        PERFORM automation.executions_logged(done);
+    END IF;
+    RETURN coalesce(cardinality(done), 0) + coalesce(cardinality(legacy), 0);
 END
 $fn$;
 
@@ -190,7 +413,7 @@ BEGIN
                     HINT = 'Failures are recorded by automation.fail_execution() and automation.timeout_stale_executions().';
     END IF;
     SELECT e.workflow_name, e.status INTO failed
-      FROM automation_workflows.workflow_executions e WHERE e.id = record_failure.execution_id;
+      FROM automation.executions e WHERE e.id = record_failure.execution_id;
     IF NOT FOUND OR failed.status NOT IN ('error', 'timeout') THEN
         RAISE EXCEPTION 'workflow execution % has not failed', record_failure.execution_id
               USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -227,20 +450,38 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     wf text;
+    details jsonb := jsonb_build_object('error_type', fail_execution.error_type,
+                                        'error_message', fail_execution.error_message,
+                                        'error_context', fail_execution.error_context);
 BEGIN
-    UPDATE automation_workflows.workflow_executions e
-       SET status = 'error',
-           completed_at = now(),
-           lease_expires_at = NULL,
-           error_details = jsonb_build_object('error_type', fail_execution.error_type,
-                                              'error_message', fail_execution.error_message,
-                                              'error_context', fail_execution.error_context)
-     WHERE e.id = fail_execution.id
-       AND e.status = 'running'
-       AND (fail_execution.worker_id IS NULL OR e.claimed_by = fail_execution.worker_id)
-    RETURNING e.workflow_name INTO wf;
-    IF NOT FOUND THEN
-        PERFORM automation.raise_not_running(fail_execution.id, fail_execution.worker_id, 'fail');
+    WITH failed AS (
+        DELETE FROM automation_workflows.execution_queue q
+         WHERE q.id = fail_execution.id
+           AND q.claimed_by IS NOT NULL
+           AND (fail_execution.worker_id IS NULL OR q.claimed_by = fail_execution.worker_id)
+        RETURNING q.*)
+    INSERT INTO automation_workflows.execution_log AS l
+           (id, workflow_name, status, started_at, completed_at, metadata, error_details, run_after, claimed_by,
+            attempts, retry_of)
+    SELECT f.id, f.workflow_name, 'error', f.started_at, GREATEST(now(), f.started_at), f.metadata, details, f.run_after, f.claimed_by,
+           f.attempts, f.retry_of
+      FROM failed f
+    RETURNING l.workflow_name INTO wf;
+    IF FOUND THEN
+        PERFORM automation.executions_logged(ARRAY[fail_execution.id]);
+    ELSE
+        UPDATE automation_workflows.workflow_executions e
+           SET status = 'error',
+               completed_at = now(),
+               lease_expires_at = NULL,
+               error_details = details
+         WHERE e.id = fail_execution.id
+           AND e.status = 'running'
+           AND (fail_execution.worker_id IS NULL OR e.claimed_by = fail_execution.worker_id)
+        RETURNING e.workflow_name INTO wf;
+        IF NOT FOUND THEN
+            PERFORM automation.raise_not_running(fail_execution.id, fail_execution.worker_id, 'fail');
+        END IF;
     END IF;
     RETURN automation.record_failure(fail_execution.id, wf, fail_execution.error_type,
                                      fail_execution.error_message, fail_execution.error_context);
@@ -248,13 +489,15 @@ END
 $fn$;
 
 CREATE FUNCTION automation.claim_executions(workflow_name text, worker_id text, batch integer DEFAULT 100,
-                                            lease interval DEFAULT '5 minutes')
+                                            lease interval DEFAULT '5 minutes', wait interval DEFAULT NULL)
 RETURNS SETOF automation_workflows.workflow_executions
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     claimed integer;
+    deadline timestamptz;
+    cutoff timestamptz;
 BEGIN
     IF coalesce(worker_id, '') = '' THEN
         RAISE EXCEPTION 'worker_id must not be empty'
@@ -269,42 +512,121 @@ BEGIN
         RAISE EXCEPTION 'lease must be a positive interval, not %', lease
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- first executions whose worker let the lease expire, then pending ones,
-    -- oldest first; rows another claimer holds are skipped, never waited for
-    RETURN QUERY
-    WITH expired AS (
-        SELECT e.id FROM automation_workflows.workflow_executions e
-         WHERE e.workflow_name = claim_executions.workflow_name
-           AND e.status = 'running' AND e.lease_expires_at < now()
-         ORDER BY e.lease_expires_at
-         LIMIT claim_executions.batch
-           FOR UPDATE SKIP LOCKED)
-    UPDATE automation_workflows.workflow_executions e
-       SET claimed_by = claim_executions.worker_id,
-           lease_expires_at = now() + claim_executions.lease,
-           started_at = now(),
-           attempts = e.attempts + 1
-      FROM expired WHERE e.id = expired.id
-    RETURNING e.*;
-    GET DIAGNOSTICS claimed = ROW_COUNT;
-    IF claimed < batch THEN
-        RETURN QUERY
-        WITH due AS (
-            SELECT e.id FROM automation_workflows.workflow_executions e
-             WHERE e.workflow_name = claim_executions.workflow_name
-               AND e.status = 'pending' AND e.run_after <= now()
-             ORDER BY e.run_after
-             LIMIT claim_executions.batch - claimed
-               FOR UPDATE SKIP LOCKED)
-        UPDATE automation_workflows.workflow_executions e
-           SET status = 'running',
-               claimed_by = claim_executions.worker_id,
-               lease_expires_at = now() + claim_executions.lease,
-               started_at = now(),
-               attempts = e.attempts + 1
-          FROM due WHERE e.id = due.id
-        RETURNING e.*;
+    IF wait < interval '0' OR wait > interval '1 hour' THEN
+        RAISE EXCEPTION 'wait must be between 0 and 1 hour, not %', wait
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'NULL or 0 returns at once; a wait returns as soon as an execution can be claimed.';
     END IF;
+    deadline := clock_timestamp() + wait;
+    LOOP
+        -- the time of this attempt (now() stays at the transaction's start,
+        -- and a waiting claim's attempts are later)
+        cutoff := clock_timestamp();
+        IF EXISTS (SELECT FROM automation_workflows.execution_queue q
+                    WHERE q.workflow_name = claim_executions.workflow_name AND q.concurrency_key IS NOT NULL) THEN
+            RETURN QUERY SELECT * FROM automation.claim_limited(claim_executions.workflow_name,
+                                                                claim_executions.worker_id,
+                                                                claim_executions.batch, claim_executions.lease,
+                                                                cutoff);
+        ELSE
+            -- in priority order, oldest due first (an execution whose lease
+            -- expired is claimable again, in its place); rows another
+            -- claimer holds are skipped, never waited for
+            RETURN QUERY
+            WITH taken AS (
+                UPDATE automation_workflows.execution_queue q
+                   SET claimed_by = claim_executions.worker_id,
+                       visible_at = cutoff + claim_executions.lease,
+                       started_at = cutoff,
+                       attempts = q.attempts + 1
+                 WHERE q.id IN (SELECT c.id FROM automation_workflows.execution_queue c
+                                 WHERE c.workflow_name = claim_executions.workflow_name AND c.visible_at <= cutoff
+                                 ORDER BY c.priority DESC, c.run_after, c.id
+                                 LIMIT claim_executions.batch
+                                   FOR UPDATE SKIP LOCKED)
+                RETURNING q.*)
+            SELECT t.id, t.workflow_name::varchar(255), 'running'::varchar(50), t.started_at, NULL::timestamptz,
+                   t.metadata, NULL::jsonb, t.run_after, t.claimed_by, t.visible_at, t.attempts, t.retry_of
+              FROM taken t
+             ORDER BY t.priority DESC, t.run_after, t.id;
+        END IF;
+        GET DIAGNOSTICS claimed = ROW_COUNT;
+        EXIT WHEN claimed > 0 OR deadline IS NULL OR clock_timestamp() >= deadline;
+        PERFORM automation.wait_for_executions(claim_executions.workflow_name, deadline);
+    END LOOP;
+END
+$fn$;
+
+-- claim_executions when executions of the workflow have a concurrency key:
+-- rows whose key has room (a first look), locked; then per key, holding a
+-- transaction advisory lock on it (rows of a key another claimer is
+-- deciding about are left for later) and counting again in a statement that
+-- sees every committed claim, as many as the limit leaves room for.
+CREATE FUNCTION automation.claim_limited(workflow_name text, worker_id text, batch integer, lease interval,
+                                         cutoff timestamptz)
+RETURNS SETOF automation_workflows.workflow_executions
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    candidates uuid[];
+    accepted uuid[];
+    k record;
+    room integer;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'executions with a concurrency key can only be claimed at READ COMMITTED isolation, not %',
+                        upper(current_setting('transaction_isolation'))
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Claim in a transaction of its own, at the default isolation level.';
+    END IF;
+    SELECT array_agg(c.id) INTO candidates FROM (
+        SELECT c.id FROM automation_workflows.execution_queue c
+         WHERE c.workflow_name = claim_limited.workflow_name AND c.visible_at <= claim_limited.cutoff
+           AND (c.concurrency_key IS NULL
+                OR (SELECT count(*) FROM automation_workflows.execution_queue r
+                     WHERE r.workflow_name = c.workflow_name AND r.concurrency_key = c.concurrency_key
+                       AND r.claimed_by IS NOT NULL AND r.visible_at > claim_limited.cutoff) < c.concurrency_limit)
+         ORDER BY c.priority DESC, c.run_after, c.id
+         LIMIT claim_limited.batch
+           FOR UPDATE SKIP LOCKED) c;
+    IF candidates IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(c.id) INTO accepted
+      FROM automation_workflows.execution_queue c
+     WHERE c.id = ANY (candidates) AND c.concurrency_key IS NULL;
+    FOR k IN SELECT c.concurrency_key AS key, min(c.concurrency_limit) AS lim
+               FROM automation_workflows.execution_queue c
+              WHERE c.id = ANY (candidates) AND c.concurrency_key IS NOT NULL
+              GROUP BY c.concurrency_key ORDER BY c.concurrency_key
+    LOOP
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtext('automation_ext concurrency key'),
+                                                    hashtext(claim_limited.workflow_name || '/' || k.key));
+        SELECT k.lim - count(*) INTO room FROM automation_workflows.execution_queue r
+         WHERE r.workflow_name = claim_limited.workflow_name AND r.concurrency_key = k.key
+           AND r.claimed_by IS NOT NULL AND r.visible_at > claim_limited.cutoff;
+        IF room > 0 THEN
+            accepted := accepted || ARRAY(
+                SELECT c.id FROM automation_workflows.execution_queue c
+                 WHERE c.id = ANY (candidates) AND c.concurrency_key = k.key
+                 ORDER BY c.priority DESC, c.run_after, c.id
+                 LIMIT room);
+        END IF;
+    END LOOP;
+    RETURN QUERY
+    WITH taken AS (
+        UPDATE automation_workflows.execution_queue q
+           SET claimed_by = claim_limited.worker_id,
+               visible_at = claim_limited.cutoff + claim_limited.lease,
+               started_at = claim_limited.cutoff,
+               attempts = q.attempts + 1
+         WHERE q.id = ANY (accepted)
+        RETURNING q.*)
+    SELECT t.id, t.workflow_name::varchar(255), 'running'::varchar(50), t.started_at, NULL::timestamptz,
+           t.metadata, NULL::jsonb, t.run_after, t.claimed_by, t.visible_at, t.attempts, t.retry_of
+      FROM taken t
+     ORDER BY t.priority DESC, t.run_after, t.id;
 END
 $fn$;
 
@@ -316,6 +638,13 @@ AS $fn$
 DECLARE
     expires timestamptz;
 BEGIN
+    UPDATE automation_workflows.execution_queue q
+       SET visible_at = now() + extend_lease.lease
+     WHERE q.id = extend_lease.id AND q.claimed_by = extend_lease.worker_id
+    RETURNING q.visible_at INTO expires;
+    IF FOUND THEN
+        RETURN expires;
+    END IF;
     UPDATE automation_workflows.workflow_executions e
        SET lease_expires_at = now() + extend_lease.lease
      WHERE e.id = extend_lease.id AND e.status = 'running' AND e.claimed_by = extend_lease.worker_id
@@ -335,6 +664,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     stale record;
+    logged uuid[];
 BEGIN
     IF batch IS NULL OR batch < 1 THEN
         RAISE EXCEPTION 'batch must be positive, not %', batch USING ERRCODE = 'invalid_parameter_value';
@@ -344,13 +674,45 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Executions running for longer than older_than are timed out; ''0'' or less would time out every running one.';
     END IF;
-    -- the seed's sweep, one batch per call; rows being updated elsewhere are skipped
+    -- the queue's running executions, then the history's (start_execution's);
+    -- one batch per call; rows being updated elsewhere are skipped
+    WITH batch_rows AS (
+        SELECT q.id FROM automation_workflows.execution_queue q
+         WHERE q.claimed_by IS NOT NULL AND q.started_at < now() - timeout_stale_executions.older_than
+         ORDER BY q.started_at
+         LIMIT timeout_stale_executions.batch
+           FOR UPDATE SKIP LOCKED),
+    timed_out AS (
+        DELETE FROM automation_workflows.execution_queue q USING batch_rows b WHERE q.id = b.id RETURNING q.*),
+    moved AS (
+        INSERT INTO automation_workflows.execution_log AS l
+               (id, workflow_name, status, started_at, completed_at, metadata, error_details, run_after,
+                claimed_by, attempts, retry_of)
+        SELECT t.id, t.workflow_name, 'timeout', t.started_at, GREATEST(now(), t.started_at), t.metadata,
+               jsonb_build_object('reason', 'execution_timeout'), t.run_after, t.claimed_by, t.attempts, t.retry_of
+          FROM timed_out t
+        RETURNING l.id)
+    SELECT array_agg(moved.id) INTO logged FROM moved;
+    IF logged IS NOT NULL THEN
+        PERFORM automation.executions_logged(logged);
+    END IF;
+    FOR stale IN
+        SELECT l.id AS execution_id, l.workflow_name FROM automation.executions l WHERE l.id = ANY (logged)
+    LOOP
+        PERFORM automation.record_failure(stale.execution_id, stale.workflow_name, 'execution_timeout',
+                                          format('running for longer than %s', older_than), NULL);
+        id := stale.execution_id;
+        RETURN NEXT;
+    END LOOP;
+    IF coalesce(cardinality(logged), 0) >= batch THEN
+        RETURN;
+    END IF;
     FOR stale IN
         WITH batch_rows AS (
             SELECT e.id FROM automation_workflows.workflow_executions e
              WHERE e.status = 'running' AND e.started_at < now() - timeout_stale_executions.older_than
              ORDER BY e.started_at
-             LIMIT timeout_stale_executions.batch
+             LIMIT timeout_stale_executions.batch - coalesce(cardinality(logged), 0)
                FOR UPDATE SKIP LOCKED)
         UPDATE automation_workflows.workflow_executions e
            SET status = 'timeout',
@@ -410,12 +772,16 @@ BEGIN
     -- re-enqueue with the failed execution's own metadata (errors recorded by
     -- hand, with no execution, retry with their error_context)
     SELECT e.metadata INTO original_metadata
-      FROM automation_workflows.workflow_executions e WHERE e.id = err.execution_id;
-    INSERT INTO automation_workflows.workflow_executions AS e
-           (workflow_name, status, started_at, run_after, metadata, retry_of)
-    VALUES (err.workflow_name, 'pending', NULL, now(),
-            coalesce(original_metadata, err.error_context, '{}'), err.execution_id)
-    RETURNING e.id INTO retry_id;
+      FROM automation.executions e WHERE e.id = err.execution_id;
+    original_metadata := coalesce(original_metadata, err.error_context, '{}');
+    INSERT INTO automation_workflows.execution_queue AS q
+           (workflow_name, run_after, visible_at, metadata, retry_of)
+    VALUES (err.workflow_name, now(), now(),
+            CASE WHEN jsonb_typeof(original_metadata) = 'object' THEN original_metadata
+                 ELSE jsonb_build_object('error_context', original_metadata) END,
+            err.execution_id)
+    RETURNING q.id INTO retry_id;
+    PERFORM automation.executions_enqueued(err.workflow_name);
     UPDATE automation.errors r
        SET retry_count = r.retry_count + 1,
            last_retry_at = now(),
@@ -431,9 +797,10 @@ RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT id IS NOT NULL AND EXISTS (
-        SELECT FROM automation_workflows.workflow_executions e
-         WHERE e.id = retry_in_flight.id AND e.status IN ('pending', 'running', 'retrying'))
+    SELECT id IS NOT NULL AND (
+        EXISTS (SELECT FROM automation_workflows.execution_queue q WHERE q.id = retry_in_flight.id)
+        OR EXISTS (SELECT FROM automation_workflows.workflow_executions e
+                    WHERE e.id = retry_in_flight.id AND e.status IN ('pending', 'running', 'retrying')))
 $fn$;
 
 -- The seed's workflow status view, over definitions and executions.
@@ -451,21 +818,74 @@ SELECT wf.id,
        avg(extract(epoch FROM we.completed_at - we.started_at)) AS avg_duration_seconds,
        max(we.started_at) AS last_started_at
   FROM automation_workflows.definitions wf
-  LEFT JOIN automation_workflows.workflow_executions we ON we.workflow_name = wf.name
+  LEFT JOIN automation.executions we ON we.workflow_name = wf.name
  GROUP BY wf.id, wf.name, wf.version, wf.is_active;
 
+-- Bounded history: finished executions older than
+-- automation.execution_retention, and resolved or dead-lettered errors older
+-- than automation.error_retention, a batch per transaction. An execution an
+-- open error still refers to is kept (its retry needs its metadata). A
+-- procedure that COMMITs may not have a SET clause: every name and operator
+-- is qualified instead.
+CREATE PROCEDURE automation.purge_executions(batch integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    keep_executions interval := automation.execution_retention();
+    keep_errors interval := automation.error_retention();
+    n bigint;
+BEGIN
+    IF batch IS NULL OR batch OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch must be positive, not %', batch USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- 0 keeps everything (as every retention setting)
+    IF keep_executions OPERATOR(pg_catalog.>) interval '0' THEN
+        LOOP
+            DELETE FROM automation_workflows.workflow_executions e
+             WHERE e.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+                    SELECT o.id FROM automation_workflows.workflow_executions o
+                     WHERE o.completed_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) keep_executions
+                       AND o.status OPERATOR(pg_catalog.=) ANY ('{success,error,timeout,cancelled}'::text[])
+                       AND NOT EXISTS (SELECT FROM automation.errors r
+                                        WHERE r.resolved_at IS NULL AND r.dead_lettered_at IS NULL
+                                          AND (r.execution_id OPERATOR(pg_catalog.=) o.id
+                                               OR r.retry_execution_id OPERATOR(pg_catalog.=) o.id))
+                     LIMIT batch));
+            GET DIAGNOSTICS n = ROW_COUNT;
+            COMMIT;
+            EXIT WHEN n OPERATOR(pg_catalog.<) batch;
+        END LOOP;
+    END IF;
+    IF keep_errors OPERATOR(pg_catalog.>) interval '0' THEN
+        LOOP
+            DELETE FROM automation.errors r
+             WHERE r.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+                    SELECT o.id FROM automation.errors o
+                     WHERE COALESCE(o.resolved_at, o.dead_lettered_at)
+                           OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) keep_errors
+                     LIMIT batch));
+            GET DIAGNOSTICS n = ROW_COUNT;
+            COMMIT;
+            EXIT WHEN n OPERATOR(pg_catalog.<) batch;
+        END LOOP;
+    END IF;
+END
+$fn$;
+
 COMMENT ON FUNCTION automation.start_execution(text, jsonb) IS
-'Record an execution that starts now (status running). Returns its id.';
-COMMENT ON FUNCTION automation.enqueue_execution(text, jsonb, timestamptz) IS
-'Queue an execution (status pending) that workers may claim from run_after on. Returns its id.';
+'Record an execution that starts now (status running, in workflow_executions). Returns its id.';
+COMMENT ON FUNCTION automation.enqueue_execution(text, jsonb, timestamptz, integer, text, boolean, text, integer) IS
+'Queue an execution (status pending) that workers may claim from run_after on; higher priority first. With unique_key, returns the pending or running execution with that key instead of queueing a second (debounce: a pending one takes the new metadata, run_after and priority). With concurrency_key and concurrency_limit, at most that many executions with the key run at once. Returns the id.';
 COMMENT ON FUNCTION automation.complete_execution(uuid, jsonb, text) IS
 'Mark a running execution success, merging metadata_patch into its metadata; with worker_id, only if that worker holds it. Resolves the error it retried, if any.';
 COMMENT ON FUNCTION automation.complete_executions(uuid[], jsonb, text) IS
 'Mark running executions success in one statement (all or none: one that is not running, or not held by worker_id, fails the call). Returns how many.';
 COMMENT ON FUNCTION automation.fail_execution(uuid, text, text, jsonb, text) IS
 'Mark a running execution error and record the failure in automation.errors in the same transaction. Returns the error id.';
-COMMENT ON FUNCTION automation.claim_executions(text, text, integer, interval) IS
-'Claim up to batch due executions of a workflow for worker_id (FOR UPDATE SKIP LOCKED; expired leases first). Returns the claimed rows, now running.';
+COMMENT ON FUNCTION automation.claim_executions(text, text, integer, interval, interval) IS
+'Claim up to batch due executions of a workflow for worker_id (FOR UPDATE SKIP LOCKED; higher priority first, then oldest due; an expired lease is claimable again). With wait, waits up to that long for one to become claimable. Returns the claimed rows, now running.';
+COMMENT ON FUNCTION automation.claim_limited(text, text, integer, interval, timestamptz) IS
+'Internal: claim_executions for a workflow whose queued executions have concurrency keys.';
 COMMENT ON FUNCTION automation.extend_lease(uuid, text, interval) IS
 'Extend the lease of an execution the worker holds; returns the new expiry.';
 COMMENT ON FUNCTION automation.timeout_stale_executions(interval, integer) IS
@@ -481,3 +901,16 @@ COMMENT ON FUNCTION automation.raise_not_running(uuid, text, text) IS
 'Internal: raise the error explaining why an execution cannot be completed or failed.';
 COMMENT ON FUNCTION automation.check_workflow_name(text) IS 'Internal: refuse an empty workflow name.';
 COMMENT ON FUNCTION automation.retry_in_flight(uuid) IS 'Internal: is this retry execution still pending or running?';
+COMMENT ON FUNCTION automation.executions_logged(uuid[]) IS
+'Internal: the runtime functions logged these finished executions; the scheduler records them after commit (or, with none running, this records them now).';
+COMMENT ON FUNCTION automation.record_executions(integer) IS
+'Move up to batch finished executions from the execution log into workflow_executions now, notifying their completion; the scheduler does it within milliseconds of their commit. Returns how many.';
+COMMENT ON FUNCTION automation.executions_enqueued(text) IS
+'Internal: executions of this workflow were enqueued; its waiting claimers are woken when the transaction commits.';
+COMMENT ON FUNCTION automation.wait_for_executions(text, timestamptz) IS
+'Internal: one step of a waiting claim_executions (sleeps on the latch until an enqueue of the workflow commits, the deadline, or a second).';
+COMMENT ON FUNCTION automation.execution_retention() IS 'The setting automation.execution_retention as an interval.';
+COMMENT ON FUNCTION automation.error_retention() IS 'The setting automation.error_retention as an interval.';
+COMMENT ON FUNCTION automation.uuid_v7() IS 'A time-ordered (version 7) UUID: the ids of queued executions.';
+COMMENT ON PROCEDURE automation.purge_executions(integer) IS
+'Delete finished executions older than automation.execution_retention (except those an open error refers to) and resolved or dead-lettered errors older than automation.error_retention, batch rows per transaction (0 keeps them; CALL it at top level).';

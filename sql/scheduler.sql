@@ -507,7 +507,8 @@ COMMENT ON FUNCTION automation.scheduler_status() IS
 INSERT INTO automation.job (jobname, schedule, command) VALUES
     ('automation: collect database metrics', '*/5 * * * *', 'SELECT automation.collect_database_metrics()'),
     ('automation: time out stale executions', '* * * * *', 'SELECT count(*) FROM automation.timeout_stale_executions()'),
-    ('automation: purge job run history', '17 3 * * *', 'CALL automation.purge_job_run_details()');
+    ('automation: purge job run history', '17 3 * * *', 'CALL automation.purge_job_run_details()'),
+    ('automation: purge execution history', '47 * * * *', 'CALL automation.purge_executions()');
 
 -- every job is dumped, the default ones as the DBA left them (a restored
 -- default job replaces the one CREATE EXTENSION made: job_check_target),

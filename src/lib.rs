@@ -14,6 +14,7 @@ mod error;
 mod maintenance;
 mod monitoring;
 mod notify;
+mod queue;
 mod runtime;
 mod scheduler;
 mod schema;

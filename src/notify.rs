@@ -283,7 +283,7 @@ pub mod payload {
 }
 
 /// The name of the trigger `attach_completion_notify` creates (the seed's).
-const TRIGGER_NAME: &str = "trg_notify_workflow_completion";
+pub const TRIGGER_NAME: &str = "trg_notify_workflow_completion";
 
 #[pg_schema]
 mod automation {
@@ -368,21 +368,26 @@ fn fire(trigger: &PgTrigger<'_>) {
         // The table lost its id or status column after the trigger was made.
         return;
     };
-    if let Err(problem) = settings::channel::validate_channel(&channel) {
+    send(&channel, &completion);
+}
+
+/// Notify `channel` of one completion (the trigger's payload, capped), unless
+/// the channel is unusable or the NOTIFY queue is full (a WARNING, or an
+/// error with `automation.notify_queue_full = error`). Also used by the
+/// recorder (src/queue.rs), for executions that finished in the queue.
+pub fn send(channel: &str, completion: &Completion) {
+    if let Err(problem) = settings::channel::validate_channel(channel) {
         warning!("completion notification skipped: {problem}");
         return;
     }
     if queue_full(&completion.id) {
         return;
     }
-    let (payload, _truncated) = payload::build(&completion, payload::MAX_PAYLOAD_BYTES);
+    let (payload, _truncated) = payload::build(completion, payload::MAX_PAYLOAD_BYTES);
     // SAFETY: pg_notify(text, text) is a plain V1 function; both arguments
     // are non-null text datums that live until the call returns.
     unsafe {
-        direct_function_call_as_datum(
-            pg_sys::pg_notify,
-            &[channel.as_str().into_datum(), payload.as_str().into_datum()],
-        );
+        direct_function_call_as_datum(pg_sys::pg_notify, &[channel.into_datum(), payload.as_str().into_datum()]);
     }
 }
 
@@ -443,7 +448,7 @@ unsafe fn read_completion(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc) 
     })
 }
 
-use payload::Completion;
+pub use payload::Completion;
 
 /// A column as JSON: integers and booleans as themselves (as the seed's
 /// jsonb_build_object would), everything else as its text form. text,

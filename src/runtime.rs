@@ -50,7 +50,7 @@ mod automation {
 extension_sql_file!(
     "../sql/runtime.sql",
     name = "runtime",
-    requires = ["automation_workflows_schema", automation::retry_delay]
+    requires = ["automation_workflows_schema", automation::retry_delay, queue::automation::uuid_v7]
 );
 
 #[cfg(test)]
@@ -91,7 +91,7 @@ mod tests {
     use crate::test_support::one;
 
     fn status(id: &str) -> String {
-        one(&format!("SELECT status::text FROM automation_workflows.workflow_executions WHERE id = '{id}'"))
+        one(&format!("SELECT status::text FROM automation.executions WHERE id = '{id}'"))
     }
 
     /// Run `sql` in a subtransaction (a PL/pgSQL EXCEPTION block, so a
@@ -154,10 +154,7 @@ mod tests {
         let refused =
             attempt(&format!("SELECT automation.complete_executions('{ids}'::uuid[] || '{stray}'::uuid, NULL, 'w')"));
         assert_eq!(refused, format!("cannot complete workflow execution {stray}: it is pending, not running"));
-        assert_eq!(
-            one::<i64>("SELECT count(*) FROM automation_workflows.workflow_executions WHERE status = 'running'"),
-            3
-        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM automation.executions WHERE status = 'running'"), 3);
         let n: i32 = one(&format!("SELECT automation.complete_executions('{ids}', '{{\"batch\": true}}', 'w')"));
         assert_eq!(n, 3);
         assert_eq!(
@@ -195,10 +192,9 @@ mod tests {
         assert_eq!(claimed, "5,4,3");
         let rest: i64 = one("SELECT count(*) FROM automation.claim_executions('etl', 'w2', 100)");
         assert_eq!(rest, 2, "the future one and the other workflow's stay pending");
-        let owners: String = one(
-            "SELECT string_agg(DISTINCT claimed_by || ':' || attempts, ',') FROM automation_workflows.workflow_executions
-              WHERE status = 'running'",
-        );
+        let owners: String =
+            one("SELECT string_agg(DISTINCT claimed_by || ':' || attempts, ',') FROM automation.executions
+              WHERE status = 'running'");
         assert_eq!(owners, "w1:1,w2:1");
     }
 
@@ -209,8 +205,7 @@ mod tests {
         let none: i64 = one("SELECT count(*) FROM automation.claim_executions('etl', 'w2', 1)");
         assert_eq!(none, 0, "a live lease is not claimable");
         Spi::run(&format!(
-            "UPDATE automation_workflows.workflow_executions SET lease_expires_at = now() - interval '1 s'
-              WHERE id = '{id}'"
+            "UPDATE automation_workflows.execution_queue SET visible_at = now() - interval '1 s' WHERE id = '{id}'"
         ))
         .unwrap();
         let again: String = one("SELECT id::text || ':' || attempts FROM automation.claim_executions('etl', 'w2', 1)");
@@ -254,7 +249,7 @@ mod tests {
         // the retry runs with the original metadata, and fails again
         let retry: String = one("SELECT id::text FROM automation.claim_executions('etl', 'w', 1)");
         let linked: String = one(&format!(
-            "SELECT format('%s|%s', metadata, retry_of = '{first}') FROM automation_workflows.workflow_executions WHERE id = '{retry}'"
+            "SELECT format('%s|%s', metadata, retry_of = '{first}') FROM automation.executions WHERE id = '{retry}'"
         ));
         assert_eq!(linked, r#"{"order": 42}|t"#);
         Spi::run(&format!("SELECT automation.fail_execution('{retry}', 'HttpError', '502')")).unwrap();
@@ -302,11 +297,117 @@ mod tests {
         .unwrap();
         assert!(one::<bool>("SELECT automation.retry_failed_workflow('etl')"));
         assert_eq!(
-            one::<String>(
-                "SELECT metadata::text FROM automation_workflows.workflow_executions WHERE status = 'pending'"
-            ),
+            one::<String>("SELECT metadata::text FROM automation.executions WHERE status = 'pending'"),
             r#"{"file": "a.csv"}"#
         );
+    }
+
+    #[pg_test]
+    fn finished_queue_executions_are_recorded_in_the_history() {
+        // no scheduler in this cluster (not preloaded): the completing
+        // transaction records them itself
+        Spi::run("SELECT automation.enqueue_execution('etl', jsonb_build_object('n', n)) FROM generate_series(1, 3) n")
+            .unwrap();
+        let ids: String = one("SELECT array_agg(id)::text FROM automation.claim_executions('etl', 'w', 2)");
+        Spi::run(&format!("SELECT automation.complete_executions('{ids}', '{{\"ok\": true}}', 'w')")).unwrap();
+        let where_: String = one("SELECT (SELECT count(*) FROM automation_workflows.execution_queue) || '/'
+                 || (SELECT count(*) FROM automation_workflows.execution_log) || '/'
+                 || (SELECT string_agg(status || ':' || attempts || ':' || claimed_by || ':' || (metadata->>'ok'), ',')
+                       FROM automation_workflows.workflow_executions)");
+        assert_eq!(where_, "1/0/success:1:w:true,success:1:w:true");
+        let ordered: bool = one("SELECT bool_and(completed_at >= started_at AND started_at >= run_after)
+               FROM automation_workflows.workflow_executions");
+        assert!(ordered);
+    }
+
+    #[pg_test]
+    fn higher_priority_first_then_first_in_first_out() {
+        Spi::run(
+            "SELECT automation.enqueue_execution('etl', jsonb_build_object('n', n), now(), priority => p)
+               FROM (VALUES (1, 0), (2, 5), (3, 0), (4, 5), (5, -1), (6, 0)) v(n, p)",
+        )
+        .unwrap();
+        let order: String =
+            one("SELECT string_agg(metadata->>'n', ',') FROM automation.claim_executions('etl', 'w', 10)");
+        assert_eq!(order, "2,4,1,3,6,5");
+    }
+
+    #[pg_test]
+    fn a_unique_key_enqueues_once_while_pending_or_running_and_debounce_replaces_the_payload() {
+        let first: String = one("SELECT automation.enqueue_execution('sync', '{\"v\": 1}', unique_key => 'c42')::text");
+        let again: String = one("SELECT automation.enqueue_execution('sync', '{\"v\": 2}', unique_key => 'c42')::text");
+        assert_eq!(first, again);
+        assert_eq!(status(&first), "pending");
+        assert_eq!(one::<String>("SELECT metadata::text FROM automation.executions"), r#"{"v": 1}"#);
+        let debounced: String = one(
+            "SELECT automation.enqueue_execution('sync', '{\"v\": 3}', unique_key => 'c42', debounce => true)::text",
+        );
+        assert_eq!(debounced, first);
+        assert_eq!(one::<String>("SELECT metadata::text FROM automation.executions"), r#"{"v": 3}"#);
+        // another workflow, same key: its own
+        let other: String = one("SELECT automation.enqueue_execution('mail', '{}', unique_key => 'c42')::text");
+        assert_ne!(other, first);
+        // running: still the same one, and debounce cannot change it
+        Spi::run("SELECT * FROM automation.claim_executions('sync', 'w')").unwrap();
+        let running: String = one(
+            "SELECT automation.enqueue_execution('sync', '{\"v\": 4}', unique_key => 'c42', debounce => true)::text",
+        );
+        assert_eq!(running, first);
+        assert_eq!(
+            one::<String>("SELECT metadata::text FROM automation.executions WHERE workflow_name = 'sync'"),
+            r#"{"v": 3}"#
+        );
+        // finished: the key is free again
+        Spi::run(&format!("SELECT automation.complete_execution('{first}')")).unwrap();
+        let next: String = one("SELECT automation.enqueue_execution('sync', '{\"v\": 5}', unique_key => 'c42')::text");
+        assert_ne!(next, first);
+        assert_eq!(status(&next), "pending");
+    }
+
+    #[pg_test]
+    fn a_concurrency_key_limits_how_many_run_at_once() {
+        Spi::run(
+            "SELECT automation.enqueue_execution('bill', jsonb_build_object('n', n), now() - (10 - n) * interval '1 s',
+                                                 concurrency_key => 'customer-' || (n % 2), concurrency_limit => 2)
+               FROM generate_series(1, 8) n;
+             SELECT automation.enqueue_execution('bill', '{\"n\": 0}')",
+        )
+        .unwrap();
+        let first: String =
+            one("SELECT string_agg(metadata->>'n', ',' ORDER BY (metadata->>'n')::int) FROM automation.claim_executions('bill', 'w', 100)");
+        assert_eq!(first, "0,1,2,3,4", "two per customer, and the unkeyed one");
+        assert_eq!(one::<i64>("SELECT count(*) FROM automation.claim_executions('bill', 'w', 100)"), 0);
+        let one_done: String = one("SELECT id::text FROM automation.executions WHERE metadata->>'n' = '1'");
+        Spi::run(&format!("SELECT automation.complete_execution('{one_done}')")).unwrap();
+        let next: String =
+            one("SELECT string_agg(metadata->>'n', ',') FROM automation.claim_executions('bill', 'w', 100)");
+        assert_eq!(next, "5", "customer-1 had room for one more");
+    }
+
+    #[pg_test(error = "concurrency_key and concurrency_limit go together, and the limit must be at least 1")]
+    fn a_concurrency_key_needs_a_limit() {
+        Spi::run("SELECT automation.enqueue_execution('bill', '{}', concurrency_key => 'c')").unwrap();
+    }
+
+    #[pg_test]
+    fn a_waiting_claim_with_nothing_to_claim_returns_empty_after_its_wait() {
+        let waited: f64 = one("SELECT extract(epoch FROM clock_timestamp() - t0)::float8
+               FROM (SELECT clock_timestamp() AS t0) s,
+                    LATERAL (SELECT count(*) FROM automation.claim_executions('none', 'w', 1, wait => '300 ms')) c");
+        assert!((0.29..5.0).contains(&waited), "{waited}");
+        // a delayed execution that comes due during the wait is claimed
+        Spi::run("SELECT automation.enqueue_execution('later', '{}', clock_timestamp() + interval '200 ms')").unwrap();
+        let got: i64 = one("SELECT count(*) FROM automation.claim_executions('later', 'w', 1, wait => '5 s')");
+        assert_eq!(got, 1);
+    }
+
+    #[pg_test]
+    fn queue_ids_are_time_ordered_uuids() {
+        let ok: bool = one("SELECT bool_and(a < b) AND bool_and(substr(a::text, 15, 1) = '7')
+               FROM (SELECT u AS a, lead(u) OVER (ORDER BY n) AS b
+                       FROM (SELECT n, automation.uuid_v7() u FROM generate_series(1, 10000) n) g) p
+              WHERE b IS NOT NULL");
+        assert!(ok);
     }
 
     #[pg_test]

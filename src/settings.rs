@@ -113,6 +113,8 @@ pub static SCHEDULER_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub const DEFAULT_TIMEZONE: &CStr = c"GMT";
 pub static SCHEDULER_TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_TIMEZONE));
 pub static JOB_RUN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+pub static EXECUTION_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+pub static ERROR_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(90 * 86_400);
 
 /// pipeline_metrics partitions (src/timeseries.rs, sql/timeseries.sql).
 pub static METRICS_PARTITION_INTERVAL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"1 day"));
@@ -255,6 +257,26 @@ pub fn register() {
         c"automation.purge_job_run_details() deletes job runs that ended longer ago than this.",
         c"0 keeps every run (as for every retention setting).",
         &JOB_RUN_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"automation.execution_retention",
+        c"automation.purge_executions() deletes finished workflow executions that ended longer ago than this.",
+        c"Default 30 days; 0 keeps every execution. Executions an open error refers to are kept.",
+        &EXECUTION_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"automation.error_retention",
+        c"automation.purge_executions() deletes errors resolved or dead-lettered longer ago than this.",
+        c"Default 90 days; 0 keeps every error. Open errors are never deleted.",
+        &ERROR_RETENTION_S,
         0,
         i32::MAX,
         GucContext::Sighup,

@@ -166,3 +166,51 @@ ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
 DROP ROLE regress_upgrade_owner;
 DROP ROLE regress_upgrade_renamed;
+
+------------------------------------------------------------------------------
+-- 0.3.0 -> current: queued and claimed executions move into the execution
+-- queue with their ids, attempts and leases, and carry on there.
+CREATE EXTENSION automation_ext VERSION '0.3.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT count(automation.enqueue_execution('etl', jsonb_build_object('n', n), now() - interval '1 hour' + n * interval '1 s'))
+  FROM generate_series(1, 4) n;
+SELECT automation.enqueue_execution('etl', '{"n": 9}', now() + interval '1 day') AS later_id \gset
+SELECT id AS claimed_id FROM automation.claim_executions('etl', 'w-old', 1) \gset
+SELECT automation.start_execution('adhoc') AS started_id \gset
+SELECT automation.start_execution('etl') AS done_id \gset
+SELECT automation.complete_execution(:'done_id');
+SELECT automation.start_execution('etl') AS failed_id \gset
+SELECT automation.fail_execution(:'failed_id', 'Boom', 'before the upgrade') IS NOT NULL AS failed;
+
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+-- where everything is now
+SELECT metadata->>'n' AS n, status, claimed_by, attempts, id = :'claimed_id' AS the_claimed_one,
+       id = :'later_id' AS the_later_one
+  FROM automation.executions WHERE workflow_name = 'etl' AND status IN ('pending', 'running')
+ ORDER BY run_after;
+SELECT status, count(*) FROM automation_workflows.workflow_executions GROUP BY 1 ORDER BY 1;
+-- the old worker still completes what it claimed; the rest is claimed in order
+SELECT automation.complete_execution(:'claimed_id', '{"after": "upgrade"}', 'w-old');
+SELECT string_agg(metadata->>'n', ',') AS claimed FROM automation.claim_executions('etl', 'w-new', 10);
+SELECT automation.complete_execution(:'started_id');
+-- (the scheduler records finished queue executions within milliseconds; now, here)
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT workflow_name, status, metadata->>'after' AS after FROM automation_workflows.workflow_executions
+ WHERE id IN (:'claimed_id', :'started_id') ORDER BY 1;
+-- the retry of the error from before the upgrade goes through the queue
+UPDATE automation.errors SET next_retry_at = now() - interval '1 s';
+SELECT automation.retry_failed_workflow('etl') AS retried;
+SELECT retry_of = :'failed_id' AS retries_the_old_failure FROM automation_workflows.execution_queue WHERE retry_of IS NOT NULL;
+-- the purge job is there, inactive
+SELECT jobname, active FROM automation.job WHERE jobname = 'automation: purge execution history';
+
+CREATE TEMP TABLE upgraded_030 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_030 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.3.0' AS difference, * FROM upgraded_030 EXCEPT SELECT 'only after upgrade from 0.3.0', * FROM fresh_030)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_030 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_030)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;

@@ -177,6 +177,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     // launcher starts another when the database's jobs are due)
     in_worker_transaction(|| scheduler.recover());
     debug1!("automation_ext scheduler started");
+    let mut recorded_at: Option<std::time::Instant> = None;
 
     loop {
         if BackgroundWorker::sigterm_received() {
@@ -205,8 +206,17 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             log!("automation_ext scheduler stopping: the extension was dropped");
             break;
         }
+        // finished executions to record: at the first tick of a visit (left
+        // from before a restart, or logged while no scheduler ran), and
+        // whenever a completing transaction commits
+        if shared::take_executions_logged(scheduler.dboid) || recorded_at.is_none() {
+            record_executions(scheduler.dboid);
+            recorded_at = Some(std::time::Instant::now());
+        }
         let next = scheduler.timetable.next().map(|(ts, _)| ts);
-        if !plan::stays(next, now(), scheduler.crowd()) {
+        let crowd = scheduler.crowd();
+        let recording = recorded_at.is_some_and(|t| t.elapsed() < RECORDER_LINGER) && !crowd.others_wait;
+        if !plan::stays(next, now(), crowd) && !recording {
             break;
         }
         // a fire still due after the tick waits for a slot: the launcher sets
@@ -232,6 +242,35 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             slot.scheduler_pid = 0;
         }
         slot.next_due = next;
+        if slot.executions_logged {
+            // logged after our last look: the launcher starts another
+            slot.woken = true;
+        }
+    }
+}
+
+/// Executions logged within this of the last recording keep a scheduler
+/// that has no fire due (when no other database waits for one): under a
+/// steady stream of completions it stays instead of starting again each time.
+const RECORDER_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+/// Executions recorded per transaction.
+const RECORD_BATCH: i32 = 5000;
+/// Recording stops for a tick after this, so that fires are not held up by
+/// a large backlog (the rest is recorded at the next turn of the loop).
+const RECORD_SLICE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Record the finished executions waiting in the log (src/queue.rs).
+fn record_executions(dboid: u32) {
+    let started = std::time::Instant::now();
+    loop {
+        let moved = in_worker_transaction(|| crate::queue::record(None, RECORD_BATCH));
+        if moved < i64::from(RECORD_BATCH) {
+            break;
+        }
+        if started.elapsed() >= RECORD_SLICE {
+            shared::executions_logged(pg_sys::Oid::from(dboid));
+            break;
+        }
     }
 }
 

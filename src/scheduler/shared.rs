@@ -102,6 +102,9 @@ pub struct DbSlot {
     pub booted: bool,
     /// when its jobs' role and database names were last brought up to date
     pub names_checked_at: i64,
+    /// finished executions wait in its execution log for its scheduler to
+    /// record them (src/queue.rs)
+    pub executions_logged: bool,
 }
 
 #[derive(Copy, Clone)]
@@ -127,6 +130,7 @@ impl DbSlot {
         waiting_since: 0,
         booted: false,
         names_checked_at: 0,
+        executions_logged: false,
     };
 }
 
@@ -157,6 +161,7 @@ pub fn init() {
     // SAFETY: reading a postmaster-set global flag.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         pg_shmem_init!(SHARED);
+        crate::queue::init_shared_memory();
         PRELOADED.store(true, Ordering::Relaxed);
     }
 }
@@ -258,5 +263,50 @@ pub fn report_extension(dboid: pg_sys::Oid, extension: Extension) {
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
         slot.extension = extension;
+    }
+}
+
+/// A transaction that logged finished executions in `dboid` committed: have
+/// its scheduler record them (signal it, or have the launcher start one).
+/// Cheap when a wake-up is already on its way: one shared lock.
+pub fn executions_logged(dboid: pg_sys::Oid) {
+    if !preloaded() {
+        return;
+    }
+    let db = dboid.to_u32();
+    {
+        let shared = SHARED.share();
+        if let Some(slot) = shared.dbs.iter().find(|s| s.dboid == db) {
+            if slot.executions_logged && (slot.scheduler_pid > 0 || slot.woken) {
+                return;
+            }
+        }
+    }
+    let pid = {
+        let mut shared = SHARED.exclusive();
+        let launcher = shared.launcher_pid;
+        match shared.slot_mut(db) {
+            Some(slot) => {
+                slot.executions_logged = true;
+                if slot.scheduler_pid > 0 {
+                    slot.scheduler_pid
+                } else {
+                    slot.woken = true;
+                    launcher
+                }
+            }
+            None => launcher,
+        }
+    };
+    signal(pid);
+}
+
+/// The scheduler of `dboid` takes the request to record executions (true
+/// when there was one).
+pub fn take_executions_logged(dboid: u32) -> bool {
+    let mut shared = SHARED.exclusive();
+    match shared.slot_mut(dboid) {
+        Some(slot) => std::mem::replace(&mut slot.executions_logged, false),
+        None => false,
     }
 }

@@ -1,0 +1,497 @@
+//! The native parts of the execution queue (0.4.0; the SQL API is in
+//! sql/runtime.sql):
+//!
+//! - `v7`: time-ordered UUIDs (RFC 9562 version 7), so the queue's primary
+//!   key grows at its right edge instead of touching random index pages;
+//! - the recorder: an execution that finishes in the queue is deleted from it
+//!   and appended to `automation_workflows.execution_log` (no index) by the
+//!   completing transaction. [`record`] moves logged executions into
+//!   `workflow_executions`, the history users query, in bulk, and sends their
+//!   completion NOTIFYs (the trigger's payload and channel). The database's
+//!   scheduler does it, woken when a completing transaction commits; with no
+//!   scheduler to do it (library not preloaded, `automation.enabled` off) the
+//!   completing transaction records its own executions before it commits.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+
+use pgrx::prelude::*;
+use pgrx::Uuid;
+
+use crate::error::{Context, OrRaise, Result};
+use crate::notify::{self, Completion};
+use crate::scheduler::shared;
+use crate::settings;
+
+/// Version-7 UUIDs: pure, so that their layout and ordering are tested
+/// without PostgreSQL.
+pub mod v7 {
+    /// What one process needs to keep its UUIDs increasing: the millisecond
+    /// of the last one and the 12-bit counter within it.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Clock {
+        ms: u64,
+        counter: u16,
+    }
+
+    impl Clock {
+        pub const fn new() -> Clock {
+            Clock { ms: 0, counter: 0 }
+        }
+    }
+
+    /// The next UUID for the time `now_ms` (Unix milliseconds) with the
+    /// random bits `random`. Within a process the result always increases:
+    /// in the same millisecond (or if the clock went back) the 12-bit
+    /// counter of `rand_a` steps on, and when it is used up the timestamp
+    /// is moved on by one millisecond (RFC 9562, section 6.2, method 1).
+    pub fn next(clock: &mut Clock, now_ms: u64, random: u128) -> [u8; 16] {
+        if now_ms > clock.ms {
+            clock.ms = now_ms;
+            // start low in the millisecond's range, leaving room to count
+            clock.counter = (random as u16) & 0x1ff;
+        } else if clock.counter >= 0xfff {
+            clock.ms += 1;
+            clock.counter = 0;
+        } else {
+            clock.counter += 1;
+        }
+        let ms = clock.ms & 0xffff_ffff_ffff;
+        let rand_b = (random >> 16) as u64 & 0x3fff_ffff_ffff_ffff;
+        let mut out = [0u8; 16];
+        out[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        out[6..8].copy_from_slice(&(0x7000 | clock.counter).to_be_bytes());
+        out[8..].copy_from_slice(&(0x8000_0000_0000_0000 | rand_b).to_be_bytes());
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn layout_is_version_7_variant_rfc() {
+            let mut c = Clock::default();
+            let u = next(&mut c, 0x0123_4567_89ab, u128::MAX);
+            assert_eq!(&u[..6], &[0x01, 0x23, 0x45, 0x67, 0x89, 0xab]);
+            assert_eq!(u[6] >> 4, 7, "version");
+            assert_eq!(u[8] >> 6, 0b10, "variant");
+        }
+
+        #[test]
+        fn increases_within_a_millisecond_across_counter_overflow_and_clock_steps_back() {
+            let mut c = Clock::default();
+            let mut last = next(&mut c, 1_000, 0);
+            let mut random: u128 = 0x9e37_79b9_7f4a_7c15;
+            for i in 0..10_000u64 {
+                // the same millisecond, then a clock step back, then on again
+                let now = match i {
+                    0..=4_999 => 1_000,
+                    5_000..=5_999 => 900,
+                    _ => 1_000 + i,
+                };
+                random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let u = next(&mut c, now, random);
+                assert!(u > last, "uuid {i} did not increase");
+                last = u;
+            }
+        }
+
+        #[test]
+        fn a_new_millisecond_restarts_the_counter_low() {
+            let mut c = Clock::default();
+            next(&mut c, 5, 0xffff);
+            let u = next(&mut c, 6, 0xffff);
+            let counter = u16::from_be_bytes([u[6], u[7]]) & 0xfff;
+            assert!(counter <= 0x1ff, "{counter:#x}");
+        }
+    }
+}
+
+/// Waiting claims: who waits for executions of which workflow. A claimer
+/// that found nothing registers here and sleeps on its latch; a transaction
+/// that enqueued executions of that workflow signals it when it commits.
+pub mod waiters {
+    use pgrx::{PGRXSharedMemory, PgAtomic, PgLwLock};
+    use std::sync::atomic::AtomicU32;
+
+    /// Claimers that can wait at once (more poll instead, every 50 ms).
+    pub const MAX_WAITERS: usize = 256;
+
+    #[derive(Copy, Clone, Default)]
+    #[repr(C)]
+    pub struct Waiter {
+        /// 0: free
+        pub pid: i32,
+        pub dboid: u32,
+        /// [`key`] of the workflow's name
+        pub key: u32,
+    }
+
+    #[derive(Copy, Clone)]
+    #[repr(C)]
+    pub struct Waiters {
+        pub slots: [Waiter; MAX_WAITERS],
+    }
+
+    impl Default for Waiters {
+        fn default() -> Self {
+            Waiters { slots: [Waiter::default(); MAX_WAITERS] }
+        }
+    }
+
+    // SAFETY: plain old data (integers), no pointers.
+    unsafe impl PGRXSharedMemory for Waiters {}
+
+    pub static WAITERS: PgLwLock<Waiters> = unsafe { PgLwLock::new(c"automation_ext claim waiters") };
+    /// How many slots are taken: committing enqueuers look at the slots only
+    /// when somebody waits.
+    pub static WAITING: PgAtomic<AtomicU32> = unsafe { PgAtomic::new(c"automation_ext claim waiting") };
+
+    /// A workflow name's key (32-bit FNV-1a): two names with the same key
+    /// only wake each other's claimers for nothing.
+    pub fn key(name: &str) -> u32 {
+        name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn keys_are_fnv1a() {
+            assert_eq!(super::key(""), 0x811c_9dc5);
+            assert_eq!(super::key("a"), 0xe40c_292c);
+            assert_ne!(super::key("etl"), super::key("etm"));
+        }
+    }
+}
+
+/// From `_PG_init` while preloading: the waiters' shared memory.
+pub fn init_shared_memory() {
+    use waiters::{WAITERS, WAITING};
+    pgrx::pg_shmem_init!(WAITERS);
+    pgrx::pg_shmem_init!(WAITING);
+}
+
+thread_local! {
+    static CLOCK: Cell<v7::Clock> = const { Cell::new(v7::Clock::new()) };
+    /// This transaction logged finished executions: wake the recorder at commit.
+    static LOGGED: Cell<bool> = const { Cell::new(false) };
+    /// Keys of the workflows this transaction enqueued executions of: wake
+    /// their waiting claimers at commit.
+    static ENQUEUED: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The waiter slot this backend holds (until its transaction ends).
+    static WAIT_SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn register_callback() {
+    if !CALLBACK_REGISTERED.get() {
+        // SAFETY: registers a plain function, for the life of the backend,
+        // that PostgreSQL calls at every transaction end.
+        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+        CALLBACK_REGISTERED.set(true);
+    }
+}
+
+/// Executions of `workflow_name` were enqueued: wake its waiting claimers
+/// when this transaction commits.
+fn enqueued(workflow_name: &str) {
+    if !shared::preloaded() {
+        return;
+    }
+    let key = waiters::key(workflow_name);
+    ENQUEUED.with_borrow_mut(|keys| {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    });
+    register_callback();
+}
+
+fn wake_waiters(keys: &[u32]) {
+    use std::sync::atomic::Ordering;
+    if waiters::WAITING.get().load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    // SAFETY: the database this backend is connected to.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let pids: Vec<i32> = waiters::WAITERS
+        .share()
+        .slots
+        .iter()
+        .filter(|w| w.pid != 0 && w.dboid == db && keys.contains(&w.key))
+        .map(|w| w.pid)
+        .collect();
+    for pid in pids {
+        shared::signal(pid);
+    }
+}
+
+fn release_wait_slot() {
+    use std::sync::atomic::Ordering;
+    if let Some(i) = WAIT_SLOT.take() {
+        // SAFETY: this process's pid.
+        let me = unsafe { pg_sys::MyProcPid };
+        let mut w = waiters::WAITERS.exclusive();
+        if w.slots[i].pid == me {
+            w.slots[i] = waiters::Waiter::default();
+            waiters::WAITING.get().fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One step of a waiting claim (see claim_executions): the first call
+/// registers this backend as waiting for `workflow_name` and returns at once
+/// (the caller claims again, so nothing committed meanwhile is missed); the
+/// next ones sleep until an enqueue of the workflow commits, `deadline`
+/// passes or a second passes (executions whose run_after or lease comes due
+/// wake nobody: they are found within that second).
+fn wait_step(workflow_name: &str, deadline: i64) {
+    use std::sync::atomic::Ordering;
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let left_ms = ((deadline - now) / 1000).clamp(0, 1000);
+    let key = waiters::key(workflow_name);
+    // SAFETY: the database this backend is connected to, and its pid.
+    let (db, me) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::MyProcPid) };
+    let registered = shared::preloaded()
+        && WAIT_SLOT.get().is_some_and(|i| {
+            let w = waiters::WAITERS.share().slots[i];
+            w.pid == me && w.dboid == db && w.key == key
+        });
+    if !registered && shared::preloaded() {
+        release_wait_slot();
+        let mut w = waiters::WAITERS.exclusive();
+        if let Some(i) = w.slots.iter().position(|s| s.pid == 0) {
+            w.slots[i] = waiters::Waiter { pid: me, dboid: db, key };
+            waiters::WAITING.get().fetch_add(1, Ordering::Relaxed);
+            WAIT_SLOT.set(Some(i));
+            register_callback();
+            drop(w);
+            // SAFETY: this backend's own latch.
+            unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
+            return;
+        }
+    }
+    // registered: sleep on the latch; not preloaded, or no free slot: poll
+    let timeout = if WAIT_SLOT.get().is_some() { left_ms } else { left_ms.min(50) };
+    // SAFETY: waits on this backend's own latch; WL_EXIT_ON_PM_DEATH exits
+    // if the postmaster dies.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            timeout,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
+}
+
+fn uuid_v7_bytes() -> [u8; 16] {
+    // SAFETY: reads the clock; pg_prng_uint64 advances this backend's
+    // global PRNG (seeded at backend start; random() uses it).
+    let (now_us, random) = unsafe {
+        let now = pg_sys::GetCurrentTimestamp();
+        let hi = pg_sys::pg_prng_uint64(&raw mut pg_sys::pg_global_prng_state);
+        let lo = pg_sys::pg_prng_uint64(&raw mut pg_sys::pg_global_prng_state);
+        (now, (u128::from(hi) << 64) | u128::from(lo))
+    };
+    // PostgreSQL counts from 2000-01-01; Unix from 1970-01-01
+    let unix_ms = (now_us / 1000 + 946_684_800_000).max(0) as u64;
+    let mut clock = CLOCK.get();
+    let out = v7::next(&mut clock, unix_ms, random);
+    CLOCK.set(clock);
+    out
+}
+
+/// Called by the SQL functions that log finished executions (ids: the ones
+/// they logged). With a scheduler to record them, wake it when this
+/// transaction commits; otherwise record them now, in this transaction.
+fn logged(ids: Vec<Uuid>) -> Result<()> {
+    if recorder_running() {
+        LOGGED.set(true);
+        register_callback();
+        return Ok(());
+    }
+    record(Some(ids), i32::MAX).map(|_| ())
+}
+
+/// Is a scheduler going to record executions in this database? The launcher
+/// runs (it starts a scheduler for a database whose executions wait) and
+/// the scheduler is enabled.
+fn recorder_running() -> bool {
+    shared::preloaded() && settings::SCHEDULER_ENABLED.get() && shared::SHARED.share().launcher_pid > 0
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    let committed = match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => true,
+        pg_sys::XactEvent::XACT_EVENT_ABORT => false,
+        _ => return,
+    };
+    if LOGGED.replace(false) && committed {
+        // SAFETY: the database this backend is connected to.
+        shared::executions_logged(unsafe { pg_sys::MyDatabaseId });
+    }
+    let keys = ENQUEUED.take();
+    if committed && !keys.is_empty() {
+        wake_waiters(&keys);
+    }
+    release_wait_slot();
+}
+
+/// Where and how the completion trigger of workflow_executions notifies:
+/// `None` when it was detached or disabled (then the recorder is silent too).
+fn notify_channel() -> Result<Option<String>> {
+    let row = Spi::connect(|client| {
+        let mut rows = client.select(
+            "SELECT CASE WHEN t.tgnargs > 0
+                         THEN pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\\000', 1) END
+               FROM pg_catalog.pg_trigger t
+              WHERE t.tgrelid = 'automation_workflows.workflow_executions'::pg_catalog.regclass
+                AND t.tgname = $1 AND t.tgenabled <> 'D'",
+            Some(1),
+            &[notify::TRIGGER_NAME.into()],
+        )?;
+        match rows.next() {
+            Some(row) => Ok::<_, pgrx::spi::SpiError>(Some(row.get::<String>(1)?)),
+            None => Ok(None),
+        }
+    })
+    .context("could not read the completion trigger of workflow_executions")?;
+    Ok(row.map(|arg| {
+        arg.unwrap_or_else(|| {
+            settings::NOTIFY_CHANNEL.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+        })
+    }))
+}
+
+/// Move up to `batch` logged executions (only `ids`, when given) into
+/// workflow_executions and notify their completion. Returns how many moved.
+///
+/// Never stuck on a bad row: an id already in the history is left there
+/// (the logged copy is dropped, with a WARNING), and completed_at is never
+/// before started_at (the history's CHECK) even if the clock stepped back.
+pub fn record(ids: Option<Vec<Uuid>>, batch: i32) -> Result<i64> {
+    let channel = notify_channel()?;
+    let (moved, recorded) = Spi::connect_mut(|client| {
+        let rows = client.update(
+            "WITH moved AS (
+                 DELETE FROM automation_workflows.execution_log l
+                  WHERE CASE WHEN $1::pg_catalog.uuid[] IS NULL
+                             THEN l.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                                      SELECT b.ctid FROM automation_workflows.execution_log b LIMIT $2))
+                             ELSE l.id OPERATOR(pg_catalog.=) ANY ($1) END
+                 RETURNING l.*),
+             recorded AS (
+                 INSERT INTO automation_workflows.workflow_executions AS e
+                        (id, workflow_name, status, started_at, completed_at, metadata, error_details,
+                         run_after, claimed_by, attempts, retry_of)
+                 SELECT m.id, m.workflow_name, m.status, m.started_at,
+                        GREATEST(m.completed_at, m.started_at), m.metadata, m.error_details,
+                        m.run_after, m.claimed_by, m.attempts, m.retry_of
+                   FROM moved m
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING e.id, e.workflow_name, e.status, e.started_at, e.completed_at)
+             SELECT (SELECT pg_catalog.count(*) FROM moved), r.id, r.workflow_name::text, r.status::text,
+                    r.started_at, r.completed_at
+               FROM (SELECT 1) one LEFT JOIN recorded r ON true",
+            None,
+            &[ids.into(), batch.into()],
+        )?;
+        let mut moved = 0i64;
+        let mut recorded = Vec::new();
+        for row in rows {
+            moved = row.get::<i64>(1)?.unwrap_or(0);
+            if let Some(id) = row.get::<Uuid>(2)? {
+                let status = row.get::<String>(4)?.unwrap_or_default();
+                let micros = |ts: Option<TimestampWithTimeZone>| ts.map(|t| i64::from(t.into_inner()));
+                recorded.push(Completion {
+                    id: serde_json::Value::String(notify::payload::uuid_text(id.as_bytes())),
+                    name: row.get::<String>(3)?,
+                    duration: notify::payload::duration_seconds(
+                        micros(row.get::<TimestampWithTimeZone>(5)?),
+                        micros(row.get::<TimestampWithTimeZone>(6)?),
+                    ),
+                    status: serde_json::Value::String(status),
+                });
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>((moved, recorded))
+    })
+    .context("could not record finished executions in workflow_executions")?;
+    if (recorded.len() as i64) < moved {
+        warning!(
+            "{} finished execution(s) were already in workflow_executions under the same id; the logged copies were dropped",
+            moved - recorded.len() as i64
+        );
+    }
+    if let Some(channel) = channel {
+        for completion in &recorded {
+            if matches!(completion.status.as_str(), Some("success" | "error" | "timeout")) {
+                notify::send(&channel, completion);
+            }
+        }
+    }
+    Ok(moved)
+}
+
+#[pg_schema]
+pub(crate) mod automation {
+    use super::*;
+
+    /// `automation.uuid_v7() → uuid`: a time-ordered UUID (the queue's ids).
+    #[pg_extern(volatile, parallel_safe)]
+    fn uuid_v7() -> Uuid {
+        Uuid::from_bytes(uuid_v7_bytes())
+    }
+
+    /// Internal: executions of the workflow were enqueued (see `enqueued`).
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn executions_enqueued(workflow_name: &str) {
+        enqueued(workflow_name)
+    }
+
+    /// Internal: one step of a waiting claim (see `wait_step`).
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn wait_for_executions(workflow_name: &str, deadline: TimestampWithTimeZone) {
+        wait_step(workflow_name, deadline.into_inner())
+    }
+
+    /// `automation.execution_retention() → interval`: the setting, as an interval.
+    #[pg_extern(sql = false)]
+    fn execution_retention() -> pgrx::datum::Interval {
+        seconds(settings::EXECUTION_RETENTION_S.get())
+    }
+
+    /// `automation.error_retention() → interval`: the setting, as an interval.
+    #[pg_extern(sql = false)]
+    fn error_retention() -> pgrx::datum::Interval {
+        seconds(settings::ERROR_RETENTION_S.get())
+    }
+
+    fn seconds(s: i32) -> pgrx::datum::Interval {
+        pgrx::datum::Interval::new(0, 0, i64::from(s) * 1_000_000).expect("in range")
+    }
+
+    /// Internal: called by the runtime functions after they logged finished
+    /// executions (see the module comment).
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn executions_logged(ids: Vec<Option<Uuid>>) {
+        logged(ids.into_iter().flatten().collect()).or_raise()
+    }
+
+    /// `automation.record_executions(batch integer DEFAULT 10000) → bigint`:
+    /// move up to `batch` finished executions from the log into
+    /// workflow_executions now (the scheduler does it within milliseconds).
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn record_executions(batch: i32) -> i64 {
+        if batch < 1 {
+            crate::error::Error::invalid(format!("batch must be positive, not {batch}")).raise();
+        }
+        record(None, batch).or_raise()
+    }
+}
