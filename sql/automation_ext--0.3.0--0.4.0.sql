@@ -556,7 +556,16 @@ BEGIN
         END IF;
         GET DIAGNOSTICS claimed = ROW_COUNT;
         EXIT WHEN claimed > 0 OR deadline IS NULL OR clock_timestamp() >= deadline;
-        PERFORM automation.wait_for_executions(claim_executions.workflow_name, deadline);
+        -- until an enqueue of the workflow commits, or the deadline; no
+        -- later than the next second while some of its executions are
+        -- delayed or leased (they come due without waking anybody)
+        PERFORM automation.wait_for_executions(
+            claim_executions.workflow_name,
+            CASE WHEN EXISTS (SELECT FROM automation_workflows.execution_queue q
+                               WHERE q.workflow_name = claim_executions.workflow_name
+                                 AND q.visible_at > clock_timestamp())
+                 THEN least(deadline, clock_timestamp() + interval '1 second')
+                 ELSE deadline END);
     END LOOP;
 END
 $fn$;
@@ -918,7 +927,6 @@ COMMENT ON FUNCTION automation.error_retention() IS 'The setting automation.erro
 COMMENT ON FUNCTION automation.uuid_v7() IS 'A time-ordered (version 7) UUID: the ids of queued executions.';
 COMMENT ON PROCEDURE automation.purge_executions(integer) IS
 'Delete finished executions older than automation.execution_retention (except those an open error refers to) and resolved or dead-lettered errors older than automation.error_retention, batch rows per transaction (0 keeps them; CALL it at top level).';
-
 
 -- Executions queued or claimed under 0.3.0 move into the queue, with their
 -- ids, attempts and leases (start_execution's stay where they are: they were

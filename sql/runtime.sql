@@ -552,7 +552,16 @@ BEGIN
         END IF;
         GET DIAGNOSTICS claimed = ROW_COUNT;
         EXIT WHEN claimed > 0 OR deadline IS NULL OR clock_timestamp() >= deadline;
-        PERFORM automation.wait_for_executions(claim_executions.workflow_name, deadline);
+        -- until an enqueue of the workflow commits, or the deadline; no
+        -- later than the next second while some of its executions are
+        -- delayed or leased (they come due without waking anybody)
+        PERFORM automation.wait_for_executions(
+            claim_executions.workflow_name,
+            CASE WHEN EXISTS (SELECT FROM automation_workflows.execution_queue q
+                               WHERE q.workflow_name = claim_executions.workflow_name
+                                 AND q.visible_at > clock_timestamp())
+                 THEN least(deadline, clock_timestamp() + interval '1 second')
+                 ELSE deadline END);
     END LOOP;
 END
 $fn$;

@@ -243,14 +243,14 @@ fn release_wait_slot() {
 /// One step of a waiting claim (see claim_executions): the first call
 /// registers this backend as waiting for `workflow_name` and returns at once
 /// (the caller claims again, so nothing committed meanwhile is missed); the
-/// next ones sleep until an enqueue of the workflow commits, `deadline`
-/// passes or a second passes (executions whose run_after or lease comes due
-/// wake nobody: they are found within that second).
+/// next ones sleep until an enqueue of the workflow commits or `deadline`
+/// passes (claim_executions makes it at most a second away while executions
+/// of the workflow are delayed or leased: they come due without waking anyone).
 fn wait_step(workflow_name: &str, deadline: i64) {
     use std::sync::atomic::Ordering;
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    let left_ms = ((deadline - now) / 1000).clamp(0, 1000);
+    let left_ms = ((deadline - now) / 1000).clamp(0, i64::from(i32::MAX));
     let key = waiters::key(workflow_name);
     // SAFETY: the database this backend is connected to, and its pid.
     let (db, me) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::MyProcPid) };
@@ -315,7 +315,7 @@ fn logged(ids: Vec<Uuid>) -> Result<()> {
         register_callback();
         return Ok(());
     }
-    record(Some(ids), i32::MAX).map(|_| ())
+    record(Some(ids), i32::MAX, false).map(|_| ())
 }
 
 /// Is a scheduler going to record executions in this database? The launcher
@@ -372,10 +372,18 @@ fn notify_channel() -> Result<Option<String>> {
 /// Move up to `batch` logged executions (only `ids`, when given) into
 /// workflow_executions and notify their completion. Returns how many moved.
 ///
+/// `relaxed` (the scheduler's recordings): the transaction commits without
+/// waiting for its WAL flush. A crash can lose such a commit; then the log
+/// still has the rows and they are recorded (and notified: a listener may
+/// hear of one twice) after recovery; nothing is lost.
+///
 /// Never stuck on a bad row: an id already in the history is left there
 /// (the logged copy is dropped, with a WARNING), and completed_at is never
 /// before started_at (the history's CHECK) even if the clock stepped back.
-pub fn record(ids: Option<Vec<Uuid>>, batch: i32) -> Result<i64> {
+pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<i64> {
+    if relaxed {
+        Spi::run("SET LOCAL synchronous_commit = off").context("could not relax the recording's commit")?;
+    }
     let channel = notify_channel()?;
     let (moved, recorded) = Spi::connect_mut(|client| {
         let rows = client.update(
@@ -492,6 +500,6 @@ pub(crate) mod automation {
         if batch < 1 {
             crate::error::Error::invalid(format!("batch must be positive, not {batch}")).raise();
         }
-        record(None, batch).or_raise()
+        record(None, batch, false).or_raise()
     }
 }

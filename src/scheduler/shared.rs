@@ -310,3 +310,8 @@ pub fn take_executions_logged(dboid: u32) -> bool {
         None => false,
     }
 }
+
+/// Is a request to record executions of `dboid` waiting?
+pub fn executions_logged_pending(dboid: u32) -> bool {
+    SHARED.share().dbs.iter().any(|s| s.dboid == dboid && s.executions_logged)
+}

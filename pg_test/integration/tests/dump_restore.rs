@@ -109,11 +109,18 @@ fn source(admin: &mut Client) -> Client {
          -- rows older than every partition, and one far ahead, land in the default one
          INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status)
          VALUES (now() - interval '20 days', 'etl-old', 'load', 'success'), (now() + interval '60 days', 'etl-future', 'load', 'success');
+         -- and one that lands in a daily partition whatever the time of day (in
+         -- the first minutes after midnight UTC every row above is yesterday's)
+         INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status)
+         VALUES (now() + interval '1 hour', 'etl-soon', 'load', 'success');
          SELECT * FROM automation.refresh_pipeline_metrics_hourly();
          INSERT INTO automation_workflows.definitions (name, definition) VALUES ('etl', '{\"v\": 1}');
          SELECT automation.complete_execution(automation.start_execution('etl', '{\"n\": 1}'));
          SELECT automation.fail_execution(automation.start_execution('etl'), 'Boom', 'it broke');
          SELECT automation.enqueue_execution('etl');
+         -- a queued execution that a worker holds, with its lease
+         SELECT automation.enqueue_execution('etl', '{\"n\": 2}', now() - interval '1 minute');
+         SELECT count(*) FROM automation.claim_executions('etl', 'w-dump', 1);
          SELECT automation.apply_migration('001_app', 'CREATE TABLE public.app_t (id int)');
          INSERT INTO automation_triggers.registry (trigger_type, config) VALUES ('webhook', '{}');
          -- DBA choices about the default jobs
@@ -186,7 +193,7 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
     );
     assert_eq!(find("automation: collect database metrics").map(|j| j.2), Some("*/7 * * * *".into()), "{defaults:?}");
     assert_eq!(find("automation: purge job run history"), None, "unscheduled stays unscheduled: {defaults:?}");
-    assert_eq!(defaults.len(), 5, "no default job twice: {defaults:?}");
+    assert_eq!(defaults.len(), 6, "no default job twice: {defaults:?}");
 
     // the restored jobs belong to this database, and run here
     let row = d.query_one("SELECT database, local FROM automation.job WHERE jobname = 'tick'", &[]).unwrap();

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::thread;
 use std::time::Duration;
 
-use automation_ext_integration::connect;
+use automation_ext_integration::{connect, wait_for};
 
 fn ids(client: &mut postgres::Client, sql: &str) -> Vec<String> {
     client.query(sql, &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect()
@@ -67,6 +67,13 @@ fn four_workers_drain_a_queue_each_execution_exactly_once() {
         .collect();
     let done: i64 = workers.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(done, N);
+    // the scheduler records them in the history within milliseconds
+    wait_for(
+        &mut setup,
+        "SELECT NOT EXISTS (SELECT FROM automation_workflows.execution_log WHERE workflow_name = 'it_drain')",
+        Duration::from_secs(20),
+        "the finished executions recorded",
+    );
     let row = setup
         .query_one(
             "SELECT count(*) FILTER (WHERE status = 'success'), max(attempts), count(DISTINCT claimed_by)

@@ -1,0 +1,268 @@
+//! The execution queue (0.4.0) from outside: the scheduler records finished
+//! executions and a real LISTEN client gets their completion; a waiting claim
+//! returns when another session's enqueue commits; sixteen workers with
+//! priorities and per-key limits claim every execution exactly once without
+//! ever exceeding a limit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use automation_ext_integration::{connect, drain, wait_for};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// One test at a time: a busy cluster sets idle backends' latches now and
+/// then (shared-invalidation catch-up signals), which would wake a waiting
+/// claim without an enqueue and hide a broken wake-up.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn the_scheduler_records_queue_completions_and_a_listener_is_notified() {
+    let _serial = serial();
+    let mut listener = connect();
+    // the scheduler notifies on the trigger's channel (automation.notify_channel
+    // as the server has it): the default
+    listener.batch_execute("LISTEN workflow_completed").unwrap();
+    let mut worker = connect();
+    let ids: Vec<String> = worker
+        .query(
+            "SELECT automation.enqueue_execution('it-recorded', jsonb_build_object('n', n))::text
+               FROM generate_series(1, 3) n",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let claimed: Vec<String> = worker
+        .query("SELECT id::text FROM automation.claim_executions('it-recorded', 'w', 10)", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(claimed.len(), 3);
+    worker
+        .execute(
+            "SELECT automation.complete_executions(ARRAY[$1::text, $2::text]::uuid[], NULL, 'w')",
+            &[&claimed[0], &claimed[1]],
+        )
+        .unwrap();
+    worker
+        .execute("SELECT automation.fail_execution($1::text::uuid, 'E', 'broke', NULL, 'w')", &[&claimed[2]])
+        .unwrap();
+    let got: Vec<Value> = drain(&mut listener, Duration::from_millis(1500), LIMIT)
+        .into_iter()
+        .map(|(_, p)| serde_json::from_str::<Value>(&p).unwrap())
+        .filter(|v| v["workflow_name"] == "it-recorded")
+        .collect();
+    let mut seen: Vec<(String, String)> = got
+        .iter()
+        .map(|v| (v["workflow_id"].as_str().unwrap().to_owned(), v["status"].as_str().unwrap().to_owned()))
+        .collect();
+    seen.sort();
+    let mut want: Vec<(String, String)> = vec![
+        (claimed[0].clone(), "success".into()),
+        (claimed[1].clone(), "success".into()),
+        (claimed[2].clone(), "error".into()),
+    ];
+    want.sort();
+    assert_eq!(seen, want, "one notification per finished execution, from the recorder");
+    assert!(got.iter().all(|v| v["duration"].as_f64().is_some_and(|d| d >= 0.0)), "{got:?}");
+    // and they are in the history, not in the queue or the log
+    let (history, queue, log): (i64, i64, i64) = {
+        let r = worker
+            .query_one(
+                "SELECT (SELECT count(*) FROM automation_workflows.workflow_executions WHERE id::text = ANY ($1)),
+                        (SELECT count(*) FROM automation_workflows.execution_queue WHERE id::text = ANY ($1)),
+                        (SELECT count(*) FROM automation_workflows.execution_log WHERE id::text = ANY ($1))",
+                &[&ids],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((history, queue, log), (3, 0, 0));
+}
+
+#[test]
+fn executions_left_in_the_log_are_recorded_when_a_scheduler_starts() {
+    let _serial = serial();
+    // as after a crash between a completion's commit and its recording
+    let mut c = connect();
+    c.batch_execute(
+        "INSERT INTO automation_workflows.execution_log (id, workflow_name, status, started_at, completed_at, attempts)
+         VALUES ('00000000-0000-7000-8000-00000000001f', 'it-left', 'success', now() - interval '1 s', now(), 1);
+         SELECT automation.wake_scheduler();",
+    )
+    .unwrap();
+    wait_for(
+        &mut c,
+        "SELECT EXISTS (SELECT FROM automation_workflows.workflow_executions
+                         WHERE id = '00000000-0000-7000-8000-00000000001f' AND status = 'success')",
+        LIMIT,
+        "the execution left in the log was recorded",
+    );
+}
+
+#[test]
+fn a_waiting_claim_returns_when_an_enqueue_commits() {
+    let _serial = serial();
+    let mut waiter = connect();
+    let started = Instant::now();
+    let handle = thread::spawn(move || {
+        let rows = waiter
+            .query("SELECT metadata->>'n' FROM automation.claim_executions('it-wait', 'w', 1, wait => '30 s')", &[])
+            .unwrap();
+        (rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(), Instant::now())
+    });
+    thread::sleep(Duration::from_millis(500));
+    let mut producer = connect();
+    // an uncommitted enqueue wakes nobody; the commit does
+    producer.batch_execute("BEGIN; SELECT automation.enqueue_execution('it-wait', '{\"n\": \"1\"}')").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert!(!handle.is_finished(), "the claim returned before the enqueue committed");
+    let committed = Instant::now();
+    producer.batch_execute("COMMIT").unwrap();
+    let (got, returned) = handle.join().unwrap();
+    assert_eq!(got, vec!["1".to_string()]);
+    eprintln!("waiting claim returned {:?} after the enqueue committed", returned.duration_since(committed));
+    // well before the 30 s wait ran out (the figures are in bench/claim_latency.sh)
+    assert!(returned.duration_since(committed) < Duration::from_secs(5), "{:?}", returned - committed);
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn sixteen_workers_claim_each_execution_once_in_priority_order_within_key_limits() {
+    let _serial = serial();
+    const N: i64 = 1600;
+    const KEY_LIMIT: i64 = 2;
+    let mut c = connect();
+    // ten customers with a limit of two each, a quarter unkeyed; priorities 0-3
+    c.execute(
+        "SELECT count(automation.enqueue_execution('it-16', jsonb_build_object('n', n), now(), priority => n % 4,
+                        concurrency_key => CASE WHEN n % 4 <> 0 THEN 'customer-' || (n % 10) END,
+                        concurrency_limit => CASE WHEN n % 4 <> 0 THEN $1::int END))
+           FROM generate_series(1, $2::int) n",
+        &[&(KEY_LIMIT as i32), &(N as i32)],
+    )
+    .unwrap();
+    let running: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    let claimed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let worst: Arc<Mutex<i64>> = Arc::default();
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let (running, claimed, worst) = (running.clone(), claimed.clone(), worst.clone());
+            thread::spawn(move || {
+                let mut s = connect();
+                let me = format!("w{w}");
+                let mut idle = 0;
+                while idle < 20 {
+                    let rows = s
+                        .query(
+                            "SELECT id::text, (metadata->>'n')::int FROM automation.claim_executions('it-16', $1, 3)",
+                            &[&me],
+                        )
+                        .unwrap();
+                    if rows.is_empty() {
+                        idle += 1;
+                        thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    idle = 0;
+                    let mut keys = Vec::new();
+                    for r in &rows {
+                        let n: i32 = r.get(1);
+                        let key = (n % 4 != 0).then(|| format!("customer-{}", n % 10));
+                        claimed.lock().unwrap().push(r.get(0));
+                        if let Some(k) = key {
+                            // claims commit before we count, completions after
+                            // we uncount: what we count never exceeds what
+                            // the database has running
+                            let mut m = running.lock().unwrap();
+                            let n = m.entry(k.clone()).or_default();
+                            *n += 1;
+                            let mut w = worst.lock().unwrap();
+                            *w = (*w).max(*n);
+                            keys.push(k);
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                    for k in keys {
+                        *running.lock().unwrap().get_mut(&k).unwrap() -= 1;
+                    }
+                    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                    s.execute("SELECT automation.complete_executions($1::text[]::uuid[], NULL, $2)", &[&ids, &me])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let claimed = claimed.lock().unwrap();
+    let distinct: HashSet<&String> = claimed.iter().collect();
+    assert_eq!(claimed.len() as i64, N, "every execution claimed");
+    assert_eq!(distinct.len() as i64, N, "none claimed twice");
+    let worst = *worst.lock().unwrap();
+    assert!(worst <= KEY_LIMIT, "a customer had {worst} running at once (limit {KEY_LIMIT})");
+    assert!(worst >= 1);
+    wait_for(
+        &mut c,
+        &format!(
+            "SELECT count(*) = {N} FROM automation_workflows.workflow_executions
+              WHERE workflow_name = 'it-16' AND status = 'success' AND attempts = 1"
+        ),
+        LIMIT,
+        "every execution recorded once, as a success of its first attempt",
+    );
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM automation.executions WHERE workflow_name = 'it-16' AND status IN ('pending', 'running')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn claims_follow_priority_across_concurrent_claimers() {
+    let _serial = serial();
+    let mut c = connect();
+    c.execute(
+        "SELECT count(automation.enqueue_execution('it-prio', jsonb_build_object('p', n % 3), now(), priority => n % 3))
+           FROM generate_series(1, 300) n",
+        &[],
+    )
+    .unwrap();
+    // the first hundred claimed by four claimers at once are the priority-2 ones
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let claimers: Vec<_> = (0..4)
+        .map(|w| {
+            let got = got.clone();
+            thread::spawn(move || {
+                let mut s = connect();
+                for _ in 0..5 {
+                    for r in s
+                        .query(
+                            "SELECT metadata->>'p' FROM automation.claim_executions('it-prio', $1, 5)",
+                            &[&format!("p{w}")],
+                        )
+                        .unwrap()
+                    {
+                        got.lock().unwrap().push(r.get(0));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in claimers {
+        t.join().unwrap();
+    }
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 100);
+    assert!(got.iter().all(|p| p == "2"), "{got:?}");
+}
