@@ -857,7 +857,7 @@ BEGIN
             DELETE FROM automation_workflows.workflow_executions e
              WHERE e.id OPERATOR(pg_catalog.=) ANY (ARRAY(
                     SELECT o.id FROM automation_workflows.workflow_executions o
-                     WHERE o.completed_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) keep_executions
+                     WHERE o.completed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep_executions)
                        AND o.status OPERATOR(pg_catalog.=) ANY ('{success,error,timeout,cancelled}'::text[])
                        AND NOT EXISTS (SELECT FROM automation.errors r
                                         WHERE r.resolved_at IS NULL AND r.dead_lettered_at IS NULL
@@ -875,7 +875,7 @@ BEGIN
              WHERE r.id OPERATOR(pg_catalog.=) ANY (ARRAY(
                     SELECT o.id FROM automation.errors o
                      WHERE COALESCE(o.resolved_at, o.dead_lettered_at)
-                           OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) keep_errors
+                           OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep_errors)
                      LIMIT batch));
             GET DIAGNOSTICS n = ROW_COUNT;
             COMMIT;

@@ -385,14 +385,20 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<i64> 
         Spi::run("SET LOCAL synchronous_commit = off").context("could not relax the recording's commit")?;
     }
     let channel = notify_channel()?;
+    // which rows: a batch by TID scan, or the given ids (a CASE choosing
+    // between the two would make every recording scan the whole log)
+    let which = match ids {
+        None => {
+            "l.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                 SELECT b.ctid FROM automation_workflows.execution_log b LIMIT $2))"
+        }
+        Some(_) => "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0",
+    };
     let (moved, recorded) = Spi::connect_mut(|client| {
         let rows = client.update(
-            "WITH moved AS (
-                 DELETE FROM automation_workflows.execution_log l
-                  WHERE CASE WHEN $1::pg_catalog.uuid[] IS NULL
-                             THEN l.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
-                                      SELECT b.ctid FROM automation_workflows.execution_log b LIMIT $2))
-                             ELSE l.id OPERATOR(pg_catalog.=) ANY ($1) END
+            format!(
+                "WITH moved AS (
+                 DELETE FROM automation_workflows.execution_log l WHERE {which}
                  RETURNING l.*),
              recorded AS (
                  INSERT INTO automation_workflows.workflow_executions AS e
@@ -406,7 +412,9 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<i64> 
                  RETURNING e.id, e.workflow_name, e.status, e.started_at, e.completed_at)
              SELECT (SELECT pg_catalog.count(*) FROM moved), r.id, r.workflow_name::text, r.status::text,
                     r.started_at, r.completed_at
-               FROM (SELECT 1) one LEFT JOIN recorded r ON true",
+               FROM (SELECT 1) one LEFT JOIN recorded r ON true"
+            )
+            .as_str(),
             None,
             &[ids.into(), batch.into()],
         )?;

@@ -39,6 +39,8 @@ UPDATE automation_workflows.definitions SET version = 2 WHERE name = 'etl';
 INSERT INTO automation_triggers.registry (trigger_type, config) VALUES ('webhook', '{}');
 INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status)
 VALUES ('2026-01-01', 'p', 'load', 'success');
+-- (a runner may record finished queue executions itself; the scheduler does it within milliseconds)
+SELECT automation.record_executions() >= 0 AS recorded;
 SELECT status, count(*) FROM automation_workflows.workflow_executions GROUP BY 1 ORDER BY 1;
 SELECT name, total_executions FROM automation.v_workflow_status;
 

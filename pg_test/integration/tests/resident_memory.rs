@@ -1,5 +1,6 @@
 //! The resident workers run for a year: a scheduler kept busy with thousands
-//! of runs, and the launcher beside it, keep their memory flat. Measured two
+//! of runs and with recording thousands of finished queue executions (0.4.0),
+//! and the launcher beside it, keep their memory flat. Measured two
 //! ways, after a warm-up (caches filled, first-time allocations done):
 //! - TopMemoryContext's own blocks, from `pg_log_backend_memory_contexts`
 //!   in the server log (where 0.2.0 leaked each run's worker handle, 32
@@ -63,6 +64,7 @@ fn runs(c: &mut Client) -> i64 {
 #[derive(Debug, Clone, Copy)]
 struct Snapshot {
     runs: i64,
+    recorded: i64,
     scheduler_top: u64,
     scheduler_rss_kb: u64,
     launcher_top: u64,
@@ -72,6 +74,13 @@ struct Snapshot {
 fn snapshot(c: &mut Client, log: &str, scheduler: i32, launcher: i32) -> Snapshot {
     Snapshot {
         runs: runs(c),
+        recorded: c
+            .query_one(
+                "SELECT count(*) FROM automation_workflows.workflow_executions WHERE workflow_name = 'it-mem'",
+                &[],
+            )
+            .unwrap()
+            .get(0),
         scheduler_top: top_memory_context(c, log, scheduler),
         scheduler_rss_kb: rss_anon_kb(scheduler),
         launcher_top: top_memory_context(c, log, launcher),
@@ -85,7 +94,12 @@ fn a_busy_scheduler_and_the_launcher_keep_their_memory_flat() {
         .expect("AUTOMATION_TEST_LOG: the server log of the test cluster (scripts/test.sh sets it)");
     let mut c = connect();
     c.batch_execute(
-        "SELECT automation.schedule('it-memory-' || i, '1 second', 'SELECT 1') FROM generate_series(1, 30) i;",
+        "SELECT automation.schedule('it-memory-' || i, '1 second', 'SELECT 1') FROM generate_series(1, 30) i;
+         -- queue traffic for the scheduler to record: 60 executions a second
+         SELECT automation.schedule('it-memory-enqueue', '1 second',
+                $$SELECT count(automation.enqueue_execution('it-mem', jsonb_build_object('n', n))) FROM generate_series(1, 60) n$$);
+         SELECT automation.schedule('it-memory-work', '1 second',
+                $$SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_executions('it-mem', 'job', 1000)))$$);",
     )
     .unwrap();
     // warm-up: caches filled, the periodic name refresh (every 10 s) done
@@ -115,6 +129,8 @@ fn a_busy_scheduler_and_the_launcher_keep_their_memory_flat() {
     let (first, middle, last) = (points[0], points[1], points[2]);
     let measured = last.runs - first.runs;
     assert!(measured >= 1000, "only {measured} runs in the measured window");
+    let recorded = last.recorded - first.recorded;
+    assert!(recorded >= 1000, "only {recorded} executions recorded in the measured window");
     // 0.2.0 grew TopMemoryContext by 32 bytes a run: 32 kB over these runs
     assert_eq!(last.scheduler_top, first.scheduler_top, "the scheduler's TopMemoryContext grew");
     assert_eq!(last.launcher_top, first.launcher_top, "the launcher's TopMemoryContext grew");

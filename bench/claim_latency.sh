@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Enqueue-to-claim latency with an idle worker waiting, side by side in one
+# run:
+#   waiting  claim_executions(..., wait => '10 s'): the enqueuer's commit sets
+#            the waiting backend's latch
+#   polling  what workers do without it: claim, and when nothing came, sleep
+#            100 ms (pg_sleep) before claiming again
+# A producer enqueues one execution every 50 ms (plus up to 20 ms of jitter),
+# stamped with clock_timestamp(); the worker records started_at (the time of
+# the claim that got it) minus that stamp. Reports p50, p95 and max.
+#
+# Needs the cluster scripts/setup.sh prepared.
+# Usage: bash bench/claim_latency.sh [executions]     (default 300)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+N=${1:-300}
+DB=automation_bench_latency
+work=$(mktemp -d /tmp/automation_ext-latency.XXXXXX)
+chmod 755 "$work"
+trap 'rm -rf "$work"' EXIT
+recreate_database "$DB"
+psql_admin -d "$DB" -q <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION automation_ext;
+CREATE TABLE latency (mode text, ms float8);
+SQL
+
+# the worker: N claims, each recording its latency (autocommit: one claim per transaction)
+for mode in waiting polling; do
+    {
+        for _ in $(seq "$N"); do
+            if [ "$mode" = waiting ]; then
+                echo "INSERT INTO latency SELECT 'waiting', extract(epoch FROM started_at - (metadata->>'t')::timestamptz) * 1000
+                        FROM automation.claim_executions('lat', 'w', 1, wait => '10 s');"
+            else
+                echo "DO \$\$ BEGIN
+                        LOOP
+                          INSERT INTO latency SELECT 'polling', extract(epoch FROM started_at - (metadata->>'t')::timestamptz) * 1000
+                            FROM automation.claim_executions('lat', 'w', 1);
+                          EXIT WHEN FOUND;
+                          PERFORM pg_sleep(0.1);
+                        END LOOP; END \$\$;"
+            fi
+        done
+    } >"$work/$mode.sql"
+done
+{
+    echo "SELECT pg_sleep(1);"
+    for _ in $(seq "$N"); do
+        echo "SELECT automation.enqueue_execution('lat', jsonb_build_object('t', clock_timestamp()));"
+        echo "SELECT pg_sleep(0.05 + random() * 0.02);"
+    done
+} >"$work/producer.sql"
+
+for mode in waiting polling; do
+    as_postgres psql -X -q -p "$PG_PORT" -d "$DB" -f "$work/$mode.sql" >/dev/null &
+    worker=$!
+    as_postgres psql -X -q -p "$PG_PORT" -d "$DB" -f "$work/producer.sql" >/dev/null
+    wait "$worker"
+done
+
+echo "enqueue-to-claim latency, one idle worker, $N executions enqueued 50-70 ms apart:"
+psql_admin -d "$DB" -At -F ' ' -c "
+    SELECT format('  %-8s p50 %6.2f ms   p95 %6.2f ms   max %7.2f ms   (%s claims)', mode,
+                  percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
+                  max(ms), count(*))
+      FROM latency GROUP BY mode ORDER BY mode DESC"
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), PostgreSQL $(psql_admin -Atc 'SHOW server_version')"
+psql_admin -qc "DROP DATABASE $DB WITH (FORCE)" >/dev/null
