@@ -17,7 +17,10 @@
 #   MODE=quick     (default) batch 1 and 50, 3 rounds each, medians
 #   MODE=sustained 10 minutes of continuous claim/complete with enqueueing
 #                  clients keeping the queue fed; rate per minute and the
-#                  table and index sizes at the end
+#                  table and index sizes at the end; then the history purge
+#                  (sizes before and after). The runtime's workers claim with
+#                  wait => '1 s' (they sleep when the queue is empty; the
+#                  lean design's workers, having no such thing, spin)
 #   MODE=held      the quick run while another session holds a transaction
 #                  (and its snapshot) open for the whole run: VACUUM can
 #                  remove nothing meanwhile
@@ -76,6 +79,13 @@ SELECT coalesce(array_agg(id), '{}') AS ids FROM claimed
 \gset
 WITH done AS (DELETE FROM lean_queue WHERE id = ANY(':ids'::bigint[]) RETURNING id, payload, read_ct)
 INSERT INTO lean_archive (id, payload, read_ct) SELECT id, payload, read_ct FROM done;
+SQL
+# the sustained run's runtime workers wait for work (claim_executions' wait)
+# instead of spinning on an empty queue, as workers are meant to run
+cat >"$work/runtime_wait.sql" <<'SQL'
+SELECT coalesce(array_agg(id), '{}') AS ids FROM automation.claim_executions('bench', 'w' || :client_id, :batch, wait => '1 s')
+\gset
+SELECT automation.complete_executions(':ids'::uuid[], NULL, 'w' || :client_id);
 SQL
 # enqueueing clients of the sustained run
 cat >"$work/runtime_enqueue.sql" <<'SQL'
@@ -189,6 +199,25 @@ completed() { # variant -> items completed so far
     fi
 }
 
+bounded_history() { # the purge job's work, after the sustained run: sizes before and after
+    psql_admin -d "$DB" -Atc "SELECT '  history before the purge: ' || count(*) || ' executions, '
+        || pg_size_pretty(pg_table_size('automation_workflows.workflow_executions')) || ' table + '
+        || pg_size_pretty(pg_indexes_size('automation_workflows.workflow_executions')) || ' indexes'
+        FROM automation_workflows.workflow_executions"
+    psql_admin -qc "ALTER SYSTEM SET automation.execution_retention = 1" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 2
+    local t0=$(date +%s%N)
+    psql_admin -d "$DB" -qc "CALL automation.purge_executions()"
+    echo "  purge_executions() with a 1-second retention: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    psql_admin -qc "ALTER SYSTEM RESET automation.execution_retention" -c "SELECT pg_reload_conf()" >/dev/null
+    psql_admin -d "$DB" -qc "VACUUM automation_workflows.workflow_executions"
+    psql_admin -d "$DB" -Atc "SELECT '  after it and a VACUUM: ' || count(*) || ' executions, '
+        || pg_size_pretty(pg_table_size('automation_workflows.workflow_executions')) || ' table + '
+        || pg_size_pretty(pg_indexes_size('automation_workflows.workflow_executions'))
+        || ' indexes (free space that new history reuses; the hourly job keeps it at the retention''s worth)'
+        FROM automation_workflows.workflow_executions"
+}
+
 sustained() { # MINUTES (10) of continuous load: 2 enqueueing clients, CLIENTS working ones, batch 10
     local minutes=${MINUTES:-10} variant m before now
     for variant in runtime lean; do
@@ -196,8 +225,10 @@ sustained() { # MINUTES (10) of continuous load: 2 enqueueing clients, CLIENTS w
         as_postgres "$PGBENCH" -n -p "$PG_PORT" -c 2 -j 1 -T $(( minutes * 60 )) -D batch=10 \
             -f "$work/${variant}_enqueue.sql" "$DB" >/dev/null 2>&1 &
         local feeder=$!
+        local script=$variant
+        [ "$variant" = runtime ] && script=runtime_wait
         as_postgres "$PGBENCH" -n -p "$PG_PORT" -c "$CLIENTS" -j 2 -T $(( minutes * 60 )) -D batch=10 \
-            -f "$work/$variant.sql" "$DB" >/dev/null 2>&1 &
+            -f "$work/$script.sql" "$DB" >/dev/null 2>&1 &
         local workers=$!
         before=$(completed "$variant")
         for m in $(seq 1 "$minutes"); do
@@ -215,6 +246,7 @@ sustained() { # MINUTES (10) of continuous load: 2 enqueueing clients, CLIENTS w
                 || ' table + ' || pg_size_pretty(pg_indexes_size('automation_workflows.workflow_executions')) || ' indexes, '
                 || (SELECT count(*) FROM automation_workflows.workflow_executions WHERE status = 'success') || ' completed, '
                 || (SELECT count(*) FROM automation_workflows.execution_queue) || ' waiting'"
+            bounded_history
         else
             psql_admin -d "$DB" -Atc "SELECT '  lean at the end: queue ' || pg_size_pretty(pg_total_relation_size('lean_queue'))
                 || ', archive ' || pg_size_pretty(pg_total_relation_size('lean_archive'))

@@ -62,9 +62,10 @@ done
 
 echo "enqueue-to-claim latency, one idle worker, $N executions enqueued 50-70 ms apart:"
 psql_admin -d "$DB" -At -F ' ' -c "
-    SELECT format('  %-8s p50 %6.2f ms   p95 %6.2f ms   max %7.2f ms   (%s claims)', mode,
-                  percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
-                  max(ms), count(*))
+    SELECT format('  %s p50 %s ms   p95 %s ms   max %s ms   (%s claims)', rpad(mode, 8),
+                  round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+                  round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+                  round(max(ms)::numeric, 2), count(*))
       FROM latency GROUP BY mode ORDER BY mode DESC"
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), PostgreSQL $(psql_admin -Atc 'SHOW server_version')"
 psql_admin -qc "DROP DATABASE $DB WITH (FORCE)" >/dev/null

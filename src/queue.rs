@@ -380,8 +380,32 @@ fn notify_channel() -> Result<Option<String>> {
 /// Never stuck on a bad row: an id already in the history is left there
 /// (the logged copy is dropped, with a WARNING), and completed_at is never
 /// before started_at (the history's CHECK) even if the clock stepped back.
-pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<i64> {
+/// `None` (the scheduler's recordings only): one of the two tables is locked
+/// by somebody else (DROP EXTENSION, TRUNCATE, ALTER TABLE); nothing was done.
+pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Option<i64>> {
     if relaxed {
+        // The scheduler never waits for these locks: holding the log's while
+        // waiting for the history's, it deadlocked with DROP EXTENSION (which
+        // takes them one by one) and the deadlock detector cancelled the DROP.
+        let oids = Spi::connect(|client| {
+            let row = client
+                .select(
+                    "SELECT 'automation_workflows.workflow_executions'::pg_catalog.regclass::pg_catalog.oid,
+                            'automation_workflows.execution_log'::pg_catalog.regclass::pg_catalog.oid",
+                    Some(1),
+                    &[],
+                )?
+                .first();
+            Ok::<_, pgrx::spi::SpiError>([row.get::<pg_sys::Oid>(1)?, row.get::<pg_sys::Oid>(2)?])
+        })
+        .context("could not find the execution tables")?;
+        for oid in oids.into_iter().flatten() {
+            // SAFETY: a conditional lock on a relation by oid, released at the
+            // end of this transaction; it never waits.
+            if !unsafe { pg_sys::ConditionalLockRelationOid(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) } {
+                return Ok(None);
+            }
+        }
         Spi::run("SET LOCAL synchronous_commit = off").context("could not relax the recording's commit")?;
     }
     let channel = notify_channel()?;
@@ -452,7 +476,7 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<i64> 
             }
         }
     }
-    Ok(moved)
+    Ok(Some(moved))
 }
 
 #[pg_schema]
@@ -508,6 +532,6 @@ pub(crate) mod automation {
         if batch < 1 {
             crate::error::Error::invalid(format!("batch must be positive, not {batch}")).raise();
         }
-        record(None, batch, false).or_raise()
+        record(None, batch, false).or_raise().unwrap_or(0)
     }
 }

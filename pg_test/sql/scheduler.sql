@@ -16,7 +16,7 @@ SELECT jobid, jobname, schedule, command, username = current_user AS mine, activ
 SELECT s, automation.next_run(s, '2026-11-25 10:07:30+00', 'UTC') AS next
   FROM unnest(ARRAY['* * * * *', '*/5 * * * *', '0 9-17/4 * * mon-fri', '0 0 1 jan,jul *',
                     '0 23 $ * *', '0 0 13 * 5', '@hourly', '@daily', '@weekly', '@monthly', '@yearly',
-                    '1 second', '15 seconds', '@reboot']) s;
+                    '1 second', '15 seconds', '@reboot', '@restart']) s;
 SELECT automation.next_run('30 2 * * *', '2026-03-28 12:00+00', 'Europe/Berlin') AS berlin_dst_day,
        automation.next_run('0 9 * * *', '2026-07-01 00:00+00', 'America/New_York') AS new_york_nine;
 

@@ -10,7 +10,8 @@
 //!   `jan`…`dec`, weekday names `sun`…`sat` (0 and 7 are Sunday), and `$` in
 //!   day-of-month for the last day of the month;
 //! - `@yearly` `@annually` `@monthly` `@weekly` `@daily` `@midnight` `@hourly`
-//!   and `@reboot` (once, when the scheduler starts);
+//!   and `@reboot` (once, when the scheduler starts; `@restart` is the same,
+//!   as in pg_cron);
 //! - `N seconds` (or `N second`) for N in 1–59.
 //!
 //! Day matching follows Vixie cron (and so pg_cron): when both day-of-month
@@ -109,14 +110,15 @@ pub fn parse(text: &str) -> Result<Schedule, ParseError> {
         };
     }
     let expanded = match trimmed.to_ascii_lowercase().as_str() {
-        "@reboot" => return Ok(Schedule::Reboot),
+        // pg_cron accepts @restart for @reboot (its own regression test uses it)
+        "@reboot" | "@restart" => return Ok(Schedule::Reboot),
         "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
         "@monthly" => "0 0 1 * *".to_string(),
         "@weekly" => "0 0 * * 0".to_string(),
         "@daily" | "@midnight" => "0 0 * * *".to_string(),
         "@hourly" => "0 * * * *".to_string(),
         other if other.starts_with('@') => {
-            return Err(err(None, format!("unknown macro \"{trimmed}\" (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @reboot)")))
+            return Err(err(None, format!("unknown macro \"{trimmed}\" (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @reboot, @restart)")))
         }
         _ => trimmed.to_string(),
     };
@@ -382,6 +384,8 @@ mod unit {
         assert_eq!(next("@ANNUALLY", t), ts(2027, 1, 1, 0, 0, 0));
         assert_eq!(parse("@reboot").unwrap(), Schedule::Reboot);
         assert_eq!(parse("@reboot").unwrap().next_after(t, &UTC), None);
+        assert_eq!(parse("@restart").unwrap(), Schedule::Reboot);
+        assert_eq!(parse(" @Restart ").unwrap(), Schedule::Reboot);
     }
 
     #[test]

@@ -274,7 +274,11 @@ const RECORD_SLICE: std::time::Duration = std::time::Duration::from_millis(200);
 fn record_executions(dboid: u32) {
     let started = std::time::Instant::now();
     loop {
-        let moved = in_worker_transaction(|| crate::queue::record(None, RECORD_BATCH, true));
+        let Some(moved) = in_worker_transaction(|| crate::queue::record(None, RECORD_BATCH, true)) else {
+            // the tables are locked (DROP EXTENSION, TRUNCATE...): later
+            shared::executions_logged(pg_sys::Oid::from(dboid));
+            break;
+        };
         if moved < i64::from(RECORD_BATCH) {
             break;
         }

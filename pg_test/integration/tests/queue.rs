@@ -266,3 +266,36 @@ fn claims_follow_priority_across_concurrent_claimers() {
     assert_eq!(got.len(), 100);
     assert!(got.iter().all(|p| p == "2"), "{got:?}");
 }
+
+#[test]
+fn drop_extension_succeeds_while_the_scheduler_is_recording() {
+    let _serial = serial();
+    use automation_ext_integration::{conninfo_for, Client, NoTls};
+    let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
+    admin.batch_execute("DROP DATABASE IF EXISTS automation_it_drop WITH (FORCE)").unwrap();
+    admin.batch_execute("CREATE DATABASE automation_it_drop").unwrap();
+    for round in 0..3 {
+        let mut c = Client::connect(&conninfo_for("automation_it_drop"), NoTls).unwrap();
+        c.batch_execute("CREATE EXTENSION automation_ext").unwrap();
+        // a worker completing executions one by one: the scheduler records all the time
+        let busy = thread::spawn(move || {
+            let mut w = Client::connect(&conninfo_for("automation_it_drop"), NoTls).unwrap();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                let r = w.batch_execute(
+                    "SELECT automation.complete_executions(ARRAY(
+                         SELECT id FROM automation.claim_executions('it-drop', 'w', 5)));
+                     SELECT count(automation.enqueue_execution('it-drop')) FROM generate_series(1, 5);",
+                );
+                if r.is_err() {
+                    break; // the extension is gone
+                }
+            }
+        });
+        thread::sleep(Duration::from_millis(1000 + 300 * round));
+        let dropped = c.batch_execute("DROP EXTENSION automation_ext CASCADE");
+        busy.join().unwrap();
+        assert!(dropped.is_ok(), "round {round}: DROP EXTENSION failed: {dropped:?}");
+    }
+    admin.batch_execute("DROP DATABASE automation_it_drop WITH (FORCE)").unwrap();
+}
