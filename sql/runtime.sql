@@ -49,7 +49,13 @@ CREATE TABLE automation_workflows.execution_queue (
     CONSTRAINT execution_queue_metadata_check CHECK (pg_catalog.jsonb_typeof(metadata) = 'object'),
     CONSTRAINT execution_queue_concurrency_check
         CHECK ((concurrency_key IS NULL) = (concurrency_limit IS NULL) AND concurrency_limit >= 1)
-) WITH (fillfactor = 80);
+) WITH (fillfactor = 80,
+        -- a queue's heap shrinks and grows all day: autovacuum's truncation of
+        -- its empty tail takes an ACCESS EXCLUSIVE lock that stalls every
+        -- claim (seen in bench/claim.sh's sustained run); and dead rows are
+        -- vacuumed early, so claims do not walk over them
+        vacuum_truncate = false, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+        autovacuum_vacuum_cost_delay = 0);
 
 -- the claim order; no column a claim changes is indexed
 CREATE INDEX execution_queue_claim
@@ -76,7 +82,8 @@ CREATE TABLE automation_workflows.execution_log (
     claimed_by    text,
     attempts      integer     NOT NULL,
     retry_of      uuid
-);
+) WITH (vacuum_truncate = false, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+        autovacuum_vacuum_cost_delay = 0);
 
 COMMENT ON TABLE automation_workflows.execution_log IS
     'Executions that finished in the queue, until the scheduler records them in workflow_executions (milliseconds; automation.record_executions() does it at once).';
