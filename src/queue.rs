@@ -176,9 +176,9 @@ thread_local! {
     static CLOCK: Cell<v7::Clock> = const { Cell::new(v7::Clock::new()) };
     /// This transaction logged finished executions: wake the recorder at commit.
     static LOGGED: Cell<bool> = const { Cell::new(false) };
-    /// Keys of the workflows this transaction enqueued executions of: wake
-    /// their waiting claimers at commit.
-    static ENQUEUED: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Keys of the workflows this transaction enqueued executions of, and
+    /// how many: wake that many of their waiting claimers at commit.
+    static ENQUEUED: std::cell::RefCell<Vec<(u32, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The waiter slot this backend holds (until its transaction ends).
     static WAIT_SLOT: Cell<Option<usize>> = const { Cell::new(None) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
@@ -200,28 +200,42 @@ fn enqueued(workflow_name: &str) {
         return;
     }
     let key = waiters::key(workflow_name);
-    ENQUEUED.with_borrow_mut(|keys| {
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
+    ENQUEUED.with_borrow_mut(|keys| match keys.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n = n.saturating_add(1),
+        None => keys.push((key, 1)),
     });
     register_callback();
 }
 
-fn wake_waiters(keys: &[u32]) {
-    use std::sync::atomic::Ordering;
+/// Wake, per workflow, as many waiting claimers as executions were enqueued
+/// (not all of them: eight idle workers woken for one execution would all
+/// claim, and seven find nothing). Which ones: a different place in the
+/// array each time, so that no slot is always first.
+fn wake_waiters(keys: &[(u32, u32)]) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static ROTATE: AtomicUsize = AtomicUsize::new(0);
     if waiters::WAITING.get().load(Ordering::Relaxed) == 0 {
         return;
     }
     // SAFETY: the database this backend is connected to.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let pids: Vec<i32> = waiters::WAITERS
-        .share()
-        .slots
-        .iter()
-        .filter(|w| w.pid != 0 && w.dboid == db && keys.contains(&w.key))
-        .map(|w| w.pid)
-        .collect();
+    let start = ROTATE.fetch_add(1, Ordering::Relaxed) % waiters::MAX_WAITERS;
+    let pids = {
+        let w = waiters::WAITERS.share();
+        let mut left: Vec<(u32, u32)> = keys.to_vec();
+        let mut pids = Vec::new();
+        for i in 0..waiters::MAX_WAITERS {
+            let slot = w.slots[(start + i) % waiters::MAX_WAITERS];
+            if slot.pid == 0 || slot.dboid != db {
+                continue;
+            }
+            if let Some((_, n)) = left.iter_mut().find(|(k, n)| *k == slot.key && *n > 0) {
+                *n -= 1;
+                pids.push(slot.pid);
+            }
+        }
+        pids
+    };
     for pid in pids {
         shared::signal(pid);
     }
