@@ -333,10 +333,14 @@ fn logged(ids: Vec<Uuid>) -> Result<()> {
 }
 
 /// Is a scheduler going to record executions in this database? The launcher
-/// runs (it starts a scheduler for a database whose executions wait) and
-/// the scheduler is enabled.
+/// runs (it starts a scheduler for a database whose executions wait), the
+/// scheduler is enabled, and the database is one the launcher manages.
 fn recorder_running() -> bool {
-    shared::preloaded() && settings::SCHEDULER_ENABLED.get() && shared::SHARED.share().launcher_pid > 0
+    shared::preloaded()
+        && settings::SCHEDULER_ENABLED.get()
+        && shared::SHARED.share().launcher_pid > 0
+        // SAFETY: the database this backend is connected to.
+        && shared::can_record(unsafe { pg_sys::MyDatabaseId })
 }
 
 #[pg_guard]

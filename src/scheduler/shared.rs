@@ -315,3 +315,11 @@ pub fn take_executions_logged(dboid: u32) -> bool {
 pub fn executions_logged_pending(dboid: u32) -> bool {
     SHARED.share().dbs.iter().any(|s| s.dboid == dboid && s.executions_logged)
 }
+
+/// Can a scheduler of `dboid` be asked to record executions? Not when the
+/// launcher manages as many databases as it can and this is not one of them
+/// (its scheduler never runs: the completing transaction records instead).
+pub fn can_record(dboid: pg_sys::Oid) -> bool {
+    let db = dboid.to_u32();
+    SHARED.share().dbs.iter().any(|s| s.dboid == db || s.dboid == 0)
+}
