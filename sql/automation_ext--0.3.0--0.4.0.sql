@@ -691,6 +691,7 @@ AS $fn$
 DECLARE
     stale record;
     logged uuid[];
+    logged_names text[];
 BEGIN
     IF batch IS NULL OR batch < 1 THEN
         RAISE EXCEPTION 'batch must be positive, not %', batch USING ERRCODE = 'invalid_parameter_value';
@@ -717,13 +718,13 @@ BEGIN
         SELECT t.id, t.workflow_name, 'timeout', t.started_at, GREATEST(now(), t.started_at), t.metadata,
                jsonb_build_object('reason', 'execution_timeout'), t.run_after, t.claimed_by, t.attempts, t.retry_of
           FROM timed_out t
-        RETURNING l.id)
-    SELECT array_agg(moved.id) INTO logged FROM moved;
+        RETURNING l.id, l.workflow_name)
+    SELECT array_agg(moved.id), array_agg(moved.workflow_name) INTO logged, logged_names FROM moved;
     IF logged IS NOT NULL THEN
         PERFORM automation.executions_logged(logged);
     END IF;
     FOR stale IN
-        SELECT l.id AS execution_id, l.workflow_name FROM automation.executions l WHERE l.id = ANY (logged)
+        SELECT u.execution_id, u.workflow_name FROM unnest(logged, logged_names) AS u(execution_id, workflow_name)
     LOOP
         PERFORM automation.record_failure(stale.execution_id, stale.workflow_name, 'execution_timeout',
                                           format('running for longer than %s', older_than), NULL);

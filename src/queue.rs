@@ -361,37 +361,53 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
     release_wait_slot();
 }
 
-/// Where and how the completion trigger of workflow_executions notifies:
-/// `None` when it was detached or disabled (then the recorder is silent too).
-fn notify_channel() -> Result<Option<String>> {
-    let row = Spi::connect(|client| {
-        let mut rows = client.select(
-            "SELECT CASE WHEN t.tgnargs > 0
-                         THEN pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\\000', 1) END
-               FROM pg_catalog.pg_trigger t
-              WHERE t.tgrelid = 'automation_workflows.workflow_executions'::pg_catalog.regclass
-                AND t.tgname = $1 AND t.tgenabled <> 'D'",
-            Some(1),
-            &[notify::TRIGGER_NAME.into()],
-        )?;
-        match rows.next() {
-            Some(row) => Ok::<_, pgrx::spi::SpiError>(Some(row.get::<String>(1)?)),
-            None => Ok(None),
-        }
+/// What a recording needs to know first, in one round trip: the oids of the
+/// history and of the log, and where the completion trigger of the history
+/// notifies — `None` when it was detached or disabled (then the recorder is
+/// silent too). `relaxed` also makes this transaction's commit asynchronous.
+struct Facts {
+    tables: [Option<pg_sys::Oid>; 2],
+    channel: Option<String>,
+}
+
+fn facts(relaxed: bool) -> Result<Facts> {
+    let (tables, trigger, argument) = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT 'automation_workflows.workflow_executions'::pg_catalog.regclass::pg_catalog.oid,
+                        'automation_workflows.execution_log'::pg_catalog.regclass::pg_catalog.oid,
+                        t.tgname IS NOT NULL,
+                        CASE WHEN t.tgnargs > 0
+                             THEN pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\\000', 1) END,
+                        CASE WHEN $2 THEN pg_catalog.set_config('synchronous_commit', 'off', true) END
+                   FROM (SELECT 1) one
+                   LEFT JOIN pg_catalog.pg_trigger t
+                     ON t.tgrelid = 'automation_workflows.workflow_executions'::pg_catalog.regclass
+                    AND t.tgname = $1 AND t.tgenabled <> 'D'",
+                Some(1),
+                &[notify::TRIGGER_NAME.into(), relaxed.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::SpiError>((
+            [row.get::<pg_sys::Oid>(1)?, row.get::<pg_sys::Oid>(2)?],
+            row.get::<bool>(3)?.unwrap_or(false),
+            row.get::<String>(4)?,
+        ))
     })
-    .context("could not read the completion trigger of workflow_executions")?;
-    Ok(row.map(|arg| {
-        arg.unwrap_or_else(|| {
+    .context("could not read the execution tables and their completion trigger")?;
+    let channel = trigger.then(|| {
+        argument.unwrap_or_else(|| {
             settings::NOTIFY_CHANNEL.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
         })
-    }))
+    });
+    Ok(Facts { tables, channel })
 }
 
 /// Move up to `batch` logged executions (only `ids`, when given) into
 /// workflow_executions and notify their completion. Returns how many moved.
 ///
-/// `relaxed` (the scheduler's recordings): the transaction commits without
-/// waiting for its WAL flush. A crash can lose such a commit; then the log
+/// `relaxed` (the scheduler's recordings): never waits for a lock, and the
+/// transaction commits without waiting for its WAL flush. A crash can lose such a commit; then the log
 /// still has the rows and they are recorded (and notified: a listener may
 /// hear of one twice) after recovery; nothing is lost.
 ///
@@ -401,32 +417,19 @@ fn notify_channel() -> Result<Option<String>> {
 /// `None` (the scheduler's recordings only): one of the two tables is locked
 /// by somebody else (DROP EXTENSION, TRUNCATE, ALTER TABLE); nothing was done.
 pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Option<i64>> {
+    let Facts { tables, channel } = facts(relaxed)?;
     if relaxed {
         // The scheduler never waits for these locks: holding the log's while
         // waiting for the history's, it deadlocked with DROP EXTENSION (which
         // takes them one by one) and the deadlock detector cancelled the DROP.
-        let oids = Spi::connect(|client| {
-            let row = client
-                .select(
-                    "SELECT 'automation_workflows.workflow_executions'::pg_catalog.regclass::pg_catalog.oid,
-                            'automation_workflows.execution_log'::pg_catalog.regclass::pg_catalog.oid",
-                    Some(1),
-                    &[],
-                )?
-                .first();
-            Ok::<_, pgrx::spi::SpiError>([row.get::<pg_sys::Oid>(1)?, row.get::<pg_sys::Oid>(2)?])
-        })
-        .context("could not find the execution tables")?;
-        for oid in oids.into_iter().flatten() {
+        for oid in tables.into_iter().flatten() {
             // SAFETY: a conditional lock on a relation by oid, released at the
             // end of this transaction; it never waits.
             if !unsafe { pg_sys::ConditionalLockRelationOid(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) } {
                 return Ok(None);
             }
         }
-        Spi::run("SET LOCAL synchronous_commit = off").context("could not relax the recording's commit")?;
     }
-    let channel = notify_channel()?;
     // which rows: a batch by TID scan, or the given ids (a CASE choosing
     // between the two would make every recording scan the whole log)
     let which = match ids {
