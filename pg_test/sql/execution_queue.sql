@@ -52,3 +52,56 @@ SELECT error_type AS kept_error FROM automation.errors ORDER BY 1;
 -- the default job
 SELECT jobname, schedule, command, active FROM automation.job WHERE jobname = 'automation: purge execution history';
 TRUNCATE automation_workflows.execution_queue, automation_workflows.workflow_executions, automation.errors;
+
+-- Names planted ahead of pg_catalog in the caller's search_path (a now(), a
+-- text = that is always false) change nothing in claiming and completing.
+CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql AS 'SELECT ''1999-01-01''::timestamptz';
+CREATE FUNCTION public.never(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT false';
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.never);
+SELECT automation.enqueue_execution('planted', '{"n": 1}') AS planted_id \gset
+SET search_path = public, pg_catalog;
+SELECT 'a'::text = 'a'::text AS the_plant_works_for_unqualified_code;
+SELECT count(*) AS claimed FROM automation.claim_executions('planted', 'w');
+SELECT automation.complete_executions(ARRAY[:'planted_id']::uuid[], '{"done": true}', 'w') AS completed;
+RESET search_path;
+DROP OPERATOR public.= (text, text);
+DROP FUNCTION public.never(text, text);
+DROP FUNCTION public.now();
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT status, completed_at > '2000-01-01' AS real_now, metadata->>'done' AS done
+  FROM automation_workflows.workflow_executions WHERE id = :'planted_id';
+
+-- one call completes queue executions and start_execution() ones together;
+-- all or nothing: an id that is not running fails the call, and the queue
+-- execution it came with stays claimed
+SELECT automation.enqueue_execution('mixed', '{}') AS queued_id \gset
+SELECT automation.start_execution('mixed') AS started_id \gset
+SELECT count(*) AS claimed FROM automation.claim_executions('mixed', 'w');
+SELECT automation.complete_executions(ARRAY[:'queued_id', :'started_id', '00000000-0000-0000-0000-0000000000ff']::uuid[]);
+SELECT status, claimed_by FROM automation.executions WHERE id = :'queued_id';
+SELECT automation.complete_executions(ARRAY[:'queued_id', :'started_id']::uuid[]) AS completed;
+SELECT set_config('regress.queued_id', :'queued_id', false) IS NOT NULL AS noted;
+DO $$
+BEGIN
+    PERFORM automation.complete_executions(ARRAY[current_setting('regress.queued_id')]::uuid[]);
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    RAISE NOTICE 'again: %', replace(SQLERRM, current_setting('regress.queued_id'), '<id>');
+END $$;
+SELECT automation.complete_executions(NULL);
+SELECT automation.complete_execution(NULL);
+SELECT automation.complete_executions('{}') AS none_completed;
+SELECT * FROM automation.claim_executions('mixed', '');
+SELECT * FROM automation.claim_executions('mixed', 'w', 0);
+SELECT * FROM automation.claim_executions('mixed', 'w', 1, lease => '0 s');
+SELECT * FROM automation.claim_executions('mixed', 'w', 1, lease => NULL);
+
+-- cached plans outlive the tables they were made for: DROP and CREATE
+-- EXTENSION in this session, and claiming and completing still work
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+SELECT automation.enqueue_execution('again', '{}') AS again_id \gset
+SELECT count(*) AS claimed_after_recreate FROM automation.claim_executions('again', 'w');
+SELECT automation.complete_execution(:'again_id', NULL, 'w');
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT status FROM automation_workflows.workflow_executions WHERE id = :'again_id';
+TRUNCATE automation_workflows.execution_queue, automation_workflows.workflow_executions, automation.errors;
