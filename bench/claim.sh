@@ -24,6 +24,10 @@
 #   MODE=held      the quick run while another session holds a transaction
 #                  (and its snapshot) open for the whole run: VACUUM can
 #                  remove nothing meanwhile
+# PROTO=prepared runs every client with pgbench's extended protocol and
+# prepared statements (default: simple). VARIANTS="runtime raw lean" adds
+# the queue's floor: its claim and completion as plain statements, no
+# functions (raw).
 # After each run, checks that every item was completed once and none was
 # claimed twice. (pgbench substitutes :ids textually, also inside quotes.)
 # The designs measured on the way to 0.4.0 (history and NOTIFY in the
@@ -36,6 +40,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 CLIENTS=${1:-8}
 MODE=${MODE:-quick}
+PROTO=${PROTO:-simple}
 DB=automation_bench
 PGBENCH=$PG_BIN/pgbench
 work=$(mktemp -d /tmp/automation_ext-bench.XXXXXX)
@@ -80,6 +85,32 @@ SELECT coalesce(array_agg(id), '{}') AS ids FROM claimed
 WITH done AS (DELETE FROM lean_queue WHERE id = ANY(':ids'::bigint[]) RETURNING id, payload, read_ct)
 INSERT INTO lean_archive (id, payload, read_ct) SELECT id, payload, read_ct FROM done;
 SQL
+# the queue's floor: the same claim and completion as plain SQL statements
+# (no functions; the completion still logs and wakes the recorder)
+cat >"$work/raw.sql" <<'SQL'
+WITH taken AS (
+    UPDATE automation_workflows.execution_queue q
+       SET claimed_by = 'w' || :client_id, visible_at = clock_timestamp() + interval '5 min',
+           started_at = clock_timestamp(), attempts = q.attempts + 1
+     WHERE q.id IN (SELECT c.id FROM automation_workflows.execution_queue c
+                     WHERE c.workflow_name = 'bench' AND c.visible_at <= clock_timestamp()
+                     ORDER BY c.priority DESC, c.run_after, c.id LIMIT :batch FOR UPDATE SKIP LOCKED)
+    RETURNING q.id)
+SELECT coalesce(array_agg(id), '{}') AS ids FROM taken
+\gset
+WITH finished AS (
+    DELETE FROM automation_workflows.execution_queue q
+     WHERE q.id = ANY (':ids'::uuid[]) AND q.claimed_by IS NOT NULL AND q.claimed_by = 'w' || :client_id
+    RETURNING q.*),
+logged AS (
+    INSERT INTO automation_workflows.execution_log AS l
+           (id, workflow_name, status, started_at, completed_at, metadata, run_after, claimed_by, attempts, retry_of)
+    SELECT f.id, f.workflow_name, 'success', f.started_at, GREATEST(now(), f.started_at), f.metadata,
+           f.run_after, f.claimed_by, f.attempts, f.retry_of
+      FROM finished f
+    RETURNING l.id)
+SELECT automation.executions_logged(array_agg(id)) FROM logged;
+SQL
 # the sustained run's runtime workers wait for work (claim_executions' wait)
 # instead of spinning on an empty queue, as workers are meant to run
 cat >"$work/runtime_wait.sql" <<'SQL'
@@ -95,8 +126,11 @@ cat >"$work/lean_enqueue.sql" <<'SQL'
 INSERT INTO lean_queue (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, :batch) g;
 SQL
 
+# with the extended protocol, pgbench passes :ids as a parameter (no quotes)
+if [ "$PROTO" = prepared ]; then sed -i "s/':ids'/:ids/g" "$work"/*.sql; fi
+
 fill() { # variant rows
-    if [ "$1" = runtime ]; then
+    if [ "$1" != lean ]; then
         psql_admin -d "$DB" -q <<SQL >/dev/null
 TRUNCATE automation_workflows.execution_queue, automation_workflows.execution_log,
          automation_workflows.workflow_executions, automation.errors;
@@ -132,7 +166,7 @@ recorded() { # -> ms until the scheduler has recorded every finished execution
 
 check() { # variant rows: every item completed once, none claimed twice
     local got
-    if [ "$1" = runtime ]; then
+    if [ "$1" != lean ]; then
         got=$(psql_admin -d "$DB" -Atc "SELECT count(*) FILTER (WHERE status = 'success') || ' ' || coalesce(max(attempts), 0)
                                           FROM automation_workflows.workflow_executions")
     else
@@ -148,8 +182,8 @@ run() { # variant batch transactions-per-client -> items/s
     fill "$variant" "$rows"
     local tps
     tps=$(as_postgres "$PGBENCH" -n -p "$PG_PORT" -c "$CLIENTS" -j 2 -t "$tx" -D batch="$batch" \
-            -f "$work/$variant.sql" "$DB" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
-    if [ "$variant" = runtime ]; then
+            -M "$PROTO" -f "$work/$variant.sql" "$DB" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+    if [ "$variant" != lean ]; then
         echo "$(recorded)" >>"$work/recorded_ms"
     fi
     check "$variant" "$rows"
@@ -161,7 +195,7 @@ machine() { echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p
 
 quick() {
     declare -A result
-    local variants="runtime lean" batch tx round variant eps
+    local variants=${VARIANTS:-runtime lean} batch tx round variant eps
     for batch in 1 50; do
         tx=$([ "$batch" = 1 ] && echo 1500 || echo 60)
         for round in 1 2 3; do
@@ -191,7 +225,7 @@ quick() {
 }
 
 completed() { # variant -> items completed so far
-    if [ "$1" = runtime ]; then
+    if [ "$1" != lean ]; then
         psql_admin -d "$DB" -Atc "SELECT (SELECT count(*) FROM automation_workflows.workflow_executions WHERE status = 'success')
                                           + (SELECT count(*) FROM automation_workflows.execution_log)"
     else
@@ -238,7 +272,7 @@ sustained() { # MINUTES (10) of continuous load: 2 enqueueing clients, CLIENTS w
             before=$now
         done
         wait "$feeder" "$workers" || true
-        if [ "$variant" = runtime ]; then
+        if [ "$variant" != lean ]; then
             echo "  runtime: recorded $(recorded) ms after the end"
             psql_admin -d "$DB" -Atc "SELECT '  runtime at the end: execution_queue ' || pg_size_pretty(pg_total_relation_size('automation_workflows.execution_queue'))
                 || ', execution_log ' || pg_size_pretty(pg_total_relation_size('automation_workflows.execution_log'))
