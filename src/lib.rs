@@ -10,6 +10,7 @@ mod audit;
 mod catalog;
 mod civil;
 mod discovery;
+mod engine;
 mod error;
 mod maintenance;
 mod monitoring;

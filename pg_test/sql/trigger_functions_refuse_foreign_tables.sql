@@ -28,6 +28,8 @@ CREATE TRIGGER borrowed BEFORE INSERT ON public.regress_mine
     FOR EACH ROW EXECUTE FUNCTION automation.job_check_target();
 CREATE TRIGGER borrowed BEFORE INSERT ON public.regress_mine
     FOR EACH ROW EXECUTE FUNCTION automation.job_check_schedule();
+CREATE TRIGGER borrowed BEFORE INSERT ON public.regress_mine
+    FOR EACH ROW EXECUTE FUNCTION automation_workflows.definitions_check();
 RESET ROLE;
 
 -- even attached by a superuser, they refuse to run for another table
@@ -53,6 +55,10 @@ CREATE TRIGGER borrowed AFTER DELETE ON public.regress_mine
 DELETE FROM public.regress_mine;
 INSERT INTO public.regress_mine VALUES (now());
 DELETE FROM public.regress_mine;
+DROP TRIGGER borrowed ON public.regress_mine;
+CREATE TRIGGER borrowed BEFORE INSERT ON public.regress_mine
+    FOR EACH ROW EXECUTE FUNCTION automation_workflows.definitions_check();
+INSERT INTO public.regress_mine VALUES (now());
 \set VERBOSITY default
 
 -- the watermark was not reset and no mark was forged

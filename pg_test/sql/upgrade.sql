@@ -214,3 +214,42 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_030 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_030)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.4.0 -> current: definitions are checked when written (0.5.0). One
+-- written before that the format refuses stays as it is; changing a
+-- definition bumps its version; queued work carries on.
+CREATE EXTENSION automation_ext VERSION '0.4.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+INSERT INTO automation_workflows.definitions (name, definition)
+VALUES ('free', '{"schedule": "@daily"}'),
+       ('odd', '{"steps": ["extract", "load"]}'),
+       ('etl', '{"steps": [{"name": "extract", "queue": "etl"}, {"name": "load", "after": ["extract"], "sql": "SELECT 1"}]}');
+SELECT automation.enqueue_execution('etl', '{"n": 1}') AS queued_id \gset
+SELECT count(*) AS claimed FROM automation.claim_executions('etl', 'w-old', 1);
+
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT name, version, definition FROM automation_workflows.definitions ORDER BY name;
+SELECT name, automation.check_definition(definition) AS runnable FROM automation_workflows.definitions
+ WHERE name <> 'odd' ORDER BY name;
+\set VERBOSITY terse
+UPDATE automation_workflows.definitions SET definition = '{"steps": ["extract"]}' WHERE name = 'odd';
+\set VERBOSITY default
+UPDATE automation_workflows.definitions
+   SET definition = '{"steps": [{"name": "extract", "queue": "etl"}]}' WHERE name IN ('odd', 'etl');
+SELECT name, version FROM automation_workflows.definitions ORDER BY name;
+SELECT automation.complete_execution(:'queued_id', NULL, 'w-old');
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT status FROM automation.executions WHERE id = :'queued_id';
+
+CREATE TEMP TABLE upgraded_040 AS SELECT * FROM pg_temp.extension_catalog();
+DELETE FROM automation_workflows.definitions;
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_040 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.4.0' AS difference, * FROM upgraded_040 EXCEPT SELECT 'only after upgrade from 0.4.0', * FROM fresh_040)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_040 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_040)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;

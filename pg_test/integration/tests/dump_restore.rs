@@ -115,6 +115,16 @@ fn source(admin: &mut Client) -> Client {
          VALUES (now() + interval '1 hour', 'etl-soon', 'load', 'success');
          SELECT * FROM automation.refresh_pipeline_metrics_hourly();
          INSERT INTO automation_workflows.definitions (name, definition) VALUES ('etl', '{\"v\": 1}');
+         -- a workflow edited once (version 2), and one written before 0.5.0
+         -- that the format refuses (as an upgraded database may hold)
+         INSERT INTO automation_workflows.definitions (name, definition)
+         VALUES ('dag', '{\"steps\": [{\"name\": \"a\", \"queue\": \"q\"}]}');
+         UPDATE automation_workflows.definitions
+            SET definition = '{\"steps\": [{\"name\": \"a\", \"queue\": \"q\"}, {\"name\": \"b\", \"after\": [\"a\"], \"sql\": \"SELECT 1\"}]}'
+          WHERE name = 'dag';
+         SET check_function_bodies = off;
+         INSERT INTO automation_workflows.definitions (name, definition) VALUES ('odd', '{\"steps\": [\"x\"]}');
+         RESET check_function_bodies;
          SELECT automation.complete_execution(automation.start_execution('etl', '{\"n\": 1}'));
          SELECT automation.fail_execution(automation.start_execution('etl'), 'Boom', 'it broke');
          SELECT automation.enqueue_execution('etl');
@@ -139,6 +149,10 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
     let mut d = db(dst);
     // every row back (ticks excepted: the job keeps writing), partitions attached
     assert_eq!(counts(&mut d), src_counts, "row counts of {dst}");
+    // definitions keep their versions, a refused legacy one included
+    let definitions = "SELECT string_agg(name || ':' || version, ',' ORDER BY name) FROM automation_workflows.definitions";
+    let restored: String = d.query_one(definitions, &[]).unwrap().get(0);
+    assert_eq!(restored, "dag:2,etl:1,odd:1", "definitions of {dst}");
     let partitions: i64 = d
         .query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'automation.pipeline_metrics'::regclass", &[])
         .unwrap()
