@@ -5,11 +5,16 @@
 -- checks that an upgraded database has exactly the catalog of a fresh install.
 -- Runs with search_path = pg_catalog; everything is schema-qualified.
 --
--- 0.5.0: workflow definitions are checked when written (issue 18, part 1):
--- automation.check_definition(jsonb) and the BEFORE trigger
+-- 0.5.0: the workflow engine's first parts (issue 18). Definitions are
+-- checked when written (check_definition and the trigger
 -- trg_definitions_check, which also bumps the version of a changed
--- definition. Existing definitions are not touched: one the format refuses
--- stays as it is (it cannot be started; updating it needs a valid one).
+-- definition); existing definitions are not touched: one the format refuses
+-- stays as it is (it cannot be started; changing it needs a valid one).
+-- Workflows of queue steps run: run_workflow, claim_steps, complete_step,
+-- fail_step, extend_step_lease, cancel_workflow, the tables workflow_runs and
+-- step_runs, the view workflow_progress; timeout_stale_executions also
+-- expires step leases and workflow timeouts, and leaves run_workflow's
+-- executions to them.
 
 CREATE FUNCTION automation.check_definition(definition jsonb)
 RETURNS boolean
@@ -66,3 +71,773 @@ COMMENT ON FUNCTION automation_workflows.definitions_check() IS
 CREATE TRIGGER trg_definitions_check
     BEFORE INSERT OR UPDATE ON automation_workflows.definitions
     FOR EACH ROW EXECUTE FUNCTION automation_workflows.definitions_check();
+
+------------------------------------------------------------------------------
+-- 0.5.0, part 2: running workflows of queue steps.
+--
+--   run_workflow ─► workflow_executions (running, or pending while delayed or
+--                   waiting for a slot) + workflow_runs (the definition it runs,
+--                   its input) + a step run per step without dependencies
+--   claim_steps ─► a step run is running, leased to a worker
+--   complete_step ─► success; the steps whose dependencies are all done get
+--                   their runs (one per element for a mapped step); when every
+--                   step is done the execution is success
+--   fail_step ─► error; retried after a backoff while attempts remain, else
+--                the execution is error, its other steps are cancelled, and
+--                the failure is recorded in automation.errors
+-- One row per attempt. Every finished attempt writes a pipeline_metrics row
+-- (pipeline = workflow, stage = step). Changes to one execution are
+-- serialized by a lock on its workflow_runs row.
+
+CREATE TABLE automation_workflows.workflow_runs (
+    -- workflow_executions.id (no foreign key, so that the history can be
+    -- truncated as before: the triggers below forget the runs of deleted
+    -- or truncated executions)
+    execution_id    uuid        PRIMARY KEY,
+    workflow_name   text        NOT NULL,
+    -- the definition it runs, as it was when it started
+    version         integer     NOT NULL,
+    definition      jsonb       NOT NULL,
+    input           jsonb       NOT NULL,
+    idempotency_key text,
+    started_by      name        NOT NULL DEFAULT CURRENT_USER,
+    -- false while it waits for a slot (the workflow's concurrency)
+    admitted        boolean     NOT NULL,
+    run_after       timestamptz NOT NULL,
+    -- run_after + the workflow's timeout
+    deadline        timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX workflow_runs_idempotency
+    ON automation_workflows.workflow_runs (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX workflow_runs_waiting
+    ON automation_workflows.workflow_runs (workflow_name, run_after) WHERE NOT admitted;
+CREATE INDEX workflow_runs_deadline
+    ON automation_workflows.workflow_runs (deadline) WHERE deadline IS NOT NULL;
+COMMENT ON TABLE automation_workflows.workflow_runs IS
+    'Executions of workflow definitions (run_workflow): the definition version each runs, its input, its idempotency key.';
+SELECT pg_catalog.pg_extension_config_dump('automation_workflows.workflow_runs', '');
+
+CREATE TABLE automation_workflows.step_runs (
+    id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    execution_id     uuid        NOT NULL
+                     REFERENCES automation_workflows.workflow_runs (execution_id) ON DELETE CASCADE,
+    step             text        NOT NULL,
+    -- the element of a mapped step's array (NULL: not mapped)
+    map_index        integer,
+    attempt          integer     NOT NULL DEFAULT 1,
+    max_attempts     integer     NOT NULL DEFAULT 1,
+    status           text        NOT NULL DEFAULT 'pending',
+    queue            text        NOT NULL,
+    step_timeout     interval,
+    worker           text,
+    visible_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    lease_expires_at timestamptz,
+    started_at       timestamptz,
+    completed_at     timestamptz,
+    input            jsonb       NOT NULL,
+    output           jsonb,
+    -- {"message": ..., "sqlstate": ...}
+    error            jsonb,
+    CONSTRAINT step_runs_status_check CHECK (status OPERATOR(pg_catalog.=) ANY
+        ('{pending,running,success,error,timeout,cancelled}'::text[])),
+    CONSTRAINT step_runs_attempt_check CHECK (attempt >= 1 AND attempt <= max_attempts)
+);
+-- what claim_steps scans, what the sweep scans, and per execution
+CREATE INDEX step_runs_claimable ON automation_workflows.step_runs (queue, visible_at, id) WHERE status = 'pending';
+CREATE INDEX step_runs_leased ON automation_workflows.step_runs (lease_expires_at) WHERE status = 'running';
+CREATE INDEX step_runs_execution ON automation_workflows.step_runs (execution_id, step, map_index, attempt);
+COMMENT ON TABLE automation_workflows.step_runs IS
+    'One row per attempt of a step of a workflow execution: its queue, worker, lease, input, output and error.';
+SELECT pg_catalog.pg_extension_config_dump('automation_workflows.step_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('automation_workflows.step_runs_id_seq', '');
+
+CREATE FUNCTION automation.step_backoff(attempt integer, base interval, cap interval)
+RETURNS interval
+LANGUAGE c VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'step_backoff_wrapper';
+COMMENT ON FUNCTION automation.step_backoff(integer, interval, interval) IS
+'How long a step waits after failed attempt number attempt: base * 2^(attempt - 1), at most cap, with equal jitter (half fixed, half random).';
+
+-- Executions deleted from the history (purge_executions, a DBA's DELETE or
+-- TRUNCATE) take their workflow runs and step runs with them. SECURITY
+-- DEFINER: whoever may delete history may not delete runs directly (the
+-- runner role may do neither); it runs for these statement triggers of
+-- workflow_executions and nothing else (no EXECUTE for PUBLIC).
+CREATE FUNCTION automation_workflows.workflow_runs_forget()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_RELID IS DISTINCT FROM 'automation_workflows.workflow_executions'::regclass
+       OR TG_LEVEL IS DISTINCT FROM 'STATEMENT' OR TG_WHEN IS DISTINCT FROM 'AFTER' THEN
+        RAISE EXCEPTION 'automation_workflows.workflow_runs_forget() only runs as an AFTER ... FOR EACH STATEMENT trigger of automation_workflows.workflow_executions'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM automation_workflows.workflow_runs;
+    ELSIF TG_OP = 'DELETE' THEN
+        DELETE FROM automation_workflows.workflow_runs w USING gone g WHERE w.execution_id = g.id;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation_workflows.workflow_runs_forget() FROM PUBLIC;
+COMMENT ON FUNCTION automation_workflows.workflow_runs_forget() IS
+'Internal: statement trigger of automation_workflows.workflow_executions that deletes the workflow runs (and step runs) of deleted or truncated executions (refuses to run for any other table).';
+CREATE TRIGGER workflow_executions_forget_runs
+    AFTER DELETE ON automation_workflows.workflow_executions REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION automation_workflows.workflow_runs_forget();
+CREATE TRIGGER workflow_executions_forget_runs_truncate
+    AFTER TRUNCATE ON automation_workflows.workflow_executions
+    FOR EACH STATEMENT EXECUTE FUNCTION automation_workflows.workflow_runs_forget();
+
+-- The steps of a definition: name, dependencies, queue, attempts, backoff,
+-- timeout, map path.
+CREATE FUNCTION automation.definition_steps(definition jsonb)
+RETURNS TABLE (name text, after text[], queue text, max_attempts integer, backoff interval,
+               max_backoff interval, step_timeout interval, map text, sql text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT s->>'name',
+           CASE jsonb_typeof(s->'after')
+                WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(s->'after'))
+                WHEN 'string' THEN ARRAY[s->>'after']
+                ELSE '{}'::text[] END,
+           s->>'queue',
+           coalesce((s->'retry'->>'max_attempts')::integer, 1),
+           coalesce((s->'retry'->>'backoff')::interval, interval '1 second'),
+           coalesce((s->'retry'->>'max_backoff')::interval, interval '1 hour'),
+           (s->>'timeout')::interval,
+           s->>'map',
+           s->>'sql'
+      FROM jsonb_array_elements(definition->'steps') AS s
+$fn$;
+
+-- Per step of an execution that has runs: done (the latest attempt of every
+-- element succeeded) and its output (a mapped step's: the array of its
+-- elements' outputs, in order).
+CREATE FUNCTION automation.step_outcomes(execution_id uuid)
+RETURNS TABLE (step text, done boolean, failed boolean, output jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH latest AS (
+        SELECT DISTINCT ON (r.step, r.map_index) r.step, r.map_index, r.status, r.output
+          FROM automation_workflows.step_runs r
+         WHERE r.execution_id = step_outcomes.execution_id
+         ORDER BY r.step, r.map_index, r.attempt DESC)
+    SELECT l.step,
+           bool_and(l.status = 'success'),
+           bool_or(l.status IN ('error', 'timeout') ),
+           CASE WHEN bool_or(l.map_index IS NOT NULL)
+                THEN jsonb_agg(l.output ORDER BY l.map_index)
+                ELSE (array_agg(l.output))[1] END
+      FROM latest l
+     GROUP BY l.step
+$fn$;
+
+-- End an execution: its status, completion time and details; its steps that
+-- have not finished are cancelled; a failure is recorded in
+-- automation.errors; the next execution waiting for a slot is admitted.
+-- The caller holds the lock on the execution's workflow_runs row.
+CREATE FUNCTION automation.workflow_finish(execution_id uuid, status text, details jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    run automation_workflows.workflow_runs;
+BEGIN
+    SELECT * INTO run FROM automation_workflows.workflow_runs r WHERE r.execution_id = workflow_finish.execution_id;
+    UPDATE automation_workflows.step_runs r
+       SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL
+     WHERE r.execution_id = workflow_finish.execution_id AND r.status IN ('pending', 'running');
+    UPDATE automation_workflows.workflow_executions e
+       SET status = workflow_finish.status,
+           completed_at = GREATEST(now(), e.started_at),
+           error_details = workflow_finish.details
+     WHERE e.id = workflow_finish.execution_id AND e.status IN ('pending', 'running');
+    IF workflow_finish.status IN ('error', 'timeout') THEN
+        PERFORM automation.record_failure(workflow_finish.execution_id, run.workflow_name,
+                                          CASE workflow_finish.status WHEN 'error' THEN 'step_failed' ELSE 'workflow_timeout' END,
+                                          workflow_finish.details->>'message', workflow_finish.details);
+    END IF;
+    IF run.definition ? 'concurrency' THEN
+        PERFORM automation.workflow_admit_waiting(run.workflow_name, (run.definition->>'concurrency')::integer);
+    END IF;
+END
+$fn$;
+
+-- Create the runs of the steps of an execution that can start: every
+-- dependency done, no run yet. A mapped step gets one run per element of
+-- the array its path yields (none: it is done at once, with []). When every
+-- step is done, the execution is success. The caller holds the lock on the
+-- execution's workflow_runs row.
+CREATE FUNCTION automation.workflow_advance(execution_id uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    run automation_workflows.workflow_runs;
+    s record;
+    deps jsonb;
+    items jsonb;
+    total integer;
+    finished integer;
+    again boolean;
+BEGIN
+    SELECT * INTO run FROM automation_workflows.workflow_runs r WHERE r.execution_id = workflow_advance.execution_id;
+    <<rounds>>
+    LOOP
+    -- a mapped step over an empty array is done at once: then another round
+    -- starts what waited for it
+    again := false;
+    FOR s IN
+        WITH outcomes AS (SELECT * FROM automation.step_outcomes(workflow_advance.execution_id))
+        SELECT d.*
+          FROM automation.definition_steps(run.definition) d
+         WHERE NOT EXISTS (SELECT FROM outcomes o WHERE o.step = d.name)
+           AND NOT EXISTS (SELECT FROM unnest(d.after) a(dep)
+                            WHERE NOT EXISTS (SELECT FROM outcomes o WHERE o.step = a.dep AND o.done))
+    LOOP
+        SELECT coalesce(jsonb_object_agg(o.step, o.output), '{}') INTO deps
+          FROM automation.step_outcomes(workflow_advance.execution_id) o WHERE o.step = ANY (s.after);
+        IF s.map IS NULL THEN
+            INSERT INTO automation_workflows.step_runs
+                   (execution_id, step, max_attempts, queue, step_timeout, visible_at, input)
+            VALUES (run.execution_id, s.name, s.max_attempts, s.queue, s.step_timeout, GREATEST(now(), run.run_after),
+                    jsonb_build_object('input', run.input, 'steps', deps));
+            CONTINUE;
+        END IF;
+        items := jsonb_path_query_first(deps, s.map::jsonpath);
+        IF items IS NULL OR jsonb_typeof(items) <> 'array' THEN
+            INSERT INTO automation_workflows.step_runs
+                   (execution_id, step, max_attempts, queue, status, visible_at, started_at, completed_at, input, error)
+            VALUES (run.execution_id, s.name, 1, s.queue, 'error', now(), now(), now(),
+                    jsonb_build_object('input', run.input, 'steps', deps),
+                    jsonb_build_object('message', format('map path %s yields %s, not an array', s.map,
+                                                         coalesce(jsonb_typeof(items), 'nothing')),
+                                       'sqlstate', '22023'));
+            PERFORM automation.workflow_finish(run.execution_id, 'error',
+                jsonb_build_object('step', s.name, 'attempts', 1,
+                                   'message', format('step %s: map path %s yields %s, not an array', s.name, s.map,
+                                                     coalesce(jsonb_typeof(items), 'nothing'))));
+            RETURN;
+        END IF;
+        IF jsonb_array_length(items) = 0 THEN
+            INSERT INTO automation_workflows.step_runs
+                   (execution_id, step, max_attempts, queue, status, visible_at, started_at, completed_at, input, output)
+            VALUES (run.execution_id, s.name, 1, s.queue, 'success', now(), now(), now(),
+                    jsonb_build_object('input', run.input, 'steps', deps), '[]');
+            again := true;
+        ELSE
+            INSERT INTO automation_workflows.step_runs
+                   (execution_id, step, map_index, max_attempts, queue, step_timeout, visible_at, input)
+            SELECT run.execution_id, s.name, i.ord::integer - 1, s.max_attempts, s.queue, s.step_timeout,
+                   GREATEST(now(), run.run_after),
+                   jsonb_build_object('input', run.input, 'steps', deps, 'item', i.item, 'index', i.ord - 1)
+              FROM jsonb_array_elements(items) WITH ORDINALITY AS i(item, ord);
+        END IF;
+    END LOOP;
+    EXIT rounds WHEN NOT again;
+    END LOOP rounds;
+    -- every step done: success (an empty map can finish the last step here)
+    SELECT count(*) INTO total FROM automation.definition_steps(run.definition);
+    SELECT count(*) FILTER (WHERE o.done) INTO finished FROM automation.step_outcomes(workflow_advance.execution_id) o;
+    IF finished = total THEN
+        PERFORM automation.workflow_finish(run.execution_id, 'success', NULL);
+    END IF;
+END
+$fn$;
+
+-- Admit executions of `workflow_name` waiting for a slot while fewer than
+-- `concurrency` are admitted and unfinished (oldest due first).
+CREATE FUNCTION automation.workflow_admit_waiting(workflow_name text, concurrency integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    busy integer;
+    next_id uuid;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('automation_ext workflow concurrency'), hashtext(workflow_admit_waiting.workflow_name));
+    LOOP
+        SELECT count(*) INTO busy
+          FROM automation_workflows.workflow_runs r
+          JOIN automation_workflows.workflow_executions e ON e.id = r.execution_id
+         WHERE r.workflow_name = workflow_admit_waiting.workflow_name AND r.admitted
+           AND e.status IN ('pending', 'running');
+        EXIT WHEN busy >= workflow_admit_waiting.concurrency;
+        SELECT r.execution_id INTO next_id
+          FROM automation_workflows.workflow_runs r
+          JOIN automation_workflows.workflow_executions e ON e.id = r.execution_id AND e.status = 'pending'
+         WHERE r.workflow_name = workflow_admit_waiting.workflow_name AND NOT r.admitted
+         ORDER BY r.run_after, r.created_at
+         LIMIT 1
+           FOR UPDATE OF r SKIP LOCKED;
+        EXIT WHEN next_id IS NULL;
+        UPDATE automation_workflows.workflow_runs r SET admitted = true WHERE r.execution_id = next_id;
+        PERFORM automation.workflow_advance(next_id);
+    END LOOP;
+END
+$fn$;
+
+CREATE FUNCTION automation.run_workflow(name text, input jsonb DEFAULT '{}', run_after timestamptz DEFAULT NULL,
+                                        idempotency_key text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    def automation_workflows.definitions;
+    existing uuid;
+    new_id uuid := automation.uuid_v7();
+    starts timestamptz := GREATEST(now(), coalesce(run_workflow.run_after, now()));
+    slot boolean := true;
+BEGIN
+    IF run_workflow.input IS NULL OR jsonb_typeof(run_workflow.input) <> 'object' THEN
+        RAISE EXCEPTION 'the input of a workflow must be a JSON object, not %', coalesce(jsonb_typeof(run_workflow.input), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Steps read it as step input''s "input" key; wrap a value in an object.';
+    END IF;
+    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.name = run_workflow.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow % does not exist', run_workflow.name
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'Insert its definition into automation_workflows.definitions first.';
+    ELSIF NOT def.is_active THEN
+        RAISE EXCEPTION 'workflow % is inactive', run_workflow.name
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'UPDATE automation_workflows.definitions SET is_active = true to run it.';
+    ELSIF NOT automation.check_definition(def.definition) THEN
+        RAISE EXCEPTION 'workflow % has no steps and cannot be started', run_workflow.name
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'A definition is runnable when it has "steps" (see docs/workflows.md, Definitions).';
+    END IF;
+    IF EXISTS (SELECT FROM automation.definition_steps(def.definition) s WHERE s.sql IS NOT NULL) THEN
+        RAISE EXCEPTION 'workflow % has SQL steps, which this version cannot run yet', run_workflow.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'automation_ext 0.5.0 runs queue steps (claimed by outside workers with automation.claim_steps()).';
+    END IF;
+    IF run_workflow.idempotency_key IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtext('automation_ext run_workflow'),
+                                      hashtext(run_workflow.name || '/' || run_workflow.idempotency_key));
+        SELECT r.execution_id INTO existing FROM automation_workflows.workflow_runs r
+         WHERE r.workflow_name = run_workflow.name AND r.idempotency_key = run_workflow.idempotency_key;
+        IF FOUND THEN
+            RETURN existing;
+        END IF;
+    END IF;
+    IF def.definition ? 'concurrency' THEN
+        PERFORM pg_advisory_xact_lock(hashtext('automation_ext workflow concurrency'), hashtext(run_workflow.name));
+        slot := (SELECT count(*)
+                   FROM automation_workflows.workflow_runs r
+                   JOIN automation_workflows.workflow_executions e ON e.id = r.execution_id
+                  WHERE r.workflow_name = run_workflow.name AND r.admitted AND e.status IN ('pending', 'running'))
+                < (def.definition->>'concurrency')::integer;
+    END IF;
+    INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at, metadata, run_after)
+    VALUES (new_id, run_workflow.name, CASE WHEN slot AND starts <= now() THEN 'running' ELSE 'pending' END, starts,
+            jsonb_build_object('workflow_version', def.version), starts);
+    INSERT INTO automation_workflows.workflow_runs
+           (execution_id, workflow_name, version, definition, input, idempotency_key, admitted, run_after, deadline)
+    VALUES (new_id, run_workflow.name, def.version, def.definition, run_workflow.input, run_workflow.idempotency_key,
+            slot, starts, starts + (def.definition->>'timeout')::interval);
+    IF slot THEN
+        PERFORM automation.workflow_advance(new_id);
+    END IF;
+    RETURN new_id;
+END
+$fn$;
+
+CREATE FUNCTION automation.claim_steps(queue text, worker_id text, max_steps integer DEFAULT 1,
+                                       lease interval DEFAULT '5 minutes')
+RETURNS TABLE (id bigint, execution_id uuid, workflow_name text, step text, map_index integer, attempt integer,
+               input jsonb, lease_expires_at timestamptz)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    IF coalesce(claim_steps.worker_id, '') = '' THEN
+        RAISE EXCEPTION 'worker_id must not be empty'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Identify the worker, for example host:pid; complete_step() and fail_step() can check it.';
+    END IF;
+    IF claim_steps.max_steps IS NULL OR claim_steps.max_steps < 1 OR claim_steps.max_steps > 10000 THEN
+        RAISE EXCEPTION 'max_steps must be between 1 and 10000, not %', claim_steps.max_steps
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF claim_steps.lease IS NULL OR claim_steps.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', claim_steps.lease
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- expired leases of this queue first: retried (or failed) now
+    PERFORM automation.expire_steps(claim_steps.queue);
+    RETURN QUERY
+    WITH taken AS (
+        UPDATE automation_workflows.step_runs r
+           SET status = 'running',
+               worker = claim_steps.worker_id,
+               started_at = clock_timestamp(),
+               lease_expires_at = clock_timestamp()
+                   + CASE WHEN r.step_timeout < claim_steps.lease THEN r.step_timeout ELSE claim_steps.lease END
+         WHERE r.id IN (SELECT c.id FROM automation_workflows.step_runs c
+                         WHERE c.queue = claim_steps.queue AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
+                         ORDER BY c.visible_at, c.id
+                         LIMIT claim_steps.max_steps
+                           FOR UPDATE SKIP LOCKED)
+        RETURNING r.*),
+    started AS (
+        UPDATE automation_workflows.workflow_executions e
+           SET status = 'running', started_at = now()
+         WHERE e.id IN (SELECT t.execution_id FROM taken t) AND e.status = 'pending')
+    SELECT t.id, t.execution_id, w.workflow_name, t.step, t.map_index, t.attempt, t.input, t.lease_expires_at
+      FROM taken t JOIN automation_workflows.workflow_runs w ON w.execution_id = t.execution_id
+     ORDER BY t.visible_at, t.id;
+END
+$fn$;
+
+-- The step run `id`, running and held by `worker_id` (any worker if NULL),
+-- with its execution's workflow_runs row locked; or the error that says why not.
+CREATE FUNCTION automation.running_step(id bigint, worker_id text, verb text)
+RETURNS automation_workflows.step_runs
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+BEGIN
+    IF running_step.id IS NULL THEN
+        RAISE EXCEPTION 'the step run id must not be NULL'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Use an id returned by automation.claim_steps().';
+    END IF;
+    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = running_step.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'step run % does not exist', running_step.id
+              USING ERRCODE = 'no_data_found', HINT = 'Use an id returned by automation.claim_steps().';
+    END IF;
+    PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = r.execution_id FOR UPDATE;
+    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = running_step.id FOR UPDATE;
+    IF r.status <> 'running' THEN
+        RAISE EXCEPTION 'cannot % step run %: it is %, not running', running_step.verb, running_step.id, r.status
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = CASE r.status
+                           WHEN 'cancelled' THEN 'Its workflow execution ended (failed, timed out or was cancelled); discard this result.'
+                           WHEN 'pending' THEN 'Claim it first, with automation.claim_steps().'
+                           ELSE 'Its lease expired and it was retried or failed; discard this result. Use automation.extend_step_lease() for long work.' END;
+    ELSIF running_step.worker_id IS NOT NULL AND r.worker IS DISTINCT FROM running_step.worker_id THEN
+        RAISE EXCEPTION 'cannot % step run %: it is claimed by %, not by %', running_step.verb, running_step.id,
+                        r.worker, running_step.worker_id
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'Its lease expired and another worker claimed it; discard this result.';
+    END IF;
+    RETURN r;
+END
+$fn$;
+
+-- A finished attempt, in automation.pipeline_metrics.
+CREATE FUNCTION automation.step_metric(r automation_workflows.step_runs)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status, error_message)
+    SELECT coalesce(r.completed_at, now()), w.workflow_name, left(r.step, 100),
+           least(GREATEST(0, extract(epoch FROM coalesce(r.completed_at, now()) - coalesce(r.started_at, now())) * 1000), 2147483647)::integer,
+           CASE WHEN jsonb_typeof(r.output->'records_processed') = 'number'
+                 AND (r.output->>'records_processed')::numeric BETWEEN 0 AND 2147483647
+                THEN (r.output->>'records_processed')::numeric::integer END,
+           r.status, r.error->>'message'
+      FROM automation_workflows.workflow_runs w WHERE w.execution_id = r.execution_id
+$fn$;
+
+CREATE FUNCTION automation.complete_step(id bigint, output jsonb DEFAULT NULL, worker_id text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+BEGIN
+    r := automation.running_step(complete_step.id, complete_step.worker_id, 'complete');
+    UPDATE automation_workflows.step_runs s
+       SET status = 'success', output = complete_step.output, completed_at = GREATEST(now(), s.started_at),
+           lease_expires_at = NULL
+     WHERE s.id = r.id
+    RETURNING s.* INTO r;
+    PERFORM automation.step_metric(r);
+    PERFORM automation.workflow_advance(r.execution_id);
+END
+$fn$;
+
+-- An attempt that ended badly (status error or timeout): retried after its
+-- backoff while attempts remain (and retryable), else the execution fails.
+-- The caller holds the lock on the execution's workflow_runs row.
+CREATE FUNCTION automation.step_attempt_failed(id bigint, status text, error jsonb, retryable boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+    s record;
+    run automation_workflows.workflow_runs;
+BEGIN
+    UPDATE automation_workflows.step_runs x
+       SET status = step_attempt_failed.status, error = step_attempt_failed.error,
+           completed_at = GREATEST(now(), coalesce(x.started_at, now())), lease_expires_at = NULL
+     WHERE x.id = step_attempt_failed.id
+    RETURNING x.* INTO r;
+    PERFORM automation.step_metric(r);
+    SELECT * INTO run FROM automation_workflows.workflow_runs w WHERE w.execution_id = r.execution_id;
+    IF step_attempt_failed.retryable AND r.attempt < r.max_attempts THEN
+        SELECT * INTO s FROM automation.definition_steps(run.definition) d WHERE d.name = r.step;
+        INSERT INTO automation_workflows.step_runs
+               (execution_id, step, map_index, attempt, max_attempts, queue, step_timeout, visible_at, input)
+        VALUES (r.execution_id, r.step, r.map_index, r.attempt + 1, r.max_attempts, r.queue, r.step_timeout,
+                now() + automation.step_backoff(r.attempt, s.backoff, s.max_backoff), r.input);
+        RETURN;
+    END IF;
+    PERFORM automation.workflow_finish(r.execution_id, 'error',
+        jsonb_build_object('step', r.step, 'map_index', r.map_index, 'attempts', r.attempt,
+                           'message', format('step %s failed after %s attempt%s: %s', r.step, r.attempt,
+                                             CASE WHEN r.attempt = 1 THEN '' ELSE 's' END, step_attempt_failed.error->>'message'),
+                           'error', step_attempt_failed.error));
+END
+$fn$;
+
+CREATE FUNCTION automation.fail_step(id bigint, error text, retryable boolean DEFAULT true, worker_id text DEFAULT NULL,
+                                     sqlstate text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+BEGIN
+    IF fail_step.retryable IS NULL THEN
+        RAISE EXCEPTION 'retryable must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    r := automation.running_step(fail_step.id, fail_step.worker_id, 'fail');
+    PERFORM automation.step_attempt_failed(r.id, 'error',
+        jsonb_strip_nulls(jsonb_build_object('message', coalesce(fail_step.error, 'failed'), 'sqlstate', fail_step.sqlstate)),
+        fail_step.retryable);
+END
+$fn$;
+
+CREATE FUNCTION automation.extend_step_lease(id bigint, worker_id text, lease interval DEFAULT '5 minutes')
+RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+    until timestamptz;
+BEGIN
+    IF extend_step_lease.lease IS NULL OR extend_step_lease.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', extend_step_lease.lease
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(extend_step_lease.worker_id, '') = '' THEN
+        RAISE EXCEPTION 'worker_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    r := automation.running_step(extend_step_lease.id, extend_step_lease.worker_id, 'extend the lease of');
+    -- never past the step's timeout
+    until := clock_timestamp() + extend_step_lease.lease;
+    IF r.step_timeout IS NOT NULL AND until > r.started_at + r.step_timeout THEN
+        until := r.started_at + r.step_timeout;
+    END IF;
+    UPDATE automation_workflows.step_runs s SET lease_expires_at = until WHERE s.id = r.id;
+    RETURN until;
+END
+$fn$;
+
+CREATE FUNCTION automation.cancel_workflow(id uuid, reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    cur text;
+BEGIN
+    PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = cancel_workflow.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow execution % does not exist', cancel_workflow.id
+              USING ERRCODE = 'no_data_found', HINT = 'Use an id returned by automation.run_workflow().';
+    END IF;
+    SELECT e.status INTO cur FROM automation_workflows.workflow_executions e WHERE e.id = cancel_workflow.id;
+    IF cur NOT IN ('pending', 'running') THEN
+        RETURN false;
+    END IF;
+    PERFORM automation.workflow_finish(cancel_workflow.id, 'cancelled',
+        jsonb_build_object('message', coalesce(cancel_workflow.reason, 'cancelled'), 'cancelled_by', current_user));
+    RETURN true;
+END
+$fn$;
+
+-- Step runs whose lease or timeout expired (of one queue, or all) are
+-- retried or failed; executions past their workflow's timeout end as
+-- timeout. Run by claim_steps (its queue) and by the minutely
+-- timeout_stale_executions. Returns how many it handled.
+CREATE FUNCTION automation.expire_steps(queue text DEFAULT NULL, batch integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    x record;
+    handled integer := 0;
+BEGIN
+    FOR x IN
+        SELECT r.id, r.execution_id FROM automation_workflows.step_runs r
+         WHERE r.status = 'running' AND r.lease_expires_at < clock_timestamp()
+           AND (expire_steps.queue IS NULL OR r.queue = expire_steps.queue)
+         ORDER BY r.lease_expires_at
+         LIMIT expire_steps.batch
+    LOOP
+        -- skip what another transaction is finishing
+        PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM FROM automation_workflows.step_runs r
+         WHERE r.id = x.id AND r.status = 'running' AND r.lease_expires_at < clock_timestamp() FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM automation.step_attempt_failed(x.id, 'timeout',
+            jsonb_build_object('message', 'the lease expired (the worker did not complete, fail or extend it in time)',
+                               'sqlstate', '57014'),
+            true);
+        handled := handled + 1;
+    END LOOP;
+    IF expire_steps.queue IS NOT NULL THEN
+        RETURN handled;
+    END IF;
+    FOR x IN
+        SELECT w.execution_id FROM automation_workflows.workflow_runs w
+          JOIN automation_workflows.workflow_executions e ON e.id = w.execution_id AND e.status IN ('pending', 'running')
+         WHERE w.deadline < clock_timestamp()
+         LIMIT expire_steps.batch
+           FOR UPDATE OF w SKIP LOCKED
+    LOOP
+        PERFORM automation.workflow_finish(x.execution_id, 'timeout',
+            jsonb_build_object('message', 'the workflow ran past its timeout', 'reason', 'workflow_timeout'));
+        handled := handled + 1;
+    END LOOP;
+    RETURN handled;
+END
+$fn$;
+
+-- Per execution of a workflow definition: where each of its steps is.
+CREATE VIEW automation.workflow_progress AS
+SELECT w.execution_id, w.workflow_name, w.version, e.status, w.started_by, e.started_at, e.completed_at,
+       ARRAY(SELECT d.name FROM automation.definition_steps(w.definition) d
+              JOIN automation.step_outcomes(w.execution_id) o ON o.step = d.name AND o.done ORDER BY d.name) AS done,
+       ARRAY(SELECT DISTINCT r.step FROM automation_workflows.step_runs r
+              WHERE r.execution_id = w.execution_id AND r.status = 'running' ORDER BY r.step) AS running,
+       ARRAY(SELECT DISTINCT r.step FROM automation_workflows.step_runs r
+              WHERE r.execution_id = w.execution_id AND r.status = 'pending' ORDER BY r.step) AS pending,
+       ARRAY(SELECT d.name FROM automation.definition_steps(w.definition) d
+              WHERE NOT EXISTS (SELECT FROM automation_workflows.step_runs r
+                                 WHERE r.execution_id = w.execution_id AND r.step = d.name) ORDER BY d.name) AS waiting,
+       ARRAY(SELECT DISTINCT r.step FROM automation_workflows.step_runs r
+              WHERE r.execution_id = w.execution_id AND r.status IN ('error', 'timeout')
+                AND NOT EXISTS (SELECT FROM automation_workflows.step_runs n
+                                 WHERE n.execution_id = r.execution_id AND n.step = r.step
+                                   AND n.map_index IS NOT DISTINCT FROM r.map_index AND n.attempt > r.attempt)
+              ORDER BY r.step) AS failed
+  FROM automation_workflows.workflow_runs w
+  JOIN automation_workflows.workflow_executions e ON e.id = w.execution_id;
+COMMENT ON VIEW automation.workflow_progress IS
+    'Per execution of a workflow definition: its status and which steps are done, running, pending (claimable or waiting out a retry backoff), waiting (for dependencies) and failed (attempts used up).';
+
+CREATE OR REPLACE FUNCTION automation.timeout_stale_executions(older_than interval DEFAULT '1 hour',
+                                                    batch integer DEFAULT 1000)
+RETURNS TABLE (id uuid)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    stale record;
+    logged uuid[];
+    logged_names text[];
+BEGIN
+    IF batch IS NULL OR batch < 1 THEN
+        RAISE EXCEPTION 'batch must be positive, not %', batch USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF older_than IS NULL OR older_than <= interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a positive interval, not %', coalesce(older_than::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Executions running for longer than older_than are timed out; ''0'' or less would time out every running one.';
+    END IF;
+    -- 0.5.0: steps of workflow executions whose lease or timeout expired,
+    -- and executions past their workflow's timeout (run_workflow's
+    -- executions are timed out by their definition, not by older_than)
+    PERFORM automation.expire_steps(NULL, timeout_stale_executions.batch);
+    -- the queue's running executions, then the history's (start_execution's);
+    -- one batch per call; rows being updated elsewhere are skipped
+    WITH batch_rows AS (
+        SELECT q.id FROM automation_workflows.execution_queue q
+         WHERE q.claimed_by IS NOT NULL AND q.started_at < now() - timeout_stale_executions.older_than
+         ORDER BY q.started_at
+         LIMIT timeout_stale_executions.batch
+           FOR UPDATE SKIP LOCKED),
+    timed_out AS (
+        DELETE FROM automation_workflows.execution_queue q USING batch_rows b WHERE q.id = b.id RETURNING q.*),
+    moved AS (
+        INSERT INTO automation_workflows.execution_log AS l
+               (id, workflow_name, status, started_at, completed_at, metadata, error_details, run_after,
+                claimed_by, attempts, retry_of)
+        SELECT t.id, t.workflow_name, 'timeout', t.started_at, GREATEST(now(), t.started_at), t.metadata,
+               jsonb_build_object('reason', 'execution_timeout'), t.run_after, t.claimed_by, t.attempts, t.retry_of
+          FROM timed_out t
+        RETURNING l.id, l.workflow_name)
+    SELECT array_agg(moved.id), array_agg(moved.workflow_name) INTO logged, logged_names FROM moved;
+    IF logged IS NOT NULL THEN
+        PERFORM automation.executions_logged(logged);
+    END IF;
+    FOR stale IN
+        SELECT u.execution_id, u.workflow_name FROM unnest(logged, logged_names) AS u(execution_id, workflow_name)
+    LOOP
+        PERFORM automation.record_failure(stale.execution_id, stale.workflow_name, 'execution_timeout',
+                                          format('running for longer than %s', older_than), NULL);
+        id := stale.execution_id;
+        RETURN NEXT;
+    END LOOP;
+    IF coalesce(cardinality(logged), 0) >= batch THEN
+        RETURN;
+    END IF;
+    FOR stale IN
+        WITH batch_rows AS (
+            SELECT e.id FROM automation_workflows.workflow_executions e
+             WHERE e.status = 'running' AND e.started_at < now() - timeout_stale_executions.older_than
+               AND NOT EXISTS (SELECT FROM automation_workflows.workflow_runs w WHERE w.execution_id = e.id)
+             ORDER BY e.started_at
+             LIMIT timeout_stale_executions.batch - coalesce(cardinality(logged), 0)
+               FOR UPDATE SKIP LOCKED)
+        UPDATE automation_workflows.workflow_executions e
+           SET status = 'timeout',
+               completed_at = now(),
+               lease_expires_at = NULL,
+               error_details = jsonb_build_object('reason', 'execution_timeout')
+          FROM batch_rows WHERE e.id = batch_rows.id
+        RETURNING e.id AS execution_id, e.workflow_name
+    LOOP
+        PERFORM automation.record_failure(stale.execution_id, stale.workflow_name, 'execution_timeout',
+                                          format('running for longer than %s', older_than), NULL);
+        id := stale.execution_id;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+
+-- from roles.sql
+GRANT SELECT, INSERT, UPDATE ON automation_workflows.workflow_runs, automation_workflows.step_runs
+   TO automation_runner;
+GRANT SELECT ON automation.workflow_progress TO automation_runner, automation_monitor;
+GRANT SELECT ON automation_workflows.workflow_runs, automation_workflows.step_runs TO automation_monitor;

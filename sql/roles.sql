@@ -30,6 +30,11 @@ GRANT SELECT, INSERT, UPDATE ON
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.execution_queue TO automation_runner;
 GRANT SELECT, INSERT, DELETE ON automation_workflows.execution_log TO automation_runner;
 GRANT SELECT ON automation.executions TO automation_runner;
+-- 0.5.0: workflow executions and their step runs (run_workflow, claim_steps,
+-- complete_step... are SECURITY INVOKER too)
+GRANT SELECT, INSERT, UPDATE ON automation_workflows.workflow_runs, automation_workflows.step_runs
+   TO automation_runner;
+GRANT SELECT ON automation.workflow_progress TO automation_runner, automation_monitor;
 -- row-level security limits these to the runner's own rows
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.api_workflows TO automation_runner;
 GRANT SELECT, INSERT ON automation.pipeline_metrics TO automation_runner;
@@ -53,6 +58,7 @@ GRANT USAGE, SELECT ON SEQUENCE automation.job_jobid_seq TO automation_runner;
 -- The monitor reads the workflow state as well as the health samples.
 GRANT SELECT ON automation_workflows.execution_queue, automation_workflows.execution_log, automation.executions
    TO automation_monitor;
+GRANT SELECT ON automation_workflows.workflow_runs, automation_workflows.step_runs TO automation_monitor;
 GRANT USAGE ON SCHEMA automation_workflows, automation_triggers TO automation_monitor;
 GRANT SELECT ON
       automation_workflows.definitions,

@@ -697,6 +697,10 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Executions running for longer than older_than are timed out; ''0'' or less would time out every running one.';
     END IF;
+    -- 0.5.0: steps of workflow executions whose lease or timeout expired,
+    -- and executions past their workflow's timeout (run_workflow's
+    -- executions are timed out by their definition, not by older_than)
+    PERFORM automation.expire_steps(NULL, timeout_stale_executions.batch);
     -- the queue's running executions, then the history's (start_execution's);
     -- one batch per call; rows being updated elsewhere are skipped
     WITH batch_rows AS (
@@ -734,6 +738,7 @@ BEGIN
         WITH batch_rows AS (
             SELECT e.id FROM automation_workflows.workflow_executions e
              WHERE e.status = 'running' AND e.started_at < now() - timeout_stale_executions.older_than
+               AND NOT EXISTS (SELECT FROM automation_workflows.workflow_runs w WHERE w.execution_id = e.id)
              ORDER BY e.started_at
              LIMIT timeout_stale_executions.batch - coalesce(cardinality(logged), 0)
                FOR UPDATE SKIP LOCKED)

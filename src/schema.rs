@@ -30,7 +30,7 @@ extension_sql_file!("../sql/migrations.sql", name = "migrations", requires = ["a
 extension_sql_file!(
     "../sql/roles.sql",
     name = "roles",
-    requires = ["api", "runtime", "monitoring", "automation_triggers_schema", "scheduler", "timeseries"]
+    requires = ["api", "runtime", "monitoring", "automation_triggers_schema", "scheduler", "timeseries", "engine"]
 );
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -132,6 +132,6 @@ mod tests {
             "SELECT pg_catalog.cardinality(extconfig)::bigint FROM pg_catalog.pg_extension
               WHERE extname = 'automation_ext'",
         );
-        assert_eq!(n, 19);
+        assert_eq!(n, 22);
     }
 }

@@ -11,7 +11,7 @@ RESET client_min_messages;
 CREATE ROLE regress_borrower LOGIN IN ROLE automation_runner;
 GRANT CREATE, USAGE ON SCHEMA public TO regress_borrower;
 
--- the only SECURITY DEFINER function, and every one pins its search_path
+-- the SECURITY DEFINER functions (two), and every one pins its search_path
 SELECT p.oid::regprocedure AS security_definer,
        p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'] AS pins_search_path
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -30,6 +30,8 @@ CREATE TRIGGER borrowed BEFORE INSERT ON public.regress_mine
     FOR EACH ROW EXECUTE FUNCTION automation.job_check_schedule();
 CREATE TRIGGER borrowed BEFORE INSERT ON public.regress_mine
     FOR EACH ROW EXECUTE FUNCTION automation_workflows.definitions_check();
+CREATE TRIGGER borrowed AFTER TRUNCATE ON public.regress_mine
+    FOR EACH STATEMENT EXECUTE FUNCTION automation_workflows.workflow_runs_forget();
 RESET ROLE;
 
 -- even attached by a superuser, they refuse to run for another table
@@ -59,6 +61,10 @@ DROP TRIGGER borrowed ON public.regress_mine;
 CREATE TRIGGER borrowed BEFORE INSERT ON public.regress_mine
     FOR EACH ROW EXECUTE FUNCTION automation_workflows.definitions_check();
 INSERT INTO public.regress_mine VALUES (now());
+DROP TRIGGER borrowed ON public.regress_mine;
+CREATE TRIGGER borrowed AFTER TRUNCATE ON public.regress_mine
+    FOR EACH STATEMENT EXECUTE FUNCTION automation_workflows.workflow_runs_forget();
+TRUNCATE public.regress_mine;
 \set VERBOSITY default
 
 -- the watermark was not reset and no mark was forged

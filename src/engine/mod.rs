@@ -37,6 +37,13 @@ fn check_interval(text: &str) -> Result<(), String> {
     }
 }
 
+/// Is `text` a JSON path PostgreSQL accepts? (No: why not.)
+fn check_jsonpath(text: &str) -> Result<(), String> {
+    crate::subxact::run(|| Spi::get_one_with_args::<bool>("SELECT $1::pg_catalog.jsonpath IS NOT NULL", &[text.into()]))
+        .map(|_| ())
+        .map_err(|_| format!("is not a JSON path: {text}"))
+}
+
 /// Validate `definition` (see `definition::parse`), intervals included.
 pub fn check(definition: &serde_json::Value) -> Result<Parsed, Error> {
     let parsed = definition::parse(definition).map_err(|e| refuse(&e))?;
@@ -46,14 +53,47 @@ pub fn check(definition: &serde_json::Value) -> Result<Parsed, Error> {
                 refuse(&DefinitionError { step: step.map(str::to_owned), field: field.to_owned(), problem })
             })?;
         }
+        for s in &w.steps {
+            if let Some(path) = &s.map {
+                check_jsonpath(path).map_err(|problem| {
+                    refuse(&DefinitionError { step: Some(s.name.clone()), field: "map".into(), problem })
+                })?;
+            }
+        }
     }
     Ok(parsed)
+}
+
+/// Microseconds in an interval, as PostgreSQL compares intervals (a month is
+/// 30 days, a day 24 hours); saturating.
+fn interval_micros(i: &pgrx::datum::Interval) -> i64 {
+    let days = i64::from(i.months()).saturating_mul(30).saturating_add(i64::from(i.days()));
+    days.saturating_mul(86_400_000_000).saturating_add(i.micros())
 }
 
 #[pg_schema]
 mod automation {
     use super::*;
     use crate::error::OrRaise;
+    use pgrx::datum::Interval;
+
+    /// `automation.step_backoff(attempt, base, cap) → interval`: how long a
+    /// step waits before attempt `attempt + 1` after attempt `attempt`
+    /// failed: `base * 2^(attempt - 1)`, at most `cap`, with equal jitter
+    /// (half fixed, half random), as `retry_delay` does for executions.
+    #[pg_extern(volatile, parallel_restricted, sql = false)]
+    fn step_backoff(attempt: i32, base: Interval, cap: Interval) -> Interval {
+        // SAFETY: pg_prng_double reads and advances this backend's global
+        // PRNG state, seeded by PostgreSQL at backend start.
+        let jitter = unsafe { pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) };
+        let ms = crate::runtime::backoff_ms(
+            interval_micros(&base) / 1000,
+            interval_micros(&cap) / 1000,
+            attempt.saturating_sub(1),
+            jitter,
+        );
+        Interval::new(0, 0, ms.saturating_mul(1000)).unwrap_or_else(|_| cap)
+    }
 
     /// `automation.check_definition(definition jsonb) → boolean`: raises
     /// 22023 naming the step and field when `definition` is not a valid
@@ -68,5 +108,11 @@ mod automation {
 extension_sql_file!(
     "../../sql/engine.sql",
     name = "engine",
-    requires = ["automation_workflows_schema", automation::check_definition]
+    requires = [
+        "automation_workflows_schema",
+        "runtime",
+        "timeseries",
+        automation::check_definition,
+        automation::step_backoff
+    ]
 );

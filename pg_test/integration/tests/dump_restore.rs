@@ -120,11 +120,15 @@ fn source(admin: &mut Client) -> Client {
          INSERT INTO automation_workflows.definitions (name, definition)
          VALUES ('dag', '{\"steps\": [{\"name\": \"a\", \"queue\": \"q\"}]}');
          UPDATE automation_workflows.definitions
-            SET definition = '{\"steps\": [{\"name\": \"a\", \"queue\": \"q\"}, {\"name\": \"b\", \"after\": [\"a\"], \"sql\": \"SELECT 1\"}]}'
+            SET definition = '{\"steps\": [{\"name\": \"a\", \"queue\": \"q\"}, {\"name\": \"b\", \"after\": [\"a\"], \"queue\": \"q\"}]}'
           WHERE name = 'dag';
          SET check_function_bodies = off;
          INSERT INTO automation_workflows.definitions (name, definition) VALUES ('odd', '{\"steps\": [\"x\"]}');
          RESET check_function_bodies;
+         -- a workflow execution half done: step a done, b claimed
+         SELECT automation.run_workflow('dag', '{\"day\": 1}');
+         SELECT automation.complete_step(id, '{\"rows\": 1}') FROM automation.claim_steps('q', 'w-dump');
+         SELECT count(*) FROM automation.claim_steps('q', 'w-dump');
          SELECT automation.complete_execution(automation.start_execution('etl', '{\"n\": 1}'));
          SELECT automation.fail_execution(automation.start_execution('etl'), 'Boom', 'it broke');
          SELECT automation.enqueue_execution('etl');
@@ -153,6 +157,21 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
     let definitions = "SELECT string_agg(name || ':' || version, ',' ORDER BY name) FROM automation_workflows.definitions";
     let restored: String = d.query_one(definitions, &[]).unwrap().get(0);
     assert_eq!(restored, "dag:2,etl:1,odd:1", "definitions of {dst}");
+    // the half-done workflow execution carries on: b is still claimed; a new
+    // execution's step runs get new ids
+    let progress = "SELECT done::text || running::text FROM automation.workflow_progress";
+    let before: String = d.query_one(progress, &[]).unwrap().get(0);
+    assert_eq!(before, "{a}{b}", "progress in {dst}");
+    d.batch_execute("SELECT automation.run_workflow('dag', '{\"day\": 2}')").unwrap();
+    let fresh: i64 = d
+        .query_one(
+            "SELECT count(*) FROM automation.claim_steps('q', 'w-restored', 10) c
+              WHERE c.id > (SELECT max(id) FROM automation_workflows.step_runs WHERE worker = 'w-dump')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(fresh, 1, "a new step run in {dst}");
     let partitions: i64 = d
         .query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'automation.pipeline_metrics'::regclass", &[])
         .unwrap()
