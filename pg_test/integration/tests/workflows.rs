@@ -1,0 +1,217 @@
+//! The workflow engine (0.5.0) from outside: eight workers running diamond
+//! workflows concurrently lose no join and run no step twice; a LISTEN client
+//! hears exactly one completion per execution (success, and error after the
+//! retries ran out); a worker whose connection dies mid-step has its step
+//! retried when the lease expires, and the workflow finishes.
+
+use std::collections::HashMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use automation_ext_integration::{connect, drain};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn define(name: &str, definition: &str) {
+    let mut c = connect();
+    c.execute("DELETE FROM automation_workflows.definitions WHERE name = $1", &[&name]).unwrap();
+    c.execute(
+        "INSERT INTO automation_workflows.definitions (name, definition) VALUES ($1, $2::text::jsonb)",
+        &[&name, &definition],
+    )
+    .unwrap();
+}
+
+fn statuses(workflow: &str) -> HashMap<String, i64> {
+    let mut c = connect();
+    c.query(
+        "SELECT status, count(*) FROM automation_workflows.workflow_executions WHERE workflow_name = $1 GROUP BY 1",
+        &[&workflow],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[test]
+fn eight_workers_finish_every_diamond_and_run_no_step_twice() {
+    const WORKFLOWS: i64 = 200;
+    define(
+        "it-diamond",
+        r#"{"steps": [{"name": "a", "queue": "it-diamond"},
+                      {"name": "b", "after": ["a"], "queue": "it-diamond"},
+                      {"name": "c", "after": ["a"], "queue": "it-diamond"},
+                      {"name": "d", "after": ["b", "c"], "queue": "it-diamond"}]}"#,
+    );
+    let mut c = connect();
+    c.execute(
+        "SELECT count(automation.run_workflow('it-diamond', jsonb_build_object('n', n))) FROM generate_series(1, $1::bigint) n",
+        &[&WORKFLOWS],
+    )
+    .unwrap();
+    let start = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            thread::spawn(move || {
+                let mut c = connect();
+                let me = format!("w{w}");
+                let mut idle_since = Instant::now();
+                let mut done = 0;
+                while idle_since.elapsed() < Duration::from_secs(2) && start.elapsed() < LIMIT {
+                    let rows = c.query("SELECT id, step FROM automation.claim_steps('it-diamond', $1, 1)", &[&me]).unwrap();
+                    if rows.is_empty() {
+                        thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    idle_since = Instant::now();
+                    for r in rows {
+                        let (id, step): (i64, String) = (r.get(0), r.get(1));
+                        c.execute(
+                            "SELECT automation.complete_step($1, jsonb_build_object('by', $2::text, 'step', $3::text), $2)",
+                            &[&id, &me, &step],
+                        )
+                        .unwrap();
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let steps: i64 = workers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(steps, WORKFLOWS * 4, "every step of every workflow was completed once");
+    assert_eq!(statuses("it-diamond"), HashMap::from([("success".to_owned(), WORKFLOWS)]));
+    // one run per step (no retry, no duplicate), and d got both outputs
+    let (runs, per_step, joins): (i64, i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT count(*),
+                        max(n),
+                        (SELECT count(*) FROM automation_workflows.step_runs s
+                           JOIN automation_workflows.workflow_runs w USING (execution_id)
+                          WHERE w.workflow_name = 'it-diamond' AND s.step = 'd'
+                            AND s.input->'steps' ?& ARRAY['b', 'c'])
+                   FROM (SELECT count(*) AS n FROM automation_workflows.step_runs s
+                           JOIN automation_workflows.workflow_runs w USING (execution_id)
+                          WHERE w.workflow_name = 'it-diamond' GROUP BY s.execution_id, s.step) x",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((runs, per_step, joins), (WORKFLOWS * 4, 1, WORKFLOWS));
+}
+
+#[test]
+fn a_listener_hears_each_execution_end_once() {
+    define(
+        "it-notify",
+        r#"{"steps": [{"name": "one", "queue": "it-notify", "retry": {"max_attempts": 3, "backoff": "1 ms"}},
+                      {"name": "two", "after": ["one"], "queue": "it-notify"}]}"#,
+    );
+    let mut listener = connect();
+    listener.batch_execute("LISTEN workflow_completed").unwrap();
+    let mut c = connect();
+    let ok: String = c.query_one("SELECT automation.run_workflow('it-notify', '{\"ok\": true}')::text", &[]).unwrap().get(0);
+    let bad: String = c.query_one("SELECT automation.run_workflow('it-notify', '{\"ok\": false}')::text", &[]).unwrap().get(0);
+    // the good one: two steps; the bad one: `one` fails three times
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        assert!(Instant::now() < deadline, "the workflows did not end");
+        let rows = c.query("SELECT id, (input->'input'->>'ok')::boolean FROM automation.claim_steps('it-notify', 'w', 10)", &[]).unwrap();
+        for r in &rows {
+            let (id, ok): (i64, bool) = (r.get(0), r.get(1));
+            if ok {
+                c.execute("SELECT automation.complete_step($1)", &[&id]).unwrap();
+            } else {
+                c.execute("SELECT automation.fail_step($1, 'no good', true)", &[&id]).unwrap();
+            }
+        }
+        let open: i64 = c
+            .query_one(
+                "SELECT count(*) FROM automation_workflows.workflow_executions
+                  WHERE workflow_name = 'it-notify' AND status IN ('pending', 'running')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let heard: Vec<(String, String)> = drain(&mut listener, Duration::from_millis(1000), LIMIT)
+        .into_iter()
+        .map(|(_, p)| serde_json::from_str::<Value>(&p).unwrap())
+        .filter(|v| v["workflow_name"] == "it-notify")
+        .map(|v| (v["workflow_id"].as_str().unwrap().to_owned(), v["status"].as_str().unwrap().to_owned()))
+        .collect();
+    let mut want = vec![(ok, "success".to_owned()), (bad.clone(), "error".to_owned())];
+    let mut heard_sorted = heard.clone();
+    heard_sorted.sort();
+    want.sort();
+    assert_eq!(heard_sorted, want, "exactly one notification per execution: {heard:?}");
+    let attempts: i64 = c
+        .query_one("SELECT count(*) FROM automation_workflows.step_runs WHERE execution_id = $1::text::uuid", &[&bad])
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 3, "three attempts of one; two never started: {attempts}");
+}
+
+#[test]
+fn a_step_whose_worker_died_is_retried_and_the_workflow_finishes() {
+    define(
+        "it-killed",
+        r#"{"steps": [{"name": "work", "queue": "it-killed", "retry": {"max_attempts": 2, "backoff": "1 ms"}},
+                      {"name": "after", "after": ["work"], "queue": "it-killed"}]}"#,
+    );
+    let mut c = connect();
+    let id: String = c.query_one("SELECT automation.run_workflow('it-killed')::text", &[]).unwrap().get(0);
+    // a worker claims with a short lease, and its backend is killed mid-step
+    let mut doomed = connect();
+    let pid: i32 = doomed.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let claimed = doomed.query("SELECT id FROM automation.claim_steps('it-killed', 'doomed', 1, '300 ms')", &[]).unwrap();
+    assert_eq!(claimed.len(), 1);
+    let killed: bool = c.query_one("SELECT pg_terminate_backend($1)", &[&pid]).unwrap().get(0);
+    assert!(killed);
+    assert!(doomed.query("SELECT 1", &[]).is_err(), "the worker's connection is gone");
+    // nothing claimable until the lease expires; then the retry is
+    let deadline = Instant::now() + LIMIT;
+    let mut finished = false;
+    while Instant::now() < deadline {
+        for r in c.query("SELECT id FROM automation.claim_steps('it-killed', 'survivor', 10)", &[]).unwrap() {
+            let step_id: i64 = r.get(0);
+            c.execute("SELECT automation.complete_step($1, NULL, 'survivor')", &[&step_id]).unwrap();
+        }
+        let status: String = c
+            .query_one("SELECT status FROM automation_workflows.workflow_executions WHERE id = $1::text::uuid", &[&id])
+            .unwrap()
+            .get(0);
+        if status == "success" {
+            finished = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(finished, "the workflow finished after the dead worker's lease expired");
+    let runs: Vec<(String, i32, String, Option<String>)> = c
+        .query(
+            "SELECT step, attempt, status, worker FROM automation_workflows.step_runs
+              WHERE execution_id = $1::text::uuid ORDER BY step, attempt",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        runs,
+        vec![
+            ("after".into(), 1, "success".into(), Some("survivor".into())),
+            ("work".into(), 1, "timeout".into(), Some("doomed".into())),
+            ("work".into(), 2, "success".into(), Some("survivor".into())),
+        ]
+    );
+}
