@@ -27,9 +27,13 @@ DELETE FROM automation_workflows.definitions WHERE name LIKE 'demo-%';
 
 \echo '-- two workflow definitions'
 INSERT INTO automation_workflows.definitions (name, definition)
-VALUES ('demo-nightly-etl', '{"steps": ["extract", "transform", "load"]}'),
-       ('demo-invoice-sync', '{"steps": ["fetch", "post"], "retries": 3}')
-RETURNING id, name, version, is_active;
+VALUES ('demo-nightly-etl', '{"steps": [{"name": "extract", "queue": "demo-etl"},
+                                        {"name": "transform", "after": ["extract"], "queue": "demo-etl"},
+                                        {"name": "load", "after": ["transform"], "queue": "demo-etl"}]}'),
+       ('demo-invoice-sync', '{"steps": [{"name": "fetch", "queue": "demo-invoices"},
+                                         {"name": "post", "after": ["fetch"], "queue": "demo-invoices",
+                                          "map": "$.fetch.invoices", "retry": {"max_attempts": 3, "backoff": "10 seconds"}}]}')
+RETURNING id, name, version, is_active, jsonb_array_length(definition->'steps') AS steps;
 
 \echo '-- a schedule trigger for one of them'
 INSERT INTO automation_triggers.registry (trigger_type, source_system, config, workflow_id, next_fire_at)
@@ -65,6 +69,20 @@ SET enable_seqscan = off;
 EXPLAIN (COSTS off)
 SELECT id FROM automation_workflows.workflow_executions WHERE metadata @> '{"run": 7}';
 RESET enable_seqscan;
+
+\echo '-- the engine: run demo-invoice-sync; a worker fetches two invoices, then posts each (one step run per invoice)'
+SELECT automation.run_workflow('demo-invoice-sync', '{"day": "today"}') AS demo_run \gset
+SELECT step, input FROM automation.claim_steps('demo-invoices', 'demo-worker') \gset claimed_
+SELECT :'claimed_step' AS claimed_step, :'claimed_input' AS its_input;
+SELECT r.step, '{"invoices": [101, 102]}' AS output
+  FROM automation_workflows.step_runs r,
+       automation.complete_step(r.id, '{"invoices": [101, 102]}', 'demo-worker')
+ WHERE r.execution_id = :'demo_run' AND r.step = 'fetch';
+SELECT c.step, c.map_index, c.input->'item' AS invoice, 'posted' AS outcome
+  FROM automation.claim_steps('demo-invoices', 'demo-worker', 10) c,
+       automation.complete_step(c.id, jsonb_build_object('posted', c.input->'item'), 'demo-worker')
+ ORDER BY c.map_index;
+SELECT workflow_name, status, done, waiting, failed FROM automation.workflow_progress WHERE execution_id = :'demo_run';
 
 \echo '-- the runtime: enqueue three jobs, a worker claims two, completes one, fails one'
 SELECT count(automation.enqueue_execution('demo-invoice-sync', jsonb_build_object('invoice', n)))

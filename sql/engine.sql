@@ -92,6 +92,12 @@ CREATE TABLE automation_workflows.workflow_runs (
     run_after       timestamptz NOT NULL,
     -- run_after + the workflow's timeout
     deadline        timestamptz,
+    -- per started step, how many of its elements have not succeeded yet (1
+    -- for a step that is not mapped): the completion that brings a step to
+    -- 0 advances the execution, the others do not look at it
+    open_elements   jsonb       NOT NULL DEFAULT '{}',
+    -- steps not done yet: 0 is success
+    steps_left      integer     NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 CREATE UNIQUE INDEX workflow_runs_idempotency
@@ -130,7 +136,7 @@ CREATE TABLE automation_workflows.step_runs (
     CONSTRAINT step_runs_attempt_check CHECK (attempt >= 1 AND attempt <= max_attempts)
 );
 -- what claim_steps scans, what the sweep scans, and per execution
-CREATE INDEX step_runs_claimable ON automation_workflows.step_runs (queue, visible_at, id) WHERE status = 'pending';
+CREATE INDEX step_runs_claimable ON automation_workflows.step_runs (queue, visible_at, execution_id, id) WHERE status = 'pending';
 CREATE INDEX step_runs_leased ON automation_workflows.step_runs (lease_expires_at) WHERE status = 'running';
 CREATE INDEX step_runs_execution ON automation_workflows.step_runs (execution_id, step, map_index, attempt);
 COMMENT ON TABLE automation_workflows.step_runs IS
@@ -260,11 +266,13 @@ END
 $fn$;
 
 -- Create the runs of the steps of an execution that can start: every
--- dependency done, no run yet. A mapped step gets one run per element of
+-- dependency done, no run yet. They are visible from the execution's
+-- run_after, so that claims take the steps of older executions first (a
+-- workflow that started runs to its end before later ones take over). A mapped step gets one run per element of
 -- the array its path yields (none: it is done at once, with []). When every
 -- step is done, the execution is success. The caller holds the lock on the
 -- execution's workflow_runs row.
-CREATE FUNCTION automation.workflow_advance(execution_id uuid)
+CREATE FUNCTION automation.workflow_advance(execution_id uuid, finished_step text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -274,69 +282,84 @@ DECLARE
     s record;
     deps jsonb;
     items jsonb;
-    total integer;
-    finished integer;
-    again boolean;
+    -- steps whose completion may let others start: the one that finished
+    -- (NULL: the execution starts), then mapped steps over empty arrays
+    finished text[] := ARRAY[workflow_advance.finished_step];
+    one text;
 BEGIN
     SELECT * INTO run FROM automation_workflows.workflow_runs r WHERE r.execution_id = workflow_advance.execution_id;
-    <<rounds>>
-    LOOP
-    -- a mapped step over an empty array is done at once: then another round
-    -- starts what waited for it
-    again := false;
-    FOR s IN
-        WITH outcomes AS (SELECT * FROM automation.step_outcomes(workflow_advance.execution_id))
-        SELECT d.*
-          FROM automation.definition_steps(run.definition) d
-         WHERE NOT EXISTS (SELECT FROM outcomes o WHERE o.step = d.name)
-           AND NOT EXISTS (SELECT FROM unnest(d.after) a(dep)
-                            WHERE NOT EXISTS (SELECT FROM outcomes o WHERE o.step = a.dep AND o.done))
-    LOOP
-        SELECT coalesce(jsonb_object_agg(o.step, o.output), '{}') INTO deps
-          FROM automation.step_outcomes(workflow_advance.execution_id) o WHERE o.step = ANY (s.after);
-        IF s.map IS NULL THEN
-            INSERT INTO automation_workflows.step_runs
-                   (execution_id, step, max_attempts, queue, step_timeout, visible_at, input)
-            VALUES (run.execution_id, s.name, s.max_attempts, s.queue, s.step_timeout, GREATEST(now(), run.run_after),
-                    jsonb_build_object('input', run.input, 'steps', deps));
-            CONTINUE;
-        END IF;
-        items := jsonb_path_query_first(deps, s.map::jsonpath);
-        IF items IS NULL OR jsonb_typeof(items) <> 'array' THEN
-            INSERT INTO automation_workflows.step_runs
-                   (execution_id, step, max_attempts, queue, status, visible_at, started_at, completed_at, input, error)
-            VALUES (run.execution_id, s.name, 1, s.queue, 'error', now(), now(), now(),
-                    jsonb_build_object('input', run.input, 'steps', deps),
-                    jsonb_build_object('message', format('map path %s yields %s, not an array', s.map,
-                                                         coalesce(jsonb_typeof(items), 'nothing')),
-                                       'sqlstate', '22023'));
-            PERFORM automation.workflow_finish(run.execution_id, 'error',
-                jsonb_build_object('step', s.name, 'attempts', 1,
-                                   'message', format('step %s: map path %s yields %s, not an array', s.name, s.map,
-                                                     coalesce(jsonb_typeof(items), 'nothing'))));
-            RETURN;
-        END IF;
-        IF jsonb_array_length(items) = 0 THEN
-            INSERT INTO automation_workflows.step_runs
-                   (execution_id, step, max_attempts, queue, status, visible_at, started_at, completed_at, input, output)
-            VALUES (run.execution_id, s.name, 1, s.queue, 'success', now(), now(), now(),
-                    jsonb_build_object('input', run.input, 'steps', deps), '[]');
-            again := true;
-        ELSE
-            INSERT INTO automation_workflows.step_runs
-                   (execution_id, step, map_index, max_attempts, queue, step_timeout, visible_at, input)
-            SELECT run.execution_id, s.name, i.ord::integer - 1, s.max_attempts, s.queue, s.step_timeout,
-                   GREATEST(now(), run.run_after),
-                   jsonb_build_object('input', run.input, 'steps', deps, 'item', i.item, 'index', i.ord - 1)
-              FROM jsonb_array_elements(items) WITH ORDINALITY AS i(item, ord);
-        END IF;
+    WHILE cardinality(finished) > 0 LOOP
+        one := finished[1];
+        finished := finished[2:];
+        FOR s IN
+            SELECT d.*
+              FROM automation.definition_steps(run.definition) d
+             WHERE (CASE WHEN one IS NULL THEN cardinality(d.after) = 0 ELSE one = ANY (d.after) END)
+               AND NOT run.open_elements ? d.name
+               -- every dependency done (its count of open elements is 0)
+               AND NOT EXISTS (SELECT FROM unnest(d.after) a(dep)
+                                WHERE (run.open_elements->>a.dep) IS DISTINCT FROM '0')
+        LOOP
+            -- the dependencies' outputs: a mapped one's as the array of its
+            -- elements' outputs, in order
+            SELECT coalesce(jsonb_object_agg(o.step, o.output), '{}') INTO deps
+              FROM (SELECT r.step,
+                           CASE WHEN bool_or(r.map_index IS NOT NULL) THEN jsonb_agg(r.output ORDER BY r.map_index)
+                                ELSE (array_agg(r.output))[1] END AS output
+                      FROM automation_workflows.step_runs r
+                     WHERE r.execution_id = run.execution_id AND r.step = ANY (s.after) AND r.status = 'success'
+                     GROUP BY r.step) o;
+            IF s.map IS NULL THEN
+                INSERT INTO automation_workflows.step_runs
+                       (execution_id, step, max_attempts, queue, step_timeout, visible_at, input)
+                VALUES (run.execution_id, s.name, s.max_attempts, s.queue, s.step_timeout, run.run_after,
+                        jsonb_build_object('input', run.input, 'steps', deps));
+                run.open_elements := run.open_elements || jsonb_build_object(s.name, 1);
+                CONTINUE;
+            END IF;
+            items := jsonb_path_query_first(deps, s.map::jsonpath);
+            IF items IS NULL OR jsonb_typeof(items) <> 'array' THEN
+                INSERT INTO automation_workflows.step_runs
+                       (execution_id, step, max_attempts, queue, status, visible_at, started_at, completed_at, input, error)
+                VALUES (run.execution_id, s.name, 1, s.queue, 'error', now(), now(), now(),
+                        jsonb_build_object('input', run.input, 'steps', deps),
+                        jsonb_build_object('message', format('map path %s yields %s, not an array', s.map,
+                                                             coalesce(jsonb_typeof(items), 'nothing')),
+                                           'sqlstate', '22023'));
+                UPDATE automation_workflows.workflow_runs w SET open_elements = run.open_elements
+                 WHERE w.execution_id = run.execution_id;
+                PERFORM automation.workflow_finish(run.execution_id, 'error',
+                    jsonb_build_object('step', s.name, 'attempts', 1,
+                                       'message', format('step %s: map path %s yields %s, not an array', s.name, s.map,
+                                                         coalesce(jsonb_typeof(items), 'nothing'))));
+                RETURN;
+            END IF;
+            IF jsonb_array_length(items) = 0 THEN
+                -- done at once, with []: what waits for it may start
+                INSERT INTO automation_workflows.step_runs
+                       (execution_id, step, max_attempts, queue, status, visible_at, started_at, completed_at, input, output)
+                VALUES (run.execution_id, s.name, 1, s.queue, 'success', now(), now(), now(),
+                        jsonb_build_object('input', run.input, 'steps', deps), '[]');
+                run.open_elements := run.open_elements || jsonb_build_object(s.name, 0);
+                run.steps_left := run.steps_left - 1;
+                finished := finished || s.name;
+            ELSE
+                INSERT INTO automation_workflows.step_runs
+                       (execution_id, step, map_index, max_attempts, queue, step_timeout, visible_at, input)
+                SELECT run.execution_id, s.name, i.ord::integer - 1, s.max_attempts, s.queue, s.step_timeout,
+                       run.run_after,
+                       -- an element gets its item, not every dependency's output
+                       -- again (10,000 copies of the array it came from)
+                       jsonb_build_object('input', run.input, 'item', i.item, 'index', i.ord - 1)
+                  FROM jsonb_array_elements(items) WITH ORDINALITY AS i(item, ord);
+                run.open_elements := run.open_elements || jsonb_build_object(s.name, jsonb_array_length(items));
+            END IF;
+        END LOOP;
     END LOOP;
-    EXIT rounds WHEN NOT again;
-    END LOOP rounds;
-    -- every step done: success (an empty map can finish the last step here)
-    SELECT count(*) INTO total FROM automation.definition_steps(run.definition);
-    SELECT count(*) FILTER (WHERE o.done) INTO finished FROM automation.step_outcomes(workflow_advance.execution_id) o;
-    IF finished = total THEN
+    UPDATE automation_workflows.workflow_runs w
+       SET open_elements = run.open_elements, steps_left = run.steps_left
+     WHERE w.execution_id = run.execution_id;
+    IF run.steps_left <= 0 THEN
         PERFORM automation.workflow_finish(run.execution_id, 'success', NULL);
     END IF;
 END
@@ -433,9 +456,11 @@ BEGIN
     VALUES (new_id, run_workflow.name, CASE WHEN slot AND starts <= now() THEN 'running' ELSE 'pending' END, starts,
             jsonb_build_object('workflow_version', def.version), starts);
     INSERT INTO automation_workflows.workflow_runs
-           (execution_id, workflow_name, version, definition, input, idempotency_key, admitted, run_after, deadline)
+           (execution_id, workflow_name, version, definition, input, idempotency_key, admitted, run_after, deadline,
+            steps_left)
     VALUES (new_id, run_workflow.name, def.version, def.definition, run_workflow.input, run_workflow.idempotency_key,
-            slot, starts, starts + (def.definition->>'timeout')::interval);
+            slot, starts, starts + (def.definition->>'timeout')::interval,
+            jsonb_array_length(def.definition->'steps'));
     IF slot THEN
         PERFORM automation.workflow_advance(new_id);
     END IF;
@@ -466,7 +491,10 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- expired leases of this queue first: retried (or failed) now
-    PERFORM automation.expire_steps(claim_steps.queue);
+    IF EXISTS (SELECT FROM automation_workflows.step_runs x
+                WHERE x.status = 'running' AND x.lease_expires_at < clock_timestamp() AND x.queue = claim_steps.queue) THEN
+        PERFORM automation.expire_steps(claim_steps.queue);
+    END IF;
     RETURN QUERY
     WITH taken AS (
         UPDATE automation_workflows.step_runs r
@@ -477,7 +505,7 @@ BEGIN
                    + CASE WHEN r.step_timeout < claim_steps.lease THEN r.step_timeout ELSE claim_steps.lease END
          WHERE r.id IN (SELECT c.id FROM automation_workflows.step_runs c
                          WHERE c.queue = claim_steps.queue AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
-                         ORDER BY c.visible_at, c.id
+                         ORDER BY c.visible_at, c.execution_id, c.id
                          LIMIT claim_steps.max_steps
                            FOR UPDATE SKIP LOCKED)
         RETURNING r.*),
@@ -487,7 +515,7 @@ BEGIN
          WHERE e.id IN (SELECT t.execution_id FROM taken t) AND e.status = 'pending')
     SELECT t.id, t.execution_id, w.workflow_name, t.step, t.map_index, t.attempt, t.input, t.lease_expires_at
       FROM taken t JOIN automation_workflows.workflow_runs w ON w.execution_id = t.execution_id
-     ORDER BY t.visible_at, t.id;
+     ORDER BY t.visible_at, t.execution_id, t.id;
 END
 $fn$;
 
@@ -552,6 +580,8 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     r automation_workflows.step_runs;
+    left_open integer;
+    wf text;
 BEGIN
     r := automation.running_step(complete_step.id, complete_step.worker_id, 'complete');
     UPDATE automation_workflows.step_runs s
@@ -559,8 +589,25 @@ BEGIN
            lease_expires_at = NULL
      WHERE s.id = r.id
     RETURNING s.* INTO r;
-    PERFORM automation.step_metric(r);
-    PERFORM automation.workflow_advance(r.execution_id);
+    -- the last element of its step to succeed advances the execution (a
+    -- step over 10,000 elements does not look at them 10,000 times)
+    UPDATE automation_workflows.workflow_runs w
+       SET open_elements = jsonb_set(w.open_elements, ARRAY[r.step],
+                                     to_jsonb((w.open_elements->>r.step)::integer - 1)),
+           steps_left = w.steps_left - CASE WHEN (w.open_elements->>r.step)::integer = 1 THEN 1 ELSE 0 END
+     WHERE w.execution_id = r.execution_id
+    RETURNING w.workflow_name, (w.open_elements->>r.step)::integer INTO wf, left_open;
+    -- (what step_metric does, without its look-up of the workflow's name)
+    INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status)
+    VALUES (r.completed_at, wf, left(r.step, 100),
+            least(GREATEST(0, extract(epoch FROM r.completed_at - r.started_at) * 1000), 2147483647)::integer,
+            CASE WHEN jsonb_typeof(r.output->'records_processed') = 'number'
+                  AND (r.output->>'records_processed')::numeric BETWEEN 0 AND 2147483647
+                 THEN (r.output->>'records_processed')::numeric::integer END,
+            'success');
+    IF left_open = 0 THEN
+        PERFORM automation.workflow_advance(r.execution_id, r.step);
+    END IF;
 END
 $fn$;
 

@@ -239,11 +239,17 @@ UPDATE automation_workflows.definitions SET definition = '{"steps": ["extract"]}
 UPDATE automation_workflows.definitions
    SET definition = '{"steps": [{"name": "extract", "queue": "etl"}]}' WHERE name IN ('odd', 'etl');
 SELECT name, version FROM automation_workflows.definitions ORDER BY name;
+-- and the upgraded database runs it
+SELECT automation.run_workflow('etl', '{"after": "upgrade"}') AS run_id \gset
+SELECT c.step, c.input->'input' AS input
+  FROM automation.claim_steps('etl', 'w-new') c, automation.complete_step(c.id);
+SELECT status FROM automation_workflows.workflow_executions WHERE id = :'run_id';
 SELECT automation.complete_execution(:'queued_id', NULL, 'w-old');
 SELECT automation.record_executions() >= 0 AS recorded;
 SELECT status FROM automation.executions WHERE id = :'queued_id';
 
 CREATE TEMP TABLE upgraded_040 AS SELECT * FROM pg_temp.extension_catalog();
+TRUNCATE automation_workflows.workflow_executions;
 DELETE FROM automation_workflows.definitions;
 DROP EXTENSION automation_ext CASCADE;
 CREATE EXTENSION automation_ext;
