@@ -15,7 +15,8 @@
 # take to work them, the size of the fan-in step's input; then one backend
 # that runs fan-outs to their end itself (the last completion gathers every
 # output): its time and its memory contexts, which must not grow from one
-# fan-out to the next.
+# fan-out to the next. Last, a TABLE_ROWS-row (default 100,000) INSERT into a
+# table without and with a 'table' trigger of the registry.
 #
 # Needs the cluster scripts/setup.sh prepared.
 # Usage: bash bench/workflow.sh [clients]
@@ -121,6 +122,30 @@ one_ms=$(echo "$mem" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sed -n 3p)
 left=$(q "SELECT count(*) FROM automation_workflows.workflow_executions WHERE workflow_name = 'fan' AND status <> 'success'")
 [ "$left" = 0 ] || die "$left fan-out executions did not succeed"
 
+# a table trigger: a TABLE_ROWS-row INSERT into a table without and with a
+# 'table' trigger of the registry (one execution per row), best of 3 each
+TABLE_ROWS=${TABLE_ROWS:-100000}
+insert_ms() { # -> ms of the INSERT, best of 3
+    local best= t
+    for _ in 1 2 3; do
+        q "TRUNCATE bench_orders" >/dev/null
+        t=$( { echo '\timing on'; echo "INSERT INTO bench_orders SELECT g, 'c' || g % 100, g FROM generate_series(1, $TABLE_ROWS) g;"; } |
+             psql_admin -d "$DB" -Atq | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+        best=$(awk -v a="${best:-$t}" -v b="$t" 'BEGIN { print (b < a) ? b : a }')
+    done
+    echo "$best"
+}
+q "CREATE TABLE bench_orders (id int PRIMARY KEY, customer text, total numeric)" >/dev/null
+plain_ms=$(insert_ms)
+q "INSERT INTO automation_workflows.definitions (name, definition)
+   VALUES ('on-order', '{\"steps\": [{\"name\": \"ship\", \"queue\": \"orders\"}]}')" >/dev/null
+q "INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
+   SELECT 'table', '{\"table\": \"public.bench_orders\", \"events\": [\"INSERT\"]}', id
+     FROM automation_workflows.definitions WHERE name = 'on-order'" >/dev/null
+triggered_ms=$(insert_ms)
+started=$(q "SELECT count(*) FROM automation_workflows.workflow_runs WHERE workflow_name = 'on-order'")
+[ "$started" = $((3 * TABLE_ROWS)) ] || die "the table trigger started $started executions, not $((3 * TABLE_ROWS))"
+
 echo
 echo "orchestration, $CLIENTS clients, ${DURATION} s each (claim in one transaction, complete in the next):"
 awk -v s="$steps" -v w="$workflows" -v b="$bare" -v d="$DURATION" 'BEGIN {
@@ -133,4 +158,6 @@ echo "  $CLIENTS clients completed them in $(( (t2 - t1) / 1000000 )) ms (every 
 echo "  the gathering step's input holds ${gathered%% *} outputs (${gathered##* } bytes stored)"
 echo "  one backend completing all $FANOUT in one statement (so also gathering): ${one_ms} ms"
 echo "  its memory contexts after a 100-element warm-up, then after each of two $FANOUT-element fan-outs: $mem_warm, $mem_one, $mem_two bytes"
+echo "a $TABLE_ROWS-row INSERT (best of 3): $plain_ms ms without a trigger, $triggered_ms ms with a 'table' trigger starting an execution per row"
+awk -v a="$plain_ms" -v b="$triggered_ms" 'BEGIN { printf "  with / without = %.1f (goal <= 2)\n", b / a }'
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), PostgreSQL $(psql_admin -Atc 'SHOW server_version')"

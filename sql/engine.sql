@@ -788,3 +788,271 @@ SELECT w.execution_id, w.workflow_name, w.version, e.status, w.started_by, e.sta
   JOIN automation_workflows.workflow_executions e ON e.id = w.execution_id;
 COMMENT ON VIEW automation.workflow_progress IS
     'Per execution of a workflow definition: its status and which steps are done, running, pending (claimable or waiting out a retry backoff), waiting (for dependencies) and failed (attempts used up).';
+
+------------------------------------------------------------------------------
+-- 0.5.0, part 3: the trigger registry is live. A row of
+-- automation_triggers.registry whose trigger_type is
+--   'schedule' {"cron": "...", "input": {...}}   a job of the scheduler
+--              (named 'workflow trigger <id>', owned by the row's writer)
+--              calls fire_trigger(id) at every fire
+--   'table'    {"table": "schema.name", "events": ["INSERT", ...]}  statement
+--              triggers with transition tables on that table start one
+--              execution per changed row, in bulk (run_workflows)
+--   'manual'   {"input": {...}}                   fire_trigger(id, input)
+-- starts its workflow. Other trigger types are kept as data (a NOTICE says
+-- so). Writing a row checks it and attaches what it needs; deleting it
+-- detaches. Like definitions, nothing is attached or checked while
+-- check_function_bodies is off (a restore: the jobs and the tables'
+-- triggers come back from the dump themselves).
+
+-- Start one execution of `name` per element of `inputs` (objects), in a few
+-- statements. A workflow with a concurrency limit is started one by one
+-- (run_workflow). Returns how many were started.
+CREATE FUNCTION automation.run_workflows(name text, inputs jsonb[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    def automation_workflows.definitions;
+    roots jsonb;
+    started integer;
+BEGIN
+    IF run_workflows.inputs IS NULL OR cardinality(run_workflows.inputs) = 0 THEN
+        RETURN 0;
+    END IF;
+    IF EXISTS (SELECT FROM unnest(run_workflows.inputs) i WHERE i IS NULL OR jsonb_typeof(i) <> 'object') THEN
+        RAISE EXCEPTION 'the inputs of a workflow must be JSON objects'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.name = run_workflows.name;
+    IF NOT FOUND OR NOT def.is_active OR NOT automation.check_definition(def.definition)
+       OR def.definition ? 'concurrency'
+       OR EXISTS (SELECT FROM automation.definition_steps(def.definition) s WHERE s.sql IS NOT NULL) THEN
+        -- run_workflow says what is wrong, or admits them one by one
+        PERFORM automation.run_workflow(run_workflows.name, i) FROM unnest(run_workflows.inputs) i;
+        RETURN cardinality(run_workflows.inputs);
+    END IF;
+    SELECT jsonb_object_agg(s.name, 1) INTO roots
+      FROM automation.definition_steps(def.definition) s WHERE cardinality(s.after) = 0;
+    -- one statement: the executions, their runs, the runs of their first steps
+    WITH n AS MATERIALIZED (
+        SELECT automation.uuid_v7() AS id, i AS input FROM unnest(run_workflows.inputs) i),
+    e AS (
+        INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at, metadata, run_after)
+        SELECT n.id, run_workflows.name, 'running', now(), jsonb_build_object('workflow_version', def.version), now()
+          FROM n
+        RETURNING 1),
+    r AS (
+        INSERT INTO automation_workflows.workflow_runs
+               (execution_id, workflow_name, version, definition, input, admitted, run_after, deadline, open_elements,
+                steps_left)
+        SELECT n.id, run_workflows.name, def.version, def.definition, n.input, true, now(),
+               now() + (def.definition->>'timeout')::interval, roots, jsonb_array_length(def.definition->'steps')
+          FROM n
+        RETURNING 1),
+    s AS (
+        INSERT INTO automation_workflows.step_runs (execution_id, step, max_attempts, queue, step_timeout, visible_at, input)
+        SELECT n.id, d.name, d.max_attempts, d.queue, d.step_timeout, now(),
+               jsonb_build_object('input', n.input, 'steps', '{}'::jsonb)
+          FROM n CROSS JOIN automation.definition_steps(def.definition) d
+         WHERE cardinality(d.after) = 0
+        RETURNING 1)
+    -- (every data-modifying CTE runs to its end, read or not)
+    SELECT count(*) INTO started FROM e;
+    RETURN started;
+END
+$fn$;
+
+-- Fire a 'schedule' or 'manual' trigger: start its workflow with the
+-- trigger's configured input merged with `input`. Returns the execution.
+CREATE FUNCTION automation.fire_trigger(id integer, input jsonb DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    reg automation_triggers.registry;
+    wf text;
+    started uuid;
+BEGIN
+    SELECT * INTO reg FROM automation_triggers.registry r WHERE r.id = fire_trigger.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'trigger % does not exist', fire_trigger.id
+              USING ERRCODE = 'undefined_object', HINT = 'automation_triggers.registry lists the triggers.';
+    ELSIF reg.trigger_type NOT IN ('schedule', 'manual') THEN
+        RAISE EXCEPTION 'trigger % is a % trigger; only schedule and manual triggers are fired by hand', fire_trigger.id,
+                        reg.trigger_type
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF fire_trigger.input IS NOT NULL AND jsonb_typeof(fire_trigger.input) <> 'object' THEN
+        RAISE EXCEPTION 'the input of a trigger must be a JSON object, not %', jsonb_typeof(fire_trigger.input)
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT d.name INTO wf FROM automation_workflows.definitions d WHERE d.id = reg.workflow_id;
+    started := automation.run_workflow(wf, coalesce(reg.config->'input', '{}') || coalesce(fire_trigger.input, '{}'));
+    UPDATE automation_triggers.registry r
+       SET last_fired_at = now(),
+           next_fire_at = CASE WHEN r.trigger_type = 'schedule' THEN automation.next_run(r.config->>'cron') END
+     WHERE r.id = reg.id;
+    RETURN started;
+END
+$fn$;
+
+-- Statement trigger of the tables that 'table' triggers watch: one execution
+-- per changed row, its input {"op", "table", "new" or "old"}.
+CREATE FUNCTION automation.workflow_table_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    reg record;
+    inputs jsonb[];
+    tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+BEGIN
+    IF TG_LEVEL IS DISTINCT FROM 'STATEMENT' OR TG_WHEN IS DISTINCT FROM 'AFTER' OR TG_NARGS <> 1 THEN
+        RAISE EXCEPTION 'automation.workflow_table_trigger() only runs as the AFTER ... FOR EACH STATEMENT trigger that a table trigger of automation_triggers.registry attaches'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    SELECT r.id, d.name AS workflow, r.config INTO reg
+      FROM automation_triggers.registry r JOIN automation_workflows.definitions d ON d.id = r.workflow_id
+     WHERE r.id = TG_ARGV[0]::integer AND r.trigger_type = 'table';
+    IF NOT FOUND OR (reg.config->>'table')::regclass IS DISTINCT FROM TG_RELID THEN
+        RAISE EXCEPTION 'automation.workflow_table_trigger(%) does not belong to table %', TG_ARGV[0], tbl
+              USING ERRCODE = 'wrong_object_type',
+                    HINT = 'Table triggers are attached by inserting a row into automation_triggers.registry.';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(jsonb_build_object('op', 'INSERT', 'table', tbl, 'new', to_jsonb(n))) INTO inputs FROM new_rows n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(jsonb_build_object('op', 'UPDATE', 'table', tbl, 'new', to_jsonb(n))) INTO inputs FROM new_rows n;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(jsonb_build_object('op', 'DELETE', 'table', tbl, 'old', to_jsonb(o))) INTO inputs FROM old_rows o;
+    END IF;
+    IF inputs IS NOT NULL THEN
+        PERFORM automation.run_workflows(reg.workflow, inputs);
+        UPDATE automation_triggers.registry r SET last_fired_at = now() WHERE r.id = reg.id;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+-- (EXECUTE for automation_runner: roles.sql)
+REVOKE EXECUTE ON FUNCTION automation.workflow_table_trigger() FROM PUBLIC;
+COMMENT ON FUNCTION automation.workflow_table_trigger() IS
+'Internal: the statement trigger that a table trigger of automation_triggers.registry attaches to its table (refuses to run for any other).';
+
+-- BEFORE INSERT, UPDATE or DELETE of a registry row: check it, and attach or
+-- detach what it needs.
+CREATE FUNCTION automation_triggers.registry_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    def automation_workflows.definitions;
+    tbl regclass;
+    ev text;
+    events text[];
+    job text;
+BEGIN
+    IF TG_RELID IS DISTINCT FROM 'automation_triggers.registry'::regclass
+       OR TG_LEVEL IS DISTINCT FROM 'ROW' OR TG_WHEN IS DISTINCT FROM 'BEFORE' THEN
+        RAISE EXCEPTION 'automation_triggers.registry_check() only runs as a BEFORE ... FOR EACH ROW trigger of automation_triggers.registry'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF NOT current_setting('check_function_bodies')::boolean THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    -- detach what the old row attached
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.trigger_type IN ('schedule', 'table') THEN
+        IF OLD.trigger_type = 'schedule' THEN
+            job := 'workflow trigger ' || OLD.id;
+            -- (row-level security: the role that registered it, or a superuser)
+            DELETE FROM automation.job j WHERE j.jobname = job;
+        ELSE
+            -- the triggers it attached (none if the table is gone)
+            FOR ev, tbl IN
+                SELECT t.tgname, t.tgrelid::regclass FROM pg_trigger t
+                 WHERE t.tgrelid = to_regclass(OLD.config->>'table')
+                   AND t.tgname IN ('automation_workflow_' || OLD.id || '_insert', 'automation_workflow_' || OLD.id || '_update',
+                                    'automation_workflow_' || OLD.id || '_delete')
+            LOOP
+                EXECUTE format('DROP TRIGGER %I ON %s', ev, tbl);
+            END LOOP;
+        END IF;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    IF NEW.trigger_type NOT IN ('schedule', 'table', 'manual') THEN
+        RAISE NOTICE 'trigger type % is kept as data: only schedule, table and manual triggers start workflows', NEW.trigger_type;
+        RETURN NEW;
+    END IF;
+    IF jsonb_typeof(NEW.config) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'the config of a % trigger must be a JSON object', NEW.trigger_type
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.id = NEW.workflow_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'a % trigger needs the workflow it starts (workflow_id)', NEW.trigger_type
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Set workflow_id to the id of a row of automation_workflows.definitions.';
+    ELSIF NOT def.is_active THEN
+        RAISE EXCEPTION 'workflow % is inactive', def.name USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF NOT automation.check_definition(def.definition) THEN
+        RAISE EXCEPTION 'workflow % has no steps and cannot be started', def.name
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NEW.config ? 'input' AND jsonb_typeof(NEW.config->'input') <> 'object' THEN
+        RAISE EXCEPTION 'the input in a trigger''s config must be a JSON object, not %', jsonb_typeof(NEW.config->'input')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.trigger_type = 'schedule' THEN
+        IF jsonb_typeof(NEW.config->'cron') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'a schedule trigger needs "cron" in its config, such as {"cron": "0 2 * * *"}'
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        -- the scheduler's own checks (cron syntax, @reboot, '30 seconds'...)
+        PERFORM automation.schedule('workflow trigger ' || NEW.id, NEW.config->>'cron',
+                                    format('SELECT automation.fire_trigger(%s)', NEW.id));
+        NEW.next_fire_at := automation.next_run(NEW.config->>'cron');
+    ELSIF NEW.trigger_type = 'table' THEN
+        IF jsonb_typeof(NEW.config->'table') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'a table trigger needs "table" in its config, such as {"table": "public.orders", "events": ["INSERT"]}'
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        tbl := to_regclass(NEW.config->>'table');
+        IF tbl IS NULL THEN
+            RAISE EXCEPTION 'table % does not exist', NEW.config->>'table' USING ERRCODE = 'undefined_table';
+        ELSIF NOT has_table_privilege(tbl, 'TRIGGER') THEN
+            RAISE EXCEPTION 'role % may not create triggers on table %', current_user, tbl
+                  USING ERRCODE = 'insufficient_privilege',
+                        HINT = 'The table''s owner (or a role granted TRIGGER on it) registers its table triggers.';
+        END IF;
+        IF jsonb_typeof(NEW.config->'events') IS DISTINCT FROM 'array' OR jsonb_array_length(NEW.config->'events') = 0 THEN
+            RAISE EXCEPTION 'a table trigger needs "events": a non-empty array of INSERT, UPDATE, DELETE'
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        events := ARRAY(SELECT upper(e) FROM jsonb_array_elements_text(NEW.config->'events') e);
+        IF NOT events <@ ARRAY['INSERT', 'UPDATE', 'DELETE'] THEN
+            RAISE EXCEPTION 'a table trigger''s events are INSERT, UPDATE and DELETE, not %', array_to_string(events, ', ')
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        FOREACH ev IN ARRAY events LOOP
+            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT EXECUTE FUNCTION automation.workflow_table_trigger(%L)',
+                           'automation_workflow_' || NEW.id || '_' || lower(ev), ev, tbl,
+                           CASE ev WHEN 'DELETE' THEN 'OLD TABLE AS old_rows' ELSE 'NEW TABLE AS new_rows' END,
+                           NEW.id);
+        END LOOP;
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation_triggers.registry_check() FROM PUBLIC;
+COMMENT ON FUNCTION automation_triggers.registry_check() IS
+'Internal: BEFORE trigger of automation_triggers.registry that checks a row and attaches (or detaches) its schedule job or table triggers (refuses to run for any other table).';
+
+CREATE TRIGGER trg_registry_check
+    BEFORE INSERT OR UPDATE OR DELETE ON automation_triggers.registry
+    FOR EACH ROW EXECUTE FUNCTION automation_triggers.registry_check();

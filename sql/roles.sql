@@ -35,6 +35,8 @@ GRANT SELECT ON automation.executions TO automation_runner;
 GRANT SELECT, INSERT, UPDATE ON automation_workflows.workflow_runs, automation_workflows.step_runs
    TO automation_runner;
 GRANT SELECT ON automation.workflow_progress TO automation_runner, automation_monitor;
+-- registering a table trigger creates a trigger that runs this function
+GRANT EXECUTE ON FUNCTION automation.workflow_table_trigger() TO automation_runner;
 -- row-level security limits these to the runner's own rows
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.api_workflows TO automation_runner;
 GRANT SELECT, INSERT ON automation.pipeline_metrics TO automation_runner;

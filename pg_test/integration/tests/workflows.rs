@@ -2,7 +2,8 @@
 //! workflows concurrently lose no join and run no step twice; a LISTEN client
 //! hears exactly one completion per execution (success, and error after the
 //! retries ran out); a worker whose connection dies mid-step has its step
-//! retried when the lease expires, and the workflow finishes.
+//! retried when the lease expires, and the workflow finishes; a schedule
+//! trigger of the registry is fired by the scheduler until it is deleted.
 
 use std::collections::HashMap;
 use std::thread;
@@ -15,6 +16,12 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn define(name: &str, definition: &str) {
     let mut c = connect();
+    c.execute(
+        "DELETE FROM automation_triggers.registry
+          WHERE workflow_id IN (SELECT id FROM automation_workflows.definitions WHERE name = $1)",
+        &[&name],
+    )
+    .unwrap();
     c.execute("DELETE FROM automation_workflows.definitions WHERE name = $1", &[&name]).unwrap();
     c.execute(
         "INSERT INTO automation_workflows.definitions (name, definition) VALUES ($1, $2::text::jsonb)",
@@ -214,4 +221,56 @@ fn a_step_whose_worker_died_is_retried_and_the_workflow_finishes() {
             ("work".into(), 2, "success".into(), Some("survivor".into())),
         ]
     );
+}
+
+#[test]
+fn a_schedule_trigger_is_fired_by_the_scheduler_until_it_is_deleted() {
+    define("it-scheduled", r#"{"steps": [{"name": "tick", "queue": "it-scheduled"}]}"#);
+    let mut c = connect();
+    let count = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM automation_workflows.workflow_runs
+              WHERE workflow_name = 'it-scheduled' AND input->>'by' = 'scheduler'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = count(&mut c);
+    let id: i32 = c
+        .query_one(
+            "INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
+             SELECT 'schedule', '{\"cron\": \"1 second\", \"input\": {\"by\": \"scheduler\"}}', id
+               FROM automation_workflows.definitions WHERE name = 'it-scheduled'
+             RETURNING id",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute("SELECT automation.wake_scheduler()").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&mut c) < before + 2 {
+        assert!(Instant::now() < deadline, "the scheduler did not fire the trigger twice in 30 s");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (last, started_by): (bool, String) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT last_fired_at IS NOT NULL FROM automation_triggers.registry WHERE id = $1),
+                        (SELECT started_by::text FROM automation_workflows.workflow_runs
+                          WHERE workflow_name = 'it-scheduled' ORDER BY created_at DESC LIMIT 1)",
+                &[&id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(last, "last_fired_at is kept current");
+    let me: String = c.query_one("SELECT current_user::text", &[]).unwrap().get(0);
+    assert_eq!(started_by, me, "the job runs as the role that registered the trigger");
+    c.execute("DELETE FROM automation_triggers.registry WHERE id = $1", &[&id]).unwrap();
+    // a run that was already starting may still land; then nothing more
+    thread::sleep(Duration::from_millis(1500));
+    let settled = count(&mut c);
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(count(&mut c), settled, "no more executions once the trigger is deleted");
 }
