@@ -129,6 +129,12 @@ fn source(admin: &mut Client) -> Client {
          SELECT automation.run_workflow('dag', '{\"day\": 1}');
          SELECT automation.complete_step(id, '{\"rows\": 1}') FROM automation.claim_steps('q', 'w-dump');
          SELECT count(*) FROM automation.claim_steps('q', 'w-dump');
+         -- live triggers: a table trigger on orders, a schedule (a job), a manual one
+         INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
+         SELECT t, c::jsonb, id FROM automation_workflows.definitions,
+                (VALUES ('table', '{\"table\": \"public.orders\", \"events\": [\"INSERT\"]}'),
+                        ('schedule', '{\"cron\": \"0 4 * * *\"}'), ('manual', '{}')) v(t, c)
+          WHERE name = 'dag';
          SELECT automation.complete_execution(automation.start_execution('etl', '{\"n\": 1}'));
          SELECT automation.fail_execution(automation.start_execution('etl'), 'Boom', 'it broke');
          SELECT automation.enqueue_execution('etl');
@@ -162,6 +168,7 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
     let progress = "SELECT done::text || running::text FROM automation.workflow_progress";
     let before: String = d.query_one(progress, &[]).unwrap().get(0);
     assert_eq!(before, "{a}{b}", "progress in {dst}");
+
     d.batch_execute("SELECT automation.run_workflow('dag', '{\"day\": 2}')").unwrap();
     let fresh: i64 = d
         .query_one(
@@ -172,6 +179,26 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
         .unwrap()
         .get(0);
     assert_eq!(fresh, 1, "a new step run in {dst}");
+    // the live triggers came back once: one trigger on orders that starts one
+    // execution per row, one job for the schedule
+    let (table_triggers, jobs): (i64, i64) = {
+        let r = d
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.orders'::regclass
+                           AND tgname LIKE 'automation_workflow_%'),
+                        (SELECT count(*) FROM automation.job WHERE jobname LIKE 'workflow trigger %')",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((table_triggers, jobs), (1, 1), "triggers and jobs of {dst}");
+    d.batch_execute("INSERT INTO public.orders VALUES (100, 1), (101, 2)").unwrap();
+    let from_table: i64 = d
+        .query_one("SELECT count(*) FROM automation_workflows.workflow_runs WHERE input->>'op' = 'INSERT'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(from_table, 2, "the table trigger of {dst} starts one execution per row");
     let partitions: i64 = d
         .query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'automation.pipeline_metrics'::regclass", &[])
         .unwrap()
