@@ -17,6 +17,7 @@
 -- executions to them. The trigger registry is live (schedule, table and
 -- manual triggers; fire_trigger, run_workflows): existing registry rows are
 -- not touched; a row is checked and attached when it is next written.
+-- Scheduling without membership in automation_runner says so (issue 17).
 
 CREATE FUNCTION automation.check_definition(definition jsonb)
 RETURNS boolean
@@ -1159,3 +1160,145 @@ GRANT SELECT, INSERT, UPDATE ON automation_workflows.workflow_runs, automation_w
 GRANT SELECT ON automation.workflow_progress TO automation_runner, automation_monitor;
 GRANT EXECUTE ON FUNCTION automation.workflow_table_trigger() TO automation_runner;
 GRANT SELECT ON automation_workflows.workflow_runs, automation_workflows.step_runs TO automation_monitor;
+
+-- from scheduler.sql (issue 17: the permission hint)
+-- pg_cron's way of letting a role schedule is USAGE on its schema; ours is
+-- membership in automation_runner. A role without it is told so, instead of
+-- "permission denied for table job" (issue 17).
+CREATE FUNCTION automation.check_job_privilege(privilege text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT has_table_privilege('automation.job', check_job_privilege.privilege) THEN
+        RAISE EXCEPTION 'permission denied for table job'
+              USING ERRCODE = 'insufficient_privilege',
+                    DETAIL = format('Role %s may not %s jobs.', current_user, lower(check_job_privilege.privilege)),
+                    HINT = format('Scheduling needs membership in automation_runner: GRANT automation_runner TO %I;',
+                                  current_user);
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.schedule(job_name text, schedule text, command text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM automation.check_job_privilege('INSERT');
+    -- the same name for the same role replaces the job (pg_cron's upsert)
+    INSERT INTO automation.job AS j (jobname, schedule, command)
+    VALUES (job_name, schedule, command)
+    ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+       SET schedule = EXCLUDED.schedule, command = EXCLUDED.command
+    RETURNING j.jobid INTO id;
+    RETURN id;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.schedule(schedule text, command text)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT automation.check_job_privilege('INSERT');
+    INSERT INTO automation.job (schedule, command) VALUES (schedule, command) RETURNING jobid
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.schedule_in_database(job_name text, schedule text, command text, database text,
+                                                username text DEFAULT NULL, active boolean DEFAULT true,
+                                                timeout interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    id bigint;
+    who text := COALESCE(username, CURRENT_USER::text);
+BEGIN
+    PERFORM automation.check_job_privilege('INSERT');
+    PERFORM automation.check_job_target(database, who);
+    INSERT INTO automation.job AS j (jobname, schedule, command, database, username, active, timeout)
+    VALUES (job_name, schedule, command, database, who, COALESCE(active, true), timeout)
+    ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+       SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, database = EXCLUDED.database,
+           active = EXCLUDED.active, timeout = EXCLUDED.timeout
+    RETURNING j.jobid INTO id;
+    RETURN id;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.unschedule(job_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM automation.check_job_privilege('DELETE');
+    DELETE FROM automation.job WHERE jobid = job_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not find valid entry for job %', job_id
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'automation.job lists the jobs you own.';
+    END IF;
+    RETURN true;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.unschedule(job_name text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM automation.check_job_privilege('DELETE');
+    DELETE FROM automation.job j
+     WHERE j.jobname = job_name
+       AND j.owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not find valid entry for job %', pg_catalog.quote_literal(job_name)
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'automation.job lists the jobs you own.';
+    END IF;
+    RETURN true;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.alter_job(job_id bigint, schedule text DEFAULT NULL, command text DEFAULT NULL,
+                                     database text DEFAULT NULL, username text DEFAULT NULL,
+                                     active boolean DEFAULT NULL, timeout interval DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    current automation.job;
+BEGIN
+    PERFORM automation.check_job_privilege('UPDATE');
+    SELECT * INTO current FROM automation.job j WHERE j.jobid = job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not find valid entry for job %', job_id
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'automation.job lists the jobs you own.';
+    END IF;
+    PERFORM automation.check_job_target(alter_job.database, COALESCE(alter_job.username, current.username));
+    UPDATE automation.job j
+       SET schedule = COALESCE(alter_job.schedule, j.schedule),
+           command  = COALESCE(alter_job.command, j.command),
+           database = COALESCE(alter_job.database, j.database),
+           username = COALESCE(alter_job.username, j.username),
+           active   = COALESCE(alter_job.active, j.active),
+           -- a zero timeout removes it
+           timeout  = CASE WHEN alter_job.timeout IS NULL THEN j.timeout
+                           WHEN alter_job.timeout = interval '0' THEN NULL
+                           ELSE alter_job.timeout END
+     WHERE j.jobid = job_id;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.check_job_privilege(text) IS
+'Internal: raise 42501 with a hint naming automation_runner unless the current role has privilege on automation.job.';

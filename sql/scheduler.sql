@@ -274,6 +274,25 @@ BEGIN
 END
 $fn$;
 
+-- pg_cron's way of letting a role schedule is USAGE on its schema; ours is
+-- membership in automation_runner. A role without it is told so, instead of
+-- "permission denied for table job" (issue 17).
+CREATE FUNCTION automation.check_job_privilege(privilege text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT has_table_privilege('automation.job', check_job_privilege.privilege) THEN
+        RAISE EXCEPTION 'permission denied for table job'
+              USING ERRCODE = 'insufficient_privilege',
+                    DETAIL = format('Role %s may not %s jobs.', current_user, lower(check_job_privilege.privilege)),
+                    HINT = format('Scheduling needs membership in automation_runner: GRANT automation_runner TO %I;',
+                                  current_user);
+    END IF;
+END
+$fn$;
+
 CREATE FUNCTION automation.schedule(job_name text, schedule text, command text)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -282,6 +301,7 @@ AS $fn$
 DECLARE
     id bigint;
 BEGIN
+    PERFORM automation.check_job_privilege('INSERT');
     -- the same name for the same role replaces the job (pg_cron's upsert)
     INSERT INTO automation.job AS j (jobname, schedule, command)
     VALUES (job_name, schedule, command)
@@ -297,6 +317,7 @@ RETURNS bigint
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+    SELECT automation.check_job_privilege('INSERT');
     INSERT INTO automation.job (schedule, command) VALUES (schedule, command) RETURNING jobid
 $fn$;
 
@@ -311,6 +332,7 @@ DECLARE
     id bigint;
     who text := COALESCE(username, CURRENT_USER::text);
 BEGIN
+    PERFORM automation.check_job_privilege('INSERT');
     PERFORM automation.check_job_target(database, who);
     INSERT INTO automation.job AS j (jobname, schedule, command, database, username, active, timeout)
     VALUES (job_name, schedule, command, database, who, COALESCE(active, true), timeout)
@@ -328,6 +350,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    PERFORM automation.check_job_privilege('DELETE');
     DELETE FROM automation.job WHERE jobid = job_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'could not find valid entry for job %', job_id
@@ -344,6 +367,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    PERFORM automation.check_job_privilege('DELETE');
     DELETE FROM automation.job j
      WHERE j.jobname = job_name
        AND j.owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER);
@@ -366,6 +390,7 @@ AS $fn$
 DECLARE
     current automation.job;
 BEGIN
+    PERFORM automation.check_job_privilege('UPDATE');
     SELECT * INTO current FROM automation.job j WHERE j.jobid = job_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'could not find valid entry for job %', job_id
@@ -415,6 +440,8 @@ BEGIN
 END
 $fn$;
 
+COMMENT ON FUNCTION automation.check_job_privilege(text) IS
+'Internal: raise 42501 with a hint naming automation_runner unless the current role has privilege on automation.job.';
 COMMENT ON FUNCTION automation.schedule(text, text, text) IS
 'pg_cron''s cron.schedule(job_name, schedule, command): schedule a command in this database as the current role; the same job_name again replaces that job. Returns the jobid.';
 COMMENT ON FUNCTION automation.schedule(text, text) IS
