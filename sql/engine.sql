@@ -265,12 +265,14 @@ BEGIN
 END
 $fn$;
 
--- Create the runs of the steps of an execution that can start: every
--- dependency done, no run yet. They are visible from the execution's
+-- Create the runs of the steps that can start now that `finished_step` is
+-- done (NULL: the execution starts): every dependency done (its count of
+-- open elements is 0), no run yet. They are visible from the execution's
 -- run_after, so that claims take the steps of older executions first (a
--- workflow that started runs to its end before later ones take over). A mapped step gets one run per element of
--- the array its path yields (none: it is done at once, with []). When every
--- step is done, the execution is success. The caller holds the lock on the
+-- workflow that started runs to its end before later ones take over). A
+-- mapped step gets one run per element of the array its path yields (none:
+-- it is done at once, with [], and what waits for it may start). When no
+-- step is left, the execution is success. The caller holds the lock on the
 -- execution's workflow_runs row.
 CREATE FUNCTION automation.workflow_advance(execution_id uuid, finished_step text DEFAULT NULL)
 RETURNS void
