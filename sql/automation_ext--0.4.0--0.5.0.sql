@@ -17,7 +17,8 @@
 -- executions to them. The trigger registry is live (schedule, table and
 -- manual triggers; fire_trigger, run_workflows): existing registry rows are
 -- not touched; a row is checked and attached when it is next written.
--- Scheduling without membership in automation_runner says so (issue 17).
+-- Scheduling without membership in automation_runner says so, and the
+-- exposition adds the live state (live_metrics) (issue 17).
 
 CREATE FUNCTION automation.check_definition(definition jsonb)
 RETURNS boolean
@@ -1304,3 +1305,65 @@ $fn$;
 
 COMMENT ON FUNCTION automation.check_job_privilege(text) IS
 'Internal: raise 42501 with a hint naming automation_runner unless the current role has privilege on automation.job.';
+
+-- from monitoring.sql (issue 17: live metrics)
+-- The live state for the exposition (0.5.0, issue 17): counted now, not
+-- sampled; each part only if the caller may read its table (a monitor
+-- without the scheduler's tables still gets the rest).
+CREATE FUNCTION automation.live_metrics()
+RETURNS TABLE (metric text, labels jsonb, value double precision)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF has_table_privilege('automation_workflows.execution_queue', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_queue_executions', jsonb_build_object('workflow', q.workflow_name, 'state', s.state),
+               count(*)::float8
+          FROM automation_workflows.execution_queue q
+         CROSS JOIN LATERAL (SELECT CASE WHEN q.claimed_by IS NULL THEN 'pending' ELSE 'running' END AS state) s
+         GROUP BY q.workflow_name, s.state;
+        RETURN QUERY
+        SELECT 'automation_queue_oldest_pending_seconds', jsonb_build_object('workflow', q.workflow_name),
+               GREATEST(0, extract(epoch FROM now() - min(q.run_after)))::float8
+          FROM automation_workflows.execution_queue q
+         WHERE q.claimed_by IS NULL AND q.run_after <= now()
+         GROUP BY q.workflow_name;
+    END IF;
+    IF has_table_privilege('automation_workflows.workflow_executions', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_workflow_executions_active', jsonb_build_object('workflow', e.workflow_name, 'status', e.status),
+               count(*)::float8
+          FROM automation_workflows.workflow_executions e
+         WHERE e.status IN ('pending', 'running')
+         GROUP BY e.workflow_name, e.status;
+    END IF;
+    IF has_table_privilege('automation_workflows.step_runs', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_workflow_steps', jsonb_build_object('queue', r.queue, 'status', r.status), count(*)::float8
+          FROM automation_workflows.step_runs r
+         WHERE r.status IN ('pending', 'running')
+         GROUP BY r.queue, r.status;
+    END IF;
+    IF has_table_privilege('automation.pipeline_metrics', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_pipeline_success_ratio', jsonb_build_object('pipeline', m.pipeline_name::text),
+               (count(*) FILTER (WHERE m.status = 'success'))::float8 / count(*)
+          FROM automation.pipeline_metrics m
+         WHERE m.time > now() - interval '1 hour' AND m.time <= now()
+         GROUP BY m.pipeline_name;
+    END IF;
+    IF has_table_privilege('automation.job_run_details', 'SELECT') AND has_table_privilege('automation.job', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_job_runs_total', jsonb_build_object('job', coalesce(j.jobname, d.jobid::text), 'status', d.status),
+               count(*)::float8
+          FROM automation.job_run_details d LEFT JOIN automation.job j ON j.jobid = d.jobid
+         GROUP BY coalesce(j.jobname, d.jobid::text), d.status;
+        RETURN QUERY
+        SELECT 'automation_job_runs_active', '{}'::jsonb, count(*)::float8
+          FROM automation.job_run_details d WHERE d.status IN ('starting', 'running');
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION automation.live_metrics() IS
+'The live state that metrics_exposition() adds to the latest sample: queue depth and oldest pending age per workflow, active executions, pending and running steps, last-hour pipeline success ratio, job runs by job and status (each part if the caller may read its table).';

@@ -22,13 +22,13 @@ pub mod exposition {
         pub name: &'static str,
         pub help: &'static str,
         pub kind: Kind,
-        /// (label name and value, if any; sample value)
-        pub samples: Vec<(Option<(&'static str, String)>, f64)>,
+        /// (labels: names and values; sample value)
+        pub samples: Vec<(Vec<(String, String)>, f64)>,
     }
 
     impl Metric {
         pub fn single(name: &'static str, help: &'static str, kind: Kind, value: Option<f64>) -> Metric {
-            Metric { name, help, kind, samples: value.into_iter().map(|v| (None, v)).collect() }
+            Metric { name, help, kind, samples: value.into_iter().map(|v| (Vec::new(), v)).collect() }
         }
     }
 
@@ -57,13 +57,12 @@ pub mod exposition {
             let _ = writeln!(out, "# HELP {} {}", m.name, m.help);
             let _ = writeln!(out, "# TYPE {} {kind}", m.name);
             for (label, value) in &m.samples {
-                match label {
-                    Some((k, v)) => {
-                        let _ = writeln!(out, "{}{{{k}=\"{}\"}} {value}", m.name, escape_label(v));
-                    }
-                    None => {
-                        let _ = writeln!(out, "{} {value}", m.name);
-                    }
+                if label.is_empty() {
+                    let _ = writeln!(out, "{} {value}", m.name);
+                } else {
+                    let pairs: Vec<String> =
+                        label.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
+                    let _ = writeln!(out, "{}{{{}}} {value}", m.name, pairs.join(","));
                 }
             }
         }
@@ -83,7 +82,7 @@ pub mod exposition {
                     name: "automation_table_size_bytes",
                     help: "Total size.",
                     kind: Kind::Gauge,
-                    samples: vec![(Some(("table", "public.orders".into())), 8192.0)],
+                    samples: vec![(vec![("table".into(), "public.orders".into())], 8192.0)],
                 },
                 Metric::single("automation_deadlocks_total", "Deadlocks.", Kind::Counter, Some(2.0)),
             ]);
@@ -174,14 +173,17 @@ fn exposition_of_latest_sample() -> Result<String> {
         Ok::<_, pgrx::spi::SpiError>(Some((nums, r.get::<String>(11)?, r.get::<String>(12)?)))
     })
     .context("could not read automation.database_monitoring")?;
+    let live = exposition::render(&live_metrics()?);
     let Some((n, sizes, dead)) = row else {
-        return Ok("# no sample yet: call automation.collect_database_metrics()\n".into());
+        return Ok(format!("# no sample yet: call automation.collect_database_metrics()\n{live}"));
     };
-    let labelled = |json: Option<String>, field: &str| -> Vec<(Option<(&'static str, String)>, f64)> {
+    let labelled = |json: Option<String>, field: &str| -> Vec<(Vec<(String, String)>, f64)> {
         let map: serde_json::Map<String, serde_json::Value> =
             json.and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default();
         map.into_iter()
-            .filter_map(|(table, v)| v.get(field).and_then(|x| x.as_f64()).map(|x| (Some(("table", table)), x)))
+            .filter_map(|(table, v)| {
+                v.get(field).and_then(|x| x.as_f64()).map(|x| (vec![("table".to_owned(), table)], x))
+            })
             .collect()
     };
     Ok(exposition::render(&[
@@ -252,7 +254,68 @@ fn exposition_of_latest_sample() -> Result<String> {
             kind: Kind::Gauge,
             samples: labelled(dead, "dead_percent"),
         },
-    ]))
+    ]) + &live)
+}
+
+/// What `automation.live_metrics()` counts now, as metrics: help and kind
+/// per name, here; the rows, from SQL (sql/monitoring.sql).
+const LIVE: &[(&str, &str, Kind)] = &[
+    ("automation_queue_executions", "Executions in the queue, by workflow and state (pending, running).", Kind::Gauge),
+    (
+        "automation_queue_oldest_pending_seconds",
+        "Age of the oldest due pending execution, by workflow.",
+        Kind::Gauge,
+    ),
+    (
+        "automation_workflow_executions_active",
+        "Executions in workflow_executions that are pending or running, by workflow and status.",
+        Kind::Gauge,
+    ),
+    ("automation_workflow_steps", "Step runs pending or running, by queue and status.", Kind::Gauge),
+    (
+        "automation_pipeline_success_ratio",
+        "Share of pipeline_metrics rows of the last hour with status success, by pipeline.",
+        Kind::Gauge,
+    ),
+    ("automation_job_runs_total", "Job runs kept in job_run_details, by job and status.", Kind::Counter),
+    ("automation_job_runs_active", "Job runs starting or running now.", Kind::Gauge),
+];
+
+fn live_metrics() -> Result<Vec<Metric>> {
+    let rows: Vec<(String, String, f64)> = Spi::connect(|client| {
+        let mut out = Vec::new();
+        for r in client.select("SELECT metric, labels::text, value FROM automation.live_metrics()", None, &[])? {
+            if let (Some(m), Some(l), Some(v)) = (r.get::<String>(1)?, r.get::<String>(2)?, r.get::<f64>(3)?) {
+                out.push((m, l, v));
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .context("could not read automation.live_metrics()")?;
+    Ok(LIVE
+        .iter()
+        .map(|(name, help, kind)| Metric {
+            name,
+            help,
+            kind: match kind {
+                Kind::Gauge => Kind::Gauge,
+                Kind::Counter => Kind::Counter,
+            },
+            samples: rows
+                .iter()
+                .filter(|(m, _, _)| m == name)
+                .map(|(_, labels, v)| {
+                    let map: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(labels).unwrap_or_default();
+                    let labels = map
+                        .into_iter()
+                        .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                        .collect();
+                    (labels, *v)
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 extension_sql_file!(
@@ -379,5 +442,96 @@ mod tests {
     #[pg_test]
     fn the_exposition_says_when_there_is_no_sample() {
         assert!(one::<String>("SELECT automation.metrics_exposition()").starts_with("# no sample yet"));
+    }
+
+    /// The metric names the shipped postgres_exporter query file defines
+    /// (`<namespace>_<column>` of its GAUGE and COUNTER columns).
+    fn exporter_metric_names(yaml: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut namespace = String::new();
+        let mut column = String::new();
+        for line in yaml.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if !line.starts_with(' ') {
+                namespace = line.trim_end_matches(':').to_owned();
+            } else if let Some(c) = line.trim().strip_prefix("- ") {
+                column = c.trim_end_matches(':').to_owned();
+            } else if let Some(usage) = line.trim().strip_prefix("usage:") {
+                if usage.contains("GAUGE") || usage.contains("COUNTER") {
+                    names.push(format!("{namespace}_{column}"));
+                }
+            }
+        }
+        names
+    }
+
+    /// The metric names the shipped Grafana dashboard's queries use.
+    fn dashboard_metric_names(json: &str) -> Vec<String> {
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        if k == "expr" {
+                            let text = v.as_str().unwrap_or_default();
+                            let mut rest = text;
+                            while let Some(at) = rest.find("automation_") {
+                                let tail = &rest[at..];
+                                let end = tail
+                                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                                    .unwrap_or(tail.len());
+                                out.push(tail[..end].to_owned());
+                                rest = &tail[end..];
+                            }
+                        } else {
+                            walk(v, out);
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&serde_json::from_str(json).expect("the dashboard is JSON"), &mut out);
+        out
+    }
+
+    #[pg_test]
+    fn every_metric_of_the_exporter_file_and_the_dashboard_is_exposed() {
+        // something to count in every part of the exposition
+        Spi::run(
+            "SELECT automation.collect_database_metrics();
+             SELECT automation.enqueue_execution('m-wf', '{}', now() - interval '1 minute');
+             SELECT automation.enqueue_execution('m-wf', '{}');
+             SELECT count(*) FROM automation.claim_executions('m-wf', 'w', 1);
+             SELECT automation.start_execution('m-legacy');
+             INSERT INTO automation_workflows.definitions (name, definition)
+             VALUES ('m-dag', '{\"steps\": [{\"name\": \"a\", \"queue\": \"m-q\"}]}');
+             SELECT automation.run_workflow('m-dag');
+             INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status)
+             VALUES (now() - interval '1 minute', 'm-dag', 'a', 'success');
+             INSERT INTO automation.job_run_details (jobid, status, start_time, end_time)
+             SELECT jobid, 'failed', now(), now() FROM automation.job LIMIT 1;",
+        )
+        .unwrap();
+        let text = one::<String>("SELECT automation.metrics_exposition()");
+        let exposed: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let exporter = exporter_metric_names(include_str!("../monitoring/postgres_exporter_queries.yaml"));
+        let dashboard = dashboard_metric_names(include_str!("../monitoring/grafana_dashboard.json"));
+        assert!(exporter.len() >= 10 && dashboard.len() >= 8, "{exporter:?} {dashboard:?}");
+        for name in exporter.iter().chain(dashboard.iter()) {
+            assert!(exposed.contains(name.as_str()), "{name} is not in the exposition:\n{text}");
+        }
+        // and the exporter's queries run
+        for line in include_str!("../monitoring/postgres_exporter_queries.yaml").split("query: >-").skip(1) {
+            let query: String = line.lines().skip(1).take_while(|l| l.starts_with("    ")).collect::<Vec<_>>().join(" ");
+            Spi::run(&query).unwrap_or_else(|e| panic!("{query}: {e}"));
+        }
     }
 }
