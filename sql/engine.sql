@@ -210,29 +210,6 @@ AS $fn$
       FROM jsonb_array_elements(definition->'steps') AS s
 $fn$;
 
--- Per step of an execution that has runs: done (the latest attempt of every
--- element succeeded) and its output (a mapped step's: the array of its
--- elements' outputs, in order).
-CREATE FUNCTION automation.step_outcomes(execution_id uuid)
-RETURNS TABLE (step text, done boolean, failed boolean, output jsonb)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH latest AS (
-        SELECT DISTINCT ON (r.step, r.map_index) r.step, r.map_index, r.status, r.output
-          FROM automation_workflows.step_runs r
-         WHERE r.execution_id = step_outcomes.execution_id
-         ORDER BY r.step, r.map_index, r.attempt DESC)
-    SELECT l.step,
-           bool_and(l.status = 'success'),
-           bool_or(l.status IN ('error', 'timeout') ),
-           CASE WHEN bool_or(l.map_index IS NOT NULL)
-                THEN jsonb_agg(l.output ORDER BY l.map_index)
-                ELSE (array_agg(l.output))[1] END
-      FROM latest l
-     GROUP BY l.step
-$fn$;
-
 -- End an execution: its status, completion time and details; its steps that
 -- have not finished are cancelled; a failure is recorded in
 -- automation.errors; the next execution waiting for a slot is admitted.
@@ -367,6 +344,19 @@ BEGIN
 END
 $fn$;
 
+-- How many executions of `workflow_name` are admitted and not finished (what
+-- its concurrency limits).
+CREATE FUNCTION automation.workflow_admitted(workflow_name text)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT count(*)
+      FROM automation_workflows.workflow_runs r
+      JOIN automation_workflows.workflow_executions e ON e.id = r.execution_id
+     WHERE r.workflow_name = workflow_admitted.workflow_name AND r.admitted AND e.status IN ('pending', 'running')
+$fn$;
+
 -- Admit executions of `workflow_name` waiting for a slot while fewer than
 -- `concurrency` are admitted and unfinished (oldest due first).
 CREATE FUNCTION automation.workflow_admit_waiting(workflow_name text, concurrency integer)
@@ -375,17 +365,11 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    busy integer;
     next_id uuid;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('automation_ext workflow concurrency'), hashtext(workflow_admit_waiting.workflow_name));
     LOOP
-        SELECT count(*) INTO busy
-          FROM automation_workflows.workflow_runs r
-          JOIN automation_workflows.workflow_executions e ON e.id = r.execution_id
-         WHERE r.workflow_name = workflow_admit_waiting.workflow_name AND r.admitted
-           AND e.status IN ('pending', 'running');
-        EXIT WHEN busy >= workflow_admit_waiting.concurrency;
+        EXIT WHEN automation.workflow_admitted(workflow_admit_waiting.workflow_name) >= workflow_admit_waiting.concurrency;
         SELECT r.execution_id INTO next_id
           FROM automation_workflows.workflow_runs r
           JOIN automation_workflows.workflow_executions e ON e.id = r.execution_id AND e.status = 'pending'
@@ -448,11 +432,7 @@ BEGIN
     END IF;
     IF def.definition ? 'concurrency' THEN
         PERFORM pg_advisory_xact_lock(hashtext('automation_ext workflow concurrency'), hashtext(run_workflow.name));
-        slot := (SELECT count(*)
-                   FROM automation_workflows.workflow_runs r
-                   JOIN automation_workflows.workflow_executions e ON e.id = r.execution_id
-                  WHERE r.workflow_name = run_workflow.name AND r.admitted AND e.status IN ('pending', 'running'))
-                < (def.definition->>'concurrency')::integer;
+        slot := automation.workflow_admitted(run_workflow.name) < (def.definition->>'concurrency')::integer;
     END IF;
     INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at, metadata, run_after)
     VALUES (new_id, run_workflow.name, CASE WHEN slot AND starts <= now() THEN 'running' ELSE 'pending' END, starts,
@@ -559,20 +539,21 @@ BEGIN
 END
 $fn$;
 
--- A finished attempt, in automation.pipeline_metrics.
-CREATE FUNCTION automation.step_metric(r automation_workflows.step_runs)
+-- A finished attempt, in automation.pipeline_metrics (pipeline = its
+-- workflow, which the callers know already).
+CREATE FUNCTION automation.step_metric(r automation_workflows.step_runs, workflow_name text)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status, error_message)
-    SELECT coalesce(r.completed_at, now()), w.workflow_name, left(r.step, 100),
-           least(GREATEST(0, extract(epoch FROM coalesce(r.completed_at, now()) - coalesce(r.started_at, now())) * 1000), 2147483647)::integer,
-           CASE WHEN jsonb_typeof(r.output->'records_processed') = 'number'
-                 AND (r.output->>'records_processed')::numeric BETWEEN 0 AND 2147483647
-                THEN (r.output->>'records_processed')::numeric::integer END,
-           r.status, r.error->>'message'
-      FROM automation_workflows.workflow_runs w WHERE w.execution_id = r.execution_id
+    VALUES (coalesce(r.completed_at, now()), workflow_name, left(r.step, 100),
+            least(GREATEST(0, extract(epoch FROM coalesce(r.completed_at, now()) - coalesce(r.started_at, now())) * 1000),
+                  2147483647)::integer,
+            CASE WHEN jsonb_typeof(r.output->'records_processed') = 'number'
+                  AND (r.output->>'records_processed')::numeric BETWEEN 0 AND 2147483647
+                 THEN (r.output->>'records_processed')::numeric::integer END,
+            r.status, r.error->>'message')
 $fn$;
 
 CREATE FUNCTION automation.complete_step(id bigint, output jsonb DEFAULT NULL, worker_id text DEFAULT NULL)
@@ -599,14 +580,7 @@ BEGIN
            steps_left = w.steps_left - CASE WHEN (w.open_elements->>r.step)::integer = 1 THEN 1 ELSE 0 END
      WHERE w.execution_id = r.execution_id
     RETURNING w.workflow_name, (w.open_elements->>r.step)::integer INTO wf, left_open;
-    -- (what step_metric does, without its look-up of the workflow's name)
-    INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, duration_ms, records_processed, status)
-    VALUES (r.completed_at, wf, left(r.step, 100),
-            least(GREATEST(0, extract(epoch FROM r.completed_at - r.started_at) * 1000), 2147483647)::integer,
-            CASE WHEN jsonb_typeof(r.output->'records_processed') = 'number'
-                  AND (r.output->>'records_processed')::numeric BETWEEN 0 AND 2147483647
-                 THEN (r.output->>'records_processed')::numeric::integer END,
-            'success');
+    PERFORM automation.step_metric(r, wf);
     IF left_open = 0 THEN
         PERFORM automation.workflow_advance(r.execution_id, r.step);
     END IF;
@@ -631,8 +605,8 @@ BEGIN
            completed_at = GREATEST(now(), coalesce(x.started_at, now())), lease_expires_at = NULL
      WHERE x.id = step_attempt_failed.id
     RETURNING x.* INTO r;
-    PERFORM automation.step_metric(r);
     SELECT * INTO run FROM automation_workflows.workflow_runs w WHERE w.execution_id = r.execution_id;
+    PERFORM automation.step_metric(r, run.workflow_name);
     IF step_attempt_failed.retryable AND r.attempt < r.max_attempts THEN
         SELECT * INTO s FROM automation.definition_steps(run.definition) d WHERE d.name = r.step;
         INSERT INTO automation_workflows.step_runs
@@ -771,8 +745,8 @@ $fn$;
 -- Per execution of a workflow definition: where each of its steps is.
 CREATE VIEW automation.workflow_progress AS
 SELECT w.execution_id, w.workflow_name, w.version, e.status, w.started_by, e.started_at, e.completed_at,
-       ARRAY(SELECT d.name FROM automation.definition_steps(w.definition) d
-              JOIN automation.step_outcomes(w.execution_id) o ON o.step = d.name AND o.done ORDER BY d.name) AS done,
+       -- a step is done when none of its elements is open any more
+       ARRAY(SELECT o.key FROM jsonb_each_text(w.open_elements) o WHERE o.value = '0' ORDER BY o.key) AS done,
        ARRAY(SELECT DISTINCT r.step FROM automation_workflows.step_runs r
               WHERE r.execution_id = w.execution_id AND r.status = 'running' ORDER BY r.step) AS running,
        ARRAY(SELECT DISTINCT r.step FROM automation_workflows.step_runs r
@@ -955,6 +929,7 @@ DECLARE
     def automation_workflows.definitions;
     tbl regclass;
     ev text;
+    attached name;
     events text[];
     job text;
 BEGIN
@@ -974,13 +949,13 @@ BEGIN
             DELETE FROM automation.job j WHERE j.jobname = job;
         ELSE
             -- the triggers it attached (none if the table is gone)
-            FOR ev, tbl IN
+            FOR attached, tbl IN
                 SELECT t.tgname, t.tgrelid::regclass FROM pg_trigger t
                  WHERE t.tgrelid = to_regclass(OLD.config->>'table')
                    AND t.tgname IN ('automation_workflow_' || OLD.id || '_insert', 'automation_workflow_' || OLD.id || '_update',
                                     'automation_workflow_' || OLD.id || '_delete')
             LOOP
-                EXECUTE format('DROP TRIGGER %I ON %s', ev, tbl);
+                EXECUTE format('DROP TRIGGER %I ON %s', attached, tbl);
             END LOOP;
         END IF;
     END IF;

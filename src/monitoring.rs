@@ -13,6 +13,7 @@ use crate::settings;
 pub mod exposition {
     use std::fmt::Write;
 
+    #[derive(Clone, Copy)]
     pub enum Kind {
         Gauge,
         Counter,
@@ -261,11 +262,7 @@ fn exposition_of_latest_sample() -> Result<String> {
 /// per name, here; the rows, from SQL (sql/monitoring.sql).
 const LIVE: &[(&str, &str, Kind)] = &[
     ("automation_queue_executions", "Executions in the queue, by workflow and state (pending, running).", Kind::Gauge),
-    (
-        "automation_queue_oldest_pending_seconds",
-        "Age of the oldest due pending execution, by workflow.",
-        Kind::Gauge,
-    ),
+    ("automation_queue_oldest_pending_seconds", "Age of the oldest due pending execution, by workflow.", Kind::Gauge),
     (
         "automation_workflow_executions_active",
         "Executions in workflow_executions that are pending or running, by workflow and status.",
@@ -294,13 +291,10 @@ fn live_metrics() -> Result<Vec<Metric>> {
     .context("could not read automation.live_metrics()")?;
     Ok(LIVE
         .iter()
-        .map(|(name, help, kind)| Metric {
+        .map(|&(name, help, kind)| Metric {
             name,
             help,
-            kind: match kind {
-                Kind::Gauge => Kind::Gauge,
-                Kind::Counter => Kind::Counter,
-            },
+            kind,
             samples: rows
                 .iter()
                 .filter(|(m, _, _)| m == name)
@@ -478,9 +472,8 @@ mod tests {
                             let mut rest = text;
                             while let Some(at) = rest.find("automation_") {
                                 let tail = &rest[at..];
-                                let end = tail
-                                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                                    .unwrap_or(tail.len());
+                                let end =
+                                    tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
                                 out.push(tail[..end].to_owned());
                                 rest = &tail[end..];
                             }
@@ -517,11 +510,8 @@ mod tests {
         )
         .unwrap();
         let text = one::<String>("SELECT automation.metrics_exposition()");
-        let exposed: std::collections::BTreeSet<&str> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split(['{', ' ']).next())
-            .collect();
+        let exposed: std::collections::BTreeSet<&str> =
+            text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
         let exporter = exporter_metric_names(include_str!("../monitoring/postgres_exporter_queries.yaml"));
         let dashboard = dashboard_metric_names(include_str!("../monitoring/grafana_dashboard.json"));
         assert!(exporter.len() >= 10 && dashboard.len() >= 8, "{exporter:?} {dashboard:?}");
@@ -530,7 +520,8 @@ mod tests {
         }
         // and the exporter's queries run
         for line in include_str!("../monitoring/postgres_exporter_queries.yaml").split("query: >-").skip(1) {
-            let query: String = line.lines().skip(1).take_while(|l| l.starts_with("    ")).collect::<Vec<_>>().join(" ");
+            let query: String =
+                line.lines().skip(1).take_while(|l| l.starts_with("    ")).collect::<Vec<_>>().join(" ");
             Spi::run(&query).unwrap_or_else(|e| panic!("{query}: {e}"));
         }
     }
