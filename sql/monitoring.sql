@@ -242,17 +242,49 @@ BEGIN
          WHERE m.time > now() - interval '1 hour' AND m.time <= now()
          GROUP BY m.pipeline_name;
     END IF;
-    IF has_table_privilege('automation.job_run_details', 'SELECT') AND has_table_privilege('automation.job', 'SELECT') THEN
+    -- 0.6.0: runs counted by the scheduler (job_run_stats), whatever the
+    -- history keeps; histograms over every job of the database
+    IF has_table_privilege('automation.job_run_stats', 'SELECT') AND has_table_privilege('automation.job', 'SELECT') THEN
         RETURN QUERY
-        SELECT 'automation_job_runs_total', jsonb_build_object('job', coalesce(j.jobname, d.jobid::text), 'status', d.status),
-               count(*)::float8
-          FROM automation.job_run_details d LEFT JOIN automation.job j ON j.jobid = d.jobid
-         GROUP BY coalesce(j.jobname, d.jobid::text), d.status;
+        SELECT 'automation_job_runs_total', jsonb_build_object('job', coalesce(j.jobname, s.jobid::text), 'status', c.status),
+               c.n::float8
+          FROM automation.job_run_stats s JOIN automation.job j ON j.jobid = s.jobid
+         CROSS JOIN LATERAL (VALUES ('succeeded', s.succeeded), ('failed', s.failed), ('skipped', s.skipped)) c(status, n);
+        RETURN QUERY
+        WITH per_bucket AS (
+            SELECT k.metric, u.i, sum(u.n) AS n, sum(k.total) AS total
+              FROM automation.job_run_stats s JOIN automation.job j ON j.jobid = s.jobid
+             CROSS JOIN LATERAL (VALUES ('automation_job_run_duration_seconds', s.duration_buckets, s.duration_sum),
+                                        ('automation_job_start_lateness_seconds', s.lateness_buckets, s.lateness_sum))
+                                 k(metric, buckets, total)
+             CROSS JOIN LATERAL unnest(k.buckets) WITH ORDINALITY u(n, i)
+             GROUP BY k.metric, u.i
+        ), bounds AS (SELECT automation.job_run_histogram_bounds() AS b)
+        SELECT x.metric, x.labels, x.value FROM (
+            SELECT p.metric || '_bucket' AS metric,
+                   jsonb_build_object('__name__', p.metric || '_bucket',
+                                      'le', CASE WHEN p.i > array_length(bounds.b, 1) THEN '+Inf' ELSE bounds.b[p.i]::text END) AS labels,
+                   (sum(p.n) OVER (PARTITION BY p.metric ORDER BY p.i))::float8 AS value, p.i AS ord
+              FROM per_bucket p, bounds
+            UNION ALL
+            SELECT p.metric || '_sum', jsonb_build_object('__name__', p.metric || '_sum'),
+                   (sum(p.total) / count(*))::float8, 1000001
+              FROM per_bucket p GROUP BY p.metric
+            UNION ALL
+            SELECT p.metric || '_count', jsonb_build_object('__name__', p.metric || '_count'), sum(p.n)::float8, 1000002
+              FROM per_bucket p GROUP BY p.metric
+        ) x ORDER BY x.metric, x.ord;
+    END IF;
+    IF has_table_privilege('automation.job_run_details', 'SELECT') THEN
         RETURN QUERY
         SELECT 'automation_job_runs_active', '{}'::jsonb, count(*)::float8
           FROM automation.job_run_details d WHERE d.status IN ('starting', 'running');
     END IF;
+    RETURN QUERY
+    SELECT 'automation_jobs_waiting_for_slot', '{}'::jsonb, (s.runs_waiting + s.fires_waiting)::float8
+      FROM automation.scheduler_state() s
+     WHERE s.database_oid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database());
 END
 $fn$;
 COMMENT ON FUNCTION automation.live_metrics() IS
-'The live state that metrics_exposition() adds to the latest sample: queue depth and oldest pending age per workflow, active executions, pending and running steps, last-hour pipeline success ratio, job runs by job and status (each part if the caller may read its table).';
+'The live state that metrics_exposition() adds to the latest sample: queue depth and oldest pending age per workflow, active executions, pending and running steps, last-hour pipeline success ratio, job runs by job and status (counted by the scheduler), run-duration and start-lateness histograms, runs active, fires waiting for a slot (each part if the caller may read its table).';

@@ -54,7 +54,7 @@ GRANT USAGE, SELECT ON SEQUENCE
 -- its own jobs (row-level security: username = current_user; scheduling as
 -- another role needs superuser)
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation.job TO automation_runner;
-GRANT SELECT ON automation.job_run_details TO automation_runner;
+GRANT SELECT ON automation.job_run_details, automation.job_run_stats TO automation_runner;
 GRANT USAGE, SELECT ON SEQUENCE automation.job_jobid_seq TO automation_runner;
 
 -- The monitor reads the workflow state as well as the health samples.

@@ -67,14 +67,38 @@ CREATE TABLE automation.job (
     local           boolean NOT NULL,
     -- 0.3.0: why the extension deactivated the job (owner dropped, ...)
     inactive_reason text,
+    -- 0.6.0 (issue 17): the time zone its schedule is read in (NULL:
+    -- automation.timezone)
+    timezone        text,
+    -- attempts after a failed one, the first after retry_backoff, doubling
+    -- (with jitter), never reaching the next fire
+    retries         integer  NOT NULL DEFAULT 0,
+    retry_backoff   interval NOT NULL DEFAULT interval '10 seconds',
+    -- a fire due while a run is still going: skip, queue, parallel N
+    overlap         text     NOT NULL DEFAULT 'skip',
+    -- among fires waiting for a slot, higher first
+    priority        integer  NOT NULL DEFAULT 0,
+    -- which runs job_run_details keeps (NULL: automation.log_runs), and at
+    -- most how many (NULL: no cap besides automation.job_run_retention)
+    log_runs        text,
+    keep_runs       integer,
+    -- maintained by the scheduler: 1, or the retry next_run_at is
+    next_attempt    integer  NOT NULL DEFAULT 1,
     CONSTRAINT job_command_check CHECK (command <> ''),
     CONSTRAINT job_timeout_check CHECK (timeout > interval '0'),
     CONSTRAINT job_jobname_check CHECK (jobname <> ''),
-    CONSTRAINT job_jobname_owner_key UNIQUE (jobname, owner)
+    CONSTRAINT job_jobname_owner_key UNIQUE (jobname, owner),
+    CONSTRAINT job_timezone_check CHECK (timezone <> ''),
+    CONSTRAINT job_retries_check CHECK (retries BETWEEN 0 AND 100),
+    CONSTRAINT job_retry_backoff_check CHECK (retry_backoff > interval '0' AND retry_backoff <= interval '1 day'),
+    CONSTRAINT job_overlap_check CHECK (overlap ~ '^(skip|queue|parallel ([1-9][0-9]{0,2}|1000))$'),
+    CONSTRAINT job_log_runs_check CHECK (log_runs IN ('all', 'failures', 'none')),
+    CONSTRAINT job_keep_runs_check CHECK (keep_runs > 0),
+    CONSTRAINT job_next_attempt_check CHECK (next_attempt >= 1)
 );
 
 COMMENT ON TABLE automation.job IS
-    'Scheduled jobs (pg_cron''s cron.job columns, plus timeout, last/next run and consecutive failures). Each role sees its own.';
+    'Scheduled jobs (pg_cron''s cron.job columns, plus timeout, time zone, retries, overlap policy, priority, history mode, last/next run and consecutive failures). Each role sees its own.';
 
 CREATE TABLE automation.job_run_details (
     jobid          bigint,
@@ -91,6 +115,8 @@ CREATE TABLE automation.job_run_details (
     end_time       timestamptz,
     -- beyond pg_cron: the time the run was due
     scheduled_for  timestamptz,
+    -- 0.6.0: 1, or the retry this run is
+    attempt        integer NOT NULL DEFAULT 1,
     CONSTRAINT job_run_details_status_check
         CHECK (status IN ('starting', 'running', 'succeeded', 'failed', 'skipped'))
 );
@@ -101,7 +127,7 @@ CREATE INDEX job_run_details_in_flight ON automation.job_run_details (database)
     WHERE status IN ('starting', 'running');
 
 COMMENT ON TABLE automation.job_run_details IS
-    'One row per run of a job (pg_cron''s cron.job_run_details, plus scheduled_for). Purged after automation.job_run_retention.';
+    'One row per run of a job (pg_cron''s cron.job_run_details, plus scheduled_for and attempt). Purged after automation.job_run_retention, capped per job by keep_runs; automation.log_runs and the job''s log_runs choose which runs stay.';
 
 -- A role sees its own jobs (by oid: a renamed role keeps them, a new role
 -- with an old name gets none), and the runs of the jobs it sees.
@@ -113,6 +139,75 @@ ALTER TABLE automation.job_run_details ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_run_details_owner_policy ON automation.job_run_details
     USING (jobid IN (SELECT j.jobid FROM automation.job j));
 
+-- 0.6.0 (issue 17): what the scheduler counts of each job's runs, whatever
+-- job_run_details keeps (log_runs, keep_runs, the purge): runs by status
+-- since the row was made, and histograms of run duration and of start
+-- lateness (start_time - scheduled_for) over job_run_histogram_bounds().
+-- Counters, for metrics_exposition(); not dumped (a restore starts them at 0).
+CREATE TABLE automation.job_run_stats (
+    jobid            bigint PRIMARY KEY,
+    succeeded        bigint NOT NULL DEFAULT 0,
+    failed           bigint NOT NULL DEFAULT 0,
+    skipped          bigint NOT NULL DEFAULT 0,
+    -- runs per bucket (not cumulative): bucket i holds values below bound i
+    -- and at least bound i-1; the last one what is above every bound
+    duration_buckets bigint[] NOT NULL,
+    duration_sum     double precision NOT NULL DEFAULT 0,
+    lateness_buckets bigint[] NOT NULL,
+    lateness_sum     double precision NOT NULL DEFAULT 0,
+    since            timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+COMMENT ON TABLE automation.job_run_stats IS
+    'Per job, what the scheduler counted of its runs since "since": runs by status, and run-duration and start-lateness histograms (seconds, buckets of automation.job_run_histogram_bounds()). Counts every run, whatever job_run_details keeps.';
+
+ALTER TABLE automation.job_run_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_run_stats_owner_policy ON automation.job_run_stats
+    USING (jobid IN (SELECT j.jobid FROM automation.job j));
+
+CREATE FUNCTION automation.job_run_histogram_bounds()
+RETURNS double precision[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT '{0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,300,900,3600}'::double precision[]
+$fn$;
+
+COMMENT ON FUNCTION automation.job_run_histogram_bounds() IS
+'The upper bounds (seconds) of the buckets of automation.job_run_stats''s histograms; a last bucket holds what is above them.';
+
+-- Called by the scheduler for each run it records (duration and lateness
+-- NULL when the run did not run: skipped, refused).
+CREATE FUNCTION automation.count_job_run(job bigint, status text, duration double precision,
+                                         lateness double precision)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    INSERT INTO automation.job_run_stats (jobid, duration_buckets, lateness_buckets)
+    SELECT job, z.a, z.a
+      FROM (SELECT pg_catalog.array_fill(0::bigint,
+                       ARRAY[pg_catalog.array_length(automation.job_run_histogram_bounds(), 1) + 1]) AS a) z
+    ON CONFLICT (jobid) DO NOTHING;
+    UPDATE automation.job_run_stats s
+       SET succeeded = s.succeeded + (count_job_run.status = 'succeeded')::int,
+           failed = s.failed + (count_job_run.status = 'failed')::int,
+           skipped = s.skipped + (count_job_run.status = 'skipped')::int,
+           duration_buckets = ARRAY(
+               SELECT u.n + ((u.i = pg_catalog.width_bucket(duration, automation.job_run_histogram_bounds()) + 1) IS TRUE)::int
+                 FROM pg_catalog.unnest(s.duration_buckets) WITH ORDINALITY u(n, i) ORDER BY u.i),
+           duration_sum = s.duration_sum + COALESCE(duration, 0),
+           lateness_buckets = ARRAY(
+               SELECT u.n + ((u.i = pg_catalog.width_bucket(CASE WHEN lateness < 0 THEN 0 ELSE lateness END, automation.job_run_histogram_bounds()) + 1) IS TRUE)::int
+                 FROM pg_catalog.unnest(s.lateness_buckets) WITH ORDINALITY u(n, i) ORDER BY u.i),
+           lateness_sum = s.lateness_sum + GREATEST(COALESCE(lateness, 0), 0)
+     WHERE s.jobid = job;
+$fn$;
+
+COMMENT ON FUNCTION automation.count_job_run(bigint, text, double precision, double precision) IS
+'Internal (the scheduler): count a run of a job in automation.job_run_stats.';
+REVOKE EXECUTE ON FUNCTION automation.count_job_run(bigint, text, double precision, double precision) FROM PUBLIC;
+
 -- A schedule is checked (and next_run_at computed) whenever it is written,
 -- however it is written.
 CREATE FUNCTION automation.job_check_schedule()
@@ -121,13 +216,14 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    NEW.next_run_at := automation.next_run(NEW.schedule);
+    NEW.next_run_at := automation.next_run(NEW.schedule, pg_catalog.now(), NEW.timezone);
+    NEW.next_attempt := 1;
     RETURN NEW;
 END
 $fn$;
 
 CREATE TRIGGER job_check_schedule
-    BEFORE INSERT OR UPDATE OF schedule ON automation.job
+    BEFORE INSERT OR UPDATE OF schedule, timezone ON automation.job
     FOR EACH ROW EXECUTE FUNCTION automation.job_check_schedule();
 
 -- Whoever writes a job (schedule(), alter_job(), or INSERT/UPDATE by hand),
@@ -253,7 +349,8 @@ CREATE TRIGGER job_removed_defaults_apply
 -- updates of the run-state columns do not fire this).
 CREATE TRIGGER job_cache_invalidate
     AFTER INSERT OR DELETE OR TRUNCATE
-       OR UPDATE OF schedule, command, database, username, active, jobname, timeout
+       OR UPDATE OF schedule, command, database, username, active, jobname, timeout,
+                    timezone, retries, retry_backoff, overlap, priority, log_runs, keep_runs
     ON automation.job
     FOR EACH STATEMENT EXECUTE FUNCTION automation.job_cache_invalidate();
 
@@ -293,7 +390,11 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION automation.schedule(job_name text, schedule text, command text)
+CREATE FUNCTION automation.schedule(job_name text, schedule text, command text,
+                                    timezone text DEFAULT NULL, retries integer DEFAULT NULL,
+                                    retry_backoff interval DEFAULT NULL, overlap text DEFAULT NULL,
+                                    priority integer DEFAULT NULL, log_runs text DEFAULT NULL,
+                                    keep_runs integer DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -302,11 +403,17 @@ DECLARE
     id bigint;
 BEGIN
     PERFORM automation.check_job_privilege('INSERT');
-    -- the same name for the same role replaces the job (pg_cron's upsert)
-    INSERT INTO automation.job AS j (jobname, schedule, command)
-    VALUES (job_name, schedule, command)
+    -- the same name for the same role replaces the job (pg_cron's upsert),
+    -- options included: one left out is back to its default
+    INSERT INTO automation.job AS j (jobname, schedule, command, timezone, retries, retry_backoff, overlap,
+                                     priority, log_runs, keep_runs)
+    VALUES (job_name, schedule.schedule, command, schedule.timezone, COALESCE(schedule.retries, 0),
+            COALESCE(schedule.retry_backoff, interval '10 seconds'), COALESCE(schedule.overlap, 'skip'),
+            COALESCE(schedule.priority, 0), schedule.log_runs, schedule.keep_runs)
     ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
-       SET schedule = EXCLUDED.schedule, command = EXCLUDED.command
+       SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, timezone = EXCLUDED.timezone,
+           retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
+           priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
     RETURNING j.jobid INTO id;
     RETURN id;
 END
@@ -323,7 +430,11 @@ $fn$;
 
 CREATE FUNCTION automation.schedule_in_database(job_name text, schedule text, command text, database text,
                                                 username text DEFAULT NULL, active boolean DEFAULT true,
-                                                timeout interval DEFAULT NULL)
+                                                timeout interval DEFAULT NULL,
+                                                timezone text DEFAULT NULL, retries integer DEFAULT NULL,
+                                                retry_backoff interval DEFAULT NULL, overlap text DEFAULT NULL,
+                                                priority integer DEFAULT NULL, log_runs text DEFAULT NULL,
+                                                keep_runs integer DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -334,11 +445,18 @@ DECLARE
 BEGIN
     PERFORM automation.check_job_privilege('INSERT');
     PERFORM automation.check_job_target(database, who);
-    INSERT INTO automation.job AS j (jobname, schedule, command, database, username, active, timeout)
-    VALUES (job_name, schedule, command, database, who, COALESCE(active, true), timeout)
+    INSERT INTO automation.job AS j (jobname, schedule, command, database, username, active, timeout,
+                                     timezone, retries, retry_backoff, overlap, priority, log_runs, keep_runs)
+    VALUES (job_name, schedule_in_database.schedule, command, database, who, COALESCE(active, true), timeout,
+            schedule_in_database.timezone, COALESCE(schedule_in_database.retries, 0),
+            COALESCE(schedule_in_database.retry_backoff, interval '10 seconds'),
+            COALESCE(schedule_in_database.overlap, 'skip'), COALESCE(schedule_in_database.priority, 0),
+            schedule_in_database.log_runs, schedule_in_database.keep_runs)
     ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
        SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, database = EXCLUDED.database,
-           active = EXCLUDED.active, timeout = EXCLUDED.timeout
+           active = EXCLUDED.active, timeout = EXCLUDED.timeout, timezone = EXCLUDED.timezone,
+           retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
+           priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
     RETURNING j.jobid INTO id;
     RETURN id;
 END
@@ -382,7 +500,11 @@ $fn$;
 
 CREATE FUNCTION automation.alter_job(job_id bigint, schedule text DEFAULT NULL, command text DEFAULT NULL,
                                      database text DEFAULT NULL, username text DEFAULT NULL,
-                                     active boolean DEFAULT NULL, timeout interval DEFAULT NULL)
+                                     active boolean DEFAULT NULL, timeout interval DEFAULT NULL,
+                                     timezone text DEFAULT NULL, retries integer DEFAULT NULL,
+                                     retry_backoff interval DEFAULT NULL, overlap text DEFAULT NULL,
+                                     priority integer DEFAULT NULL, log_runs text DEFAULT NULL,
+                                     keep_runs integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -407,7 +529,18 @@ BEGIN
            -- a zero timeout removes it
            timeout  = CASE WHEN alter_job.timeout IS NULL THEN j.timeout
                            WHEN alter_job.timeout = interval '0' THEN NULL
-                           ELSE alter_job.timeout END
+                           ELSE alter_job.timeout END,
+           -- '' returns to automation.timezone / automation.log_runs; 0 removes the cap
+           timezone = CASE WHEN alter_job.timezone IS NULL THEN j.timezone
+                           ELSE NULLIF(alter_job.timezone, '') END,
+           retries = COALESCE(alter_job.retries, j.retries),
+           retry_backoff = COALESCE(alter_job.retry_backoff, j.retry_backoff),
+           overlap = COALESCE(alter_job.overlap, j.overlap),
+           priority = COALESCE(alter_job.priority, j.priority),
+           log_runs = CASE WHEN alter_job.log_runs IS NULL THEN j.log_runs
+                           ELSE NULLIF(alter_job.log_runs, '') END,
+           keep_runs = CASE WHEN alter_job.keep_runs IS NULL THEN j.keep_runs
+                            ELSE NULLIF(alter_job.keep_runs, 0) END
      WHERE j.jobid = job_id;
 END
 $fn$;
@@ -424,6 +557,9 @@ DECLARE
     cutoff timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) automation.job_run_retention();
     n bigint;
 BEGIN
+    -- the counters of jobs that are gone
+    DELETE FROM automation.job_run_stats s
+     WHERE NOT EXISTS (SELECT FROM automation.job j WHERE j.jobid OPERATOR(pg_catalog.=) s.jobid);
     -- automation.job_run_retention = 0 keeps every run (as every retention setting)
     IF automation.job_run_retention() OPERATOR(pg_catalog.=) interval '0' THEN
         RETURN;
@@ -442,16 +578,16 @@ $fn$;
 
 COMMENT ON FUNCTION automation.check_job_privilege(text) IS
 'Internal: raise 42501 with a hint naming automation_runner unless the current role has privilege on automation.job.';
-COMMENT ON FUNCTION automation.schedule(text, text, text) IS
-'pg_cron''s cron.schedule(job_name, schedule, command): schedule a command in this database as the current role; the same job_name again replaces that job. Returns the jobid.';
+COMMENT ON FUNCTION automation.schedule(text, text, text, text, integer, interval, text, integer, text, integer) IS
+'pg_cron''s cron.schedule(job_name, schedule, command): schedule a command in this database as the current role; the same job_name again replaces that job. Optional: timezone (NULL: automation.timezone), retries and retry_backoff, overlap (skip, queue, parallel N), priority, log_runs (all, failures, none; NULL: automation.log_runs), keep_runs. Returns the jobid.';
 COMMENT ON FUNCTION automation.schedule(text, text) IS
 'pg_cron''s cron.schedule(schedule, command): an unnamed job. Returns the jobid.';
-COMMENT ON FUNCTION automation.schedule_in_database(text, text, text, text, text, boolean, interval) IS
-'pg_cron''s cron.schedule_in_database: run the command in another database (and, for superusers, as another role); timeout becomes the run''s statement_timeout.';
+COMMENT ON FUNCTION automation.schedule_in_database(text, text, text, text, text, boolean, interval, text, integer, interval, text, integer, text, integer) IS
+'pg_cron''s cron.schedule_in_database: run the command in another database (and, for superusers, as another role); timeout becomes the run''s statement_timeout; the other options as for schedule().';
 COMMENT ON FUNCTION automation.unschedule(bigint) IS 'Delete a job you own, by id.';
 COMMENT ON FUNCTION automation.unschedule(text) IS 'Delete a job you own, by name.';
-COMMENT ON FUNCTION automation.alter_job(bigint, text, text, text, text, boolean, interval) IS
-'pg_cron''s cron.alter_job: change what is not NULL; timeout => ''0'' removes the timeout. Moving a job to another role needs superuser.';
+COMMENT ON FUNCTION automation.alter_job(bigint, text, text, text, text, boolean, interval, text, integer, interval, text, integer, text, integer) IS
+'pg_cron''s cron.alter_job: change what is not NULL; timeout => ''0'' removes the timeout, timezone => '''' and log_runs => '''' return to the settings, keep_runs => 0 removes the cap. Moving a job to another role needs superuser.';
 COMMENT ON PROCEDURE automation.purge_job_run_details(integer) IS
 'Delete finished runs older than automation.job_run_retention (0 keeps them all), batch rows per transaction (CALL it at top level).';
 COMMENT ON FUNCTION automation.check_job_target(text, text) IS 'Internal: raise when the role (or the database, if not NULL) does not exist.';
@@ -468,13 +604,13 @@ REVOKE EXECUTE ON FUNCTION automation.job_check_target(), automation.job_check_s
 CREATE FUNCTION automation.scheduler_state()
 RETURNS TABLE (database_oid oid, extension text, scheduler_pid integer, next_due timestamptz,
                waiting_since timestamptz, runs_waiting integer, runs_running integer,
-               max_workers integer, scheduler_workers integer)
+               fires_waiting integer, max_workers integer, scheduler_workers integer)
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'scheduler_state_wrapper';
 
 COMMENT ON FUNCTION automation.scheduler_state() IS
-'Per database the launcher knows: whether it has the extension, its scheduler''s pid (schedulers run only while jobs are due), when it needs one next, since when it has waited for one, its runs waiting for a worker and running; and the cluster-wide budgets in force (automation.max_workers, automation.scheduler_workers, clamped to max_worker_processes).';
+'Per database the launcher knows: whether it has the extension, its scheduler''s pid (schedulers run only while jobs are due), when it needs one next, since when it has waited for one, its runs waiting for a worker and running, its due fires waiting for a slot (automation.max_running_jobs, or no free run slot); and the cluster-wide budgets in force (automation.max_workers, automation.scheduler_workers, clamped to max_worker_processes).';
 
 -- What the scheduler is doing: the launcher, each database's scheduler (its
 -- activity line names the next run) or why none runs now, the runs in
@@ -517,6 +653,12 @@ AS $fn$
       FROM automation.scheduler_state() s JOIN pg_catalog.pg_database d ON d.oid = s.database_oid
      WHERE s.extension = 'installed' AND s.scheduler_pid IS NULL
     UNION ALL
+    SELECT 'database', NULL, d.datname, 'fires waiting for a slot', NULL,
+           pg_catalog.format('%s due fire(s) wait for a slot (automation.max_running_jobs = %s in this database; highest priority first, then oldest due)',
+                             s.fires_waiting, pg_catalog.current_setting('automation.max_running_jobs'))
+      FROM automation.scheduler_state() s JOIN pg_catalog.pg_database d ON d.oid = s.database_oid
+     WHERE s.fires_waiting > 0
+    UNION ALL
     SELECT 'job', w.pid, w.datname, COALESCE(w.state, 'starting'), w.query_start,
            w.application_name || ': ' || COALESCE(w.query, '')
       FROM workers w WHERE w.backend_type = 'automation_ext job'
@@ -545,6 +687,7 @@ SELECT pg_catalog.pg_extension_config_dump('automation.job_removed_defaults', ''
 SELECT pg_catalog.pg_extension_config_dump('automation.job_jobid_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('automation.job_run_details', '');
 SELECT pg_catalog.pg_extension_config_dump('automation.job_run_details_runid_seq', '');
+-- (automation.job_run_stats is not dumped: counters start again after a restore)
 
 -- Tell the launcher that this database now has jobs to run.
 SELECT automation.wake_scheduler();

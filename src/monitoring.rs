@@ -17,6 +17,9 @@ pub mod exposition {
     pub enum Kind {
         Gauge,
         Counter,
+        /// samples are the `_bucket` (label `le`), `_sum` and `_count`
+        /// series, each naming itself in the label `__name__`
+        Histogram,
     }
 
     pub struct Metric {
@@ -54,16 +57,22 @@ pub mod exposition {
             let kind = match m.kind {
                 Kind::Gauge => "gauge",
                 Kind::Counter => "counter",
+                Kind::Histogram => "histogram",
             };
             let _ = writeln!(out, "# HELP {} {}", m.name, m.help);
             let _ = writeln!(out, "# TYPE {} {kind}", m.name);
             for (label, value) in &m.samples {
-                if label.is_empty() {
-                    let _ = writeln!(out, "{} {value}", m.name);
+                // a series of the family other than the family's own name
+                let series = label.iter().find(|(k, _)| k == "__name__").map_or(m.name, |(_, v)| v.as_str());
+                let pairs: Vec<String> = label
+                    .iter()
+                    .filter(|(k, _)| k != "__name__")
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                    .collect();
+                if pairs.is_empty() {
+                    let _ = writeln!(out, "{series} {value}");
                 } else {
-                    let pairs: Vec<String> =
-                        label.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
-                    let _ = writeln!(out, "{}{{{}}} {value}", m.name, pairs.join(","));
+                    let _ = writeln!(out, "{series}{{{}}} {value}", pairs.join(","));
                 }
             }
         }
@@ -98,6 +107,35 @@ pub mod exposition {
                  # HELP automation_deadlocks_total Deadlocks.\n\
                  # TYPE automation_deadlocks_total counter\n\
                  automation_deadlocks_total 2\n"
+            );
+        }
+
+        #[test]
+        fn histograms_render_their_series_under_one_family() {
+            let series = |name: &str, le: Option<&str>, v: f64| {
+                let mut labels = vec![("__name__".to_owned(), name.to_owned())];
+                labels.extend(le.map(|le| ("le".to_owned(), le.to_owned())));
+                (labels, v)
+            };
+            let text = render(&[Metric {
+                name: "x_seconds",
+                help: "X.",
+                kind: Kind::Histogram,
+                samples: vec![
+                    series("x_seconds_bucket", Some("0.5"), 1.0),
+                    series("x_seconds_bucket", Some("+Inf"), 3.0),
+                    series("x_seconds_sum", None, 4.25),
+                    series("x_seconds_count", None, 3.0),
+                ],
+            }]);
+            assert_eq!(
+                text,
+                "# HELP x_seconds X.\n\
+                 # TYPE x_seconds histogram\n\
+                 x_seconds_bucket{le=\"0.5\"} 1\n\
+                 x_seconds_bucket{le=\"+Inf\"} 3\n\
+                 x_seconds_sum 4.25\n\
+                 x_seconds_count 3\n"
             );
         }
 
@@ -274,8 +312,23 @@ const LIVE: &[(&str, &str, Kind)] = &[
         "Share of pipeline_metrics rows of the last hour with status success, by pipeline.",
         Kind::Gauge,
     ),
-    ("automation_job_runs_total", "Job runs kept in job_run_details, by job and status.", Kind::Counter),
+    ("automation_job_runs_total", "Job runs by job and status, as the scheduler counted them (job_run_stats).", Kind::Counter),
+    (
+        "automation_job_run_duration_seconds",
+        "How long job runs took, every job of the database (job_run_stats).",
+        Kind::Histogram,
+    ),
+    (
+        "automation_job_start_lateness_seconds",
+        "How late job runs started after they were due, every job of the database (job_run_stats).",
+        Kind::Histogram,
+    ),
     ("automation_job_runs_active", "Job runs starting or running now.", Kind::Gauge),
+    (
+        "automation_jobs_waiting_for_slot",
+        "This database's due runs waiting for a slot (automation.max_running_jobs, or a worker of automation.max_workers).",
+        Kind::Gauge,
+    ),
 ];
 
 fn live_metrics() -> Result<Vec<Metric>> {
@@ -297,7 +350,12 @@ fn live_metrics() -> Result<Vec<Metric>> {
             kind,
             samples: rows
                 .iter()
-                .filter(|(m, _, _)| m == name)
+                .filter(|(m, _, _)| match kind {
+                    Kind::Histogram => {
+                        m.strip_prefix(name).is_some_and(|suffix| ["_bucket", "_sum", "_count"].contains(&suffix))
+                    }
+                    _ => m == name,
+                })
                 .map(|(_, labels, v)| {
                     let map: serde_json::Map<String, serde_json::Value> =
                         serde_json::from_str(labels).unwrap_or_default();

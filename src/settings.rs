@@ -113,6 +113,41 @@ pub static SCHEDULER_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub const DEFAULT_TIMEZONE: &CStr = c"GMT";
 pub static SCHEDULER_TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_TIMEZONE));
 pub static JOB_RUN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+
+/// `automation.log_runs`: which runs of a job `automation.job_run_details`
+/// keeps once they end (a job's `log_runs` overrides it). A run's row exists
+/// while it runs whatever this says: it is how a crash mid-run is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
+pub enum LogRuns {
+    #[name = c"all"]
+    All,
+    #[name = c"failures"]
+    Failures,
+    #[name = c"none"]
+    None,
+}
+
+impl LogRuns {
+    pub fn parse(text: &str) -> Option<LogRuns> {
+        match text {
+            "all" => Some(LogRuns::All),
+            "failures" => Some(LogRuns::Failures),
+            "none" => Some(LogRuns::None),
+            _ => None,
+        }
+    }
+
+    /// Does a run that ended with this status (`failed`: it failed) stay?
+    pub fn keeps(self, failed: bool) -> bool {
+        match self {
+            LogRuns::All => true,
+            LogRuns::Failures => failed,
+            LogRuns::None => false,
+        }
+    }
+}
+
+pub static LOG_RUNS: GucSetting<LogRuns> = GucSetting::<LogRuns>::new(LogRuns::All);
 pub static EXECUTION_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 pub static ERROR_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(90 * 86_400);
 
@@ -306,6 +341,14 @@ pub fn register() {
         0,
         1000,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"automation.log_runs",
+        c"Which ended job runs automation.job_run_details keeps: all, failures or none.",
+        c"A job's log_runs overrides it. Runs are counted in automation.job_run_stats whatever this says.",
+        &LOG_RUNS,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_enum_guc(

@@ -259,3 +259,35 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_040 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_040)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.5.0 -> current: jobs get a time zone, retries, an overlap policy, a
+-- priority and a history mode (0.6.0); existing jobs keep their behaviour
+-- and their runs; the new options work on them.
+CREATE EXTENSION automation_ext VERSION '0.5.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT automation.schedule('nightly', '30 2 * * *', 'SELECT 1') AS nightly_id \gset
+INSERT INTO automation.job_run_details (jobid, status, start_time, end_time, scheduled_for)
+VALUES (:nightly_id, 'succeeded', now() - interval '1 day', now() - interval '1 day', now() - interval '1 day');
+
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT jobname, schedule, timezone, retries, retry_backoff, overlap, priority, log_runs, keep_runs, next_attempt
+  FROM automation.job WHERE jobid = :nightly_id;
+SELECT status, attempt FROM automation.job_run_details WHERE jobid = :nightly_id;
+-- the old three-argument call still schedules; the new options apply
+SELECT automation.schedule('nightly', '30 2 * * *', 'SELECT 2', timezone => 'Asia/Tokyo', retries => 2) = :nightly_id AS same_job;
+SELECT command, timezone, retries, next_run_at = automation.next_run('30 2 * * *', now(), 'Asia/Tokyo') AS in_tokyo
+  FROM automation.job WHERE jobid = :nightly_id;
+SELECT automation.alter_job(:nightly_id, overlap => 'queue', priority => 5);
+SELECT overlap, priority FROM automation.job WHERE jobid = :nightly_id;
+
+CREATE TEMP TABLE upgraded_050 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_050 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.5.0' AS difference, * FROM upgraded_050 EXCEPT SELECT 'only after upgrade from 0.5.0', * FROM fresh_050)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_050 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_050)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -24,12 +25,12 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
 use super::cron;
-use super::plan::{self, Crowd, Report, RunStatus, Started, Timetable};
+use super::plan::{self, Crowd, Loaded, Overlap, Policy, Report, RunStatus, Started, Timetable};
 use super::runner::{self, RunSegment};
 use super::shared::{self, Extension, RunSlot, RunState, SHARED};
 use crate::civil::pg_zone::PgZone;
 use crate::error::{in_worker_transaction, Context, Error, Result};
-use crate::settings;
+use crate::settings::{self, LogRuns};
 
 static JOBS_DIRTY: AtomicBool = AtomicBool::new(true);
 static JOB_RELID: AtomicU32 = AtomicU32::new(0);
@@ -51,6 +52,40 @@ struct Job {
     /// the role itself; `username` is its name when the jobs were loaded
     owner: pg_sys::Oid,
     timeout_ms: i32,
+    /// which of its ended runs job_run_details keeps (None: automation.log_runs)
+    log_runs: Option<LogRuns>,
+    /// at most this many of its runs are kept
+    keep_runs: Option<i32>,
+    /// its runs' place among runs waiting for a worker
+    priority: i32,
+}
+
+impl Job {
+    fn log_runs(&self) -> LogRuns {
+        self.log_runs.unwrap_or_else(|| settings::LOG_RUNS.get())
+    }
+}
+
+/// A row of automation.job as the scheduler reads it.
+struct JobRow {
+    jobid: Option<i64>,
+    name: Option<String>,
+    schedule: Option<String>,
+    command: Option<String>,
+    database: Option<String>,
+    username: Option<String>,
+    timeout_ms: Option<i32>,
+    owner: Option<pg_sys::Oid>,
+    local: Option<bool>,
+    stored: Option<i64>,
+    timezone: Option<String>,
+    retries: Option<i32>,
+    retry_backoff_ms: Option<i64>,
+    overlap: Option<String>,
+    priority: Option<i32>,
+    log_runs: Option<String>,
+    keep_runs: Option<i32>,
+    next_attempt: Option<i32>,
 }
 
 struct Scheduler {
@@ -251,6 +286,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             slot.scheduler_pid = 0;
         }
         slot.next_due = next;
+        slot.fires_waiting = 0;
         if slot.executions_logged {
             // logged after our last look: the launcher starts another
             slot.woken = true;
@@ -408,24 +444,35 @@ impl Scheduler {
                             CASE WHEN local THEN pg_catalog.current_database()::text ELSE database END, username,
                             COALESCE(LEAST(pg_catalog.date_part('epoch', timeout) * 1000, 2147483647), 0)::int4,
                             owner, local,
-                            (pg_catalog.date_part('epoch', next_run_at - '2000-01-01 00:00:00+00') * 1000000)::int8
+                            (pg_catalog.date_part('epoch', next_run_at - '2000-01-01 00:00:00+00') * 1000000)::int8,
+                            timezone, retries,
+                            LEAST(pg_catalog.date_part('epoch', retry_backoff) * 1000, 86400000)::int8,
+                            overlap, priority, log_runs, keep_runs, next_attempt
                        FROM automation.job WHERE active",
                     None,
                     &[],
                 )?
                 .map(|r| {
-                    Ok((
-                        r.get::<i64>(1)?,
-                        r.get::<String>(2)?,
-                        r.get::<String>(3)?,
-                        r.get::<String>(4)?,
-                        r.get::<String>(5)?,
-                        r.get::<String>(6)?,
-                        r.get::<i32>(7)?,
-                        r.get::<pg_sys::Oid>(8)?,
-                        r.get::<bool>(9)?,
-                        r.get::<i64>(10)?,
-                    ))
+                    Ok(JobRow {
+                        jobid: r.get(1)?,
+                        name: r.get(2)?,
+                        schedule: r.get(3)?,
+                        command: r.get(4)?,
+                        database: r.get(5)?,
+                        username: r.get(6)?,
+                        timeout_ms: r.get(7)?,
+                        owner: r.get(8)?,
+                        local: r.get(9)?,
+                        stored: r.get(10)?,
+                        timezone: r.get(11)?,
+                        retries: r.get(12)?,
+                        retry_backoff_ms: r.get(13)?,
+                        overlap: r.get(14)?,
+                        priority: r.get(15)?,
+                        log_runs: r.get(16)?,
+                        keep_runs: r.get(17)?,
+                        next_attempt: r.get(18)?,
+                    })
                 })
                 .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
         })
@@ -443,21 +490,31 @@ impl Scheduler {
             }
         };
         self.jobs.clear();
+        let mut zones: HashMap<String, Rc<dyn crate::civil::Zone>> = HashMap::new();
         let mut timings = Vec::with_capacity(rows.len());
         for row in rows {
-            // every column but the name and the stored next fire is NOT NULL
-            let (
-                Some(jobid),
+            // every column but the name, the stored next fire, the time zone,
+            // log_runs and keep_runs is NOT NULL
+            let JobRow {
+                jobid: Some(jobid),
                 name,
-                Some(text),
-                Some(command),
-                Some(database),
-                Some(username),
-                Some(timeout_ms),
-                Some(owner),
-                Some(local),
+                schedule: Some(text),
+                command: Some(command),
+                database: Some(database),
+                username: Some(username),
+                timeout_ms: Some(timeout_ms),
+                owner: Some(owner),
+                local: Some(local),
                 stored,
-            ) = row
+                timezone,
+                retries: Some(retries),
+                retry_backoff_ms: Some(retry_backoff_ms),
+                overlap: Some(overlap),
+                priority: Some(priority),
+                log_runs,
+                keep_runs,
+                next_attempt: Some(next_attempt),
+            } = row
             else {
                 return Err(Error::internal("could not load automation.job", "a NOT NULL column read as NULL"));
             };
@@ -468,8 +525,49 @@ impl Scheduler {
                     continue;
                 }
             };
-            timings.push((jobid, text, schedule, stored));
-            self.jobs.insert(jobid, Job { name, command, database, local, username, owner, timeout_ms });
+            // the table's CHECK constraints allow only what these read
+            let Some(overlap) = Overlap::parse(&overlap) else {
+                warning!("job {jobid} is not scheduled: overlap \"{overlap}\" is not skip, queue or parallel N");
+                continue;
+            };
+            let zone = match &timezone {
+                None => None,
+                Some(name) => match zones.get(name) {
+                    Some(z) => Some(Rc::clone(z)),
+                    None => match CString::new(name.as_str()).ok().and_then(|c| PgZone::named(&c)) {
+                        Some(z) => {
+                            let z: Rc<dyn crate::civil::Zone> = Rc::new(z);
+                            zones.insert(name.clone(), Rc::clone(&z));
+                            Some(z)
+                        }
+                        None => {
+                            warning!("job {jobid} is not scheduled: time zone \"{name}\" is not known");
+                            continue;
+                        }
+                    },
+                },
+            };
+            let policy = Policy {
+                overlap,
+                priority,
+                retries: u32::try_from(retries).unwrap_or(0),
+                retry_backoff_ms: retry_backoff_ms.max(1),
+            };
+            timings.push(Loaded {
+                jobid,
+                schedule_text: text,
+                schedule,
+                zone_name: timezone,
+                zone,
+                stored,
+                stored_attempt: u32::try_from(next_attempt).unwrap_or(1),
+                policy,
+            });
+            let log_runs = log_runs.as_deref().and_then(LogRuns::parse);
+            self.jobs.insert(
+                jobid,
+                Job { name, command, database, local, username, owner, timeout_ms, log_runs, keep_runs, priority },
+            );
         }
         let nexts = self.timetable.load(timings, first_boot, now, &self.zone);
         write_next_runs(&nexts)
@@ -477,12 +575,17 @@ impl Scheduler {
 
     fn launch_due(&mut self, now: i64) -> Result<()> {
         let max = settings::MAX_RUNNING_JOBS.get().max(1) as usize;
-        let mut running: HashMap<i64, i64> = self.in_flight().iter().map(|(_, r)| (r.jobid, r.runid)).collect();
+        let mut running: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (_, r) in self.in_flight() {
+            running.entry(r.jobid).or_default().push(r.runid);
+        }
         let mut effects = Effects { dboid: self.dboid, jobs: &self.jobs };
-        let advanced = self.timetable.launch_due(now, &self.zone, &mut running, max, &mut effects)?;
-        write_next_runs(&advanced)
+        let launched = self.timetable.launch_due(now, &self.zone, &mut running, max, &mut effects)?;
+        if let Some(slot) = SHARED.exclusive().slot_mut(self.dboid) {
+            slot.fires_waiting = launched.waiting_for_slot as u32;
+        }
+        write_next_runs(&launched.advanced)
     }
-
     /// Record what the runs of this database did: running ones once, ended
     /// ones with their outcome (then their slot is free again).
     fn reap(&mut self) -> Result<()> {
@@ -518,8 +621,21 @@ impl Scheduler {
                     let t = now();
                     let start = if start > 0 { start } else { t };
                     let end = if end > 0 { end } else { t };
-                    finish_run(run.runid, status, &message, (pid > 0).then_some(pid), start, end)?;
-                    note_outcome(run.jobid, start, status)?;
+                    let attempt = finish_run(run.runid, status, &message, (pid > 0).then_some(pid), start, end)?;
+                    // a failed attempt with retries left: the job's next fire
+                    // is its retry (when that comes before the next fire)
+                    let retry = match (status, attempt) {
+                        (RunStatus::Failed, Some(attempt)) => {
+                            self.timetable.failed(run.jobid, u32::try_from(attempt).unwrap_or(0), end, jitter())
+                        }
+                        _ => None,
+                    };
+                    if let Some(next) = retry {
+                        write_next_runs(&[next])?;
+                    }
+                    note_outcome(run.jobid, start, status, retry.is_none())?;
+                    count_run(run.jobid, status, Some((end - start, start - run.due)))?;
+                    keep_history(self.jobs.get(&run.jobid), run.jobid, Some(run.runid), status)?;
                     self.marked.remove(&run.runid);
                     let mut shared = SHARED.exclusive();
                     if shared.runs[i].runid == run.runid && shared.runs[i].state == RunState::Finished {
@@ -564,13 +680,18 @@ impl plan::Launcher for Effects<'_> {
     type Error = Error;
 
     fn skip(&mut self, jobid: i64, due: i64, running: i64) -> Result<()> {
-        let message = format!("skipped: the previous run (runid {running}) was still running");
-        let t = now();
-        insert_run(jobid, &self.jobs[&jobid], RunStatus::Skipped, Some(&message), due, Some((t, t)))?;
+        let job = &self.jobs[&jobid];
+        count_run(jobid, RunStatus::Skipped, None)?;
+        if job.log_runs().keeps(false) {
+            let message = format!("skipped: the previous run (runid {running}) was still running");
+            let t = now();
+            insert_run(jobid, job, RunStatus::Skipped, Some(&message), due, Some((t, t)), 1)?;
+            keep_history(Some(job), jobid, None, RunStatus::Skipped)?;
+        }
         Ok(())
     }
 
-    fn start(&mut self, jobid: i64, due: i64) -> Result<Started> {
+    fn start(&mut self, jobid: i64, due: i64, attempt: u32) -> Result<Started> {
         let job = &self.jobs[&jobid];
         // Who and where, checked here so that a refusal is a clear failed
         // run rather than a worker dying on connect.
@@ -585,13 +706,14 @@ impl plan::Launcher for Effects<'_> {
                 // later, oldest due first (start_time - scheduled_for is how
                 // late it started)
                 let seg = RunSegment::create(jobid, db, role, job.timeout_ms, &job.command);
-                let Some(slot) = SHARED.exclusive().request_run(self.dboid, jobid, 0, seg.handle(), due, now()) else {
+                let Some(slot) = SHARED.exclusive().request_run(self.dboid, jobid, seg.handle(), due, job.priority, now())
+                else {
                     // another scheduler took the last slot meanwhile
                     seg.release();
                     return Ok(Started::NoSlot);
                 };
                 let started = start_now(slot);
-                let runid = insert_run(jobid, job, RunStatus::Starting, None, due, None)?;
+                let runid = insert_run(jobid, job, RunStatus::Starting, None, due, None, attempt)?;
                 {
                     let mut shared = SHARED.exclusive();
                     if shared.runs[slot].dsm == seg.handle() && shared.runs[slot].state != RunState::Free {
@@ -624,8 +746,12 @@ impl plan::Launcher for Effects<'_> {
             ),
         };
         let t = now();
-        insert_run(jobid, job, RunStatus::Failed, Some(&problem), due, Some((t, t)))?;
-        note_outcome(jobid, t, RunStatus::Failed)?;
+        if job.log_runs().keeps(true) {
+            insert_run(jobid, job, RunStatus::Failed, Some(&problem), due, Some((t, t)), attempt)?;
+            keep_history(Some(job), jobid, None, RunStatus::Failed)?;
+        }
+        note_outcome(jobid, t, RunStatus::Failed, true)?;
+        count_run(jobid, RunStatus::Failed, None)?;
         Ok(Started::Done)
     }
 }
@@ -637,11 +763,13 @@ fn insert_run(
     message: Option<&str>,
     due: i64,
     times: Option<(i64, i64)>,
+    attempt: u32,
 ) -> Result<i64> {
     Spi::get_one_with_args::<i64>(
         "INSERT INTO automation.job_run_details
-                (jobid, database, username, command, status, return_message, start_time, end_time, scheduled_for)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING runid",
+                (jobid, database, username, command, status, return_message, start_time, end_time, scheduled_for,
+                 attempt)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING runid",
         &[
             jobid.into(),
             job.database.as_str().into(),
@@ -652,6 +780,7 @@ fn insert_run(
             times.map(|t| tstz(t.0)).into(),
             times.map(|t| tstz(t.1)).into(),
             tstz(due).into(),
+            i32::try_from(attempt).unwrap_or(i32::MAX).into(),
         ],
     )
     .with_context(|| format!("could not record a run of job {jobid}"))?
@@ -792,12 +921,22 @@ fn mark_running(runid: i64, pid: i32, start: i64) -> Result<()> {
     .with_context(|| format!("could not record run {runid}"))
 }
 
-fn finish_run(runid: i64, status: RunStatus, message: &str, pid: Option<i32>, start: i64, end: i64) -> Result<()> {
-    Spi::run_with_args(
+/// Record a run's end; returns its attempt (None when its row is gone: a
+/// user deleted it).
+fn finish_run(
+    runid: i64,
+    status: RunStatus,
+    message: &str,
+    pid: Option<i32>,
+    start: i64,
+    end: i64,
+) -> Result<Option<i32>> {
+    Spi::get_one_with_args::<i32>(
         "UPDATE automation.job_run_details
             SET status = $2, return_message = $3, job_pid = COALESCE($4, job_pid),
                 start_time = $5, end_time = $6
-          WHERE runid = $1 AND status = ANY ($7)",
+          WHERE runid = $1 AND status = ANY ($7)
+         RETURNING attempt",
         &[
             runid.into(),
             status.as_str().into(),
@@ -813,34 +952,81 @@ fn finish_run(runid: i64, status: RunStatus, message: &str, pid: Option<i32>, st
 
 /// Run-state columns of automation.job. SKIP LOCKED: a user holding the row
 /// (an open ALTER) must never stall the scheduler; the columns are
-/// informational and are written again at the next run.
-fn note_outcome(jobid: i64, start: i64, status: RunStatus) -> Result<()> {
+/// informational and are written again at the next run. A failed attempt
+/// that will be retried (`fire_over` false) does not count as a failure:
+/// consecutive_failures counts fires.
+fn note_outcome(jobid: i64, start: i64, status: RunStatus, fire_over: bool) -> Result<()> {
     let ok = status == RunStatus::Succeeded;
     Spi::run_with_args(
         "UPDATE automation.job j
             SET last_run_at = $2, last_status = $4,
-                consecutive_failures = CASE WHEN $3 THEN 0 ELSE j.consecutive_failures + 1 END
+                consecutive_failures = CASE WHEN $3 THEN 0
+                                            WHEN $5 THEN j.consecutive_failures + 1
+                                            ELSE j.consecutive_failures END
           WHERE j.jobid = (SELECT jobid FROM automation.job WHERE jobid = $1 FOR UPDATE SKIP LOCKED)",
-        &[jobid.into(), tstz(start).into(), ok.into(), status.as_str().into()],
+        &[jobid.into(), tstz(start).into(), ok.into(), status.as_str().into(), fire_over.into()],
     )
     .with_context(|| format!("could not update job {jobid}"))
 }
 
+/// Count a run in automation.job_run_stats (with its duration and start
+/// lateness in µs when it ran).
+fn count_run(jobid: i64, status: RunStatus, times: Option<(i64, i64)>) -> Result<()> {
+    let secs = |us: i64| us as f64 / 1e6;
+    Spi::run_with_args(
+        "SELECT automation.count_job_run($1, $2, $3, $4)",
+        &[jobid.into(), status.as_str().into(), times.map(|t| secs(t.0)).into(), times.map(|t| secs(t.1)).into()],
+    )
+    .with_context(|| format!("could not count a run of job {jobid}"))
+}
+
+/// What job_run_details keeps of a job's ended runs: the run `runid` goes
+/// unless its job's log_runs keeps it; beyond keep_runs, the oldest ended
+/// runs of the job go.
+fn keep_history(job: Option<&Job>, jobid: i64, runid: Option<i64>, status: RunStatus) -> Result<()> {
+    let mode = job.map_or_else(|| settings::LOG_RUNS.get(), Job::log_runs);
+    if let Some(runid) = runid.filter(|_| !mode.keeps(status == RunStatus::Failed)) {
+        Spi::run_with_args("DELETE FROM automation.job_run_details WHERE runid = $1", &[runid.into()])
+            .with_context(|| format!("could not forget run {runid}"))?;
+    }
+    if let Some(keep) = job.and_then(|j| j.keep_runs) {
+        let ended: Vec<&str> = RunStatus::ALL.into_iter().filter(|s| s.is_final()).map(RunStatus::as_str).collect();
+        Spi::run_with_args(
+            "DELETE FROM automation.job_run_details
+              WHERE runid IN (SELECT d.runid FROM automation.job_run_details d
+                               WHERE d.jobid = $1 AND d.status = ANY ($3)
+                               ORDER BY d.runid DESC OFFSET $2)",
+            &[jobid.into(), i64::from(keep).into(), ended.into()],
+        )
+        .with_context(|| format!("could not cap the history of job {jobid}"))?;
+    }
+    Ok(())
+}
+
+/// A uniform number in [0, 1) for a retry's jitter.
+fn jitter() -> f64 {
+    // SAFETY: pg_prng_double reads and advances this process's global PRNG
+    // state, which PostgreSQL seeds when the process starts.
+    unsafe { pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) }
+}
+
 /// Write the jobs' next fires to automation.job (rows a user holds locked
 /// are left: the next write catches up).
-fn write_next_runs(nexts: &[(i64, Option<i64>)]) -> Result<()> {
+fn write_next_runs(nexts: &[plan::Next]) -> Result<()> {
     if nexts.is_empty() {
         return Ok(());
     }
-    let ids: Vec<i64> = nexts.iter().map(|(id, _)| *id).collect();
-    let times: Vec<Option<TimestampWithTimeZone>> = nexts.iter().map(|(_, n)| n.map(tstz)).collect();
+    let ids: Vec<i64> = nexts.iter().map(|(id, _, _)| *id).collect();
+    let times: Vec<Option<TimestampWithTimeZone>> = nexts.iter().map(|(_, n, _)| n.map(tstz)).collect();
+    let attempts: Vec<i32> = nexts.iter().map(|(_, _, a)| i32::try_from(*a).unwrap_or(1)).collect();
     Spi::run_with_args(
-        "UPDATE automation.job j SET next_run_at = u.next
-           FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::timestamptz[])) AS u(jobid, next)
+        "UPDATE automation.job j SET next_run_at = u.next, next_attempt = u.attempt
+           FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::timestamptz[]),
+                           pg_catalog.unnest($3::int4[])) AS u(jobid, next, attempt)
           WHERE j.jobid = u.jobid
-            AND j.next_run_at IS DISTINCT FROM u.next
+            AND (j.next_run_at IS DISTINCT FROM u.next OR j.next_attempt IS DISTINCT FROM u.attempt)
             AND j.jobid IN (SELECT jobid FROM automation.job WHERE jobid = ANY ($1) FOR UPDATE SKIP LOCKED)",
-        &[ids.into(), times.into()],
+        &[ids.into(), times.into(), attempts.into()],
     )
     .context("could not update next run times")
 }
@@ -851,6 +1037,94 @@ mod tests {
     use pgrx::prelude::*;
 
     use crate::scheduler::plan::RunStatus;
+
+    /// Per-job time zones through two DST changes (America/New_York on
+    /// 2026-03-08 and 2026-11-01, Europe/Berlin on 2026-03-29), with
+    /// PostgreSQL's zone database: a 10-minute tick over the weeks around
+    /// them; each job fires once per local day, at the documented times.
+    #[pg_test]
+    fn per_job_time_zones_through_dst_in_two_zones() {
+        use std::collections::HashMap;
+        use std::rc::Rc;
+
+        use crate::civil::pg_zone::PgZone;
+        use crate::civil::{Civil, Zone};
+        use crate::scheduler::cron;
+        use crate::scheduler::plan::{Launcher, Loaded, Policy, Started, Timetable};
+
+        struct Log(Vec<(i64, i64)>);
+        impl Launcher for Log {
+            type Error = ();
+            fn start(&mut self, jobid: i64, due: i64, _: u32) -> Result<Started, ()> {
+                self.0.push((jobid, due));
+                Ok(Started::Done)
+            }
+            fn skip(&mut self, _: i64, _: i64, _: i64) -> Result<(), ()> {
+                Ok(())
+            }
+        }
+        let zone = |name: &std::ffi::CStr| -> Rc<dyn Zone> { Rc::new(PgZone::named(name).unwrap()) };
+        let (ny, berlin) = (zone(c"America/New_York"), zone(c"Europe/Berlin"));
+        let job = |jobid, text: &str, name: &str, z: &Rc<dyn Zone>| Loaded {
+            jobid,
+            schedule_text: text.to_owned(),
+            schedule: cron::parse(text).unwrap(),
+            zone_name: Some(name.to_owned()),
+            zone: Some(Rc::clone(z)),
+            stored: None,
+            stored_attempt: 1,
+            policy: Policy::default(),
+        };
+        // PostgreSQL timestamps: µs since 2000-01-01 UTC
+        let utc = |y, mo, d, h, mi| Civil { year: y, month: mo, day: d, hour: h, minute: mi, second: 0, micro: 0 }.to_timestamp(0);
+        let mut t = Timetable::default();
+        let gmt = PgZone::gmt();
+        let start = utc(2026, 3, 1, 0, 0);
+        t.load(
+            [
+                job(1, "30 2 * * *", "America/New_York", &ny),
+                job(2, "30 2 * * *", "Europe/Berlin", &berlin),
+                job(3, "30 1 * * *", "America/New_York", &ny),
+            ],
+            false,
+            start,
+            &gmt,
+        );
+        let mut log = Log(Vec::new());
+        let mut now = start;
+        while now < utc(2026, 11, 5, 0, 0) {
+            now += 600_000_000;
+            t.launch_due(now, &gmt, &mut HashMap::new(), 10, &mut log).unwrap();
+        }
+        let fires = |jobid| log.0.iter().filter(|(j, _)| *j == jobid).map(|(_, d)| *d).collect::<Vec<_>>();
+        let (ny_fires, berlin_fires, ny_night) = (fires(1), fires(2), fires(3));
+        // New York: 02:30 EST = 07:30 UTC; on 03-08 02:30 does not exist and
+        // the offset before the change is used (07:30 UTC = 03:30 EDT); then
+        // 02:30 EDT = 06:30 UTC
+        for (day, hour) in [(7, 7), (8, 7), (9, 6)] {
+            assert!(ny_fires.contains(&utc(2026, 3, day, hour, 30)), "New York, March {day}");
+        }
+        // Berlin: 02:30 CET = 01:30 UTC up to and on 03-29, then 00:30 UTC
+        for (day, hour) in [(28, 1), (29, 1), (30, 0)] {
+            assert!(berlin_fires.contains(&utc(2026, 3, day, hour, 30)), "Berlin, March {day}");
+        }
+        // once per local day, every day: no day skipped, none twice (01:30
+        // happens twice in New York on 11-01; the job runs once)
+        for (fires, z) in [(&ny_fires, &ny), (&berlin_fires, &berlin), (&ny_night, &ny)] {
+            let days: Vec<(i64, u32, u32)> = fires
+                .iter()
+                .map(|&f| {
+                    let c = Civil::from_timestamp(f, z.offset_at_utc(f));
+                    (c.year, c.month, c.day)
+                })
+                .collect();
+            let mut unique = days.clone();
+            unique.dedup();
+            assert_eq!(unique.len(), days.len(), "a local day fired twice");
+            assert!(days.len() >= 245, "{} fires", days.len());
+        }
+        assert!(ny_night.contains(&utc(2026, 11, 1, 5, 30)) || ny_night.contains(&utc(2026, 11, 1, 6, 30)));
+    }
 
     #[pg_test]
     fn run_statuses_are_the_ones_the_table_allows() {

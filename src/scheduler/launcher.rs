@@ -224,7 +224,8 @@ fn watch_runs() {
     }
 }
 
-/// Start the workers of requested runs, oldest due first, while fewer than
+/// Start the workers of requested runs, highest priority then oldest due
+/// first, while fewer than
 /// `max_workers` run; returns since when the longest-waiting run has waited.
 fn start_runs(max_workers: u32) -> Option<i64> {
     // SAFETY: reading this process's pid.
@@ -237,16 +238,14 @@ fn start_runs(max_workers: u32) -> Option<i64> {
         // SAFETY: reads the clock.
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
         let holding: Vec<u32> = shared.dbs.iter().filter(|d| d.hold_until > now).map(|d| d.dboid).collect();
-        let oldest = shared
-            .runs
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
-            .min_by_key(|(_, r)| (r.due, r.requested_at))
-            .map(|(i, r)| (i, *r));
-        let (i, run) = match oldest {
+        let waiting = || {
+            shared.runs.iter().enumerate().filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
+        };
+        let first = waiting().min_by_key(|(_, r)| (std::cmp::Reverse(r.priority), r.due, r.requested_at)).map(|(i, r)| (i, *r));
+        let longest = waiting().map(|(_, r)| r.requested_at).min();
+        let (i, run) = match first {
             None => return None,
-            Some((_, r)) if running >= max_workers => return Some(r.requested_at),
+            Some(_) if running >= max_workers => return longest,
             Some(found) => found,
         };
         match runner::start_run_worker(run.jobid, run.dsm, me) {
@@ -256,7 +255,7 @@ fn start_runs(max_workers: u32) -> Option<i64> {
             }
             // every max_worker_processes slot is taken (by others): the
             // run keeps waiting, and is started when one is free
-            None => return Some(run.requested_at),
+            None => return longest,
         }
     }
 }

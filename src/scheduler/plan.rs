@@ -8,6 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
+use std::rc::Rc;
 
 use super::cron::Schedule;
 use crate::civil::Zone;
@@ -113,12 +114,82 @@ pub fn first_fire(schedule: &Schedule, known: Known, first_boot: bool, now: i64,
     }
 }
 
+/// What a job does when a fire is due while a run of it is still going
+/// (`automation.job.overlap`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Overlap {
+    /// the fire is recorded as skipped (pg_cron's behaviour; the default)
+    Skip,
+    /// the fire waits and starts as soon as the run ends; fires due
+    /// meanwhile are coalesced into it (never more than one waits)
+    Queue,
+    /// up to N runs at once; a fire beyond that is skipped
+    Parallel(u32),
+}
+
+impl Overlap {
+    /// `skip`, `queue` or `parallel N` (N from 1 to 1000), as the job
+    /// table's CHECK constraint allows.
+    pub fn parse(text: &str) -> Option<Overlap> {
+        match text {
+            "skip" => Some(Overlap::Skip),
+            "queue" => Some(Overlap::Queue),
+            _ => {
+                let n: u32 = text.strip_prefix("parallel ")?.parse().ok()?;
+                (1..=1000).contains(&n).then_some(Overlap::Parallel(n))
+            }
+        }
+    }
+}
+
+/// How a job's fires are run: overlap, priority and retries.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub overlap: Overlap,
+    /// among fires waiting for a slot, higher first (then the oldest due)
+    pub priority: i32,
+    /// attempts after a failed one, each its own run
+    pub retries: u32,
+    /// the first retry's delay (doubling, with jitter, capped so that a
+    /// retry never reaches the next fire)
+    pub retry_backoff_ms: i64,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy { overlap: Overlap::Skip, priority: 0, retries: 0, retry_backoff_ms: 10_000 }
+    }
+}
+
+/// The longest wait for a retry of a job that has no next fire (`@reboot`).
+pub const RETRY_CAP_WITHOUT_NEXT_MS: i64 = 3_600_000;
+/// A retry starts at least this long before the job's next fire, or not at all.
+pub const RETRY_MARGIN_MS: i64 = 1_000;
+
 /// A job as the timetable holds it.
-#[derive(Clone, Debug)]
 pub struct Timing {
     pub schedule_text: String,
     pub schedule: Schedule,
+    /// the job's own time zone (its name, and the zone), else the scheduler's
+    pub zone_name: Option<String>,
+    pub zone: Option<Rc<dyn Zone>>,
     pub next: Option<i64>,
+    /// the attempt `next` is: 1 for a fire of the schedule, more for a retry
+    pub attempt: u32,
+    pub policy: Policy,
+}
+
+/// A job as it is loaded (from automation.job).
+pub struct Loaded {
+    pub jobid: i64,
+    pub schedule_text: String,
+    pub schedule: Schedule,
+    pub zone_name: Option<String>,
+    pub zone: Option<Rc<dyn Zone>>,
+    /// next_run_at and next_attempt as the job table keeps them
+    pub stored: Option<i64>,
+    pub stored_attempt: u32,
+    pub policy: Policy,
 }
 
 /// The active jobs' next fires, with a min-heap over them: finding what is
@@ -139,17 +210,31 @@ pub enum Action {
     /// record it as skipped: the job's run `runid` is still going
     Skip { runid: i64 },
     /// leave it due, in its place: `max_running_jobs` runs of this database
-    /// are going (it starts when one ends, before any fire due later)
-    Wait,
+    /// are going, or the cluster has no free run slot (it starts when one
+    /// ends, before any fire due later of the same or a lower priority)
+    WaitForSlot,
+    /// leave it due: an `overlap = queue` job's run is going (it starts
+    /// when that run ends)
+    WaitForRun,
 }
 
-/// Overlap and slot rules for a due fire of `jobid`, given this database's
-/// runs in flight (job → run) and `max_running_jobs`.
-pub fn decide(jobid: i64, running: &HashMap<i64, i64>, max_running: usize) -> Action {
-    match running.get(&jobid) {
-        Some(&runid) => Action::Skip { runid },
-        None if running.len() >= max_running.max(1) => Action::Wait,
-        None => Action::Start,
+/// Overlap and slot rules for a due fire of a job with this overlap policy,
+/// given its runs in flight (`mine`, `runid` one of them), the database's
+/// runs in flight (`total`), `max_running_jobs`, and whether the cluster's
+/// run slots ran out during this tick (`no_slot`).
+pub fn decide(overlap: Overlap, mine: &[i64], total: usize, max_running: usize, no_slot: bool) -> Action {
+    if let Some(&runid) = mine.first() {
+        match overlap {
+            Overlap::Skip => return Action::Skip { runid },
+            Overlap::Queue => return Action::WaitForRun,
+            Overlap::Parallel(n) if mine.len() >= n as usize => return Action::Skip { runid },
+            Overlap::Parallel(_) => {}
+        }
+    }
+    if no_slot || total >= max_running.max(1) {
+        Action::WaitForSlot
+    } else {
+        Action::Start
     }
 }
 
@@ -166,33 +251,53 @@ pub enum Started {
 /// The side effects of launching, carried out by the caller.
 pub trait Launcher {
     type Error;
-    fn start(&mut self, jobid: i64, due: i64) -> Result<Started, Self::Error>;
+    fn start(&mut self, jobid: i64, due: i64, attempt: u32) -> Result<Started, Self::Error>;
     fn skip(&mut self, jobid: i64, due: i64, running_runid: i64) -> Result<(), Self::Error>;
 }
 
+/// A job's next fire as the job table keeps it: (jobid, next_run_at, next_attempt).
+pub type Next = (i64, Option<i64>, u32);
+
+/// What one pass over the due fires did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Launched {
+    /// the jobs whose next fire moved
+    pub advanced: Vec<Next>,
+    /// due fires left waiting for a slot (max_running_jobs or the cluster's budget)
+    pub waiting_for_slot: usize,
+}
+
 impl Timetable {
-    /// Load the active jobs `(jobid, schedule text, schedule, stored next
-    /// fire)`, keeping what this process knew of the unchanged ones. Returns
-    /// every job's next fire (to be written to the job table).
-    pub fn load(
-        &mut self,
-        jobs: impl IntoIterator<Item = (i64, String, Schedule, Option<i64>)>,
-        first_boot: bool,
-        now: i64,
-        zone: &dyn Zone,
-    ) -> Vec<(i64, Option<i64>)> {
+    /// Load the active jobs, keeping what this process knew of the unchanged
+    /// ones. Returns every job's next fire (to be written to the job table).
+    pub fn load(&mut self, jobs: impl IntoIterator<Item = Loaded>, first_boot: bool, now: i64, zone: &dyn Zone) -> Vec<Next> {
         let mut old = std::mem::take(&mut self.jobs);
-        for (jobid, schedule_text, schedule, stored) in jobs {
-            let known = match old.remove(&jobid) {
-                Some(t) if t.schedule_text == schedule_text => Known::InProcess(t.next),
-                Some(_) => Known::Altered,
-                None => Known::Stored(stored),
+        for job in jobs {
+            let (known, attempt) = match old.remove(&job.jobid) {
+                Some(t) if t.schedule_text == job.schedule_text && t.zone_name == job.zone_name => {
+                    (Known::InProcess(t.next), t.attempt)
+                }
+                Some(_) => (Known::Altered, 1),
+                None => (Known::Stored(job.stored), job.stored_attempt.max(1)),
             };
-            let next = first_fire(&schedule, known, first_boot, now, zone);
-            self.jobs.insert(jobid, Timing { schedule_text, schedule, next });
+            let job_zone: &dyn Zone = job.zone.as_deref().unwrap_or(zone);
+            let next = first_fire(&job.schedule, known, first_boot, now, job_zone);
+            let attempt = if matches!(known, Known::Altered) || next.is_none() { 1 } else { attempt };
+            self.jobs.insert(
+                job.jobid,
+                Timing {
+                    schedule_text: job.schedule_text,
+                    schedule: job.schedule,
+                    zone_name: job.zone_name,
+                    zone: job.zone,
+                    next,
+                    attempt,
+                    policy: job.policy,
+                },
+            );
         }
         self.heap = self.jobs.iter().filter_map(|(id, t)| t.next.map(|n| Reverse((n, *id)))).collect();
-        let mut nexts: Vec<(i64, Option<i64>)> = self.jobs.iter().map(|(id, t)| (*id, t.next)).collect();
+        let mut nexts: Vec<Next> = self.jobs.iter().map(|(id, t)| (*id, t.next, t.attempt)).collect();
         nexts.sort_unstable();
         nexts
     }
@@ -208,52 +313,116 @@ impl Timetable {
         None
     }
 
-    /// The fire of `jobid` due at `due` was dealt with: move the job on.
-    fn advance(&mut self, jobid: i64, due: i64, now: i64, zone: &dyn Zone) -> Option<i64> {
-        if self.heap.peek() == Some(&Reverse((due, jobid))) {
-            self.heap.pop();
-        }
-        let timing = self.jobs.get_mut(&jobid)?;
-        let next = next_fire(&timing.schedule, due, now, zone);
+    /// The fire of `jobid` due at `due` was dealt with (it left the heap):
+    /// move the job on to its next fire of the schedule.
+    fn advance(&mut self, jobid: i64, due: i64, now: i64, zone: &dyn Zone) -> Next {
+        let Some(timing) = self.jobs.get_mut(&jobid) else {
+            return (jobid, None, 1);
+        };
+        let next = next_fire(&timing.schedule, due, now, timing.zone.as_deref().unwrap_or(zone));
         timing.next = next;
+        timing.attempt = 1;
         if let Some(n) = next {
             self.heap.push(Reverse((n, jobid)));
         }
-        next
+        (jobid, next, 1)
     }
 
-    /// Deal with every fire due at `now`, earliest first: start it, skip it
-    /// (overlap), or stop at the first that must wait (no slot: it and every
-    /// later fire keep their place). `running` (job → run) is this
+    /// Attempt `attempt` of `jobid` failed at `end`: its retry, if the job
+    /// has one left and it fits before the job's next fire (else that fire
+    /// is the next attempt). The delay is `retry_backoff` doubled per
+    /// attempt, with jitter (`jitter` in 0..1), capped by the time left to
+    /// the next fire. Returns the job's new next fire when a retry was
+    /// planned.
+    pub fn failed(&mut self, jobid: i64, attempt: u32, end: i64, jitter: f64) -> Option<Next> {
+        let timing = self.jobs.get_mut(&jobid)?;
+        if attempt == 0 || attempt > timing.policy.retries {
+            return None;
+        }
+        // the longest delay: up to RETRY_MARGIN_MS before the next fire
+        let cap_ms = match timing.next {
+            Some(n) => (n - end) / 1000 - RETRY_MARGIN_MS,
+            None if matches!(timing.schedule, Schedule::Reboot) => RETRY_CAP_WITHOUT_NEXT_MS,
+            None => return None,
+        };
+        if cap_ms <= 0 {
+            return None;
+        }
+        let delay_ms = crate::runtime::backoff_ms(
+            timing.policy.retry_backoff_ms.min(cap_ms),
+            cap_ms,
+            i32::try_from(attempt - 1).unwrap_or(i32::MAX),
+            jitter,
+        );
+        let at = end + delay_ms * 1000;
+        if timing.next.is_some_and(|n| at >= n) {
+            return None;
+        }
+        timing.next = Some(at);
+        timing.attempt = attempt + 1;
+        self.heap.push(Reverse((at, jobid)));
+        Some((jobid, Some(at), attempt + 1))
+    }
+
+    /// Deal with every fire due at `now`: the highest priority first, then
+    /// the oldest due. Start it, skip it (overlap), or leave it due (no slot,
+    /// or a queued job's run still going: it and fires of the same or lower
+    /// priority due later keep their place). `running` (job → runs) is this
     /// database's runs in flight; started runs are added to it (run id 0
-    /// until recorded). Returns the jobs whose next fire moved; the first
-    /// error of a side effect stops it (the caller's transaction rolls back).
+    /// until recorded). The first error of a side effect stops it (the
+    /// caller's transaction rolls back).
     pub fn launch_due<L: Launcher>(
         &mut self,
         now: i64,
         zone: &dyn Zone,
-        running: &mut HashMap<i64, i64>,
+        running: &mut HashMap<i64, Vec<i64>>,
         max_running: usize,
         fx: &mut L,
-    ) -> Result<Vec<(i64, Option<i64>)>, L::Error> {
-        let mut advanced = Vec::new();
-        while let Some((due, jobid)) = self.next() {
-            if due > now {
+    ) -> Result<Launched, L::Error> {
+        let mut due = Vec::new();
+        while let Some((ts, jobid)) = self.next() {
+            if ts > now {
                 break;
             }
-            match decide(jobid, running, max_running) {
-                Action::Wait => break,
-                Action::Skip { runid } => fx.skip(jobid, due, runid)?,
-                Action::Start => match fx.start(jobid, due)? {
+            self.heap.pop();
+            due.push((Reverse(self.jobs[&jobid].policy.priority), ts, jobid));
+        }
+        due.sort_unstable();
+        let mut launched = Launched::default();
+        let mut total: usize = running.values().map(Vec::len).sum();
+        let mut no_slot = false;
+        let mut held = Vec::new();
+        for (_, ts, jobid) in due {
+            let timing = &self.jobs[&jobid];
+            let mine = running.get(&jobid).map_or(&[][..], Vec::as_slice);
+            match decide(timing.policy.overlap, mine, total, max_running, no_slot) {
+                Action::WaitForRun => {
+                    held.push((ts, jobid));
+                    continue;
+                }
+                Action::WaitForSlot => {
+                    launched.waiting_for_slot += 1;
+                    held.push((ts, jobid));
+                    continue;
+                }
+                Action::Skip { runid } => fx.skip(jobid, ts, runid)?,
+                Action::Start => match fx.start(jobid, ts, timing.attempt)? {
                     Started::Done => {
-                        running.insert(jobid, 0);
+                        running.entry(jobid).or_default().push(0);
+                        total += 1;
                     }
-                    Started::NoSlot => break,
+                    Started::NoSlot => {
+                        no_slot = true;
+                        launched.waiting_for_slot += 1;
+                        held.push((ts, jobid));
+                        continue;
+                    }
                 },
             }
-            advanced.push((jobid, self.advance(jobid, due, now, zone)));
+            launched.advanced.push(self.advance(jobid, ts, now, zone));
         }
-        Ok(advanced)
+        self.heap.extend(held.into_iter().map(Reverse));
+        Ok(launched)
     }
 }
 
@@ -378,16 +547,18 @@ mod tests {
     struct Fake {
         started: Vec<(i64, i64)>,
         skipped: Vec<(i64, i64, i64)>,
+        attempts: Vec<u32>,
         slots: Option<usize>,
     }
 
     impl Launcher for Fake {
         type Error = std::convert::Infallible;
-        fn start(&mut self, jobid: i64, due: i64) -> Result<Started, Self::Error> {
+        fn start(&mut self, jobid: i64, due: i64, attempt: u32) -> Result<Started, Self::Error> {
             if self.slots.is_some_and(|s| self.started.len() >= s) {
                 return Ok(Started::NoSlot);
             }
             self.started.push((jobid, due));
+            self.attempts.push(attempt);
             Ok(Started::Done)
         }
         fn skip(&mut self, jobid: i64, due: i64, runid: i64) -> Result<(), Self::Error> {
@@ -396,18 +567,41 @@ mod tests {
         }
     }
 
-    fn table(jobs: &[(i64, &str)], now: i64) -> Timetable {
+    fn loaded(jobid: i64, text: &str, stored: Option<i64>, policy: Policy) -> Loaded {
+        let (schedule_text, schedule) = sched(text);
+        Loaded { jobid, schedule_text, schedule, zone_name: None, zone: None, stored, stored_attempt: 1, policy }
+    }
+
+    fn table_with(jobs: &[(i64, &str, Policy)], now: i64) -> Timetable {
         let mut t = Timetable::default();
-        t.load(
-            jobs.iter().map(|(id, text)| {
-                let (s, p) = sched(text);
-                (*id, s, p, None)
-            }),
-            false,
-            now,
-            &UTC,
-        );
+        t.load(jobs.iter().map(|(id, text, p)| loaded(*id, text, None, *p)), false, now, &UTC);
         t
+    }
+
+    fn table(jobs: &[(i64, &str)], now: i64) -> Timetable {
+        table_with(&jobs.iter().map(|(id, text)| (*id, *text, Policy::default())).collect::<Vec<_>>(), now)
+    }
+
+    /// job → its runs in flight
+    fn runs(pairs: &[(i64, i64)]) -> HashMap<i64, Vec<i64>> {
+        let mut m: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (job, run) in pairs {
+            m.entry(*job).or_default().push(*run);
+        }
+        m
+    }
+
+    trait Tap: Sized {
+        fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+            f(&mut self);
+            self
+        }
+    }
+    impl Tap for Timetable {}
+
+    /// the (jobid, next fire) pairs a pass moved
+    fn moves(l: Launched) -> Vec<(i64, Option<i64>)> {
+        l.advanced.into_iter().map(|(id, n, _)| (id, n)).collect()
     }
 
     #[test]
@@ -482,12 +676,12 @@ mod tests {
         let now = 600 * MIN + 1;
         let mut t = table(&[(1, "*/2 * * * *"), (2, "* * * * *"), (3, "*/10 * * * *")], 599 * MIN);
         let mut fx = Fake::default();
-        let mut running = HashMap::new();
-        let moved = t.launch_due(now, &UTC, &mut running, 10, &mut fx).unwrap();
+        let mut running = runs(&[]);
+        let moved = moves(t.launch_due(now, &UTC, &mut running, 10, &mut fx).unwrap());
         assert_eq!(fx.started, vec![(1, 600 * MIN), (2, 600 * MIN), (3, 600 * MIN)]);
         assert_eq!(moved, vec![(1, Some(602 * MIN)), (2, Some(601 * MIN)), (3, Some(610 * MIN))]);
         // nothing more is due until 10:01
-        assert!(t.launch_due(now + 10 * SEC, &UTC, &mut running, 10, &mut fx).unwrap().is_empty());
+        assert!(t.launch_due(now + 10 * SEC, &UTC, &mut running, 10, &mut fx).unwrap().advanced.is_empty());
         assert_eq!(t.next(), Some((601 * MIN, 2)));
     }
 
@@ -495,8 +689,8 @@ mod tests {
     fn a_fire_while_the_previous_run_goes_is_skipped_and_the_schedule_moves_on() {
         let mut t = table(&[(7, "1 second")], 0);
         let mut fx = Fake::default();
-        let mut running = HashMap::from([(7, 42)]);
-        let moved = t.launch_due(SEC, &UTC, &mut running, 5, &mut fx).unwrap();
+        let mut running = runs(&[(7, 42)]);
+        let moved = moves(t.launch_due(SEC, &UTC, &mut running, 5, &mut fx).unwrap());
         assert_eq!(fx.skipped, vec![(7, SEC, 42)]);
         assert!(fx.started.is_empty());
         assert_eq!(moved, vec![(7, Some(2 * SEC))]);
@@ -506,22 +700,24 @@ mod tests {
     fn max_running_jobs_makes_fires_wait_in_their_place() {
         let mut t = table(&[(1, "1 second"), (2, "1 second"), (3, "1 second")], 0);
         let mut fx = Fake::default();
-        let mut running = HashMap::new();
-        let moved = t.launch_due(SEC, &UTC, &mut running, 2, &mut fx).unwrap();
+        let mut running = runs(&[]);
+        let moved = moves(t.launch_due(SEC, &UTC, &mut running, 2, &mut fx).unwrap());
         assert_eq!(fx.started, vec![(1, SEC), (2, SEC)]);
         assert_eq!(moved.len(), 2);
         // job 3 is still due at 1 s, first in line
         assert_eq!(t.next(), Some((SEC, 3)));
         // one run ends 1.5 s later: job 3's fire runs (late), then its next is
-        // coalesced past now; jobs 1 and 2 (due at 2 s) wait behind it
+        // coalesced past now; job 1 (due at 2 s) waits behind it; job 2's
+        // fire of 2 s is skipped (its run still goes), waiting for nothing
         running.remove(&1);
-        let moved = t.launch_due(2 * SEC + 500_000, &UTC, &mut running, 2, &mut fx).unwrap();
+        let moved = moves(t.launch_due(2 * SEC + 500_000, &UTC, &mut running, 2, &mut fx).unwrap());
         assert_eq!(fx.started[2], (3, SEC));
-        assert_eq!(moved, vec![(3, Some(3 * SEC))]);
+        assert_eq!(moved, vec![(3, Some(3 * SEC)), (2, Some(3 * SEC))]);
+        assert_eq!(fx.skipped, vec![(2, 2 * SEC, 0)]);
         assert_eq!(t.next(), Some((2 * SEC, 1)));
         // a running job's own fire is still skipped, even with no slot left
         let mut t = table(&[(1, "1 second")], 0);
-        let mut running = HashMap::from([(1, 9), (2, 10)]);
+        let mut running = runs(&[(1, 9), (2, 10)]);
         let mut fx = Fake::default();
         t.launch_due(SEC, &UTC, &mut running, 2, &mut fx).unwrap();
         assert_eq!(fx.skipped, vec![(1, SEC, 9)]);
@@ -531,8 +727,8 @@ mod tests {
     fn no_free_run_slot_keeps_the_fire_due() {
         let mut t = table(&[(1, "1 second"), (2, "1 second")], 0);
         let mut fx = Fake { slots: Some(1), ..Default::default() };
-        let mut running = HashMap::new();
-        let moved = t.launch_due(SEC, &UTC, &mut running, 10, &mut fx).unwrap();
+        let mut running = runs(&[]);
+        let moved = moves(t.launch_due(SEC, &UTC, &mut running, 10, &mut fx).unwrap());
         assert_eq!(moved, vec![(1, Some(2 * SEC))]);
         assert_eq!(t.next(), Some((SEC, 2)));
         assert_eq!(nap(t.next().map(|n| n.0), SEC), Nap { latch_ms: 100, spin_us: 0 });
@@ -542,10 +738,10 @@ mod tests {
     fn the_clock_jumping_forward_runs_each_job_once_then_resumes_the_schedule() {
         let mut t = table(&[(1, "* * * * *"), (2, "1 second"), (3, "0 * * * *")], 0);
         let mut fx = Fake::default();
-        let mut running = HashMap::new();
+        let mut running = runs(&[]);
         // the clock jumps five hours ahead (a suspended VM wakes up)
         let now = 5 * 60 * MIN + 17 * SEC;
-        let moved = t.launch_due(now, &UTC, &mut running, 10, &mut fx).unwrap();
+        let moved = moves(t.launch_due(now, &UTC, &mut running, 10, &mut fx).unwrap());
         assert_eq!(fx.started, vec![(2, SEC), (1, MIN), (3, 60 * MIN)]);
         assert_eq!(moved, vec![(2, Some(now - 17 * SEC + 18 * SEC)), (1, Some(301 * MIN)), (3, Some(360 * MIN))]);
     }
@@ -554,7 +750,7 @@ mod tests {
     fn the_clock_going_back_fires_nothing_twice_and_early() {
         let mut t = table(&[(1, "* * * * *")], 0);
         let mut fx = Fake::default();
-        let mut running = HashMap::new();
+        let mut running = runs(&[]);
         t.launch_due(10 * MIN, &UTC, &mut running, 10, &mut fx).unwrap();
         running.clear();
         assert_eq!(fx.started, vec![(1, MIN)]);
@@ -562,7 +758,7 @@ mod tests {
         // the clock is set back an hour: nothing is due until the job's next
         // fire (11 min) comes round again; fires are never repeated
         for now in [0, 5 * MIN, 10 * MIN, 11 * MIN - 1] {
-            assert!(t.launch_due(now, &UTC, &mut running, 10, &mut fx).unwrap().is_empty());
+            assert!(t.launch_due(now, &UTC, &mut running, 10, &mut fx).unwrap().advanced.is_empty());
         }
         // and the nap never goes negative or past a second
         assert_eq!(nap(Some(11 * MIN), 0), Nap { latch_ms: 1000, spin_us: 0 });
@@ -576,23 +772,24 @@ mod tests {
         let mut t = table(&[(1, "* * * * *")], now);
         assert_eq!(t.next(), Some((MIN, 1)));
         let mut fx = Fake::default();
-        let mut running = HashMap::new();
+        let mut running = runs(&[]);
         t.launch_due(MIN, &UTC, &mut running, 10, &mut fx).unwrap();
         // while run 1 goes, the schedule is altered to every 10 s: the new
         // schedule starts afresh from now; its next fire is skipped (overlap)
-        let (text, s) = sched("10 seconds");
-        t.load([(1, text.clone(), s.clone(), Some(2 * MIN))], false, MIN + 3 * SEC, &UTC);
+        let (text, _) = sched("10 seconds");
+        let job = |stored| Loaded { stored, ..loaded(1, &text, None, Policy::default()) };
+        t.load([job(Some(2 * MIN))], false, MIN + 3 * SEC, &UTC);
         assert_eq!(t.next(), Some((MIN + 10 * SEC, 1)));
-        running.insert(1, 5);
+        running.insert(1, vec![5]);
         t.launch_due(MIN + 10 * SEC, &UTC, &mut running, 10, &mut fx).unwrap();
         assert_eq!(fx.skipped, vec![(1, MIN + 10 * SEC, 5)]);
         // reloaded unchanged (another job changed): the fire this process knows is kept
-        t.load([(1, text, s, Some(0))], false, MIN + 12 * SEC, &UTC);
+        t.load([job(Some(0))], false, MIN + 12 * SEC, &UTC);
         assert_eq!(t.next(), Some((MIN + 20 * SEC, 1)));
         // deactivated (not among the active jobs any more): nothing is due, ever
         t.load([], false, MIN + 13 * SEC, &UTC);
         assert_eq!(t.next(), None);
-        assert!(t.launch_due(10 * MIN, &UTC, &mut running, 10, &mut fx).unwrap().is_empty());
+        assert!(t.launch_due(10 * MIN, &UTC, &mut running, 10, &mut fx).unwrap().advanced.is_empty());
     }
 
     #[test]
@@ -609,18 +806,17 @@ mod tests {
             })
             .collect();
         let mut t = Timetable::default();
-        let nexts =
-            t.load(jobs.iter().map(|(id, text)| (*id, text.clone(), cron::parse(text).unwrap(), None)), false, 0, &UTC);
+        let nexts = t.load(jobs.iter().map(|(id, text)| loaded(*id, text, None, Policy::default())), false, 0, &UTC);
         assert_eq!(nexts.len(), 10_000);
-        assert!(nexts.iter().all(|(_, n)| n.is_some_and(|n| n > 0)));
+        assert!(nexts.iter().all(|(_, n, a)| n.is_some_and(|n| n > 0) && *a == 1));
         // an hour, a tick per second: every fire starts exactly once, in time order
         let mut fx = Fake::default();
-        let mut running = HashMap::new();
+        let mut running = runs(&[]);
         let mut fires = 0usize;
         let mut last = 0;
         for s in 1..=3600 {
             let now = s * SEC;
-            for (jobid, next) in t.launch_due(now, &UTC, &mut running, usize::MAX, &mut fx).unwrap() {
+            for (jobid, next, _) in t.launch_due(now, &UTC, &mut running, usize::MAX, &mut fx).unwrap().advanced {
                 assert!(next.unwrap() > now, "job {jobid}");
             }
             running.clear();
@@ -641,6 +837,181 @@ mod tests {
             .sum();
         assert_eq!(fires, expected);
         assert!(fx.skipped.is_empty());
+    }
+
+    #[test]
+    fn overlap_policies_parse_as_the_table_allows() {
+        assert_eq!(Overlap::parse("skip"), Some(Overlap::Skip));
+        assert_eq!(Overlap::parse("queue"), Some(Overlap::Queue));
+        assert_eq!(Overlap::parse("parallel 3"), Some(Overlap::Parallel(3)));
+        assert_eq!(Overlap::parse("parallel 1000"), Some(Overlap::Parallel(1000)));
+        for bad in ["", "Skip", "parallel", "parallel 0", "parallel 1001", "parallel -1", "parallel  2", "queue "] {
+            assert_eq!(Overlap::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_queued_fire_waits_for_the_run_and_starts_when_it_ends() {
+        let queue = Policy { overlap: Overlap::Queue, ..Policy::default() };
+        let mut t = table_with(&[(1, "1 second", queue), (2, "1 second", Policy::default())], 0);
+        let mut fx = Fake::default();
+        let mut running = runs(&[(1, 10)]);
+        // at 1 s job 1 is still running: its fire waits; job 2 is not held up
+        let l = t.launch_due(SEC, &UTC, &mut running, 5, &mut fx).unwrap();
+        assert_eq!(fx.started, vec![(2, SEC)]);
+        assert!(fx.skipped.is_empty());
+        assert_eq!(l.waiting_for_slot, 0, "waiting for its own run is not waiting for a slot");
+        // still going at 3.5 s: fires of 2 s and 3 s are coalesced into the
+        // one waiting (never more than one waits; nothing is recorded skipped)
+        running.remove(&2);
+        t.launch_due(3 * SEC + 500_000, &UTC, &mut running, 5, &mut fx).unwrap();
+        assert_eq!(fx.started.iter().filter(|(j, _)| *j == 1).count(), 0);
+        assert!(fx.skipped.is_empty());
+        // the run ends at 3.7 s: the waiting fire starts at once, then the
+        // schedule resumes from now
+        running.clear();
+        let l = t.launch_due(3 * SEC + 700_000, &UTC, &mut running, 5, &mut fx).unwrap();
+        assert!(fx.started.contains(&(1, SEC)));
+        assert!(l.advanced.contains(&(1, Some(4 * SEC), 1)));
+    }
+
+    #[test]
+    fn parallel_n_runs_up_to_n_then_skips() {
+        let par = Policy { overlap: Overlap::Parallel(2), ..Policy::default() };
+        let mut t = table_with(&[(1, "1 second", par)], 0);
+        let mut fx = Fake::default();
+        let mut running = runs(&[]);
+        t.launch_due(SEC, &UTC, &mut running, 5, &mut fx).unwrap();
+        t.launch_due(2 * SEC, &UTC, &mut running, 5, &mut fx).unwrap();
+        assert_eq!(fx.started, vec![(1, SEC), (1, 2 * SEC)]);
+        assert_eq!(running[&1].len(), 2);
+        t.launch_due(3 * SEC, &UTC, &mut running, 5, &mut fx).unwrap();
+        assert_eq!(fx.skipped, vec![(1, 3 * SEC, 0)]);
+        // max_running_jobs still counts every run of the database
+        let mut t = table_with(&[(1, "1 second", par), (2, "1 second", Policy::default())], 0);
+        let mut running = runs(&[(1, 7)]);
+        let mut fx = Fake::default();
+        let l = t.launch_due(SEC, &UTC, &mut running, 2, &mut fx).unwrap();
+        assert_eq!(fx.started, vec![(1, SEC)]);
+        assert_eq!(l.waiting_for_slot, 1);
+        assert_eq!(t.next(), Some((SEC, 2)));
+    }
+
+    #[test]
+    fn priorities_order_the_fires_that_wait_for_a_slot() {
+        let p = |priority| Policy { priority, ..Policy::default() };
+        // four jobs due at once, one slot (max_running_jobs = 1)
+        let mut t = table_with(
+            &[(1, "1 second", p(0)), (2, "1 second", p(10)), (3, "1 second", p(5)), (4, "1 second", p(10))],
+            0,
+        );
+        let mut fx = Fake::default();
+        let mut order = Vec::new();
+        let mut now = SEC;
+        for _ in 0..4 {
+            let mut running = runs(&[]);
+            t.launch_due(now, &UTC, &mut running, 1, &mut fx).unwrap();
+            order.push(fx.started.last().unwrap().0);
+            now += 100_000; // each run takes 0.1 s
+        }
+        // highest first; equal priorities by due time, then job id
+        assert_eq!(order, vec![2, 4, 3, 1]);
+        // an older due fire of a lower priority still waits behind a higher one
+        let mut t = table_with(&[(1, "1 second", p(0)), (2, "2 seconds", p(1))], 0);
+        let mut fx = Fake::default();
+        let mut running = runs(&[(9, 99)]);
+        t.launch_due(SEC, &UTC, &mut running, 1, &mut fx).unwrap(); // job 1 waits from 1 s
+        let l = t.launch_due(2 * SEC, &UTC, &mut runs(&[(9, 99)]), 1, &mut fx).unwrap();
+        assert_eq!(l.waiting_for_slot, 2);
+        t.launch_due(2 * SEC + 1, &UTC, &mut runs(&[]), 1, &mut fx).unwrap();
+        assert_eq!(fx.started, vec![(2, 2 * SEC)]);
+    }
+
+    #[test]
+    fn retries_back_off_and_never_reach_the_next_fire() {
+        let retry = Policy { retries: 3, retry_backoff_ms: 1_000, ..Policy::default() };
+        let mut t = table_with(&[(1, "* * * * *", retry)], 0);
+        let mut fx = Fake::default();
+        let mut running = runs(&[]);
+        t.launch_due(MIN, &UTC, &mut running, 5, &mut fx).unwrap();
+        assert_eq!(fx.attempts, vec![1]);
+        // attempt 1 fails at 1:02: attempt 2 between 0.5 s and 1 s later
+        let end = MIN + 2 * SEC;
+        let (_, at, attempt) = t.failed(1, 1, end, 1.0).unwrap();
+        assert_eq!((at, attempt), (Some(end + SEC), 2));
+        let (_, at_low, _) = table_with(&[(1, "* * * * *", retry)], 0)
+            .tap(|t| t.launch_due(MIN, &UTC, &mut runs(&[]), 5, &mut Fake::default()).map(|_| ()).unwrap())
+            .failed(1, 1, end, 0.0)
+            .unwrap();
+        assert_eq!(at_low, Some(end + SEC / 2));
+        // the retry runs as attempt 2; when it fails, attempt 3 waits twice as long
+        t.launch_due(end + SEC, &UTC, &mut runs(&[]), 5, &mut fx).unwrap();
+        assert_eq!(fx.started.last(), Some(&(1, end + SEC)));
+        assert_eq!(fx.attempts, vec![1, 2]);
+        let end2 = end + 2 * SEC;
+        assert_eq!(t.failed(1, 2, end2, 1.0), Some((1, Some(end2 + 2 * SEC), 3)));
+        // after a retry the schedule goes on from its own fires (2:00)
+        let l = t.launch_due(end2 + 2 * SEC, &UTC, &mut runs(&[]), 5, &mut fx).unwrap();
+        assert_eq!(l.advanced, vec![(1, Some(2 * MIN), 1)]);
+        // attempt 4 (the last of 1 + 3 retries) failing plans nothing more
+        assert_eq!(t.failed(1, 4, end2 + 3 * SEC, 1.0), None);
+        assert_eq!(t.next(), Some((2 * MIN, 1)));
+        // a retry that would reach the next fire is not planned: that fire is
+        // the next attempt (the delay is capped by the time left, so only a
+        // failure right before it gets none)
+        let late = Policy { retries: 5, retry_backoff_ms: 50_000, ..Policy::default() };
+        let mut t = table_with(&[(1, "* * * * *", late)], 0);
+        t.launch_due(MIN, &UTC, &mut runs(&[]), 5, &mut Fake::default()).unwrap();
+        let (_, at, _) = t.failed(1, 1, MIN + 30 * SEC, 1.0).unwrap();
+        assert_eq!(at, Some(2 * MIN - SEC), "capped a second before the next fire");
+        let mut t = table_with(&[(1, "* * * * *", late)], 0);
+        t.launch_due(MIN, &UTC, &mut runs(&[]), 5, &mut Fake::default()).unwrap();
+        assert_eq!(t.failed(1, 1, 2 * MIN, 1.0), None, "it failed at the next fire");
+        // a job without retries
+        let mut t = table(&[(1, "* * * * *")], 0);
+        t.launch_due(MIN, &UTC, &mut runs(&[]), 5, &mut Fake::default()).unwrap();
+        assert_eq!(t.failed(1, 1, MIN + SEC, 0.5), None);
+    }
+
+    #[test]
+    fn a_planned_retry_survives_a_reload() {
+        let retry = Policy { retries: 2, retry_backoff_ms: 1_000, ..Policy::default() };
+        let mut t = table_with(&[(1, "* * * * *", retry)], 0);
+        t.launch_due(MIN, &UTC, &mut runs(&[]), 5, &mut Fake::default()).unwrap();
+        let (_, at, attempt) = t.failed(1, 1, MIN + SEC, 1.0).unwrap();
+        // another job changed: this process keeps the retry
+        let nexts = t.load([loaded(1, "* * * * *", Some(0), retry)], false, MIN + SEC + 1, &UTC);
+        assert_eq!(nexts, vec![(1, at, attempt)]);
+        // a new scheduler (the next visit) reads it from the job table
+        let mut fresh = Timetable::default();
+        let stored = Loaded { stored_attempt: attempt, ..loaded(1, "* * * * *", at, retry) };
+        assert_eq!(fresh.load([stored], false, MIN + 5 * SEC, &UTC), vec![(1, at, 2)]);
+        let mut fx = Fake::default();
+        fresh.launch_due(MIN + 5 * SEC, &UTC, &mut runs(&[]), 5, &mut fx).unwrap();
+        assert_eq!(fx.attempts, vec![2]);
+        // an altered schedule starts afresh at attempt 1
+        let nexts = t.load([loaded(1, "*/2 * * * *", Some(0), retry)], false, MIN + 2 * SEC, &UTC);
+        assert_eq!(nexts, vec![(1, Some(2 * MIN), 1)]);
+    }
+
+    #[test]
+    fn each_job_reads_its_schedule_in_its_own_time_zone() {
+        let plus2: Rc<dyn Zone> = Rc::new(FixedOffset(2 * 3600));
+        let daily9 = |jobid, zone: Option<Rc<dyn Zone>>| Loaded {
+            zone_name: zone.as_ref().map(|_| "UTC+2".to_owned()),
+            zone,
+            ..loaded(jobid, "0 9 * * *", None, Policy::default())
+        };
+        let mut t = Timetable::default();
+        let nexts = t.load([daily9(1, None), daily9(2, Some(plus2.clone()))], false, 0, &UTC);
+        assert_eq!(nexts, vec![(1, Some(9 * 60 * MIN), 1), (2, Some(7 * 60 * MIN), 1)]);
+        // after a fire, the next one is in the job's zone too
+        let mut fx = Fake::default();
+        let l = t.launch_due(7 * 60 * MIN, &UTC, &mut runs(&[]), 5, &mut fx).unwrap();
+        assert_eq!(l.advanced, vec![(2, Some((24 + 7) * 60 * MIN), 1)]);
+        // a changed zone is an altered job: its fire is computed afresh
+        let nexts = t.load([daily9(1, None), daily9(2, None)], false, 8 * 60 * MIN, &UTC);
+        assert_eq!(nexts[1], (2, Some(9 * 60 * MIN), 1));
     }
 
     #[test]

@@ -50,8 +50,11 @@ pub struct RunSlot {
     /// the run's dynamic shared memory segment (pinned: it outlives the
     /// scheduler that made it, until the run is recorded)
     pub dsm: u32,
-    /// when the run was due, and when it was asked for (ordering of waits)
+    /// when the run was due, its job's priority, and when it was asked for
+    /// (the order of runs waiting for a worker: highest priority, then
+    /// oldest due)
     pub due: i64,
+    pub priority: i32,
     pub requested_at: i64,
     /// the worker's process id once it runs, else 0
     pub pid: i32,
@@ -67,6 +70,7 @@ impl RunSlot {
         runid: 0,
         dsm: 0,
         due: 0,
+        priority: 0,
         requested_at: 0,
         pid: 0,
         worker: WorkerHandle::NONE,
@@ -105,6 +109,8 @@ pub struct DbSlot {
     /// finished executions wait in its execution log for its scheduler to
     /// record them (src/queue.rs)
     pub executions_logged: bool,
+    /// due fires its scheduler left waiting for a slot at its last tick
+    pub fires_waiting: u32,
 }
 
 #[derive(Copy, Clone)]
@@ -131,6 +137,7 @@ impl DbSlot {
         booted: false,
         names_checked_at: 0,
         executions_logged: false,
+        fires_waiting: 0,
     };
 }
 
@@ -181,10 +188,18 @@ impl Shared {
     }
 
     /// Take a free run slot for a run of `dboid`; None when all are taken.
-    pub fn request_run(&mut self, dboid: u32, jobid: i64, runid: i64, dsm: u32, due: i64, now: i64) -> Option<usize> {
+    pub fn request_run(&mut self, dboid: u32, jobid: i64, dsm: u32, due: i64, priority: i32, now: i64) -> Option<usize> {
         let i = self.runs.iter().position(|r| r.state == RunState::Free)?;
-        self.runs[i] =
-            RunSlot { state: RunState::Requested, dboid, jobid, runid, dsm, due, requested_at: now, ..RunSlot::FREE };
+        self.runs[i] = RunSlot {
+            state: RunState::Requested,
+            dboid,
+            jobid,
+            dsm,
+            due,
+            priority,
+            requested_at: now,
+            ..RunSlot::FREE
+        };
         Some(i)
     }
 

@@ -136,6 +136,7 @@ mod automation {
             name!(waiting_since, Option<TimestampWithTimeZone>),
             name!(runs_waiting, i32),
             name!(runs_running, i32),
+            name!(fires_waiting, i32),
             name!(max_workers, i32),
             name!(scheduler_workers, i32),
         ),
@@ -166,6 +167,7 @@ mod automation {
                     ts(d.waiting_since),
                     runs(shared::RunState::Requested),
                     runs(shared::RunState::Started),
+                    d.fires_waiting as i32,
                     shared.max_workers as i32,
                     shared.scheduler_workers as i32,
                 )

@@ -1,0 +1,438 @@
+-- automation_ext 0.5.0 -> 0.6.0
+--
+-- Frozen once released, like every upgrade script: it repeats the 0.6.0
+-- objects from the install files as they were at 0.6.0. pg_test/sql/upgrade.sql
+-- checks that an upgraded database has exactly the catalog of a fresh install.
+-- Runs with search_path = pg_catalog; everything is schema-qualified.
+--
+-- 0.6.0: the scheduler (issue 17). Per job: a time zone, retries with
+-- backoff, an overlap policy (skip, queue, parallel N), a priority among
+-- runs waiting for a slot, a history mode (log_runs, with the setting
+-- automation.log_runs) and a cap on kept runs (keep_runs); each attempt is
+-- its own run (job_run_details.attempt). Existing jobs keep today's
+-- behaviour (no retries, skip, priority 0, every run logged). The scheduler
+-- counts runs in job_run_stats (counters and histograms for the
+-- exposition); scheduler_state() adds fires_waiting. schedule(),
+-- schedule_in_database() and alter_job() take the new options as optional
+-- arguments (their old signatures are replaced; calls keep working).
+
+ALTER TABLE automation.job
+    ADD COLUMN timezone        text,
+    ADD COLUMN retries         integer  NOT NULL DEFAULT 0,
+    ADD COLUMN retry_backoff   interval NOT NULL DEFAULT interval '10 seconds',
+    ADD COLUMN overlap         text     NOT NULL DEFAULT 'skip',
+    ADD COLUMN priority        integer  NOT NULL DEFAULT 0,
+    ADD COLUMN log_runs        text,
+    ADD COLUMN keep_runs       integer,
+    ADD COLUMN next_attempt    integer  NOT NULL DEFAULT 1,
+    ADD CONSTRAINT job_timezone_check CHECK (timezone <> ''),
+    ADD CONSTRAINT job_retries_check CHECK (retries BETWEEN 0 AND 100),
+    ADD CONSTRAINT job_retry_backoff_check CHECK (retry_backoff > interval '0' AND retry_backoff <= interval '1 day'),
+    ADD CONSTRAINT job_overlap_check CHECK (overlap ~ '^(skip|queue|parallel ([1-9][0-9]{0,2}|1000))$'),
+    ADD CONSTRAINT job_log_runs_check CHECK (log_runs IN ('all', 'failures', 'none')),
+    ADD CONSTRAINT job_keep_runs_check CHECK (keep_runs > 0),
+    ADD CONSTRAINT job_next_attempt_check CHECK (next_attempt >= 1);
+COMMENT ON TABLE automation.job IS
+    'Scheduled jobs (pg_cron''s cron.job columns, plus timeout, time zone, retries, overlap policy, priority, history mode, last/next run and consecutive failures). Each role sees its own.';
+ALTER TABLE automation.job_run_details ADD COLUMN attempt integer NOT NULL DEFAULT 1;
+COMMENT ON TABLE automation.job_run_details IS
+    'One row per run of a job (pg_cron''s cron.job_run_details, plus scheduled_for and attempt). Purged after automation.job_run_retention, capped per job by keep_runs; automation.log_runs and the job''s log_runs choose which runs stay.';
+-- 0.6.0 (issue 17): what the scheduler counts of each job's runs, whatever
+-- job_run_details keeps (log_runs, keep_runs, the purge): runs by status
+-- since the row was made, and histograms of run duration and of start
+-- lateness (start_time - scheduled_for) over job_run_histogram_bounds().
+-- Counters, for metrics_exposition(); not dumped (a restore starts them at 0).
+CREATE TABLE automation.job_run_stats (
+    jobid            bigint PRIMARY KEY,
+    succeeded        bigint NOT NULL DEFAULT 0,
+    failed           bigint NOT NULL DEFAULT 0,
+    skipped          bigint NOT NULL DEFAULT 0,
+    -- runs per bucket (not cumulative): bucket i holds values below bound i
+    -- and at least bound i-1; the last one what is above every bound
+    duration_buckets bigint[] NOT NULL,
+    duration_sum     double precision NOT NULL DEFAULT 0,
+    lateness_buckets bigint[] NOT NULL,
+    lateness_sum     double precision NOT NULL DEFAULT 0,
+    since            timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+COMMENT ON TABLE automation.job_run_stats IS
+    'Per job, what the scheduler counted of its runs since "since": runs by status, and run-duration and start-lateness histograms (seconds, buckets of automation.job_run_histogram_bounds()). Counts every run, whatever job_run_details keeps.';
+
+ALTER TABLE automation.job_run_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_run_stats_owner_policy ON automation.job_run_stats
+    USING (jobid IN (SELECT j.jobid FROM automation.job j));
+
+CREATE FUNCTION automation.job_run_histogram_bounds()
+RETURNS double precision[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT '{0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,300,900,3600}'::double precision[]
+$fn$;
+
+COMMENT ON FUNCTION automation.job_run_histogram_bounds() IS
+'The upper bounds (seconds) of the buckets of automation.job_run_stats''s histograms; a last bucket holds what is above them.';
+
+-- Called by the scheduler for each run it records (duration and lateness
+-- NULL when the run did not run: skipped, refused).
+CREATE FUNCTION automation.count_job_run(job bigint, status text, duration double precision,
+                                         lateness double precision)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    INSERT INTO automation.job_run_stats (jobid, duration_buckets, lateness_buckets)
+    SELECT job, z.a, z.a
+      FROM (SELECT pg_catalog.array_fill(0::bigint,
+                       ARRAY[pg_catalog.array_length(automation.job_run_histogram_bounds(), 1) + 1]) AS a) z
+    ON CONFLICT (jobid) DO NOTHING;
+    UPDATE automation.job_run_stats s
+       SET succeeded = s.succeeded + (count_job_run.status = 'succeeded')::int,
+           failed = s.failed + (count_job_run.status = 'failed')::int,
+           skipped = s.skipped + (count_job_run.status = 'skipped')::int,
+           duration_buckets = ARRAY(
+               SELECT u.n + ((u.i = pg_catalog.width_bucket(duration, automation.job_run_histogram_bounds()) + 1) IS TRUE)::int
+                 FROM pg_catalog.unnest(s.duration_buckets) WITH ORDINALITY u(n, i) ORDER BY u.i),
+           duration_sum = s.duration_sum + COALESCE(duration, 0),
+           lateness_buckets = ARRAY(
+               SELECT u.n + ((u.i = pg_catalog.width_bucket(CASE WHEN lateness < 0 THEN 0 ELSE lateness END, automation.job_run_histogram_bounds()) + 1) IS TRUE)::int
+                 FROM pg_catalog.unnest(s.lateness_buckets) WITH ORDINALITY u(n, i) ORDER BY u.i),
+           lateness_sum = s.lateness_sum + GREATEST(COALESCE(lateness, 0), 0)
+     WHERE s.jobid = job;
+$fn$;
+
+COMMENT ON FUNCTION automation.count_job_run(bigint, text, double precision, double precision) IS
+'Internal (the scheduler): count a run of a job in automation.job_run_stats.';
+REVOKE EXECUTE ON FUNCTION automation.count_job_run(bigint, text, double precision, double precision) FROM PUBLIC;
+
+GRANT SELECT ON automation.job_run_stats TO automation_runner;
+
+CREATE OR REPLACE FUNCTION automation.job_check_schedule()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    NEW.next_run_at := automation.next_run(NEW.schedule, pg_catalog.now(), NEW.timezone);
+    NEW.next_attempt := 1;
+    RETURN NEW;
+END
+$fn$;
+
+DROP TRIGGER job_check_schedule ON automation.job;
+CREATE TRIGGER job_check_schedule
+    BEFORE INSERT OR UPDATE OF schedule, timezone ON automation.job
+    FOR EACH ROW EXECUTE FUNCTION automation.job_check_schedule();
+DROP TRIGGER job_cache_invalidate ON automation.job;
+CREATE TRIGGER job_cache_invalidate
+    AFTER INSERT OR DELETE OR TRUNCATE
+       OR UPDATE OF schedule, command, database, username, active, jobname, timeout,
+                    timezone, retries, retry_backoff, overlap, priority, log_runs, keep_runs
+    ON automation.job
+    FOR EACH STATEMENT EXECUTE FUNCTION automation.job_cache_invalidate();
+DROP FUNCTION automation.schedule(text, text, text);
+DROP FUNCTION automation.schedule_in_database(text, text, text, text, text, boolean, interval);
+DROP FUNCTION automation.alter_job(bigint, text, text, text, text, boolean, interval);
+
+CREATE FUNCTION automation.schedule(job_name text, schedule text, command text,
+                                    timezone text DEFAULT NULL, retries integer DEFAULT NULL,
+                                    retry_backoff interval DEFAULT NULL, overlap text DEFAULT NULL,
+                                    priority integer DEFAULT NULL, log_runs text DEFAULT NULL,
+                                    keep_runs integer DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM automation.check_job_privilege('INSERT');
+    -- the same name for the same role replaces the job (pg_cron's upsert),
+    -- options included: one left out is back to its default
+    INSERT INTO automation.job AS j (jobname, schedule, command, timezone, retries, retry_backoff, overlap,
+                                     priority, log_runs, keep_runs)
+    VALUES (job_name, schedule.schedule, command, schedule.timezone, COALESCE(schedule.retries, 0),
+            COALESCE(schedule.retry_backoff, interval '10 seconds'), COALESCE(schedule.overlap, 'skip'),
+            COALESCE(schedule.priority, 0), schedule.log_runs, schedule.keep_runs)
+    ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+       SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, timezone = EXCLUDED.timezone,
+           retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
+           priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
+    RETURNING j.jobid INTO id;
+    RETURN id;
+END
+$fn$;
+
+CREATE FUNCTION automation.schedule_in_database(job_name text, schedule text, command text, database text,
+                                                username text DEFAULT NULL, active boolean DEFAULT true,
+                                                timeout interval DEFAULT NULL,
+                                                timezone text DEFAULT NULL, retries integer DEFAULT NULL,
+                                                retry_backoff interval DEFAULT NULL, overlap text DEFAULT NULL,
+                                                priority integer DEFAULT NULL, log_runs text DEFAULT NULL,
+                                                keep_runs integer DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    id bigint;
+    who text := COALESCE(username, CURRENT_USER::text);
+BEGIN
+    PERFORM automation.check_job_privilege('INSERT');
+    PERFORM automation.check_job_target(database, who);
+    INSERT INTO automation.job AS j (jobname, schedule, command, database, username, active, timeout,
+                                     timezone, retries, retry_backoff, overlap, priority, log_runs, keep_runs)
+    VALUES (job_name, schedule_in_database.schedule, command, database, who, COALESCE(active, true), timeout,
+            schedule_in_database.timezone, COALESCE(schedule_in_database.retries, 0),
+            COALESCE(schedule_in_database.retry_backoff, interval '10 seconds'),
+            COALESCE(schedule_in_database.overlap, 'skip'), COALESCE(schedule_in_database.priority, 0),
+            schedule_in_database.log_runs, schedule_in_database.keep_runs)
+    ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+       SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, database = EXCLUDED.database,
+           active = EXCLUDED.active, timeout = EXCLUDED.timeout, timezone = EXCLUDED.timezone,
+           retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
+           priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
+    RETURNING j.jobid INTO id;
+    RETURN id;
+END
+$fn$;
+
+CREATE FUNCTION automation.alter_job(job_id bigint, schedule text DEFAULT NULL, command text DEFAULT NULL,
+                                     database text DEFAULT NULL, username text DEFAULT NULL,
+                                     active boolean DEFAULT NULL, timeout interval DEFAULT NULL,
+                                     timezone text DEFAULT NULL, retries integer DEFAULT NULL,
+                                     retry_backoff interval DEFAULT NULL, overlap text DEFAULT NULL,
+                                     priority integer DEFAULT NULL, log_runs text DEFAULT NULL,
+                                     keep_runs integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    current automation.job;
+BEGIN
+    PERFORM automation.check_job_privilege('UPDATE');
+    SELECT * INTO current FROM automation.job j WHERE j.jobid = job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not find valid entry for job %', job_id
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'automation.job lists the jobs you own.';
+    END IF;
+    PERFORM automation.check_job_target(alter_job.database, COALESCE(alter_job.username, current.username));
+    UPDATE automation.job j
+       SET schedule = COALESCE(alter_job.schedule, j.schedule),
+           command  = COALESCE(alter_job.command, j.command),
+           database = COALESCE(alter_job.database, j.database),
+           username = COALESCE(alter_job.username, j.username),
+           active   = COALESCE(alter_job.active, j.active),
+           -- a zero timeout removes it
+           timeout  = CASE WHEN alter_job.timeout IS NULL THEN j.timeout
+                           WHEN alter_job.timeout = interval '0' THEN NULL
+                           ELSE alter_job.timeout END,
+           -- '' returns to automation.timezone / automation.log_runs; 0 removes the cap
+           timezone = CASE WHEN alter_job.timezone IS NULL THEN j.timezone
+                           ELSE NULLIF(alter_job.timezone, '') END,
+           retries = COALESCE(alter_job.retries, j.retries),
+           retry_backoff = COALESCE(alter_job.retry_backoff, j.retry_backoff),
+           overlap = COALESCE(alter_job.overlap, j.overlap),
+           priority = COALESCE(alter_job.priority, j.priority),
+           log_runs = CASE WHEN alter_job.log_runs IS NULL THEN j.log_runs
+                           ELSE NULLIF(alter_job.log_runs, '') END,
+           keep_runs = CASE WHEN alter_job.keep_runs IS NULL THEN j.keep_runs
+                            ELSE NULLIF(alter_job.keep_runs, 0) END
+     WHERE j.jobid = job_id;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.schedule(text, text, text, text, integer, interval, text, integer, text, integer) IS
+'pg_cron''s cron.schedule(job_name, schedule, command): schedule a command in this database as the current role; the same job_name again replaces that job. Optional: timezone (NULL: automation.timezone), retries and retry_backoff, overlap (skip, queue, parallel N), priority, log_runs (all, failures, none; NULL: automation.log_runs), keep_runs. Returns the jobid.';
+
+COMMENT ON FUNCTION automation.schedule_in_database(text, text, text, text, text, boolean, interval, text, integer, interval, text, integer, text, integer) IS
+'pg_cron''s cron.schedule_in_database: run the command in another database (and, for superusers, as another role); timeout becomes the run''s statement_timeout; the other options as for schedule().';
+
+COMMENT ON FUNCTION automation.alter_job(bigint, text, text, text, text, boolean, interval, text, integer, interval, text, integer, text, integer) IS
+'pg_cron''s cron.alter_job: change what is not NULL; timeout => ''0'' removes the timeout, timezone => '''' and log_runs => '''' return to the settings, keep_runs => 0 removes the cap. Moving a job to another role needs superuser.';
+
+
+CREATE OR REPLACE PROCEDURE automation.purge_job_run_details(batch integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    cutoff timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) automation.job_run_retention();
+    n bigint;
+BEGIN
+    -- the counters of jobs that are gone
+    DELETE FROM automation.job_run_stats s
+     WHERE NOT EXISTS (SELECT FROM automation.job j WHERE j.jobid OPERATOR(pg_catalog.=) s.jobid);
+    -- automation.job_run_retention = 0 keeps every run (as every retention setting)
+    IF automation.job_run_retention() OPERATOR(pg_catalog.=) interval '0' THEN
+        RETURN;
+    END IF;
+    LOOP
+        DELETE FROM automation.job_run_details
+         WHERE runid IN (SELECT d.runid FROM automation.job_run_details d
+                          WHERE d.end_time OPERATOR(pg_catalog.<) cutoff
+                          LIMIT batch);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXIT WHEN n OPERATOR(pg_catalog.<) batch;
+        COMMIT;
+    END LOOP;
+END
+$fn$;
+
+DROP FUNCTION automation.scheduler_state();
+CREATE FUNCTION automation.scheduler_state()
+RETURNS TABLE (database_oid oid, extension text, scheduler_pid integer, next_due timestamptz,
+               waiting_since timestamptz, runs_waiting integer, runs_running integer,
+               fires_waiting integer, max_workers integer, scheduler_workers integer)
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'scheduler_state_wrapper';
+
+COMMENT ON FUNCTION automation.scheduler_state() IS
+'Per database the launcher knows: whether it has the extension, its scheduler''s pid (schedulers run only while jobs are due), when it needs one next, since when it has waited for one, its runs waiting for a worker and running, its due fires waiting for a slot (automation.max_running_jobs, or no free run slot); and the cluster-wide budgets in force (automation.max_workers, automation.scheduler_workers, clamped to max_worker_processes).';
+
+CREATE OR REPLACE FUNCTION automation.scheduler_status()
+RETURNS TABLE (component text, pid integer, database name, state text, since timestamptz, detail text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH workers AS (
+        SELECT a.backend_type, a.pid, a.datname, a.backend_start, a.query, a.application_name, a.query_start, a.state
+          FROM pg_catalog.pg_stat_activity a
+         WHERE a.backend_type IN ('automation_ext launcher', 'automation_ext scheduler', 'automation_ext job')
+    ), preloaded AS (
+        SELECT 'automation_ext' = ANY (pg_catalog.string_to_array(
+                   pg_catalog.replace(pg_catalog.current_setting('shared_preload_libraries'), ' ', ''), ',')) AS yes
+    )
+    SELECT 'launcher', w.pid, NULL::name, 'running', w.backend_start, NULL::text
+      FROM workers w WHERE w.backend_type = 'automation_ext launcher'
+    UNION ALL
+    SELECT 'launcher', NULL, NULL,
+           CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'waiting: this server is a standby; scheduling starts after promotion'
+                WHEN NOT p.yes THEN 'not running: automation_ext is not in shared_preload_libraries'
+                WHEN pg_catalog.current_setting('automation.enabled') = 'off' THEN 'stopped: automation.enabled is off'
+                ELSE 'not running (restarting?)' END,
+           NULL, NULL
+      FROM preloaded p WHERE NOT EXISTS (SELECT FROM workers WHERE backend_type = 'automation_ext launcher')
+    UNION ALL
+    SELECT 'scheduler', w.pid, w.datname, 'running', w.backend_start, w.query
+      FROM workers w WHERE w.backend_type = 'automation_ext scheduler'
+    UNION ALL
+    SELECT 'database', NULL, d.datname,
+           CASE WHEN s.waiting_since IS NOT NULL THEN 'waiting for a scheduler'
+                WHEN s.runs_waiting > 0 THEN 'runs waiting for a worker'
+                ELSE 'idle' END,
+           COALESCE(s.waiting_since, s.next_due),
+           pg_catalog.format('next fire %s; %s run(s) waiting for a worker, %s running; up to %s runs and %s schedulers at once in the cluster (automation.max_workers, automation.scheduler_workers, within max_worker_processes)',
+                             COALESCE(s.next_due::text, 'not known'), s.runs_waiting, s.runs_running,
+                             s.max_workers, s.scheduler_workers)
+      FROM automation.scheduler_state() s JOIN pg_catalog.pg_database d ON d.oid = s.database_oid
+     WHERE s.extension = 'installed' AND s.scheduler_pid IS NULL
+    UNION ALL
+    SELECT 'database', NULL, d.datname, 'fires waiting for a slot', NULL,
+           pg_catalog.format('%s due fire(s) wait for a slot (automation.max_running_jobs = %s in this database; highest priority first, then oldest due)',
+                             s.fires_waiting, pg_catalog.current_setting('automation.max_running_jobs'))
+      FROM automation.scheduler_state() s JOIN pg_catalog.pg_database d ON d.oid = s.database_oid
+     WHERE s.fires_waiting > 0
+    UNION ALL
+    SELECT 'job', w.pid, w.datname, COALESCE(w.state, 'starting'), w.query_start,
+           w.application_name || ': ' || COALESCE(w.query, '')
+      FROM workers w WHERE w.backend_type = 'automation_ext job'
+    UNION ALL
+    SELECT 'next run', NULL, pg_catalog.current_database(), 'scheduled', j.next_run_at,
+           pg_catalog.format('job %s%s: %s', j.jobid, COALESCE(' (' || j.jobname || ')', ''), j.schedule)
+      FROM (SELECT * FROM automation.job WHERE active AND next_run_at IS NOT NULL
+             ORDER BY next_run_at, jobid LIMIT 1) j
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.live_metrics()
+RETURNS TABLE (metric text, labels jsonb, value double precision)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF has_table_privilege('automation_workflows.execution_queue', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_queue_executions', jsonb_build_object('workflow', q.workflow_name, 'state', s.state),
+               count(*)::float8
+          FROM automation_workflows.execution_queue q
+         CROSS JOIN LATERAL (SELECT CASE WHEN q.claimed_by IS NULL THEN 'pending' ELSE 'running' END AS state) s
+         GROUP BY q.workflow_name, s.state;
+        RETURN QUERY
+        SELECT 'automation_queue_oldest_pending_seconds', jsonb_build_object('workflow', q.workflow_name),
+               GREATEST(0, extract(epoch FROM now() - min(q.run_after)))::float8
+          FROM automation_workflows.execution_queue q
+         WHERE q.claimed_by IS NULL AND q.run_after <= now()
+         GROUP BY q.workflow_name;
+    END IF;
+    IF has_table_privilege('automation_workflows.workflow_executions', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_workflow_executions_active', jsonb_build_object('workflow', e.workflow_name, 'status', e.status),
+               count(*)::float8
+          FROM automation_workflows.workflow_executions e
+         WHERE e.status IN ('pending', 'running')
+         GROUP BY e.workflow_name, e.status;
+    END IF;
+    IF has_table_privilege('automation_workflows.step_runs', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_workflow_steps', jsonb_build_object('queue', r.queue, 'status', r.status), count(*)::float8
+          FROM automation_workflows.step_runs r
+         WHERE r.status IN ('pending', 'running')
+         GROUP BY r.queue, r.status;
+    END IF;
+    IF has_table_privilege('automation.pipeline_metrics', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_pipeline_success_ratio', jsonb_build_object('pipeline', m.pipeline_name::text),
+               (count(*) FILTER (WHERE m.status = 'success'))::float8 / count(*)
+          FROM automation.pipeline_metrics m
+         WHERE m.time > now() - interval '1 hour' AND m.time <= now()
+         GROUP BY m.pipeline_name;
+    END IF;
+    -- 0.6.0: runs counted by the scheduler (job_run_stats), whatever the
+    -- history keeps; histograms over every job of the database
+    IF has_table_privilege('automation.job_run_stats', 'SELECT') AND has_table_privilege('automation.job', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_job_runs_total', jsonb_build_object('job', coalesce(j.jobname, s.jobid::text), 'status', c.status),
+               c.n::float8
+          FROM automation.job_run_stats s JOIN automation.job j ON j.jobid = s.jobid
+         CROSS JOIN LATERAL (VALUES ('succeeded', s.succeeded), ('failed', s.failed), ('skipped', s.skipped)) c(status, n);
+        RETURN QUERY
+        WITH per_bucket AS (
+            SELECT k.metric, u.i, sum(u.n) AS n, sum(k.total) AS total
+              FROM automation.job_run_stats s JOIN automation.job j ON j.jobid = s.jobid
+             CROSS JOIN LATERAL (VALUES ('automation_job_run_duration_seconds', s.duration_buckets, s.duration_sum),
+                                        ('automation_job_start_lateness_seconds', s.lateness_buckets, s.lateness_sum))
+                                 k(metric, buckets, total)
+             CROSS JOIN LATERAL unnest(k.buckets) WITH ORDINALITY u(n, i)
+             GROUP BY k.metric, u.i
+        ), bounds AS (SELECT automation.job_run_histogram_bounds() AS b)
+        SELECT x.metric, x.labels, x.value FROM (
+            SELECT p.metric || '_bucket' AS metric,
+                   jsonb_build_object('__name__', p.metric || '_bucket',
+                                      'le', CASE WHEN p.i > array_length(bounds.b, 1) THEN '+Inf' ELSE bounds.b[p.i]::text END) AS labels,
+                   (sum(p.n) OVER (PARTITION BY p.metric ORDER BY p.i))::float8 AS value, p.i AS ord
+              FROM per_bucket p, bounds
+            UNION ALL
+            SELECT p.metric || '_sum', jsonb_build_object('__name__', p.metric || '_sum'),
+                   (sum(p.total) / count(*))::float8, 1000001
+              FROM per_bucket p GROUP BY p.metric
+            UNION ALL
+            SELECT p.metric || '_count', jsonb_build_object('__name__', p.metric || '_count'), sum(p.n)::float8, 1000002
+              FROM per_bucket p GROUP BY p.metric
+        ) x ORDER BY x.metric, x.ord;
+    END IF;
+    IF has_table_privilege('automation.job_run_details', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_job_runs_active', '{}'::jsonb, count(*)::float8
+          FROM automation.job_run_details d WHERE d.status IN ('starting', 'running');
+    END IF;
+    RETURN QUERY
+    SELECT 'automation_jobs_waiting_for_slot', '{}'::jsonb, (s.runs_waiting + s.fires_waiting)::float8
+      FROM automation.scheduler_state() s
+     WHERE s.database_oid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database());
+END
+$fn$;
+COMMENT ON FUNCTION automation.live_metrics() IS
+'The live state that metrics_exposition() adds to the latest sample: queue depth and oldest pending age per workflow, active executions, pending and running steps, last-hour pipeline success ratio, job runs by job and status (counted by the scheduler), run-duration and start-lateness histograms, runs active, fires waiting for a slot (each part if the caller may read its table).';
