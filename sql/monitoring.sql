@@ -280,10 +280,13 @@ BEGIN
         SELECT 'automation_job_runs_active', '{}'::jsonb, count(*)::float8
           FROM automation.job_run_details d WHERE d.status IN ('starting', 'running');
     END IF;
+    -- (0 while the launcher does not know this database: nothing waits then)
     RETURN QUERY
-    SELECT 'automation_jobs_waiting_for_slot', '{}'::jsonb, (s.runs_waiting + s.fires_waiting)::float8
-      FROM automation.scheduler_state() s
-     WHERE s.database_oid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database());
+    SELECT 'automation_jobs_waiting_for_slot', '{}'::jsonb,
+           COALESCE((SELECT (s.runs_waiting + s.fires_waiting)::float8
+                       FROM automation.scheduler_state() s
+                      WHERE s.database_oid = (SELECT d.oid FROM pg_catalog.pg_database d
+                                               WHERE d.datname = current_database())), 0);
 END
 $fn$;
 COMMENT ON FUNCTION automation.live_metrics() IS

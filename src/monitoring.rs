@@ -563,8 +563,7 @@ mod tests {
              SELECT automation.run_workflow('m-dag');
              INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status)
              VALUES (now() - interval '1 minute', 'm-dag', 'a', 'success');
-             INSERT INTO automation.job_run_details (jobid, status, start_time, end_time)
-             SELECT jobid, 'failed', now(), now() FROM automation.job LIMIT 1;",
+             SELECT automation.count_job_run(jobid, 'failed', 1.5, 0.01) FROM automation.job LIMIT 1;",
         )
         .unwrap();
         let text = one::<String>("SELECT automation.metrics_exposition()");
@@ -572,7 +571,7 @@ mod tests {
             text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
         let exporter = exporter_metric_names(include_str!("../monitoring/postgres_exporter_queries.yaml"));
         let dashboard = dashboard_metric_names(include_str!("../monitoring/grafana_dashboard.json"));
-        assert!(exporter.len() >= 10 && dashboard.len() >= 8, "{exporter:?} {dashboard:?}");
+        assert!(exporter.len() >= 13 && dashboard.len() >= 11, "{exporter:?} {dashboard:?}");
         for name in exporter.iter().chain(dashboard.iter()) {
             assert!(exposed.contains(name.as_str()), "{name} is not in the exposition:\n{text}");
         }

@@ -148,7 +148,11 @@ fn source(admin: &mut Client) -> Client {
          SELECT automation.alter_job(jobid, schedule => '*/7 * * * *') FROM automation.job WHERE jobname = 'automation: collect database metrics';
          SELECT automation.unschedule('automation: purge job run history');
          -- a user job that records where it runs
-         SELECT automation.schedule('tick', '1 second', 'INSERT INTO public.ticks DEFAULT VALUES');",
+         SELECT automation.schedule('tick', '1 second', 'INSERT INTO public.ticks DEFAULT VALUES');
+         -- a job with every 0.6.0 option
+         SELECT automation.schedule('options', '0 9 * * *', 'SELECT 1', timezone => 'Asia/Tokyo', retries => 2,
+                                    retry_backoff => '5 seconds', overlap => 'parallel 2', priority => 7,
+                                    log_runs => 'failures', keep_runs => 50);
     )
     .unwrap();
     wait_for_ticks(&mut c, SRC);
@@ -259,6 +263,18 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
     let row = d.query_one("SELECT database, local FROM automation.job WHERE jobname = 'tick'", &[]).unwrap();
     let (database, local): (String, bool) = (row.get(0), row.get(1));
     assert_eq!((database.as_str(), local), (dst, true));
+    // its options, and its next fire in its own time zone
+    let row = d
+        .query_one(
+            "SELECT concat_ws(' ', timezone, retries, retry_backoff, overlap, priority, log_runs, keep_runs),
+                    next_run_at = automation.next_run('0 9 * * *', now(), 'Asia/Tokyo')
+               FROM automation.job WHERE jobname = 'options'",
+            &[],
+        )
+        .unwrap();
+    let (options, in_tokyo): (String, bool) = (row.get(0), row.get(1));
+    assert_eq!(options, "Asia/Tokyo 2 00:00:05 parallel 2 7 failures 50", "{dst}");
+    assert!(in_tokyo, "{dst}");
 }
 
 /// automation.enabled off for the cluster while it lives (no job changes
