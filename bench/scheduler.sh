@@ -9,11 +9,13 @@
 #   3. scheduler CPU while idle with 10,000 (yearly) jobs, over 60 s, from
 #      /proc/<pid>/stat of our scheduler and of pg_cron's launcher;
 #   4. runs per second: 200 jobs due at the same minute, 'SELECT 1' each:
-#      200 / (last end - first start). One system at a time.
+#      200 / (last end - first start). One system at a time;
+#   5. start lateness of 1,000 jobs in 10 time zones due at the same minute
+#      (pg_cron, which has one time zone: 1,000 jobs due at the same minute).
 # Start times are what each records in job_run_details.start_time (ours: when
 # the runner begins the command; pg_cron: when it starts the job).
 #
-# Needs root and scripts/setup.sh's install. Takes about 7 minutes.
+# Needs root and scripts/setup.sh's install. Takes about 10 minutes.
 # Usage: bash bench/scheduler.sh [minutes of 1-minute jobs, default 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,12 +41,18 @@ cron.host = '/var/run/postgresql'
 cron.max_running_jobs = 8
 automation.max_running_jobs = 8
 EOF
-pg_ctlcluster 15 "$CLUSTER" restart
 q() { runuser -u postgres -- psql -X -q -p "$PORT" -d "${2:-$DB}" -Atc "$1"; }
+pg_ctlcluster 15 "$CLUSTER" restart
 until q "SELECT 1" postgres >/dev/null 2>&1; do sleep 0.5; done
+# pg_cron's launcher serves one database and does not come back after DROP
+# DATABASE ... WITH (FORCE) terminates it: the database is made fresh first,
+# then the cluster restarted so that both launchers start with it there
 q "DROP DATABASE IF EXISTS $DB WITH (FORCE)" postgres
 q "CREATE DATABASE $DB" postgres
+pg_ctlcluster 15 "$CLUSTER" restart
+until q "SELECT 1" >/dev/null 2>&1; do sleep 0.5; done
 q "SET client_min_messages = warning; CREATE EXTENSION automation_ext; CREATE EXTENSION pg_cron"
+[ -n "$(q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher'")" ] || die "pg_cron's launcher is not running"
 # only the benchmark's jobs
 q "DELETE FROM automation.job"
 sleep 2
@@ -119,6 +127,31 @@ log "4. runs per second, 200 jobs due at once, max_running_jobs = 8"
 burst_ours=$(throughput ours)
 burst_cron=$(throughput cron)
 
+# 5. (0.6.0, issue 17) 1,000 jobs in 10 time zones due at the same minute:
+# each job's schedule is the local time, in its own zone, of one UTC minute
+# two minutes ahead; start lateness = start_time - scheduled_for. pg_cron
+# (one time zone for all its jobs) gets 1,000 jobs due at the same minute.
+log "5. 1,000 jobs in 10 time zones due at the same minute (pg_cron: 1,000 jobs, one zone)"
+zones="'America/Los_Angeles','America/New_York','America/Sao_Paulo','Europe/London','Europe/Berlin','Asia/Kolkata','Asia/Kathmandu','Asia/Tokyo','Australia/Adelaide','Pacific/Auckland'"
+q "TRUNCATE automation.job_run_details"
+target=$(q "SELECT date_trunc('minute', now()) + interval '2 minutes'")
+q "WITH z AS (SELECT zone, row_number() OVER () AS i FROM unnest(ARRAY[$zones]) zone)
+   SELECT count(automation.schedule('zone-' || z.i || '-' || n,
+              pg_catalog.format('%s %s * * *', extract(minute FROM '$target'::timestamptz AT TIME ZONE z.zone)::int,
+                                extract(hour FROM '$target'::timestamptz AT TIME ZONE z.zone)::int),
+              'SELECT 1', timezone => z.zone))
+     FROM z, generate_series(1, 100) n" >/dev/null
+due_ok=$(q "SELECT count(*) FILTER (WHERE next_run_at = '$target') || ' of ' || count(*) FROM automation.job WHERE jobname LIKE 'zone-%'")
+q "TRUNCATE cron.job_run_details"
+q "SELECT count(cron.schedule('zone-' || n, pg_catalog.format('%s %s * * *', extract(minute FROM '$target'::timestamptz AT TIME ZONE 'GMT')::int,
+          extract(hour FROM '$target'::timestamptz AT TIME ZONE 'GMT')::int), 'SELECT 1')) FROM generate_series(1, 1000) n" >/dev/null
+sleep $(( $(q "SELECT ceil(extract(epoch FROM '$target'::timestamptz - now()))::int") + 30 ))
+zones_ours=$(stats "SELECT extract(epoch FROM start_time - scheduled_for) * 1000 AS ms FROM automation.job_run_details WHERE status = 'succeeded'")
+zones_cron=$(stats "SELECT extract(epoch FROM start_time - '$target'::timestamptz) * 1000 AS ms FROM cron.job_run_details WHERE status = 'succeeded' AND start_time >= '$target'")
+within_ours=$(q "SELECT count(*) FILTER (WHERE start_time - scheduled_for <= interval '1 second') || ' of ' || count(*) FROM automation.job_run_details WHERE status = 'succeeded'")
+q "DELETE FROM automation.job"
+q "SELECT count(cron.unschedule(jobid)) FROM cron.job" >/dev/null
+
 echo
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), PostgreSQL $(q 'SHOW server_version'), pg_cron $(q "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'")"
 printf '%-44s %s\n' "1-minute jobs, start error, automation_ext:" "$minute_ours"
@@ -128,5 +161,7 @@ printf '%-44s %s ms CPU in 60 s\n' "idle, 10,000 jobs, automation_ext launcher:"
 printf '%-44s %s ms CPU in 60 s\n' "idle, 10,000 jobs, pg_cron launcher:" "$idle_cron"
 printf '%-44s %s\n' "burst of 200, automation_ext:" "$burst_ours"
 printf '%-44s %s\n' "burst of 200, pg_cron:" "$burst_cron"
+printf '%-44s %s (due at the minute: %s; started within 1 s: %s)\n' "1,000 jobs, 10 zones, start lateness, ours:" "$zones_ours" "$due_ok" "$within_ours"
+printf '%-44s %s\n' "1,000 jobs, one zone, start lateness, pg_cron:" "$zones_cron"
 
 pg_ctlcluster 15 "$CLUSTER" stop

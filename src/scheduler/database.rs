@@ -132,9 +132,10 @@ fn tstz(ts: i64) -> TimestampWithTimeZone {
 }
 
 /// Is the extension installed here, at a version whose job table this
-/// library reads (0.3.0's, with `owner` and `local`)? 0.1.0 had no scheduler
-/// tables and 0.2.0 other columns: such a database waits, unscheduled, for
-/// its ALTER EXTENSION automation_ext UPDATE (whose script wakes the launcher).
+/// library reads (0.6.0's, with `next_attempt` and the other per-job
+/// options)? Older versions had other columns or none: such a database
+/// waits, unscheduled, for its ALTER EXTENSION automation_ext UPDATE (whose
+/// script wakes the launcher).
 fn extension_installed() -> bool {
     // SAFETY: syscache lookups inside the caller's transaction.
     unsafe {
@@ -148,8 +149,10 @@ fn extension_installed() -> bool {
             return false;
         }
         let job = pg_sys::get_relname_relid(c"job".as_ptr(), nsp);
-        let ready =
-            job != pg_sys::InvalidOid && pg_sys::get_attnum(job, c"local".as_ptr()) != pg_sys::InvalidAttrNumber as i16;
+        // 0.6.0's columns (this library reads them: an older schema would
+        // make every load fail, and the scheduler exit, again and again)
+        let ready = job != pg_sys::InvalidOid
+            && pg_sys::get_attnum(job, c"next_attempt".as_ptr()) != pg_sys::InvalidAttrNumber as i16;
         if !ready {
             debug1!("automation_ext scheduler: this database has an older version of the extension; its jobs wait for ALTER EXTENSION automation_ext UPDATE");
         }

@@ -246,3 +246,36 @@ fn a_new_database_gets_a_scheduler_and_can_still_be_dropped() {
     // no FORCE: the scheduler connected to it must not stand in the way
     admin.batch_execute("DROP DATABASE it_newdb").unwrap();
 }
+
+/// A database still at the previous version (the new library is installed,
+/// ALTER EXTENSION not run yet) waits: its jobs do not run and its scheduler
+/// does not fail over and over on columns it does not have; the update
+/// starts them.
+#[test]
+fn a_database_at_the_previous_version_waits_for_its_update() {
+    let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
+    admin.batch_execute("DROP DATABASE IF EXISTS it_olddb WITH (FORCE)").unwrap();
+    admin.batch_execute("CREATE DATABASE it_olddb").unwrap();
+    {
+        let mut c = Client::connect(&conninfo_for("it_olddb"), NoTls).unwrap();
+        c.batch_execute("CREATE EXTENSION automation_ext VERSION '0.5.0'").unwrap();
+        let job = schedule(&mut c, "it-old", "1 second", "SELECT 1");
+        c.batch_execute("SELECT automation.wake_scheduler()").unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        let runs: i64 = one(&mut c, &format!("SELECT count(*) FROM automation.job_run_details WHERE jobid = {job}"));
+        assert_eq!(runs, 0, "no run before the update");
+        if let Ok(path) = std::env::var("AUTOMATION_TEST_LOG") {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !log.lines().any(|l| l.contains("column \"next_attempt\" does not exist")
+                    || l.contains("column \"timezone\" does not exist")),
+                "the scheduler read a schema it does not know"
+            );
+        }
+        c.batch_execute("ALTER EXTENSION automation_ext UPDATE").unwrap();
+        let sql =
+            format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {job} AND status = 'succeeded'");
+        wait_for(&mut c, &sql, LIMIT, "a run once the database is updated");
+    }
+    admin.batch_execute("DROP DATABASE it_olddb WITH (FORCE)").unwrap();
+}
