@@ -15,6 +15,9 @@
 -- exposition); scheduler_state() adds fires_waiting. schedule(),
 -- schedule_in_database() and alter_job() take the new options as optional
 -- arguments (their old signatures are replaced; calls keep working).
+-- Table triggers of the registry append the changed rows to
+-- automation_workflows.trigger_inbox; the scheduler starts the executions
+-- after the commit (drain_trigger_inbox) (issue 18).
 
 ALTER TABLE automation.job
     ADD COLUMN timezone        text,
@@ -439,3 +442,273 @@ END
 $fn$;
 COMMENT ON FUNCTION automation.live_metrics() IS
 'The live state that metrics_exposition() adds to the latest sample: queue depth and oldest pending age per workflow, active executions, pending and running steps, last-hour pipeline success ratio, job runs by job and status (counted by the scheduler), run-duration and start-lateness histograms, runs active, fires waiting for a slot (each part if the caller may read its table).';
+
+-- (issue 18) table triggers append to an inbox that the scheduler drains
+-- 0.6.0: the changes that table triggers saw, waiting for the scheduler to
+-- start their executions. The changing statement only appends here (the
+-- rows as text, 10,000 to an entry, no index): a 100k-row INSERT costs
+-- about half as much again, instead of starting 100k executions inside it.
+-- The scheduler drains it within milliseconds of the commit
+-- (drain_trigger_inbox, as the role that made the change). Dumped: a
+-- change not yet drained is not lost by a dump and restore.
+CREATE TABLE automation_workflows.trigger_inbox (
+    trigger_id    integer     NOT NULL,
+    workflow_name text        NOT NULL,
+    op            text        NOT NULL,
+    table_name    text        NOT NULL,
+    started_by    oid         NOT NULL,
+    rows          text[]      NOT NULL,
+    queued_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT trigger_inbox_op_check CHECK (op IN ('INSERT', 'UPDATE', 'DELETE'))
+);
+
+COMMENT ON TABLE automation_workflows.trigger_inbox IS
+    'Changes seen by table triggers of automation_triggers.registry (rows as text, up to 10,000 an entry), waiting for the scheduler to start one execution per row (automation.drain_trigger_inbox).';
+
+-- the role a change was made by is the role its executions start as: a
+-- role appends only changes of its own
+ALTER TABLE automation_workflows.trigger_inbox ENABLE ROW LEVEL SECURITY;
+CREATE POLICY trigger_inbox_own_changes ON automation_workflows.trigger_inbox FOR INSERT
+    WITH CHECK (started_by OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
+                                                    WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER));
+SELECT pg_catalog.pg_extension_config_dump('automation_workflows.trigger_inbox', '');
+
+CREATE FUNCTION automation.wake_recorder()
+RETURNS boolean
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wake_recorder_wrapper';
+
+COMMENT ON FUNCTION automation.wake_recorder() IS
+'Internal: true if a scheduler will pick up what this transaction leaves in the trigger inbox (it is woken at commit); false if the caller must do the work itself (the library is not preloaded, the scheduler is off).';
+
+-- Start the executions of up to `batch` inbox entries (oldest first), each
+-- as the role that made the change; an entry that cannot be started (its
+-- table was dropped or changed shape, the role may no longer start the
+-- workflow) goes to automation.errors with its rows, and the others go on.
+CREATE FUNCTION automation.drain_trigger_inbox(batch integer DEFAULT 10)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    item automation_workflows.trigger_inbox;
+    inputs jsonb[];
+    who name;
+    started bigint := 0;
+    problem text;
+    state text;
+BEGIN
+    FOR item IN
+        DELETE FROM automation_workflows.trigger_inbox i
+         WHERE i.ctid = ANY (ARRAY(SELECT j.ctid FROM automation_workflows.trigger_inbox j
+                                    ORDER BY j.queued_at LIMIT drain_trigger_inbox.batch
+                                      FOR UPDATE SKIP LOCKED))
+        RETURNING i.*
+    LOOP
+        BEGIN
+            SELECT r.rolname INTO who FROM pg_catalog.pg_roles r WHERE r.oid = item.started_by;
+            IF who IS NULL THEN
+                RAISE EXCEPTION 'the role that made the change (oid %) no longer exists', item.started_by
+                      USING ERRCODE = 'undefined_object';
+            END IF;
+            EXECUTE format('SELECT array_agg(jsonb_build_object(''op'', $1, ''table'', $2, %L, to_jsonb(u.r::%s)) ORDER BY u.o)
+                              FROM unnest($3) WITH ORDINALITY u(r, o)',
+                           CASE item.op WHEN 'DELETE' THEN 'old' ELSE 'new' END, item.table_name::regclass)
+               INTO inputs USING item.op, item.table_name, item.rows;
+            EXECUTE format('SET LOCAL ROLE %I', who);
+            started := started + automation.run_workflows(item.workflow_name, inputs);
+            RESET ROLE;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            RESET ROLE;
+            INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context)
+            VALUES (item.workflow_name, 'TableTriggerFailed',
+                    format('%s of %s row(s) of %s (table trigger %s) started no execution: %s',
+                           item.op, cardinality(item.rows), item.table_name, item.trigger_id, problem),
+                    jsonb_build_object('sqlstate', state, 'trigger_id', item.trigger_id, 'op', item.op,
+                                       'table', item.table_name, 'started_by', item.started_by,
+                                       'queued_at', item.queued_at, 'rows', to_jsonb(item.rows)));
+        END;
+    END LOOP;
+    RETURN started;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.drain_trigger_inbox(integer) IS
+'Start the executions that table triggers queued (up to batch inbox entries, oldest first), each as the role that made the change; an entry that cannot be started goes to automation.errors with its rows. The scheduler calls it within milliseconds of a commit; returns the executions started.';
+REVOKE EXECUTE ON FUNCTION automation.drain_trigger_inbox(integer) FROM PUBLIC;
+
+GRANT INSERT ON automation_workflows.trigger_inbox TO automation_runner;
+
+CREATE OR REPLACE FUNCTION automation.workflow_table_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    reg record;
+    inputs jsonb[];
+    tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+BEGIN
+    IF TG_LEVEL IS DISTINCT FROM 'STATEMENT' OR TG_WHEN IS DISTINCT FROM 'AFTER' OR TG_NARGS <> 1 THEN
+        RAISE EXCEPTION 'automation.workflow_table_trigger() only runs as the AFTER ... FOR EACH STATEMENT trigger that a table trigger of automation_triggers.registry attaches'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    SELECT r.id, d.name AS workflow, r.config INTO reg
+      FROM automation_triggers.registry r JOIN automation_workflows.definitions d ON d.id = r.workflow_id
+     WHERE r.id = TG_ARGV[0]::integer AND r.trigger_type = 'table';
+    IF NOT FOUND OR (reg.config->>'table')::regclass IS DISTINCT FROM TG_RELID THEN
+        RAISE EXCEPTION 'automation.workflow_table_trigger(%) does not belong to table %', TG_ARGV[0], tbl
+              USING ERRCODE = 'wrong_object_type',
+                    HINT = 'Table triggers are attached by inserting a row into automation_triggers.registry.';
+    END IF;
+    IF automation.wake_recorder() THEN
+        -- the rows as text (their own type's output: cheap), 10,000 an entry
+        IF TG_OP = 'DELETE' THEN
+            INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
+            SELECT reg.id, reg.workflow, TG_OP, tbl, me.oid, array_agg(c.r)
+              FROM (SELECT o::text AS r, (row_number() OVER ()) / 10000 AS part FROM old_rows o) c,
+                   (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user) me
+             GROUP BY c.part, me.oid;
+        ELSE
+            INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
+            SELECT reg.id, reg.workflow, TG_OP, tbl, me.oid, array_agg(c.r)
+              FROM (SELECT n::text AS r, (row_number() OVER ()) / 10000 AS part FROM new_rows n) c,
+                   (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user) me
+             GROUP BY c.part, me.oid;
+        END IF;
+        IF FOUND THEN
+            UPDATE automation_triggers.registry r SET last_fired_at = now() WHERE r.id = reg.id;
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(jsonb_build_object('op', 'INSERT', 'table', tbl, 'new', to_jsonb(n))) INTO inputs FROM new_rows n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(jsonb_build_object('op', 'UPDATE', 'table', tbl, 'new', to_jsonb(n))) INTO inputs FROM new_rows n;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(jsonb_build_object('op', 'DELETE', 'table', tbl, 'old', to_jsonb(o))) INTO inputs FROM old_rows o;
+    END IF;
+    IF inputs IS NOT NULL THEN
+        PERFORM automation.run_workflows(reg.workflow, inputs);
+        UPDATE automation_triggers.registry r SET last_fired_at = now() WHERE r.id = reg.id;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- firing a trigger (last_fired_at, next_fire_at) no longer detaches and re-attaches it
+CREATE OR REPLACE FUNCTION automation_triggers.registry_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    def automation_workflows.definitions;
+    tbl regclass;
+    ev text;
+    attached name;
+    events text[];
+    job text;
+BEGIN
+    IF TG_RELID IS DISTINCT FROM 'automation_triggers.registry'::regclass
+       OR TG_LEVEL IS DISTINCT FROM 'ROW' OR TG_WHEN IS DISTINCT FROM 'BEFORE' THEN
+        RAISE EXCEPTION 'automation_triggers.registry_check() only runs as a BEFORE ... FOR EACH ROW trigger of automation_triggers.registry'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF NOT current_setting('check_function_bodies')::boolean THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    -- (0.6.0) firing writes last_fired_at / next_fire_at: what is attached
+    -- stays (re-attaching it dropped the trigger being fired, and needs the
+    -- table's owner)
+    IF TG_OP = 'UPDATE' AND (NEW.id, NEW.trigger_type, NEW.config, NEW.workflow_id)
+                            IS NOT DISTINCT FROM (OLD.id, OLD.trigger_type, OLD.config, OLD.workflow_id) THEN
+        RETURN NEW;
+    END IF;
+    -- detach what the old row attached
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.trigger_type IN ('schedule', 'table') THEN
+        IF OLD.trigger_type = 'schedule' THEN
+            job := 'workflow trigger ' || OLD.id;
+            -- (row-level security: the role that registered it, or a superuser)
+            DELETE FROM automation.job j WHERE j.jobname = job;
+        ELSE
+            -- the triggers it attached (none if the table is gone)
+            FOR attached, tbl IN
+                SELECT t.tgname, t.tgrelid::regclass FROM pg_trigger t
+                 WHERE t.tgrelid = to_regclass(OLD.config->>'table')
+                   AND t.tgname IN ('automation_workflow_' || OLD.id || '_insert', 'automation_workflow_' || OLD.id || '_update',
+                                    'automation_workflow_' || OLD.id || '_delete')
+            LOOP
+                EXECUTE format('DROP TRIGGER %I ON %s', attached, tbl);
+            END LOOP;
+        END IF;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    IF NEW.trigger_type NOT IN ('schedule', 'table', 'manual') THEN
+        RAISE NOTICE 'trigger type % is kept as data: only schedule, table and manual triggers start workflows', NEW.trigger_type;
+        RETURN NEW;
+    END IF;
+    IF jsonb_typeof(NEW.config) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'the config of a % trigger must be a JSON object', NEW.trigger_type
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.id = NEW.workflow_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'a % trigger needs the workflow it starts (workflow_id)', NEW.trigger_type
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Set workflow_id to the id of a row of automation_workflows.definitions.';
+    ELSIF NOT def.is_active THEN
+        RAISE EXCEPTION 'workflow % is inactive', def.name USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF NOT automation.check_definition(def.definition) THEN
+        RAISE EXCEPTION 'workflow % has no steps and cannot be started', def.name
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NEW.config ? 'input' AND jsonb_typeof(NEW.config->'input') <> 'object' THEN
+        RAISE EXCEPTION 'the input in a trigger''s config must be a JSON object, not %', jsonb_typeof(NEW.config->'input')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.trigger_type = 'schedule' THEN
+        IF jsonb_typeof(NEW.config->'cron') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'a schedule trigger needs "cron" in its config, such as {"cron": "0 2 * * *"}'
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        -- the scheduler's own checks (cron syntax, @reboot, '30 seconds'...)
+        PERFORM automation.schedule('workflow trigger ' || NEW.id, NEW.config->>'cron',
+                                    format('SELECT automation.fire_trigger(%s)', NEW.id));
+        NEW.next_fire_at := automation.next_run(NEW.config->>'cron');
+    ELSIF NEW.trigger_type = 'table' THEN
+        IF jsonb_typeof(NEW.config->'table') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'a table trigger needs "table" in its config, such as {"table": "public.orders", "events": ["INSERT"]}'
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        tbl := to_regclass(NEW.config->>'table');
+        IF tbl IS NULL THEN
+            RAISE EXCEPTION 'table % does not exist', NEW.config->>'table' USING ERRCODE = 'undefined_table';
+        ELSIF NOT has_table_privilege(tbl, 'TRIGGER') THEN
+            RAISE EXCEPTION 'role % may not create triggers on table %', current_user, tbl
+                  USING ERRCODE = 'insufficient_privilege',
+                        HINT = 'The table''s owner (or a role granted TRIGGER on it) registers its table triggers.';
+        END IF;
+        IF jsonb_typeof(NEW.config->'events') IS DISTINCT FROM 'array' OR jsonb_array_length(NEW.config->'events') = 0 THEN
+            RAISE EXCEPTION 'a table trigger needs "events": a non-empty array of INSERT, UPDATE, DELETE'
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        events := ARRAY(SELECT upper(e) FROM jsonb_array_elements_text(NEW.config->'events') e);
+        IF NOT events <@ ARRAY['INSERT', 'UPDATE', 'DELETE'] THEN
+            RAISE EXCEPTION 'a table trigger''s events are INSERT, UPDATE and DELETE, not %', array_to_string(events, ', ')
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        FOREACH ev IN ARRAY events LOOP
+            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT EXECUTE FUNCTION automation.workflow_table_trigger(%L)',
+                           'automation_workflow_' || NEW.id || '_' || lower(ev), ev, tbl,
+                           CASE ev WHEN 'DELETE' THEN 'OLD TABLE AS old_rows' ELSE 'NEW TABLE AS new_rows' END,
+                           NEW.id);
+        END LOOP;
+    END IF;
+    RETURN NEW;
+END
+$fn$;

@@ -37,6 +37,8 @@ GRANT SELECT, INSERT, UPDATE ON automation_workflows.workflow_runs, automation_w
 GRANT SELECT ON automation.workflow_progress TO automation_runner, automation_monitor;
 -- registering a table trigger creates a trigger that runs this function
 GRANT EXECUTE ON FUNCTION automation.workflow_table_trigger() TO automation_runner;
+-- (0.6.0) the trigger appends the changes it saw, as the role that made them
+GRANT INSERT ON automation_workflows.trigger_inbox TO automation_runner;
 -- row-level security limits these to the runner's own rows
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.api_workflows TO automation_runner;
 GRANT SELECT, INSERT ON automation.pipeline_metrics TO automation_runner;

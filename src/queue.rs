@@ -545,6 +545,20 @@ pub(crate) mod automation {
         logged(ids.into_iter().flatten().collect()).or_raise()
     }
 
+    /// Internal (0.6.0): will a scheduler pick up what this transaction
+    /// leaves for it (the trigger inbox)? If so, it is woken when the
+    /// transaction commits; if not, the caller does the work itself.
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn wake_recorder() -> bool {
+        if recorder_running() {
+            LOGGED.set(true);
+            register_callback();
+            true
+        } else {
+            false
+        }
+    }
+
     /// `automation.record_executions(batch integer DEFAULT 10000) → bigint`:
     /// move up to `batch` finished executions from the log into
     /// workflow_executions now (the scheduler does it within milliseconds).

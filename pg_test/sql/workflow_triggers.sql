@@ -34,7 +34,21 @@ SELECT schedule FROM automation.job WHERE jobname = 'workflow trigger ' || :sche
 DELETE FROM automation_triggers.registry WHERE id = :schedule_id;
 SELECT count(*) AS job_left FROM automation.job WHERE jobname = 'workflow trigger ' || :schedule_id;
 
--- table: one execution per changed row, with the row as input
+-- table: one execution per changed row, with the row as input. (0.6.0) The
+-- changing statement appends the rows to the trigger inbox; the scheduler
+-- starts the executions after the commit. drained() waits for that (it
+-- drains too, so it does not matter who gets there first).
+CREATE FUNCTION pg_temp.drained() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..1000 LOOP
+        PERFORM automation.drain_trigger_inbox(100);
+        IF NOT EXISTS (SELECT FROM automation_workflows.trigger_inbox) THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RETURN false;
+END $$;
 INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
 SELECT 'table', '{"table": "public.regress_orders", "events": ["INSERT", "delete"]}', id
   FROM automation_workflows.definitions WHERE name = 'on-order'
@@ -44,19 +58,39 @@ SELECT tgname ~ '^automation_workflow_[0-9]+_(insert|delete)$' AS named, pg_get_
 INSERT INTO public.regress_orders VALUES (1, 'ada', 10), (2, 'bob', 20), (3, 'cy', 30);
 UPDATE public.regress_orders SET total = total + 1;
 DELETE FROM public.regress_orders WHERE id = 3;
+SELECT pg_temp.drained();
 SELECT r.input->>'op' AS op, r.input->>'table' AS tbl, coalesce(r.input->'new'->>'id', r.input->'old'->>'id') AS row_id,
        r.input->'new'->>'customer' AS customer
   FROM automation_workflows.workflow_runs r WHERE r.workflow_name = 'on-order'
  ORDER BY r.input->>'op' DESC, row_id;
 SELECT count(*) AS claimable_ship_steps FROM automation_workflows.step_runs WHERE queue = 'orders' AND status = 'pending';
 SELECT last_fired_at IS NOT NULL AS fired FROM automation_triggers.registry WHERE id = :table_id;
+-- firing writes last_fired_at; that does not detach and re-attach the triggers
+SELECT string_agg(oid::text, ',' ORDER BY oid) AS trigger_oids FROM pg_trigger
+ WHERE tgrelid = 'public.regress_orders'::regclass \gset
+UPDATE automation_triggers.registry SET last_fired_at = now(), next_fire_at = NULL WHERE id = :table_id;
+SELECT string_agg(oid::text, ',' ORDER BY oid) = :'trigger_oids' AS same_triggers FROM pg_trigger
+ WHERE tgrelid = 'public.regress_orders'::regclass;
 -- a thousand rows in one statement: a thousand executions
 INSERT INTO public.regress_orders SELECT g, 'bulk', g FROM generate_series(100, 1099) g;
+SELECT pg_temp.drained();
 SELECT count(*) AS bulk_executions FROM automation_workflows.workflow_runs WHERE workflow_name = 'on-order' AND input->'new'->>'customer' = 'bulk';
+-- a change whose executions cannot start when the scheduler gets to it
+-- (here: the workflow was deactivated in the same transaction) is not lost:
+-- it goes to automation.errors with its rows
+BEGIN;
+INSERT INTO public.regress_orders VALUES (4000, 'late', 1);
+UPDATE automation_workflows.definitions SET is_active = false WHERE name = 'on-order';
+COMMIT;
+SELECT pg_temp.drained();
+SELECT error_type, error_message, error_context->'rows' AS rows, error_context->>'sqlstate' AS sqlstate
+  FROM automation.errors WHERE error_type = 'TableTriggerFailed';
+UPDATE automation_workflows.definitions SET is_active = true WHERE name = 'on-order';
 -- deleting the registry row detaches the triggers
 DELETE FROM automation_triggers.registry WHERE id = :table_id;
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgrelid = 'public.regress_orders'::regclass;
 INSERT INTO public.regress_orders VALUES (5000, 'after', 1);
+SELECT pg_temp.drained();
 SELECT count(*) AS started_after_detach FROM automation_workflows.workflow_runs WHERE input->'new'->>'customer' = 'after';
 
 -- refused at write time

@@ -258,6 +258,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         }
         if shared::take_executions_logged(scheduler.dboid) || recorded_at.is_none() {
             record_executions(scheduler.dboid);
+            drain_trigger_inbox(scheduler.dboid);
             recorded_at = Some(std::time::Instant::now());
         }
         let next = scheduler.timetable.next().map(|(ts, _)| ts);
@@ -324,6 +325,51 @@ fn record_executions(dboid: u32) {
         if started.elapsed() >= RECORD_SLICE {
             shared::executions_logged(pg_sys::Oid::from(dboid));
             break;
+        }
+    }
+}
+
+/// Inbox entries (up to 10,000 changed rows each) started per transaction.
+const DRAIN_BATCH: i32 = 2;
+
+/// Start the executions that table triggers left in the trigger inbox
+/// (sql/engine.sql), a few entries per transaction, for at most
+/// RECORD_SLICE per tick (then later: fires are not held up). Each
+/// transaction waits at most a moment for the inbox's lock: a DBA's DROP
+/// EXTENSION or TRUNCATE goes first, and the inbox is drained later.
+fn drain_trigger_inbox(dboid: u32) {
+    let started = std::time::Instant::now();
+    loop {
+        // None: empty; Some(true): executions started; Some(false): entries
+        // left that this pass could not start (another drainer holds them,
+        // or they failed and went to automation.errors)
+        let outcome = in_worker_transaction(|| {
+            Ok(crate::subxact::run(|| {
+                Spi::run("SET LOCAL lock_timeout = '100ms'")?;
+                let waiting =
+                    Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM automation_workflows.trigger_inbox)")?.unwrap_or(false);
+                if !waiting {
+                    return Ok::<_, pgrx::spi::SpiError>(None);
+                }
+                let started =
+                    Spi::get_one_with_args::<i64>("SELECT automation.drain_trigger_inbox($1)", &[DRAIN_BATCH.into()])?
+                        .unwrap_or(0);
+                Ok(Some(started > 0))
+            }))
+        });
+        match outcome {
+            Ok(None) => break,
+            Ok(Some(true)) if started.elapsed() < RECORD_SLICE => continue,
+            Ok(Some(_)) => {
+                // more, at the next turn of the loop (or after the other drainer)
+                shared::executions_logged(pg_sys::Oid::from(dboid));
+                break;
+            }
+            Err(e) => {
+                debug1!("automation_ext scheduler: the trigger inbox waits: {}", crate::subxact::message(&e));
+                shared::executions_logged(pg_sys::Oid::from(dboid));
+                break;
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use automation_ext_integration::{conninfo_for, Client, NoTls, SystemSettings};
+use automation_ext_integration::{conninfo_for, wait_for, Client, NoTls, SystemSettings};
 
 fn bindir() -> String {
     std::env::var("AUTOMATION_TEST_BINDIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
@@ -200,6 +200,15 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
     };
     assert_eq!((table_triggers, jobs), (1, 1), "triggers and jobs of {dst}");
     d.batch_execute("INSERT INTO public.orders VALUES (100, 1), (101, 2)").unwrap();
+    // (started after the commit by the scheduler, or in the statement while
+    // automation.enabled is off; drained here too, whoever is first)
+    wait_for(
+        &mut d,
+        "SELECT automation.drain_trigger_inbox() >= 0
+            AND NOT EXISTS (SELECT FROM automation_workflows.trigger_inbox)",
+        Duration::from_secs(30),
+        "the trigger inbox drained",
+    );
     let from_table: i64 = d
         .query_one("SELECT count(*) FROM automation_workflows.workflow_runs WHERE input->>'op' = 'INSERT'", &[])
         .unwrap()

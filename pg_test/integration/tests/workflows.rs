@@ -274,3 +274,64 @@ fn a_schedule_trigger_is_fired_by_the_scheduler_until_it_is_deleted() {
     thread::sleep(Duration::from_millis(2500));
     assert_eq!(count(&mut c), settled, "no more executions once the trigger is deleted");
 }
+
+/// A table trigger: the changing statement only appends to the trigger
+/// inbox; the scheduler (nobody drains by hand here) starts one execution
+/// per row after the commit, as the role that made the change.
+#[test]
+fn the_scheduler_starts_a_table_triggers_executions_as_the_writer() {
+    let mut c = connect();
+    define("it-inbox", r#"{"steps": [{"name": "ship", "queue": "it-inbox"}]}"#);
+    c.batch_execute(
+        "DROP ROLE IF EXISTS it_inbox_writer;
+         CREATE ROLE it_inbox_writer LOGIN IN ROLE automation_runner;
+         CREATE TABLE public.it_inbox_orders (id int PRIMARY KEY, total numeric);
+         GRANT SELECT, INSERT, DELETE ON public.it_inbox_orders TO it_inbox_writer;
+         INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
+         SELECT 'table', '{\"table\": \"public.it_inbox_orders\", \"events\": [\"INSERT\", \"DELETE\"]}', id
+           FROM automation_workflows.definitions WHERE name = 'it-inbox';",
+    )
+    .unwrap();
+    c.batch_execute(
+        "SET ROLE it_inbox_writer;
+         INSERT INTO public.it_inbox_orders SELECT g, g FROM generate_series(1, 25000) g;
+         DELETE FROM public.it_inbox_orders WHERE id <= 10;
+         RESET ROLE;",
+    )
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let started: i64 = c
+            .query_one("SELECT count(*) FROM automation_workflows.workflow_runs WHERE workflow_name = 'it-inbox'", &[])
+            .unwrap()
+            .get(0);
+        if started == 25_010 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{started} of 25010 executions started");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (left, by, ops, deleted_ids): (i64, Vec<String>, Vec<String>, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM automation_workflows.trigger_inbox),
+                        array_agg(DISTINCT started_by::text), array_agg(DISTINCT input->>'op'),
+                        count(*) FILTER (WHERE input->>'op' = 'DELETE' AND (input->'old'->>'id')::int <= 10)
+                   FROM automation_workflows.workflow_runs WHERE workflow_name = 'it-inbox'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    assert_eq!(left, 0, "the inbox is drained");
+    assert_eq!(by, vec!["it_inbox_writer"], "started as the role that made the change");
+    assert_eq!(ops, vec!["DELETE", "INSERT"]);
+    assert_eq!(deleted_ids, 10);
+    c.batch_execute(
+        "DELETE FROM automation_triggers.registry r USING automation_workflows.definitions d
+          WHERE d.id = r.workflow_id AND d.name = 'it-inbox';
+         DROP TABLE public.it_inbox_orders;
+         DROP ROLE it_inbox_writer;",
+    )
+    .unwrap();
+}
