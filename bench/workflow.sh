@@ -153,10 +153,10 @@ drained() { # -> executions of on-order, once the inbox is empty
 started=$(drained)
 [ "$started" = $((3 * TABLE_ROWS)) ] || die "the table trigger started $started executions, not $((3 * TABLE_ROWS))"
 q "TRUNCATE bench_orders" >/dev/null
-t0=$(date +%s%N)
+tt0=$(date +%s%N)
 q "INSERT INTO bench_orders SELECT g, 'c' || g % 100, g FROM generate_series(1, $TABLE_ROWS) g" >/dev/null
 started=$(drained)
-t1=$(date +%s%N)
+tt1=$(date +%s%N)
 [ "$started" = $((4 * TABLE_ROWS)) ] || die "the table trigger started $started executions, not $((4 * TABLE_ROWS))"
 
 echo
@@ -172,6 +172,6 @@ echo "  the gathering step's input holds ${gathered%% *} outputs (${gathered##* 
 echo "  one backend completing all $FANOUT in one statement (so also gathering): ${one_ms} ms"
 echo "  its memory contexts after a 100-element warm-up, then after each of two $FANOUT-element fan-outs: $mem_warm, $mem_one, $mem_two bytes"
 echo "a $TABLE_ROWS-row INSERT (best of 3): $plain_ms ms without a trigger, $triggered_ms ms with a 'table' trigger (rows to the trigger inbox)"
-echo "  from the start of such an INSERT to its $TABLE_ROWS executions started by the scheduler: $(( (t1 - t0) / 1000000 )) ms"
+echo "  from the start of such an INSERT to its $TABLE_ROWS executions started by the scheduler: $(( (tt1 - tt0) / 1000000 )) ms"
 awk -v a="$plain_ms" -v b="$triggered_ms" 'BEGIN { printf "  with / without = %.1f (goal <= 2)\n", b / a }'
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), PostgreSQL $(psql_admin -Atc 'SHOW server_version')"

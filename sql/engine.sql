@@ -877,8 +877,9 @@ $fn$;
 
 -- 0.6.0: the changes that table triggers saw, waiting for the scheduler to
 -- start their executions. The changing statement only appends here (the
--- rows as text, 10,000 to an entry, no index): a 100k-row INSERT costs
--- about half as much again, instead of starting 100k executions inside it.
+-- rows as text, one entry per statement up to a million rows; no index): a
+-- 100k-row INSERT costs about half as much again, instead of starting 100k
+-- executions inside it.
 -- The scheduler drains it within milliseconds of the commit
 -- (drain_trigger_inbox, as the role that made the change). Dumped: a
 -- change not yet drained is not lost by a dump and restore.
@@ -889,12 +890,14 @@ CREATE TABLE automation_workflows.trigger_inbox (
     table_name    text        NOT NULL,
     started_by    oid         NOT NULL,
     rows          text[]      NOT NULL,
+    -- how many of them have been started (the scheduler goes 2,500 at a time)
+    rows_done     integer     NOT NULL DEFAULT 0,
     queued_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT trigger_inbox_op_check CHECK (op IN ('INSERT', 'UPDATE', 'DELETE'))
 );
 
 COMMENT ON TABLE automation_workflows.trigger_inbox IS
-    'Changes seen by table triggers of automation_triggers.registry (rows as text, up to 10,000 an entry), waiting for the scheduler to start one execution per row (automation.drain_trigger_inbox).';
+    'Changes seen by table triggers of automation_triggers.registry (rows as text, one entry per statement up to a million rows), waiting for the scheduler to start one execution per row (automation.drain_trigger_inbox).';
 
 -- the role a change was made by is the role its executions start as: a
 -- role appends only changes of its own
@@ -913,61 +916,79 @@ AS 'MODULE_PATHNAME', 'wake_recorder_wrapper';
 COMMENT ON FUNCTION automation.wake_recorder() IS
 'Internal: true if a scheduler will pick up what this transaction leaves in the trigger inbox (it is woken at commit); false if the caller must do the work itself (the library is not preloaded, the scheduler is off).';
 
--- Start the executions of up to `batch` inbox entries (oldest first), each
--- as the role that made the change; an entry that cannot be started (its
--- table was dropped or changed shape, the role may no longer start the
--- workflow) goes to automation.errors with its rows, and the others go on.
-CREATE FUNCTION automation.drain_trigger_inbox(batch integer DEFAULT 10)
+-- Start the executions of the oldest inbox entries, 2,500 rows at a time,
+-- up to `batch` such slices, each as the role that made the change (so the
+-- scheduler is never busy for long: an entry may hold a million rows). A
+-- slice that cannot be started (its table was dropped or changed shape, the
+-- role may no longer start the workflow) goes to automation.errors with its
+-- rows, and the rest go on.
+CREATE FUNCTION automation.drain_trigger_inbox(batch integer DEFAULT 40)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    at tid;
     item automation_workflows.trigger_inbox;
     inputs jsonb[];
+    done integer;
+    slices integer := 0;
     who name;
     started bigint := 0;
     problem text;
     state text;
 BEGIN
-    FOR item IN
-        DELETE FROM automation_workflows.trigger_inbox i
-         WHERE i.ctid = ANY (ARRAY(SELECT j.ctid FROM automation_workflows.trigger_inbox j
-                                    ORDER BY j.queued_at LIMIT drain_trigger_inbox.batch
-                                      FOR UPDATE SKIP LOCKED))
-        RETURNING i.*
+    FOR at IN
+        SELECT i.ctid FROM automation_workflows.trigger_inbox i
+         ORDER BY i.queued_at LIMIT drain_trigger_inbox.batch FOR UPDATE SKIP LOCKED
     LOOP
-        BEGIN
-            SELECT r.rolname INTO who FROM pg_catalog.pg_roles r WHERE r.oid = item.started_by;
-            IF who IS NULL THEN
-                RAISE EXCEPTION 'the role that made the change (oid %) no longer exists', item.started_by
-                      USING ERRCODE = 'undefined_object';
-            END IF;
-            EXECUTE format('SELECT array_agg(jsonb_build_object(''op'', $1, ''table'', $2, %L, to_jsonb(u.r::%s)) ORDER BY u.o)
-                              FROM unnest($3) WITH ORDINALITY u(r, o)',
-                           CASE item.op WHEN 'DELETE' THEN 'old' ELSE 'new' END, item.table_name::regclass)
-               INTO inputs USING item.op, item.table_name, item.rows;
-            EXECUTE format('SET LOCAL ROLE %I', who);
-            started := started + automation.run_workflows(item.workflow_name, inputs);
-            RESET ROLE;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
-            RESET ROLE;
-            INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context)
-            VALUES (item.workflow_name, 'TableTriggerFailed',
-                    format('%s of %s row(s) of %s (table trigger %s) started no execution: %s',
-                           item.op, cardinality(item.rows), item.table_name, item.trigger_id, problem),
-                    jsonb_build_object('sqlstate', state, 'trigger_id', item.trigger_id, 'op', item.op,
-                                       'table', item.table_name, 'started_by', item.started_by,
-                                       'queued_at', item.queued_at, 'rows', to_jsonb(item.rows)));
-        END;
+        SELECT * INTO item FROM automation_workflows.trigger_inbox i WHERE i.ctid = at;
+        SELECT r.rolname INTO who FROM pg_catalog.pg_roles r WHERE r.oid = item.started_by;
+        done := item.rows_done;
+        WHILE done < cardinality(item.rows) AND slices < drain_trigger_inbox.batch LOOP
+            slices := slices + 1;
+            BEGIN
+                IF who IS NULL THEN
+                    RAISE EXCEPTION 'the role that made the change (oid %) no longer exists', item.started_by
+                          USING ERRCODE = 'undefined_object';
+                END IF;
+                EXECUTE format('SELECT array_agg(jsonb_build_object(''op'', $1, ''table'', $2, %L, to_jsonb(u.r::%s)) ORDER BY u.o)
+                                  FROM unnest($3[$4:$5]) WITH ORDINALITY u(r, o)',
+                               CASE item.op WHEN 'DELETE' THEN 'old' ELSE 'new' END, item.table_name::regclass)
+                   INTO inputs USING item.op, item.table_name, item.rows, done + 1, done + 2500;
+                EXECUTE format('SET LOCAL ROLE %I', who);
+                started := started + automation.run_workflows(item.workflow_name, inputs);
+                RESET ROLE;
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                RESET ROLE;
+                INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context)
+                VALUES (item.workflow_name, 'TableTriggerFailed',
+                        format('%s of %s row(s) of %s (table trigger %s) started no execution: %s',
+                               item.op, least(2500, cardinality(item.rows) - done), item.table_name,
+                               item.trigger_id, problem),
+                        jsonb_build_object('sqlstate', state, 'trigger_id', item.trigger_id, 'op', item.op,
+                                           'table', item.table_name, 'started_by', item.started_by,
+                                           'queued_at', item.queued_at,
+                                           'rows', to_jsonb(item.rows[done + 1:done + 2500])));
+            END;
+            done := done + 2500;
+        END LOOP;
+        IF done >= cardinality(item.rows) THEN
+            DELETE FROM automation_workflows.trigger_inbox i WHERE i.ctid = at;
+        ELSE
+            -- (the rows themselves are not written again: an unchanged
+            -- TOASTed value is kept as it is)
+            UPDATE automation_workflows.trigger_inbox i SET rows_done = done WHERE i.ctid = at;
+        END IF;
+        EXIT WHEN slices >= drain_trigger_inbox.batch;
     END LOOP;
     RETURN started;
 END
 $fn$;
 
 COMMENT ON FUNCTION automation.drain_trigger_inbox(integer) IS
-'Start the executions that table triggers queued (up to batch inbox entries, oldest first), each as the role that made the change; an entry that cannot be started goes to automation.errors with its rows. The scheduler calls it within milliseconds of a commit; returns the executions started.';
+'Start the executions that table triggers queued, oldest first, 2,500 rows at a time, up to batch such slices, each as the role that made the change; a slice that cannot be started goes to automation.errors with its rows. The scheduler calls it within milliseconds of a commit; returns the executions started.';
 REVOKE EXECUTE ON FUNCTION automation.drain_trigger_inbox(integer) FROM PUBLIC;
 
 -- Statement trigger of the tables that 'table' triggers watch: one execution
@@ -983,6 +1004,9 @@ DECLARE
     reg record;
     inputs jsonb[];
     tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    me oid;
+    changed text;
+    n bigint;
 BEGIN
     IF TG_LEVEL IS DISTINCT FROM 'STATEMENT' OR TG_WHEN IS DISTINCT FROM 'AFTER' OR TG_NARGS <> 1 THEN
         RAISE EXCEPTION 'automation.workflow_table_trigger() only runs as the AFTER ... FOR EACH STATEMENT trigger that a table trigger of automation_triggers.registry attaches'
@@ -997,23 +1021,26 @@ BEGIN
                     HINT = 'Table triggers are attached by inserting a row into automation_triggers.registry.';
     END IF;
     IF automation.wake_recorder() THEN
-        -- the rows as text (their own type's output: cheap), 10,000 an entry
-        IF TG_OP = 'DELETE' THEN
-            INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
-            SELECT reg.id, reg.workflow, TG_OP, tbl, me.oid, array_agg(c.r)
-              FROM (SELECT o::text AS r, (row_number() OVER ()) / 10000 AS part FROM old_rows o) c,
-                   (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user) me
-             GROUP BY c.part, me.oid;
+        -- the rows as text (their own type's output: cheap), in one entry up
+        -- to a million rows (a value may not exceed 1 GB), else 100,000 an
+        -- entry; the role that made the change with them
+        SELECT r.oid INTO me FROM pg_roles r WHERE r.rolname = current_user;
+        changed := CASE WHEN TG_OP = 'DELETE' THEN 'old_rows' ELSE 'new_rows' END;
+        EXECUTE format('SELECT count(*) FROM %I', changed) INTO n;
+        IF n = 0 THEN
+            RETURN NULL;
+        ELSIF n <= 1000000 THEN
+            EXECUTE format('INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
+                            SELECT $1, $2, $3, $4, $5, array_agg(c::text) FROM %I c', changed)
+              USING reg.id, reg.workflow, TG_OP, tbl, me;
         ELSE
-            INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
-            SELECT reg.id, reg.workflow, TG_OP, tbl, me.oid, array_agg(c.r)
-              FROM (SELECT n::text AS r, (row_number() OVER ()) / 10000 AS part FROM new_rows n) c,
-                   (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user) me
-             GROUP BY c.part, me.oid;
+            EXECUTE format('INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
+                            SELECT $1, $2, $3, $4, $5, array_agg(p.r)
+                              FROM (SELECT c::text AS r, (row_number() OVER ()) / 100000 AS part FROM %I c) p
+                             GROUP BY p.part', changed)
+              USING reg.id, reg.workflow, TG_OP, tbl, me;
         END IF;
-        IF FOUND THEN
-            UPDATE automation_triggers.registry r SET last_fired_at = now() WHERE r.id = reg.id;
-        END IF;
+        UPDATE automation_triggers.registry r SET last_fired_at = now() WHERE r.id = reg.id;
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN

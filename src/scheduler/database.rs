@@ -329,7 +329,8 @@ fn record_executions(dboid: u32) {
     }
 }
 
-/// Inbox entries (up to 10,000 changed rows each) started per transaction.
+/// Slices of the trigger inbox (2,500 changed rows each) started per
+/// transaction.
 const DRAIN_BATCH: i32 = 2;
 
 /// Start the executions that table triggers left in the trigger inbox
