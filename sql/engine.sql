@@ -1006,7 +1006,7 @@ DECLARE
     tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
     me oid;
     changed text;
-    n bigint;
+    how_many bigint;
 BEGIN
     IF TG_LEVEL IS DISTINCT FROM 'STATEMENT' OR TG_WHEN IS DISTINCT FROM 'AFTER' OR TG_NARGS <> 1 THEN
         RAISE EXCEPTION 'automation.workflow_table_trigger() only runs as the AFTER ... FOR EACH STATEMENT trigger that a table trigger of automation_triggers.registry attaches'
@@ -1026,10 +1026,10 @@ BEGIN
         -- entry; the role that made the change with them
         SELECT r.oid INTO me FROM pg_roles r WHERE r.rolname = current_user;
         changed := CASE WHEN TG_OP = 'DELETE' THEN 'old_rows' ELSE 'new_rows' END;
-        EXECUTE format('SELECT count(*) FROM %I', changed) INTO n;
-        IF n = 0 THEN
+        EXECUTE format('SELECT count(*) FROM %I', changed) INTO how_many;
+        IF how_many = 0 THEN
             RETURN NULL;
-        ELSIF n <= 1000000 THEN
+        ELSIF how_many <= 1000000 THEN
             EXECUTE format('INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
                             SELECT $1, $2, $3, $4, $5, array_agg(c::text) FROM %I c', changed)
               USING reg.id, reg.workflow, TG_OP, tbl, me;

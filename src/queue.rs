@@ -176,6 +176,8 @@ thread_local! {
     static CLOCK: Cell<v7::Clock> = const { Cell::new(v7::Clock::new()) };
     /// This transaction logged finished executions: wake the recorder at commit.
     static LOGGED: Cell<bool> = const { Cell::new(false) };
+    /// This transaction appended to the trigger inbox: have it drained at commit.
+    static INBOX: Cell<bool> = const { Cell::new(false) };
     /// Keys of the workflows this transaction enqueued executions of, and
     /// how many: wake that many of their waiting claimers at commit.
     static ENQUEUED: std::cell::RefCell<Vec<(u32, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -353,6 +355,10 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
     if LOGGED.replace(false) && committed {
         // SAFETY: the database this backend is connected to.
         shared::executions_logged(unsafe { pg_sys::MyDatabaseId });
+    }
+    if INBOX.replace(false) && committed {
+        // SAFETY: the database this backend is connected to.
+        shared::inbox_filled(unsafe { pg_sys::MyDatabaseId });
     }
     let keys = ENQUEUED.take();
     if committed && !keys.is_empty() {
@@ -551,7 +557,7 @@ pub(crate) mod automation {
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
     fn wake_recorder() -> bool {
         if recorder_running() {
-            LOGGED.set(true);
+            INBOX.set(true);
             register_callback();
             true
         } else {

@@ -68,14 +68,23 @@ SELECT automation.count_job_run(:tokyo, 'skipped', NULL, NULL);
 SELECT automation.count_job_run(:tokyo, 'succeeded', 7200, 0);
 SELECT succeeded, failed, skipped, duration_buckets, duration_sum, lateness_buckets, round(lateness_sum::numeric, 4) AS lateness_sum
   FROM automation.job_run_stats WHERE jobid = :tokyo;
--- as the exposition shows them: a counter by job and status, cumulative buckets
+-- as the exposition shows them: a counter by job and status; histograms
+-- over every job of the database (the scheduler's own runs of the default
+-- jobs may be in them too): cumulative buckets, +Inf = count, ours in the sum
 SELECT metric, labels, value FROM automation.live_metrics()
- WHERE metric LIKE 'automation_job_run%' AND (labels->>'job' IS NULL OR labels->>'job' = 'tokyo-nine')
-   AND (labels->>'le' IS NULL OR labels->>'le' IN ('0.001', '0.25', '10', '3600', '+Inf'))
- ORDER BY metric, value, labels::text;
+ WHERE metric = 'automation_job_runs_total' AND labels->>'job' = 'tokyo-nine'
+ ORDER BY labels->>'status';
+WITH h AS (
+    SELECT metric, labels->>'le' AS le, value, row_number() OVER () AS n
+      FROM automation.live_metrics() WHERE metric LIKE 'automation_job_%_seconds_%')
+SELECT b.metric, count(*) AS buckets,
+       bool_and(b.value >= coalesce(b.before, 0)) AS cumulative,
+       max(b.value) FILTER (WHERE b.le = '+Inf') = (SELECT value FROM h WHERE h.metric = replace(b.metric, '_bucket', '_count')) AS inf_is_count,
+       (SELECT value FROM h WHERE h.metric = replace(b.metric, '_bucket', '_sum')) >= CASE WHEN b.metric LIKE '%duration%' THEN 7207.19 ELSE 0.0033 END AS ours_in_sum
+  FROM (SELECT h.*, lag(h.value) OVER (PARTITION BY h.metric ORDER BY h.n) AS before FROM h WHERE h.metric LIKE '%_bucket') b
+ GROUP BY b.metric ORDER BY b.metric;
 SELECT line FROM regexp_split_to_table(automation.metrics_exposition(), E'\n') line
- WHERE line ~ '^# TYPE automation_job' OR line ~ '^automation_job_run_duration_seconds_(sum|count)'
-    OR line ~ '^automation_job_runs_total\{job="tokyo-nine"';
+ WHERE line ~ '^# TYPE automation_job' OR line ~ '^automation_job_runs_total\{job="tokyo-nine"';
 -- the counters of a job that is gone go with the next purge
 SELECT automation.unschedule(:tokyo);
 CALL automation.purge_job_run_details();

@@ -258,7 +258,12 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         }
         if shared::take_executions_logged(scheduler.dboid) || recorded_at.is_none() {
             record_executions(scheduler.dboid);
-            drain_trigger_inbox(scheduler.dboid);
+            // the inbox when a commit filled it, and at the first tick of a
+            // visit (left from before a restart, a restore, or a commit while
+            // no scheduler could be told)
+            if shared::take_inbox_filled(scheduler.dboid) || recorded_at.is_none() {
+                drain_trigger_inbox(scheduler.dboid);
+            }
             recorded_at = Some(std::time::Instant::now());
         }
         let next = scheduler.timetable.next().map(|(ts, _)| ts);
@@ -363,12 +368,12 @@ fn drain_trigger_inbox(dboid: u32) {
             Ok(Some(true)) if started.elapsed() < RECORD_SLICE => continue,
             Ok(Some(_)) => {
                 // more, at the next turn of the loop (or after the other drainer)
-                shared::executions_logged(pg_sys::Oid::from(dboid));
+                shared::inbox_filled(pg_sys::Oid::from(dboid));
                 break;
             }
             Err(e) => {
                 debug1!("automation_ext scheduler: the trigger inbox waits: {}", crate::subxact::message(&e));
-                shared::executions_logged(pg_sys::Oid::from(dboid));
+                shared::inbox_filled(pg_sys::Oid::from(dboid));
                 break;
             }
         }

@@ -111,6 +111,8 @@ pub struct DbSlot {
     pub executions_logged: bool,
     /// due fires its scheduler left waiting for a slot at its last tick
     pub fires_waiting: u32,
+    /// a committed transaction appended to its trigger inbox (sql/engine.sql)
+    pub inbox_filled: bool,
 }
 
 #[derive(Copy, Clone)]
@@ -138,6 +140,7 @@ impl DbSlot {
         names_checked_at: 0,
         executions_logged: false,
         fires_waiting: 0,
+        inbox_filled: false,
     };
 }
 
@@ -314,6 +317,27 @@ pub fn executions_logged(dboid: pg_sys::Oid) {
         }
     };
     signal(pid);
+}
+
+/// A transaction that appended to the trigger inbox of `dboid` committed:
+/// have its scheduler drain it (woken as for recording).
+pub fn inbox_filled(dboid: pg_sys::Oid) {
+    if !preloaded() {
+        return;
+    }
+    if let Some(slot) = SHARED.exclusive().slot_mut(dboid.to_u32()) {
+        slot.inbox_filled = true;
+    }
+    executions_logged(dboid);
+}
+
+/// The scheduler of `dboid` takes the request to drain its trigger inbox.
+pub fn take_inbox_filled(dboid: u32) -> bool {
+    let mut shared = SHARED.exclusive();
+    match shared.slot_mut(dboid) {
+        Some(slot) => std::mem::replace(&mut slot.inbox_filled, false),
+        None => false,
+    }
 }
 
 /// The scheduler of `dboid` takes the request to record executions (true
