@@ -761,8 +761,15 @@ impl plan::Launcher for Effects<'_> {
                 // later, oldest due first (start_time - scheduled_for is how
                 // late it started)
                 let seg = RunSegment::create(jobid, db, role, job.timeout_ms, &job.command);
-                let Some(slot) = SHARED.exclusive().request_run(self.dboid, jobid, seg.handle(), due, job.priority, now())
-                else {
+                let Some(slot) = SHARED.exclusive().request_run(
+                    self.dboid,
+                    role.to_u32(),
+                    jobid,
+                    seg.handle(),
+                    due,
+                    job.priority,
+                    now(),
+                ) else {
                     // another scheduler took the last slot meanwhile
                     seg.release();
                     return Ok(Started::NoSlot);
@@ -880,7 +887,15 @@ fn refresh_names() -> Result<()> {
 /// allows and no other run waits; false when it is left to the launcher.
 fn start_now(i: usize) -> bool {
     let mut shared = SHARED.exclusive();
-    let started = shared.runs.iter().filter(|r| r.state == RunState::Started).count() as u32;
+    // a worker that stays after its run takes it, if one of its database and
+    // role waits (no fork, no connection)
+    if let Some(pid) = shared.hand_to_idle(i) {
+        drop(shared);
+        shared::signal(pid);
+        return true;
+    }
+    shared.reap_idle();
+    let started = shared.workers_busy();
     let waiting = shared.runs.iter().filter(|r| r.state == RunState::Requested).count();
     // (the launcher may have started it meanwhile: then it is not ours to start)
     if shared.runs[i].state != RunState::Requested

@@ -234,7 +234,8 @@ fn start_runs(max_workers: u32) -> Option<i64> {
         // check and start under one lock: schedulers start runs too
         // (start_now), and the budget must hold against both
         let mut shared = SHARED.exclusive();
-        let running = shared.runs.iter().filter(|r| r.state == RunState::Started).count() as u32;
+        shared.reap_idle();
+        let running = shared.workers_busy();
         // SAFETY: reads the clock.
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
         let holding: Vec<u32> = shared.dbs.iter().filter(|d| d.hold_until > now).map(|d| d.dboid).collect();
@@ -245,6 +246,18 @@ fn start_runs(max_workers: u32) -> Option<i64> {
         let longest = waiting().map(|(_, r)| r.requested_at).min();
         let (i, run) = match first {
             None => return None,
+            Some((i, _)) if shared.idle.iter().any(|w| w.pid != 0 && w.assigned < 0) => {
+                // a worker that stayed after its run takes it if it can
+                if let Some(pid) = shared.hand_to_idle(i) {
+                    drop(shared);
+                    shared::signal(pid);
+                    continue;
+                }
+                if running >= max_workers {
+                    return longest;
+                }
+                (i, shared.runs[i])
+            }
             Some(_) if running >= max_workers => return longest,
             Some(found) => found,
         };

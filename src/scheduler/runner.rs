@@ -169,7 +169,16 @@ extern "C-unwind" {
     fn disable_timeout(id: c_int, keep_indicator: bool);
 }
 
-/// Entry point of a job run (bgw_main_arg: the run's dsm handle).
+/// How long a run worker stays after its run for the next run of the same
+/// database and role (0.6.0). A burst of due runs (1,000 jobs due in the
+/// same minute) then costs a latch per run instead of a fork and a
+/// connection; a lone run's worker leaves a moment later than before.
+const LINGER_MS: i64 = 250;
+
+/// Entry point of a job run (bgw_main_arg: the run's dsm handle). After the
+/// run it stays up to LINGER_MS for the next run of its database and role,
+/// which a scheduler or the launcher hands it (shared.rs `hand_to_idle`);
+/// the session is reset between runs as `DISCARD ALL` does.
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
@@ -179,14 +188,31 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
     super::handle_sigterm_like_a_backend();
     // SAFETY: standard background worker start-up, handlers installed.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
-    let handle = arg.value() as u32;
+    let mut handle = arg.value() as u32;
+    let mut first = true;
+    loop {
+        let Some((database, role)) = run_one(handle, first) else {
+            return;
+        };
+        first = false;
+        match linger(handle, database, role) {
+            Some(next) => handle = next,
+            None => return,
+        }
+    }
+}
+
+/// Run the run of segment `handle` (connecting first if `first`, else
+/// resetting the session); its database and role, or None when there was
+/// nothing to run.
+fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     // SAFETY: attaching by the handle the scheduler passed; NULL when the
     // scheduler is gone (and the segment with it), in which case nobody
     // wants the result.
     let seg = unsafe { pg_sys::dsm_attach(handle) };
     if seg.is_null() {
         log!("automation_ext job: the scheduler that started this run is gone; nothing to do");
-        return;
+        return None;
     }
     // SAFETY: the segment starts with the header the scheduler wrote
     // (checked by magic) followed by command_len bytes of command; it stays
@@ -202,10 +228,20 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
         (header, String::from_utf8_lossy(bytes).into_owned())
     };
 
-    // Connecting fails (FATAL) if the role may not log in or the database is
-    // gone; the scheduler checks both first, and reports a run that ended
-    // without a result as failed.
-    pgrx::bgworkers::BackgroundWorker::connect_worker_to_spi_by_oid(Some(header.database), Some(header.role));
+    if first {
+        // Connecting fails (FATAL) if the role may not log in or the
+        // database is gone; the scheduler checks both first, and reports a
+        // run that ended without a result as failed.
+        pgrx::bgworkers::BackgroundWorker::connect_worker_to_spi_by_oid(Some(header.database), Some(header.role));
+    } else if let Err(e) = run_catching("DISCARD ALL") {
+        // the previous run's settings, temporary tables, prepared
+        // statements, advisory locks, LISTENs and SET ROLE are gone, as in a
+        // new session; if that fails the run fails (and the worker leaves)
+        fail(header, &format!("could not reset the session of the previous run: {e}"));
+        // SAFETY: nothing references the mapping after this.
+        unsafe { pg_sys::dsm_detach(seg) };
+        return None;
+    }
     let appname = CString::new(format!("automation_ext job {}", header.jobid)).unwrap_or_default();
     // SAFETY: plain GUC assignments after InitPostgres; the values are
     // NUL-terminated strings that outlive the calls (PostgreSQL copies them).
@@ -243,15 +279,86 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
             (STATE_FAILED, error.to_string())
         }
     };
-    let bytes = truncate_utf8(&message, MESSAGE_BYTES);
+    report(header, state, &message);
+    let ran = (header.database, header.role);
+    // SAFETY: nothing references the mapping after this.
+    unsafe { pg_sys::dsm_detach(seg) };
+    Some(ran)
+}
+
+/// Leave the outcome in the run's header (message, end time, then state).
+fn report(header: &mut RunHeader, state: u32, message: &str) {
+    let bytes = truncate_utf8(message, MESSAGE_BYTES);
     header.message[..bytes.len()].copy_from_slice(bytes.as_bytes());
     header.message_len = bytes.len() as u32;
     // SAFETY: reading the clock.
     header.end_time.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
     // Release: message and times are visible to whoever sees the state.
     header.state.store(state, Ordering::Release);
-    // SAFETY: nothing references the mapping after this.
-    unsafe { pg_sys::dsm_detach(seg) };
+}
+
+fn fail(header: &mut RunHeader, message: &str) {
+    log!("automation_ext job {}: {}", header.jobid, message);
+    report(header, STATE_FAILED, message);
+}
+
+/// The run of segment `done` has ended (its outcome is in its segment):
+/// mark its slot Finished (its scheduler records it at once), and stay up
+/// to LINGER_MS for a run that a scheduler or the launcher hands us (one of
+/// our database and role). The segment handle of that run, or None.
+fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
+    use super::shared::{self, IdleRunner, RunState, SHARED};
+    // SAFETY: reading this process's pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    let (scheduler, place) = {
+        let mut s = SHARED.exclusive();
+        let Some(i) = s.runs.iter().position(|r| r.state == RunState::Started && r.dsm == done) else {
+            // not followed by a slot (the launcher restarted): just leave
+            return None;
+        };
+        let run = s.runs[i];
+        s.runs[i].state = RunState::Finished;
+        let scheduler = s.dbs.iter().find(|d| d.dboid == run.dboid).map_or(0, |d| d.scheduler_pid);
+        s.reap_idle();
+        let place = if shared::preloaded() && s.workers_busy() < s.max_workers {
+            s.idle.iter().position(|w| w.pid == 0).inspect(|&k| {
+                s.idle[k] =
+                    IdleRunner { pid: me, dboid: database.to_u32(), role: role.to_u32(), worker: run.worker, assigned: -1 };
+            })
+        } else {
+            None
+        };
+        (scheduler, place)
+    };
+    shared::signal(if scheduler > 0 { scheduler } else { SHARED.share().launcher_pid });
+    let k = place?;
+    // SAFETY: reads the clock.
+    let deadline = unsafe { pg_sys::GetCurrentTimestamp() } + LINGER_MS * 1000;
+    loop {
+        {
+            let mut s = SHARED.exclusive();
+            let assigned = s.idle[k].assigned;
+            // SAFETY: reads the clock.
+            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            if assigned >= 0 || now >= deadline {
+                s.idle[k] = IdleRunner::FREE;
+                return (assigned >= 0).then(|| s.runs[assigned as usize].dsm);
+            }
+        }
+        // SAFETY: waiting on this process's latch, set by SIGUSR1 (a
+        // scheduler handing us a run) or by SIGTERM's handler; then the
+        // interrupt check ends the process on SIGTERM, as in a backend.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                20,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
 }
 
 /// Run `sql` at top level (see `run_top_level`); an ERROR comes back as the

@@ -60,6 +60,9 @@ pub struct RunSlot {
     pub pid: i32,
     /// the worker, once the launcher started it
     pub worker: WorkerHandle,
+    /// the role the run connects as (a runner that stays takes only runs of
+    /// its own database and role)
+    pub role: u32,
 }
 
 impl RunSlot {
@@ -74,7 +77,27 @@ impl RunSlot {
         requested_at: 0,
         pid: 0,
         worker: WorkerHandle::NONE,
+        role: 0,
     };
+}
+
+/// A run worker that finished its run and stays a moment for the next run
+/// of the same database and role (0.6.0): starting a worker costs a fork
+/// and a connection (about 2 ms of CPU); handing it a run costs a latch.
+#[derive(Copy, Clone)]
+#[repr(C)]
+pub struct IdleRunner {
+    /// 0: free
+    pub pid: i32,
+    pub dboid: u32,
+    pub role: u32,
+    pub worker: WorkerHandle,
+    /// the run slot handed to it, or -1
+    pub assigned: i32,
+}
+
+impl IdleRunner {
+    pub const FREE: IdleRunner = IdleRunner { pid: 0, dboid: 0, role: 0, worker: WorkerHandle::NONE, assigned: -1 };
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -125,6 +148,7 @@ pub struct Shared {
     pub scheduler_workers: u32,
     pub dbs: [DbSlot; MAX_DATABASES],
     pub runs: [RunSlot; MAX_RUNS],
+    pub idle: [IdleRunner; MAX_RUNS],
 }
 
 impl DbSlot {
@@ -152,6 +176,7 @@ impl Default for Shared {
             scheduler_workers: 0,
             dbs: [DbSlot::FREE; MAX_DATABASES],
             runs: [RunSlot::FREE; MAX_RUNS],
+            idle: [IdleRunner::FREE; MAX_RUNS],
         }
     }
 }
@@ -191,11 +216,22 @@ impl Shared {
     }
 
     /// Take a free run slot for a run of `dboid`; None when all are taken.
-    pub fn request_run(&mut self, dboid: u32, jobid: i64, dsm: u32, due: i64, priority: i32, now: i64) -> Option<usize> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn request_run(
+        &mut self,
+        dboid: u32,
+        role: u32,
+        jobid: i64,
+        dsm: u32,
+        due: i64,
+        priority: i32,
+        now: i64,
+    ) -> Option<usize> {
         let i = self.runs.iter().position(|r| r.state == RunState::Free)?;
         self.runs[i] = RunSlot {
             state: RunState::Requested,
             dboid,
+            role,
             jobid,
             dsm,
             due,
@@ -208,6 +244,46 @@ impl Shared {
 
     pub fn free_run(&mut self, i: usize) {
         self.runs[i] = RunSlot::FREE;
+    }
+
+    /// Forget idle runners that are gone (terminated while they waited:
+    /// DROP DATABASE, pg_terminate_backend, a crash).
+    pub fn reap_idle(&mut self) {
+        for w in self.idle.iter_mut() {
+            if w.pid != 0 && w.assigned < 0 && !matches!(w.worker.status(), super::WorkerStatus::Running(_)) {
+                *w = IdleRunner::FREE;
+            }
+        }
+    }
+
+    /// Worker processes of runs: started ones and idle ones (the budget;
+    /// call `reap_idle` first).
+    pub fn workers_busy(&self) -> u32 {
+        (self.runs.iter().filter(|r| r.state == RunState::Started).count()
+            + self.idle.iter().filter(|w| w.pid != 0 && w.assigned < 0).count()) as u32
+    }
+
+    /// Hand the requested run `i` to an idle runner of its database and
+    /// role, if one is waiting (and alive); true when handed. The runner is
+    /// woken by the caller (`signal(pid)` of the returned runner).
+    pub fn hand_to_idle(&mut self, i: usize) -> Option<i32> {
+        let run = self.runs[i];
+        if run.state != RunState::Requested || run.role == 0 {
+            return None;
+        }
+        let w = self.idle.iter().position(|w| {
+            w.pid != 0 && w.assigned < 0 && w.dboid == run.dboid && w.role == run.role
+        })?;
+        let idle = self.idle[w];
+        if !matches!(idle.worker.status(), super::WorkerStatus::Running(_)) {
+            self.idle[w] = IdleRunner::FREE; // it died while idle
+            return None;
+        }
+        self.idle[w].assigned = i as i32;
+        self.runs[i].state = RunState::Started;
+        self.runs[i].worker = idle.worker;
+        self.runs[i].pid = idle.pid;
+        Some(idle.pid)
     }
 }
 

@@ -134,11 +134,15 @@ fn a_busy_scheduler_and_the_launcher_keep_their_memory_flat() {
     // 0.2.0 grew TopMemoryContext by 32 bytes a run: 32 kB over these runs
     assert_eq!(last.scheduler_top, first.scheduler_top, "the scheduler's TopMemoryContext grew");
     assert_eq!(last.launcher_top, first.launcher_top, "the launcher's TopMemoryContext grew");
-    // a leak of even 100 bytes a run would pass 64 kB in the second half
+    // A leak grows with the runs, so in both halves: of even 60 bytes a run,
+    // more than 48 kB in each. malloc's arenas move by up to ~80 kB in one
+    // half and not the other (seen in 0.6.0's runs: +12/+84, +56/+4, +8/+24,
+    // +32/+8, +12/+44 kB) — not a leak; TopMemoryContext above is exact.
     let half = last.runs - middle.runs;
+    let grew = |a: u64, b: u64| b.saturating_sub(a);
     assert!(
-        last.scheduler_rss_kb <= middle.scheduler_rss_kb + 64,
-        "the scheduler's private memory grew over {half} runs: {middle:?} -> {last:?}"
+        grew(first.scheduler_rss_kb, middle.scheduler_rss_kb) <= 48 || grew(middle.scheduler_rss_kb, last.scheduler_rss_kb) <= 48,
+        "the scheduler's private memory grew in both halves ({half} runs each): {first:?} -> {middle:?} -> {last:?}"
     );
     assert!(
         last.launcher_rss_kb <= middle.launcher_rss_kb + 64,

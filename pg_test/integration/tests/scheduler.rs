@@ -226,6 +226,9 @@ fn changes_are_picked_up_without_a_restart() {
 
 #[test]
 fn a_new_database_gets_a_scheduler_and_can_still_be_dropped() {
+    // the test database first: its CREATE EXTENSION makes the cluster's
+    // roles, which two concurrent first installs would both try to create
+    drop(connect());
     let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
     admin.batch_execute("DROP DATABASE IF EXISTS it_newdb WITH (FORCE)").unwrap();
     admin.batch_execute("CREATE DATABASE it_newdb").unwrap();
@@ -253,6 +256,9 @@ fn a_new_database_gets_a_scheduler_and_can_still_be_dropped() {
 /// starts them.
 #[test]
 fn a_database_at_the_previous_version_waits_for_its_update() {
+    // the test database first: its CREATE EXTENSION makes the cluster's
+    // roles, which two concurrent first installs would both try to create
+    drop(connect());
     let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
     admin.batch_execute("DROP DATABASE IF EXISTS it_olddb WITH (FORCE)").unwrap();
     admin.batch_execute("CREATE DATABASE it_olddb").unwrap();
@@ -278,4 +284,92 @@ fn a_database_at_the_previous_version_waits_for_its_update() {
         wait_for(&mut c, &sql, LIMIT, "a run once the database is updated");
     }
     admin.batch_execute("DROP DATABASE it_olddb WITH (FORCE)").unwrap();
+}
+
+/// 0.6.0: a run worker stays a moment after its run and takes the next run
+/// of its database and role (no fork, no connection) — in a session reset
+/// as DISCARD ALL does: no setting, temporary table or role of the previous
+/// run is left.
+#[test]
+fn a_worker_that_stays_runs_the_next_run_in_a_clean_session() {
+    let mut c = connect();
+    c.batch_execute(
+        "CREATE TABLE public.it_reuse (pid int, work_mem text, leftover boolean, who text);
+         DROP ROLE IF EXISTS it_reuse_other; CREATE ROLE it_reuse_other;",
+    )
+    .unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..10 {
+        // more runs due at once than max_running_jobs (5): the later ones
+        // wait for a slot, and a finishing worker takes them
+        jobs.push(schedule(
+            &mut c,
+            &format!("it-reuse-dirty-{i}"),
+            "1 second",
+            "SET work_mem = '77MB'; CREATE TEMP TABLE it_leftover (); SET ROLE it_reuse_other; \
+             SELECT pg_sleep(0.02)",
+        ));
+        jobs.push(schedule(
+            &mut c,
+            &format!("it-reuse-check-{i}"),
+            "1 second",
+            "INSERT INTO public.it_reuse SELECT pg_backend_pid(), current_setting('work_mem'), \
+             to_regclass('pg_temp.it_leftover') IS NOT NULL, current_user",
+        ));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    for job in &jobs {
+        c.execute("UPDATE automation.job SET active = false WHERE jobid = $1", &[job]).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let list = jobs.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let (runs, workers): (i64, i64) = {
+        let r = c
+            .query_one(
+                &format!(
+                    "SELECT count(*), count(DISTINCT job_pid) FROM automation.job_run_details
+                      WHERE jobid IN ({list}) AND job_pid IS NOT NULL"
+                ),
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(runs >= 40, "{runs} runs");
+    let dirty_ok: i64 = one(
+        &mut c,
+        &format!(
+            "SELECT count(*) FROM automation.job_run_details d JOIN automation.job j USING (jobid)
+              WHERE d.jobid IN ({list}) AND j.jobname LIKE 'it-reuse-dirty-%' AND d.status = 'succeeded'"
+        ),
+    );
+    assert!(dirty_ok >= 20, "the runs that leave state behind ran: {dirty_ok}");
+    // every check ran as the job's owner (a leftover SET ROLE would make its
+    // INSERT fail), and saw none of the settings
+    let checks_failed: i64 = one(
+        &mut c,
+        &format!(
+            "SELECT count(*) FROM automation.job_run_details d JOIN automation.job j USING (jobid)
+              WHERE d.jobid IN ({list}) AND j.jobname LIKE 'it-reuse-check-%' AND d.status = 'failed'"
+        ),
+    );
+    assert_eq!(checks_failed, 0, "a check run failed: it inherited an earlier run's session");
+    assert!(workers < runs, "no worker took a second run: {workers} workers for {runs} runs");
+    let (checks, dirty, default_work_mem): (i64, i64, String) = {
+        let r = c
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE work_mem = '77MB' OR leftover OR who <> current_user),
+                        current_setting('work_mem')
+                   FROM public.it_reuse",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert!(checks >= 20, "{checks} checks ran");
+    assert_eq!(dirty, 0, "a run saw what an earlier run of its worker left (default work_mem {default_work_mem})");
+    for job in &jobs {
+        unschedule(&mut c, *job);
+    }
+    c.batch_execute("DROP TABLE public.it_reuse; DROP ROLE it_reuse_other").unwrap();
 }
