@@ -7,7 +7,13 @@
 DO $role$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'automation_monitor') THEN
-        CREATE ROLE automation_monitor NOLOGIN;
+        -- (0.6.0) a first install in another database at the same moment
+        -- may create it first: then it exists, which is all we need
+        BEGIN
+            CREATE ROLE automation_monitor NOLOGIN;
+        EXCEPTION WHEN unique_violation OR duplicate_object THEN
+            NULL;
+        END;
     END IF;
 END
 $role$;

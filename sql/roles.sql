@@ -13,7 +13,13 @@
 DO $role$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'automation_runner') THEN
-        CREATE ROLE automation_runner NOLOGIN;
+        -- (0.6.0) a first install in another database at the same moment
+        -- may create it first: then it exists, which is all we need
+        BEGIN
+            CREATE ROLE automation_runner NOLOGIN;
+        EXCEPTION WHEN unique_violation OR duplicate_object THEN
+            NULL;
+        END;
     END IF;
 END
 $role$;
