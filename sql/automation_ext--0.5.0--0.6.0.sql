@@ -402,14 +402,16 @@ BEGIN
           FROM automation.job_run_stats s JOIN automation.job j ON j.jobid = s.jobid
          CROSS JOIN LATERAL (VALUES ('succeeded', s.succeeded), ('failed', s.failed), ('skipped', s.skipped)) c(status, n);
         RETURN QUERY
-        WITH per_bucket AS (
-            SELECT k.metric, u.i, sum(u.n) AS n, sum(k.total) AS total
+        WITH per_job AS (
+            SELECT k.metric, k.buckets, k.total
               FROM automation.job_run_stats s JOIN automation.job j ON j.jobid = s.jobid
              CROSS JOIN LATERAL (VALUES ('automation_job_run_duration_seconds', s.duration_buckets, s.duration_sum),
                                         ('automation_job_start_lateness_seconds', s.lateness_buckets, s.lateness_sum))
                                  k(metric, buckets, total)
-             CROSS JOIN LATERAL unnest(k.buckets) WITH ORDINALITY u(n, i)
-             GROUP BY k.metric, u.i
+        ), per_bucket AS (
+            SELECT p.metric, u.i, sum(u.n) AS n
+              FROM per_job p CROSS JOIN LATERAL unnest(p.buckets) WITH ORDINALITY u(n, i)
+             GROUP BY p.metric, u.i
         ), bounds AS (SELECT automation.job_run_histogram_bounds() AS b)
         SELECT x.metric, x.labels, x.value FROM (
             SELECT p.metric || '_bucket' AS metric,
@@ -418,9 +420,8 @@ BEGIN
                    (sum(p.n) OVER (PARTITION BY p.metric ORDER BY p.i))::float8 AS value, p.i AS ord
               FROM per_bucket p, bounds
             UNION ALL
-            SELECT p.metric || '_sum', jsonb_build_object('__name__', p.metric || '_sum'),
-                   (sum(p.total) / count(*))::float8, 1000001
-              FROM per_bucket p GROUP BY p.metric
+            SELECT p.metric || '_sum', jsonb_build_object('__name__', p.metric || '_sum'), sum(p.total)::float8, 1000001
+              FROM per_job p GROUP BY p.metric
             UNION ALL
             SELECT p.metric || '_count', jsonb_build_object('__name__', p.metric || '_count'), sum(p.n)::float8, 1000002
               FROM per_bucket p GROUP BY p.metric

@@ -335,15 +335,15 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
     // SAFETY: reads the clock.
     let deadline = unsafe { pg_sys::GetCurrentTimestamp() } + LINGER_MS * 1000;
     loop {
-        {
+        // a shared look while nothing has happened; the exclusive lock only
+        // to leave the idle list (assigned, or time is up)
+        // SAFETY: reads the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        if SHARED.share().idle[k].assigned >= 0 || now >= deadline {
             let mut s = SHARED.exclusive();
             let assigned = s.idle[k].assigned;
-            // SAFETY: reads the clock.
-            let now = unsafe { pg_sys::GetCurrentTimestamp() };
-            if assigned >= 0 || now >= deadline {
-                s.idle[k] = IdleRunner::FREE;
-                return (assigned >= 0).then(|| s.runs[assigned as usize].dsm);
-            }
+            s.idle[k] = IdleRunner::FREE;
+            return (assigned >= 0).then(|| s.runs[assigned as usize].dsm);
         }
         // SAFETY: waiting on this process's latch, set by SIGUSR1 (a
         // scheduler handing us a run) or by SIGTERM's handler; then the
