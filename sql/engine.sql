@@ -120,7 +120,9 @@ CREATE TABLE automation_workflows.step_runs (
     attempt          integer     NOT NULL DEFAULT 1,
     max_attempts     integer     NOT NULL DEFAULT 1,
     status           text        NOT NULL DEFAULT 'pending',
-    queue            text        NOT NULL,
+    -- the queue outside workers claim it from; NULL: a SQL step, run by the
+    -- extension's step workers (0.7.0)
+    queue            text,
     step_timeout     interval,
     worker           text,
     visible_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -223,6 +225,11 @@ DECLARE
     run automation_workflows.workflow_runs;
 BEGIN
     SELECT * INTO run FROM automation_workflows.workflow_runs r WHERE r.execution_id = workflow_finish.execution_id;
+    -- a SQL step that is running is stopped (its worker's query is
+    -- cancelled once this transaction commits)
+    PERFORM automation.stop_sql_step(r.id)
+       FROM automation_workflows.step_runs r
+      WHERE r.execution_id = workflow_finish.execution_id AND r.status = 'running' AND r.queue IS NULL;
     UPDATE automation_workflows.step_runs r
        SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL
      WHERE r.execution_id = workflow_finish.execution_id AND r.status IN ('pending', 'running');
@@ -294,6 +301,9 @@ BEGIN
                 VALUES (run.execution_id, s.name, s.max_attempts, s.queue, s.step_timeout, run.run_after,
                         jsonb_build_object('input', run.input, 'steps', deps));
                 run.open_elements := run.open_elements || jsonb_build_object(s.name, 1);
+                IF s.sql IS NOT NULL THEN
+                    PERFORM automation.wake_step_workers();
+                END IF;
                 CONTINUE;
             END IF;
             items := jsonb_path_query_first(deps, s.map::jsonpath);
@@ -332,6 +342,9 @@ BEGIN
                        jsonb_build_object('input', run.input, 'item', i.item, 'index', i.ord - 1)
                   FROM jsonb_array_elements(items) WITH ORDINALITY AS i(item, ord);
                 run.open_elements := run.open_elements || jsonb_build_object(s.name, jsonb_array_length(items));
+                IF s.sql IS NOT NULL THEN
+                    PERFORM automation.wake_step_workers();
+                END IF;
             END IF;
         END LOOP;
     END LOOP;
@@ -416,10 +429,11 @@ BEGIN
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'A definition is runnable when it has "steps" (see docs/workflows.md, Definitions).';
     END IF;
-    IF EXISTS (SELECT FROM automation.definition_steps(def.definition) s WHERE s.sql IS NOT NULL) THEN
-        RAISE EXCEPTION 'workflow % has SQL steps, which this version cannot run yet', run_workflow.name
-              USING ERRCODE = 'feature_not_supported',
-                    HINT = 'automation_ext 0.5.0 runs queue steps (claimed by outside workers with automation.claim_steps()).';
+    IF EXISTS (SELECT FROM automation.definition_steps(def.definition) s WHERE s.sql IS NOT NULL)
+       AND NOT automation.step_workers_available() THEN
+        RAISE EXCEPTION 'workflow % has SQL steps, and no step worker can run them here', run_workflow.name
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'SQL steps are run by the extension''s background workers: add automation_ext to shared_preload_libraries and restart.';
     END IF;
     IF run_workflow.idempotency_key IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(hashtext('automation_ext run_workflow'),
@@ -613,6 +627,9 @@ BEGIN
                (execution_id, step, map_index, attempt, max_attempts, queue, step_timeout, visible_at, input)
         VALUES (r.execution_id, r.step, r.map_index, r.attempt + 1, r.max_attempts, r.queue, r.step_timeout,
                 now() + automation.step_backoff(r.attempt, s.backoff, s.max_backoff), r.input);
+        IF r.queue IS NULL THEN
+            PERFORM automation.wake_step_workers();
+        END IF;
         RETURN;
     END IF;
     PERFORM automation.workflow_finish(r.execution_id, 'error',
@@ -804,7 +821,8 @@ BEGIN
     SELECT * INTO def FROM automation_workflows.definitions d WHERE d.name = run_workflows.name;
     IF NOT FOUND OR NOT def.is_active OR NOT automation.check_definition(def.definition)
        OR def.definition ? 'concurrency'
-       OR EXISTS (SELECT FROM automation.definition_steps(def.definition) s WHERE s.sql IS NOT NULL) THEN
+       OR (EXISTS (SELECT FROM automation.definition_steps(def.definition) s WHERE s.sql IS NOT NULL)
+           AND NOT automation.step_workers_available()) THEN
         -- run_workflow says what is wrong, or admits them one by one
         PERFORM automation.run_workflow(run_workflows.name, i) FROM unnest(run_workflows.inputs) i;
         RETURN cardinality(run_workflows.inputs);
@@ -836,6 +854,9 @@ BEGIN
         RETURNING 1)
     -- (every data-modifying CTE runs to its end, read or not)
     SELECT count(*) INTO started FROM e;
+    IF EXISTS (SELECT FROM automation.definition_steps(def.definition) d WHERE cardinality(d.after) = 0 AND d.sql IS NOT NULL) THEN
+        PERFORM automation.wake_step_workers();
+    END IF;
     RETURN started;
 END
 $fn$;
@@ -1184,3 +1205,247 @@ COMMENT ON FUNCTION automation_triggers.registry_check() IS
 CREATE TRIGGER trg_registry_check
     BEFORE INSERT OR UPDATE OR DELETE ON automation_triggers.registry
     FOR EACH ROW EXECUTE FUNCTION automation_triggers.registry_check();
+
+------------------------------------------------------------------------------
+-- 0.7.0: SQL steps, run by the extension's step workers (src/engine/steps.rs)
+-- as the role that started the workflow (workflow_runs.started_by, which
+-- that role cannot choose: see roles.sql). A SQL step's run has no queue.
+-- The transaction that makes one wakes the database's scheduler at commit
+-- (wake_step_workers); the scheduler asks for step workers per role
+-- (sql_steps_waiting); a step worker claims a step (claim_sql_step), runs
+-- its SQL at top level with the step's timeout as statement_timeout, and
+-- records the outcome (finish_sql_step), then claims the next.
+
+CREATE FUNCTION automation.step_workers_available()
+RETURNS boolean
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'step_workers_available_wrapper';
+COMMENT ON FUNCTION automation.step_workers_available() IS
+'Internal: true when this cluster has step workers for SQL steps (the library is preloaded).';
+
+CREATE FUNCTION automation.wake_step_workers()
+RETURNS void
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'wake_step_workers_wrapper';
+COMMENT ON FUNCTION automation.wake_step_workers() IS
+'Internal: this transaction made runs of SQL steps; the scheduler hands them to step workers when it commits.';
+
+CREATE FUNCTION automation.stop_sql_step(id bigint)
+RETURNS void
+LANGUAGE c VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'stop_sql_step_wrapper';
+COMMENT ON FUNCTION automation.stop_sql_step(bigint) IS
+'Internal: when this transaction commits, cancel the query of the step worker running SQL step run id (its execution ended).';
+
+-- The input of the SQL step running in this session: {"input": the
+-- workflow's input, "steps": {dependency: its output, ...}} (a mapped
+-- step's element: {"input", "item", "index"}).
+CREATE FUNCTION automation.step_input()
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    run_id bigint := nullif(current_setting('automation.step_run', true), '')::bigint;
+    found_input jsonb;
+BEGIN
+    IF run_id IS NULL THEN
+        RAISE EXCEPTION 'automation.step_input() is only available inside a SQL step of a workflow'
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'A queue step gets its input from automation.claim_steps().';
+    END IF;
+    SELECT r.input INTO found_input FROM automation_workflows.step_runs r WHERE r.id = run_id;
+    RETURN found_input;
+END
+$fn$;
+COMMENT ON FUNCTION automation.step_input() IS
+'Inside a SQL step: its input, {"input": the workflow input, "steps": {dependency: output}} (a mapped step''s element: {"input", "item", "index"}).';
+
+-- What a SQL step returned, as jsonb: the first column of the first row of
+-- its last statement (its text and type, as the step worker read them):
+-- json and jsonb as they are, numbers and booleans as JSON numbers and
+-- booleans, anything else as a JSON string.
+CREATE FUNCTION automation.step_output(value text, type oid)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE
+           WHEN value IS NULL THEN NULL
+           WHEN type IN ('json'::regtype, 'jsonb'::regtype) THEN value::jsonb
+           WHEN type IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'numeric'::regtype,
+                         'float4'::regtype, 'float8'::regtype)
+                AND value ~ '^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$' THEN to_jsonb(value::numeric)
+           WHEN type = 'bool'::regtype THEN to_jsonb(value::boolean)
+           ELSE to_jsonb(value) END
+$fn$;
+COMMENT ON FUNCTION automation.step_output(text, oid) IS
+'Internal: a SQL step''s result as jsonb (json/jsonb as is, numbers and booleans as JSON ones, anything else as a string).';
+
+-- A step worker (connected as role R) takes the oldest ready SQL step of
+-- an execution R started. Its lease never expires: a SQL step runs while
+-- its worker lives (recover_sql_steps handles workers that die).
+CREATE FUNCTION automation.claim_sql_step(worker_id text)
+RETURNS TABLE (id bigint, execution_id uuid, step text, sql text, timeout_ms integer)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+    def jsonb;
+BEGIN
+    SELECT c.* INTO r
+      FROM automation_workflows.step_runs c
+     WHERE c.queue IS NULL AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
+       AND EXISTS (SELECT FROM automation_workflows.workflow_runs w
+                    WHERE w.execution_id = c.execution_id AND w.started_by = current_user)
+     ORDER BY c.visible_at, c.execution_id, c.id
+     LIMIT 1
+       FOR UPDATE OF c SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE automation_workflows.step_runs s
+       SET status = 'running', worker = claim_sql_step.worker_id, started_at = clock_timestamp(),
+           lease_expires_at = 'infinity'
+     WHERE s.id = r.id;
+    UPDATE automation_workflows.workflow_executions e
+       SET status = 'running', started_at = now()
+     WHERE e.id = r.execution_id AND e.status = 'pending';
+    SELECT w.definition INTO def FROM automation_workflows.workflow_runs w WHERE w.execution_id = r.execution_id;
+    RETURN QUERY
+    SELECT r.id, r.execution_id, r.step,
+           (SELECT s->>'sql' FROM jsonb_array_elements(def->'steps') s WHERE s->>'name' = r.step LIMIT 1),
+           least(coalesce(extract(epoch FROM r.step_timeout) * 1000, 0), 2147483647)::integer;
+END
+$fn$;
+COMMENT ON FUNCTION automation.claim_sql_step(text) IS
+'Internal (step workers): claim the oldest ready SQL step of an execution the current role started; its id, execution, step, SQL and timeout in ms.';
+
+-- Record how a SQL step run ended: success with `output`, or `error`
+-- ({"message", "sqlstate"}; a statement timeout is status timeout). Retries
+-- and the next steps as for queue steps. False when the run is no longer
+-- this worker's (its execution ended meanwhile).
+CREATE FUNCTION automation.finish_sql_step(id bigint, worker_id text, output jsonb, error jsonb)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+BEGIN
+    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = finish_sql_step.id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = r.execution_id FOR UPDATE;
+    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = finish_sql_step.id FOR UPDATE;
+    IF r.status <> 'running' OR r.worker IS DISTINCT FROM finish_sql_step.worker_id THEN
+        RETURN false;
+    END IF;
+    IF finish_sql_step.error IS NULL THEN
+        PERFORM automation.complete_step(r.id, finish_sql_step.output, finish_sql_step.worker_id);
+    ELSE
+        PERFORM automation.step_attempt_failed(r.id,
+            CASE WHEN finish_sql_step.error->>'sqlstate' = '57014' AND r.step_timeout IS NOT NULL THEN 'timeout' ELSE 'error' END,
+            finish_sql_step.error, true);
+    END IF;
+    RETURN true;
+END
+$fn$;
+COMMENT ON FUNCTION automation.finish_sql_step(bigint, text, jsonb, jsonb) IS
+'Internal (step workers): record the end of a SQL step run (output, or error with SQLSTATE); false when it is no longer this worker''s.';
+
+-- Per role that started executions with SQL steps waiting: how many are
+-- ready, and when the next one waiting out a retry backoff is. For the
+-- scheduler.
+CREATE FUNCTION automation.sql_steps_waiting()
+RETURNS TABLE (role_name name, role_oid oid, can_login boolean, ready bigint, next_visible timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT w.started_by, a.oid, a.rolcanlogin,
+           count(*) FILTER (WHERE r.visible_at <= clock_timestamp()),
+           min(r.visible_at) FILTER (WHERE r.visible_at > clock_timestamp())
+      FROM automation_workflows.step_runs r
+      JOIN automation_workflows.workflow_runs w ON w.execution_id = r.execution_id
+      LEFT JOIN pg_roles a ON a.rolname = w.started_by
+     WHERE r.queue IS NULL AND r.status = 'pending'
+     GROUP BY w.started_by, a.oid, a.rolcanlogin
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.sql_steps_waiting() FROM PUBLIC;
+COMMENT ON FUNCTION automation.sql_steps_waiting() IS
+'Internal (scheduler): per starting role, SQL steps ready now and when the next one waiting out a backoff is.';
+
+-- Ready SQL steps of executions started by `role_name`, which cannot run
+-- them (dropped, or not allowed to log in), fail without retry.
+CREATE FUNCTION automation.refuse_sql_steps(role_name name, reason text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    x record;
+    handled integer := 0;
+BEGIN
+    FOR x IN
+        SELECT r.id, r.execution_id FROM automation_workflows.step_runs r
+          JOIN automation_workflows.workflow_runs w ON w.execution_id = r.execution_id
+         WHERE r.queue IS NULL AND r.status = 'pending' AND r.visible_at <= clock_timestamp()
+           AND w.started_by = refuse_sql_steps.role_name
+         LIMIT 1000
+    LOOP
+        PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM FROM automation_workflows.step_runs r WHERE r.id = x.id AND r.status = 'pending' FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM automation.step_attempt_failed(x.id, 'error',
+            jsonb_build_object('message', refuse_sql_steps.reason, 'sqlstate', '28000'), false);
+        handled := handled + 1;
+    END LOOP;
+    RETURN handled;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.refuse_sql_steps(name, text) FROM PUBLIC;
+COMMENT ON FUNCTION automation.refuse_sql_steps(name, text) IS
+'Internal (scheduler): fail the ready SQL steps of executions started by a role that cannot run them (dropped, NOLOGIN).';
+
+-- SQL steps running in a worker that is gone (its process ended: a crash
+-- and restart, SIGKILL, pg_terminate_backend) fail that attempt, retried
+-- while attempts remain. A worker is its pid and the time its process
+-- started (before the claim: a pid reused later is another process).
+CREATE FUNCTION automation.recover_sql_steps()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    x record;
+    handled integer := 0;
+BEGIN
+    FOR x IN
+        SELECT r.id, r.execution_id FROM automation_workflows.step_runs r
+         WHERE r.queue IS NULL AND r.status = 'running'
+           AND NOT EXISTS (SELECT FROM pg_stat_activity a
+                            WHERE a.pid = (regexp_match(r.worker, '([0-9]+)$'))[1]::integer
+                              AND a.backend_start <= r.started_at)
+    LOOP
+        PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM FROM automation_workflows.step_runs r WHERE r.id = x.id AND r.status = 'running' FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM automation.step_attempt_failed(x.id, 'error',
+            jsonb_build_object('message', 'the worker running this SQL step ended before it did (a crash, a restart or a terminated worker)',
+                               'sqlstate', '57P01'),
+            true);
+        handled := handled + 1;
+    END LOOP;
+    RETURN handled;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.recover_sql_steps() FROM PUBLIC;
+COMMENT ON FUNCTION automation.recover_sql_steps() IS
+'Internal (scheduler): fail (and retry while attempts remain) the SQL steps whose worker process is gone.';

@@ -38,8 +38,19 @@ GRANT SELECT, INSERT, DELETE ON automation_workflows.execution_log TO automation
 GRANT SELECT ON automation.executions TO automation_runner;
 -- 0.5.0: workflow executions and their step runs (run_workflow, claim_steps,
 -- complete_step... are SECURITY INVOKER too)
-GRANT SELECT, INSERT, UPDATE ON automation_workflows.workflow_runs, automation_workflows.step_runs
-   TO automation_runner;
+-- 0.7.0: not every column. started_by (the role a workflow's SQL steps run
+-- as) is always the role that inserts the row, and neither it nor the
+-- definition an execution runs, nor a step run's input, SQL-step-ness or
+-- execution can be changed afterwards: a runner cannot have SQL run as
+-- another role.
+GRANT SELECT ON automation_workflows.workflow_runs, automation_workflows.step_runs TO automation_runner;
+GRANT INSERT (execution_id, workflow_name, version, definition, input, idempotency_key, admitted, run_after,
+              deadline, open_elements, steps_left, created_at)
+   ON automation_workflows.workflow_runs TO automation_runner;
+GRANT UPDATE (admitted, open_elements, steps_left) ON automation_workflows.workflow_runs TO automation_runner;
+GRANT INSERT ON automation_workflows.step_runs TO automation_runner;
+GRANT UPDATE (status, worker, started_at, completed_at, lease_expires_at, output, error)
+   ON automation_workflows.step_runs TO automation_runner;
 GRANT SELECT ON automation.workflow_progress TO automation_runner, automation_monitor;
 -- registering a table trigger creates a trigger that runs this function
 GRANT EXECUTE ON FUNCTION automation.workflow_table_trigger() TO automation_runner;

@@ -112,6 +112,10 @@ pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(8);
 pub static SCHEDULER_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub const DEFAULT_TIMEZONE: &CStr = c"GMT";
 pub static SCHEDULER_TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_TIMEZONE));
+/// (0.7.0) SQL steps: workers per database and role, and the step a step
+/// worker runs (what automation.step_input() reads).
+pub static STEP_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
+pub static STEP_RUN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static JOB_RUN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 
 /// `automation.log_runs`: which runs of a job `automation.job_run_details`
@@ -268,6 +272,24 @@ pub fn register() {
         1024,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"automation.step_workers",
+        c"How many background workers run the SQL steps of workflows per database and role at once.",
+        c"They come when steps are ready and leave when none has been for a moment; they count against automation.max_workers.",
+        &STEP_WORKERS,
+        1,
+        64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"automation.step_run",
+        c"The workflow step run a step worker is running (set by the step worker; read by automation.step_input()).",
+        c"",
+        &STEP_RUN,
+        GucContext::Userset,
+        GucFlags::NO_SHOW_ALL,
     );
     GucRegistry::define_int_guc(
         c"automation.scheduler_workers",

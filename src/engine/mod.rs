@@ -8,6 +8,7 @@
 //!   what only PostgreSQL can check (interval syntax) and raises 22023.
 
 pub mod definition;
+pub mod steps;
 
 use pgrx::prelude::*;
 
@@ -113,6 +114,9 @@ extension_sql_file!(
         "runtime",
         "timeseries",
         automation::check_definition,
-        automation::step_backoff
+        automation::step_backoff,
+        steps::automation::step_workers_available,
+        steps::automation::wake_step_workers,
+        steps::automation::stop_sql_step
     ]
 );

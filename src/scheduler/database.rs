@@ -99,6 +99,10 @@ struct Scheduler {
     /// when this process last looked at the shared names_checked_at (a
     /// cheap guard: the shared time is what counts across visits)
     names_checked: Option<std::time::Instant>,
+    /// (0.7.0) when a SQL step waiting out its retry backoff becomes ready
+    steps_due: Option<i64>,
+    /// a step worker of this database ended since the last dispatch
+    step_worker_ended: bool,
 }
 
 enum Flow {
@@ -201,6 +205,8 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         zone,
         activity: String::new(),
         names_checked: None,
+        steps_due: None,
+        step_worker_ended: false,
     };
     // SAFETY: reading this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
@@ -256,6 +262,20 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
                 std::thread::sleep(RECORD_EVERY - since);
             }
         }
+        // SQL steps of workflows (0.7.0): when a commit made some, a step
+        // worker ended, a retry's backoff ended, and at the first tick of a
+        // visit (workers lost in a crash first)
+        let first_tick = recorded_at.is_none();
+        if first_tick || scheduler.step_worker_ended {
+            recover_sql_steps();
+        }
+        if shared::take_steps_ready(scheduler.dboid)
+            || first_tick
+            || std::mem::take(&mut scheduler.step_worker_ended)
+            || scheduler.steps_due.is_some_and(|t| t <= now())
+        {
+            scheduler.steps_due = dispatch_sql_steps(scheduler.dboid);
+        }
         if shared::take_executions_logged(scheduler.dboid) || recorded_at.is_none() {
             record_executions(scheduler.dboid);
             // the inbox when a commit filled it, and at the first tick of a
@@ -266,7 +286,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             }
             recorded_at = Some(std::time::Instant::now());
         }
-        let next = scheduler.timetable.next().map(|(ts, _)| ts);
+        let next = earliest(scheduler.timetable.next().map(|(ts, _)| ts), scheduler.steps_due);
         let crowd = scheduler.crowd();
         let recording = recorded_at.is_some_and(|t| t.elapsed() < RECORDER_LINGER) && !crowd.others_wait;
         if !plan::stays(next, now(), crowd) && !recording {
@@ -288,7 +308,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     }
     // leaving: when this database needs a scheduler again (the launcher
     // starts one then; a change to its jobs wakes it sooner)
-    let next = scheduler.timetable.next().map(|(ts, _)| ts).unwrap_or(0);
+    let next = earliest(scheduler.timetable.next().map(|(ts, _)| ts), scheduler.steps_due).unwrap_or(0);
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
         if slot.scheduler_pid == me {
@@ -301,6 +321,132 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             slot.woken = true;
         }
     }
+}
+
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// SQL steps whose worker is gone (a crash, a restart, a terminated
+/// worker) fail that attempt, and are retried while attempts remain.
+fn recover_sql_steps() {
+    let outcome = in_worker_transaction(|| {
+        Ok(crate::subxact::run(|| {
+            Spi::run("SET LOCAL lock_timeout = '100ms'")?;
+            Spi::get_one::<i32>("SELECT automation.recover_sql_steps()")
+        }))
+    });
+    match outcome {
+        Ok(Some(n)) if n > 0 => log!("automation_ext scheduler: {n} SQL step(s) whose worker was gone will be retried or failed"),
+        Ok(_) => {}
+        Err(e) => debug1!("automation_ext scheduler: could not recover SQL steps: {}", crate::subxact::message(&e)),
+    }
+}
+
+/// Hand the ready SQL steps of this database to step workers: per role
+/// that has some, up to `automation.step_workers` workers (the running ones
+/// are woken; more are asked for as runs, which the cluster-wide budget
+/// and the resident workers serve like job runs). Steps of a role that no
+/// longer exists or may not log in fail. Returns when the next step
+/// waiting out a retry backoff becomes ready.
+fn dispatch_sql_steps(dboid: u32) -> Option<i64> {
+    let waiting = in_worker_transaction(|| {
+        Ok(crate::subxact::run(|| {
+            Spi::connect(|client| {
+                client
+                    .select(
+                        "SELECT role_name::text, role_oid, can_login, ready, next_visible FROM automation.sql_steps_waiting()",
+                        None,
+                        &[],
+                    )?
+                    .map(|r| {
+                        Ok((
+                            r.get::<String>(1)?.unwrap_or_default(),
+                            r.get::<pg_sys::Oid>(2)?,
+                            r.get::<bool>(3)?.unwrap_or(false),
+                            r.get::<i64>(4)?.unwrap_or(0),
+                            r.get::<TimestampWithTimeZone>(5)?,
+                        ))
+                    })
+                    .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
+            })
+        }))
+    });
+    let waiting = match waiting {
+        Ok(w) => w,
+        Err(e) => {
+            debug1!("automation_ext scheduler: could not look for SQL steps: {}", crate::subxact::message(&e));
+            return Some(now() + 1_000_000);
+        }
+    };
+    let mut next: Option<i64> = None;
+    let workers = settings::STEP_WORKERS.get().max(1) as i64;
+    for (role_name, role, login, ready, next_visible) in waiting {
+        if let Some(ts) = next_visible {
+            next = earliest(next, Some(ts.into_inner()));
+        }
+        if ready == 0 {
+            continue;
+        }
+        let Some(role) = role.filter(|_| login) else {
+            let why = if role.is_none() {
+                format!("role \"{role_name}\" that started this workflow no longer exists; SQL steps run as the role that started the workflow")
+            } else {
+                format!("role \"{role_name}\" is not permitted to log in; SQL steps run as the role that started the workflow, which needs LOGIN")
+            };
+            let refused = in_worker_transaction(|| {
+                Ok(crate::subxact::run(|| {
+                    Spi::run_with_args("SELECT automation.refuse_sql_steps($1, $2)", &[role_name.as_str().into(), why.as_str().into()])
+                }))
+            });
+            if let Err(e) = refused {
+                debug1!("automation_ext scheduler: could not refuse SQL steps: {}", crate::subxact::message(&e));
+            }
+            continue;
+        };
+        let want = ready.min(workers) as usize;
+        let active: Vec<i32> = SHARED
+            .share()
+            .runs
+            .iter()
+            .filter(|r| {
+                r.dboid == dboid
+                    && r.role == role.to_u32()
+                    && r.jobid == crate::engine::steps::STEP_POOL
+                    && matches!(r.state, RunState::Requested | RunState::Started)
+            })
+            .map(|r| r.pid)
+            .collect();
+        for &pid in &active {
+            shared::signal(pid); // (0 while it starts: it looks anyway)
+        }
+        for _ in active.len()..want {
+            // SAFETY: reading the database this worker is connected to.
+            let database = unsafe { pg_sys::MyDatabaseId };
+            let seg = RunSegment::create(crate::engine::steps::STEP_POOL, database, role, 0, "");
+            let Some(slot) = SHARED.exclusive().request_run(
+                dboid,
+                role.to_u32(),
+                crate::engine::steps::STEP_POOL,
+                seg.handle(),
+                now(),
+                0,
+                now(),
+            ) else {
+                seg.release();
+                break;
+            };
+            let started = start_now(slot);
+            seg.detach();
+            if !started {
+                shared::signal_launcher();
+            }
+        }
+    }
+    next
 }
 
 /// Executions logged within this of the last recording keep a scheduler
@@ -632,7 +778,9 @@ impl Scheduler {
         let max = settings::MAX_RUNNING_JOBS.get().max(1) as usize;
         let mut running: HashMap<i64, Vec<i64>> = HashMap::new();
         for (_, r) in self.in_flight() {
-            running.entry(r.jobid).or_default().push(r.runid);
+            if r.jobid != crate::engine::steps::STEP_POOL {
+                running.entry(r.jobid).or_default().push(r.runid);
+            }
         }
         let mut effects = Effects { dboid: self.dboid, jobs: &self.jobs };
         let launched = self.timetable.launch_due(now, &self.zone, &mut running, max, &mut effects)?;
@@ -645,6 +793,26 @@ impl Scheduler {
     /// ones with their outcome (then their slot is free again).
     fn reap(&mut self) -> Result<()> {
         for (i, run) in self.in_flight() {
+            if run.jobid == crate::engine::steps::STEP_POOL {
+                // a step worker, not a job's run: nothing to record
+                if run.state == RunState::Finished {
+                    match RunSegment::attach(run.dsm) {
+                        Some(seg) => {
+                            if seg.header().state.load(Ordering::Acquire) != runner::STATE_SUCCEEDED {
+                                log!("automation_ext scheduler: a SQL step worker ended: {}", seg.message());
+                            }
+                            seg.release();
+                        }
+                        None => runner::release_handle(run.dsm),
+                    }
+                    let mut shared = SHARED.exclusive();
+                    if shared.runs[i].dsm == run.dsm && shared.runs[i].state == RunState::Finished {
+                        shared.free_run(i);
+                    }
+                    self.step_worker_ended = true;
+                }
+                continue;
+            }
             match run.state {
                 RunState::Started if run.pid > 0 && !self.marked.contains(&run.runid) => {
                     mark_running(run.runid, run.pid, now())?;

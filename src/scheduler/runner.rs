@@ -148,8 +148,13 @@ pub fn release_handle(handle: u32) {
 /// Register the worker of a run (told to `notify_pid` when it starts and
 /// stops); None when no worker slot is free.
 pub fn start_run_worker(jobid: i64, dsm: u32, notify_pid: i32) -> Option<WorkerHandle> {
+    let name = if jobid == crate::engine::steps::STEP_POOL {
+        "automation_ext step worker".to_owned()
+    } else {
+        format!("automation_ext job {jobid}")
+    };
     super::start_worker(
-        &format!("automation_ext job {jobid}"),
+        &name,
         "automation_ext job",
         "automation_job_main",
         pg_sys::Datum::from(dsm),
@@ -242,7 +247,11 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
         unsafe { pg_sys::dsm_detach(seg) };
         return None;
     }
-    let appname = CString::new(format!("automation_ext job {}", header.jobid)).unwrap_or_default();
+    let appname = if header.jobid == crate::engine::steps::STEP_POOL {
+        CString::new("automation_ext step worker").unwrap_or_default()
+    } else {
+        CString::new(format!("automation_ext job {}", header.jobid)).unwrap_or_default()
+    };
     // SAFETY: plain GUC assignments after InitPostgres; the values are
     // NUL-terminated strings that outlive the calls (PostgreSQL copies them).
     unsafe {
@@ -270,7 +279,12 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     header.start_time.store(started, Ordering::Relaxed);
     header.state.store(STATE_RUNNING, Ordering::Release);
 
-    let outcome = run_catching(&command);
+    let outcome = if header.jobid == crate::engine::steps::STEP_POOL {
+        // (0.7.0) not a job: serve the SQL steps of this role
+        crate::engine::steps::serve(handle).map(|n| format!("{n} SQL steps"))
+    } else {
+        run_catching(&command)
+    };
 
     let (state, message) = match outcome {
         Ok(tag) => (STATE_SUCCEEDED, tag),
@@ -370,7 +384,7 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
 pub fn run_catching(sql: &str) -> Result<String, Error> {
     PgTryBuilder::new(|| {
         // SAFETY: callers are background workers outside any transaction.
-        Ok::<String, Error>(unsafe { run_top_level(sql) })
+        Ok::<String, Error>(unsafe { run_top_level(sql, false) }.0)
     })
     .catch_others(|e| {
         // SAFETY: see above; this is what PostgresMain does after an ERROR.
@@ -381,6 +395,51 @@ pub fn run_catching(sql: &str) -> Result<String, Error> {
         Err(Error::caught(&e))
     })
     .execute()
+}
+
+/// The first column of the first row the last statement of a command
+/// returned, as text (its type's output function), and its type.
+#[derive(Clone, Debug)]
+pub struct FirstValue {
+    pub text: Option<String>,
+    pub type_oid: pg_sys::Oid,
+}
+
+/// As `run_catching`, and keep the first value the last statement returns
+/// (None when it returns no row): what a SQL step outputs (0.7.0).
+pub fn run_catching_first_value(sql: &str) -> Result<Option<FirstValue>, Error> {
+    PgTryBuilder::new(|| {
+        // SAFETY: callers are background workers outside any transaction.
+        Ok::<Option<FirstValue>, Error>(unsafe { run_top_level(sql, true) }.1)
+    })
+    .catch_others(|e| {
+        // SAFETY: as in run_catching.
+        unsafe {
+            disable_timeout(STATEMENT_TIMEOUT, false);
+            pg_sys::AbortOutOfAnyTransaction();
+        }
+        Err(Error::caught(&e))
+    })
+    .execute()
+}
+
+extern "C-unwind" {
+    // executor/tstoreReceiver.h (not in pgrx's bindings); the same six
+    // parameters in PostgreSQL 14 through 18.
+    fn SetTuplestoreDestReceiverParams(
+        receiver: *mut pg_sys::DestReceiver,
+        store: *mut pg_sys::Tuplestorestate,
+        context: pg_sys::MemoryContext,
+        detoast: bool,
+        target_tupdesc: pg_sys::TupleDesc,
+        map_failure_msg: *const c_char,
+    );
+}
+
+thread_local! {
+    /// The memory context of parse and plan trees, made once per process
+    /// and reset at each command (a worker that stays runs many).
+    static PARSE_CONTEXT: std::cell::Cell<pg_sys::MemoryContext> = const { std::cell::Cell::new(std::ptr::null_mut()) };
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
@@ -396,11 +455,12 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
 }
 
 /// Run `sql` as top-level statements; returns the last command's completion
-/// tag (as psql shows it: "SELECT 1", "VACUUM", "INSERT 0 5").
+/// tag (as psql shows it: "SELECT 1", "VACUUM", "INSERT 0 5") and, if
+/// `capture`, the first value the last statement returned.
 ///
 /// # Safety
 /// Must be called in a connected background worker, outside a transaction.
-unsafe fn run_top_level(sql: &str) -> String {
+unsafe fn run_top_level(sql: &str, capture: bool) -> (String, Option<FirstValue>) {
     let source = CString::new(sql.replace('\0', " ")).unwrap_or_default();
     let source_ptr: *const c_char = source.as_ptr();
     // SAFETY (whole body): this mirrors exec_simple_query: a transaction
@@ -412,13 +472,26 @@ unsafe fn run_top_level(sql: &str) -> String {
         // Parse and plan trees live in a context of their own, like
         // postgres.c's MessageContext: statements such as VACUUM commit and
         // start transactions inside, which frees transaction memory.
-        let context = pg_sys::AllocSetContextCreateInternal(
-            pg_sys::TopMemoryContext,
-            c"automation_ext job".as_ptr(),
-            0,
-            8 * 1024,
-            8 * 1024 * 1024,
-        );
+        // (made once, reset for each command: the trees of an earlier
+        // command, or of one that failed, go here)
+        let context = match PARSE_CONTEXT.get() {
+            c if c.is_null() => {
+                let c = pg_sys::AllocSetContextCreateInternal(
+                    pg_sys::TopMemoryContext,
+                    c"automation_ext job".as_ptr(),
+                    0,
+                    8 * 1024,
+                    8 * 1024 * 1024,
+                );
+                PARSE_CONTEXT.set(c);
+                c
+            }
+            c => {
+                pg_sys::MemoryContextReset(c);
+                c
+            }
+        };
+        let mut first: Option<FirstValue> = None;
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, source_ptr);
         pg_sys::StartTransactionCommand();
@@ -470,11 +543,35 @@ unsafe fn run_top_level(sql: &str) -> String {
             pg_sys::PortalStart(portal, std::ptr::null_mut(), 0, std::ptr::null_mut());
             let mut format: i16 = 0;
             pg_sys::PortalSetResultFormat(portal, 1, &mut format);
-            let receiver = pg_sys::CreateDestReceiver(pg_sys::CommandDest::DestNone);
+            // the last statement's rows go to a tuple store when its first
+            // value is wanted (spilled to disk past work_mem)
+            let store = if capture && i == n - 1 {
+                pg_sys::tuplestore_begin_heap(false, false, pg_sys::work_mem)
+            } else {
+                std::ptr::null_mut()
+            };
+            let receiver = if store.is_null() {
+                pg_sys::CreateDestReceiver(pg_sys::CommandDest::DestNone)
+            } else {
+                let r = pg_sys::CreateDestReceiver(pg_sys::CommandDest::DestTuplestore);
+                SetTuplestoreDestReceiverParams(
+                    r,
+                    store,
+                    pg_sys::CurrentMemoryContext,
+                    false,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                );
+                r
+            };
             let mut qc = pg_sys::QueryCompletion::default();
             pg_sys::PortalRun(portal, i64::MAX as _, true, true, receiver, receiver, &mut qc);
             if let Some(destroy) = (*receiver).rDestroy {
                 destroy(receiver);
+            }
+            if !store.is_null() {
+                first = first_value(store, (*portal).tupDesc);
+                pg_sys::tuplestore_end(store);
             }
             pg_sys::PortalDrop(portal, false);
             disable_timeout(STATEMENT_TIMEOUT, false);
@@ -496,7 +593,40 @@ unsafe fn run_top_level(sql: &str) -> String {
             pg_sys::CommitTransactionCommand();
         }
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
-        tag
+        (tag, first)
+    }
+}
+
+/// The first column of the first row in `store` (rows of `desc`), as text.
+///
+/// # Safety
+/// `store` holds rows of `desc` (the portal's result descriptor, or NULL
+/// for a statement that returns none); inside a transaction.
+unsafe fn first_value(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Option<FirstValue> {
+    // SAFETY: as the caller promises; the slot is made for `desc`, read,
+    // and dropped here; the output function returns a palloc'd C string.
+    unsafe {
+        if desc.is_null() || (*desc).natts < 1 {
+            return None;
+        }
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+        let found = if pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+            let type_oid = (*(*desc).attrs.as_ptr()).atttypid;
+            let mut isnull = false;
+            let datum = pg_sys::slot_getattr(slot, 1, &mut isnull);
+            let text = (!isnull).then(|| {
+                let mut output = pg_sys::InvalidOid;
+                let mut varlena = false;
+                pg_sys::getTypeOutputInfo(type_oid, &mut output, &mut varlena);
+                let c = pg_sys::OidOutputFunctionCall(output, datum);
+                CStr::from_ptr(c).to_string_lossy().into_owned()
+            });
+            Some(FirstValue { text, type_oid })
+        } else {
+            None
+        };
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        found
     }
 }
 

@@ -63,6 +63,9 @@ pub struct RunSlot {
     /// the role the run connects as (a runner that stays takes only runs of
     /// its own database and role)
     pub role: u32,
+    /// (0.7.0) the SQL step its worker is running now, 0 for none: what
+    /// `stop_step` cancels. Written by the worker under the exclusive lock.
+    pub step_id: i64,
 }
 
 impl RunSlot {
@@ -78,6 +81,7 @@ impl RunSlot {
         pid: 0,
         worker: WorkerHandle::NONE,
         role: 0,
+        step_id: 0,
     };
 }
 
@@ -136,6 +140,9 @@ pub struct DbSlot {
     pub fires_waiting: u32,
     /// a committed transaction appended to its trigger inbox (sql/engine.sql)
     pub inbox_filled: bool,
+    /// (0.7.0) a committed transaction made SQL step runs: its scheduler
+    /// hands them to step workers (src/engine/steps.rs)
+    pub steps_ready: bool,
 }
 
 #[derive(Copy, Clone)]
@@ -165,6 +172,7 @@ impl DbSlot {
         executions_logged: false,
         fires_waiting: 0,
         inbox_filled: false,
+        steps_ready: false,
     };
 }
 
@@ -405,6 +413,64 @@ pub fn inbox_filled(dboid: pg_sys::Oid) {
         slot.inbox_filled = true;
     }
     executions_logged(dboid);
+}
+
+/// A transaction that made SQL step runs in `dboid` committed: have its
+/// scheduler hand them to step workers (woken as for recording; the step
+/// workers already running find them by themselves).
+pub fn steps_ready(dboid: pg_sys::Oid) {
+    if !preloaded() {
+        return;
+    }
+    let pid = {
+        let mut shared = SHARED.exclusive();
+        let launcher = shared.launcher_pid;
+        match shared.slot_mut(dboid.to_u32()) {
+            Some(slot) => {
+                slot.steps_ready = true;
+                if slot.scheduler_pid > 0 {
+                    slot.scheduler_pid
+                } else {
+                    slot.woken = true;
+                    launcher
+                }
+            }
+            None => launcher,
+        }
+    };
+    signal(pid);
+}
+
+/// The scheduler of `dboid` takes the request to dispatch SQL steps.
+pub fn take_steps_ready(dboid: u32) -> bool {
+    let mut shared = SHARED.exclusive();
+    match shared.slot_mut(dboid) {
+        Some(slot) => std::mem::replace(&mut slot.steps_ready, false),
+        None => false,
+    }
+}
+
+/// Cancel the query of the worker running SQL step `step_id` (its
+/// execution ended: cancelled, failed, timed out), if one runs it now. The
+/// signal is sent under the lock the worker takes to move to another step,
+/// so it never reaches the worker's next step (the worker drops a cancel
+/// that arrives between steps: see src/engine/steps.rs).
+pub fn stop_step(step_id: i64) -> bool {
+    if !preloaded() || step_id == 0 {
+        return false;
+    }
+    let shared = SHARED.exclusive();
+    match shared.runs.iter().find(|r| r.state == RunState::Started && r.step_id == step_id && r.pid > 0) {
+        Some(run) => {
+            // SAFETY: SIGINT is a query cancel for a connected background
+            // worker (die/StatementCancelHandler are its handlers); the pid
+            // is the worker's own, which holds step_id until it takes this
+            // lock, so it is alive and running that step.
+            unsafe { libc::kill(run.pid, libc::SIGINT) };
+            true
+        }
+        None => false,
+    }
 }
 
 /// The scheduler of `dboid` takes the request to drain its trigger inbox.

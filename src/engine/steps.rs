@@ -1,0 +1,290 @@
+//! SQL steps (0.7.0): steps of a workflow definition with `"sql"`, run by
+//! the extension's own background workers as the role that started the
+//! workflow.
+//!
+//! - A SQL step's run has no queue (`step_runs.queue IS NULL`). The
+//!   transaction that makes one (run_workflow, a completion, a retry) calls
+//!   `wake_step_workers()`; at its commit the database's scheduler is told
+//!   (`shared::steps_ready`).
+//! - The scheduler (`scheduler::database::dispatch_sql_steps`) asks for up
+//!   to `automation.step_workers` step workers per role that has steps
+//!   ready, through the same run slots, cluster-wide budget and resident
+//!   workers as job runs (`runner.rs`); a step worker is a job runner whose
+//!   run is "serve the SQL steps of this role" (`STEP_POOL`).
+//! - A step worker (`serve`) claims one step at a time
+//!   (`automation.claim_sql_step`), runs its SQL at top level like a job's
+//!   command (so COMMIT, VACUUM and CREATE INDEX CONCURRENTLY work), with
+//!   the step's timeout as statement_timeout, and records the outcome
+//!   (`automation.finish_sql_step`), which makes the next steps' runs in the
+//!   same transaction: the worker claims the next step of the execution
+//!   straight away, without waiting for a scheduler. When no step of its
+//!   role has been ready for a moment, it stops serving (and stays a moment
+//!   longer as a resident worker, in case a job or more steps come).
+//! - Stopping: when an execution ends while one of its SQL steps runs
+//!   (cancel_workflow, another step's failure, the workflow timeout),
+//!   `stop_sql_step(id)` cancels that worker's query at commit
+//!   (`shared::stop_step`).
+//! - A worker that dies mid-step (SIGKILL, a crash, pg_terminate_backend)
+//!   leaves its step running; the scheduler's `recover_sql_steps()` fails
+//!   that attempt (retried while attempts remain) once the worker's process
+//!   is gone.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_void, CString};
+
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+
+use crate::error::{Error, OrRaise, Result};
+use crate::scheduler::runner::{self, FirstValue};
+use crate::scheduler::shared;
+
+/// The job id of a run slot that serves SQL steps instead of running a job.
+pub const STEP_POOL: i64 = -1;
+
+/// A step worker stops serving after this long without a ready step of its
+/// role (it then stays as a resident run worker for LINGER_MS more).
+const IDLE_MS: i64 = 250;
+/// How often an idle step worker looks for a step without being woken
+/// (steps whose retry backoff ends, a wake-up lost to a race).
+const POLL_MS: i64 = 50;
+
+thread_local! {
+    /// This transaction made SQL step runs: tell the scheduler at commit.
+    static STEPS: Cell<bool> = const { Cell::new(false) };
+    /// SQL steps whose worker this transaction stops at commit.
+    static STOP: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn register_callback() {
+    if !CALLBACK_REGISTERED.get() {
+        // SAFETY: registers a plain function, for the life of the backend,
+        // that PostgreSQL calls at every transaction end.
+        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+        CALLBACK_REGISTERED.set(true);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    let committed = match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => true,
+        pg_sys::XactEvent::XACT_EVENT_ABORT => false,
+        _ => return,
+    };
+    if STEPS.replace(false) && committed {
+        // SAFETY: the database this backend is connected to.
+        shared::steps_ready(unsafe { pg_sys::MyDatabaseId });
+    }
+    let stop = STOP.take();
+    if committed {
+        for id in stop {
+            shared::stop_step(id);
+        }
+    }
+}
+
+/// Can SQL steps run in this cluster? (The library is preloaded: the
+/// workers exist. `automation.enabled = off` only pauses them.)
+pub fn available() -> bool {
+    shared::preloaded()
+}
+
+#[pg_schema]
+mod automation {
+    use super::*;
+
+    /// Internal: does this cluster have step workers (the library is preloaded)?
+    #[pg_extern(volatile, parallel_safe, sql = false)]
+    fn step_workers_available() -> bool {
+        available()
+    }
+
+    /// Internal: this transaction made SQL step runs; the scheduler of this
+    /// database hands them to step workers when it commits.
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn wake_step_workers() {
+        if shared::preloaded() {
+            STEPS.set(true);
+            register_callback();
+        }
+    }
+
+    /// Internal: when this transaction commits, cancel the query of the
+    /// worker running SQL step run `id` (if one runs it then).
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn stop_sql_step(id: i64) {
+        if shared::preloaded() {
+            STOP.with_borrow_mut(|v| v.push(id));
+            register_callback();
+        }
+    }
+}
+
+/// A step claimed by this worker.
+struct Claimed {
+    id: i64,
+    sql: Option<String>,
+    timeout_ms: i32,
+}
+
+/// `f` in a transaction of its own; an ERROR comes back as the error value,
+/// the transaction aborted (the worker goes on).
+fn catching<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let f = std::panic::AssertUnwindSafe(f);
+    PgTryBuilder::new(move || Ok(BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| f().or_raise()))))
+        .catch_others(|e| {
+            // SAFETY: a background worker, after an ERROR inside its own
+            // transaction: what PostgresMain does to recover.
+            unsafe { pg_sys::AbortOutOfAnyTransaction() };
+            Err(Error::caught(&e))
+        })
+        .execute()
+}
+
+fn claim(worker: &str) -> Result<Option<Claimed>> {
+    catching(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT id, sql, timeout_ms FROM automation.claim_sql_step($1)",
+                None,
+                &[worker.into()],
+            )?;
+            let mut found = None;
+            for row in rows {
+                found = Some(Claimed {
+                    id: row.get::<i64>(1)?.unwrap_or(0),
+                    sql: row.get::<String>(2)?,
+                    timeout_ms: row.get::<i32>(3)?.unwrap_or(0),
+                });
+            }
+            Ok::<_, pgrx::spi::SpiError>(found)
+        })
+        .map_err(Error::from)
+    })
+}
+
+/// Record a step's outcome: its output (the first column of the first row
+/// of its last statement, as jsonb) or its error.
+fn finish(id: i64, worker: &str, outcome: &std::result::Result<Option<FirstValue>, Error>) -> Result<()> {
+    let (text, type_oid, error) = match outcome {
+        Ok(Some(v)) => (v.text.clone(), Some(v.type_oid.to_u32() as i64), None),
+        Ok(None) => (None, None, None),
+        Err(e) => (None, None, Some(e)),
+    };
+    let message = error.map(|e| {
+        let mut m = e.message.clone();
+        if let Some(d) = &e.detail {
+            m.push_str(&format!(" (detail: {d})"));
+        }
+        m
+    });
+    let sqlstate = error.map(Error::sqlstate);
+    catching(|| {
+        Spi::run_with_args(
+            "SELECT automation.finish_sql_step($1, $2, automation.step_output($3, $4::oid),
+                    CASE WHEN $5::text IS NOT NULL
+                         THEN pg_catalog.jsonb_build_object('message', $5::text, 'sqlstate', $6::text) END)",
+            &[id.into(), worker.into(), text.into(), type_oid.into(), message.into(), sqlstate.into()],
+        )
+        .map_err(Error::from)
+    })
+}
+
+/// Mark the run slot of this worker as running step `id` (0: none). Under
+/// the exclusive lock: `shared::stop_step` signals under it, so a cancel of
+/// the previous step was delivered before we get here, and is dropped.
+fn running_step(dsm: u32, id: i64) {
+    // SAFETY: reading this process's pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    let mut s = shared::SHARED.exclusive();
+    if let Some(slot) = s.runs.iter_mut().find(|r| r.state == shared::RunState::Started && r.dsm == dsm) {
+        slot.pid = me;
+        slot.step_id = id;
+    }
+    // SAFETY: plain stores to this process's interrupt flags: a query
+    // cancel meant for the step that ended (sent before we took the lock)
+    // must not cancel the next one. A termination request (ProcDiePending)
+    // is kept.
+    unsafe {
+        pg_sys::QueryCancelPending = 0;
+    }
+}
+
+/// Serve the SQL steps of this worker's role (the run of a STEP_POOL slot):
+/// claim, run, record, until none has been ready for IDLE_MS. Returns how
+/// many steps ran, or the error that stopped the worker.
+pub fn serve(dsm: u32) -> Result<u64> {
+    // SAFETY: reading this process's pid.
+    let worker = format!("step worker {}", unsafe { pg_sys::MyProcPid });
+    let mut ran = 0u64;
+    let now = || {
+        // SAFETY: reads the clock.
+        unsafe { pg_sys::GetCurrentTimestamp() }
+    };
+    let mut idle_since = now();
+    loop {
+        pgrx::check_for_interrupts!();
+        let Some(step) = claim(&worker)? else {
+            if now() - idle_since >= IDLE_MS * 1000 {
+                return Ok(ran);
+            }
+            // SAFETY: waits on this process's latch (set by the scheduler
+            // when steps are ready, or by SIGTERM's handler); the interrupt
+            // check ends the process on SIGTERM.
+            unsafe {
+                pg_sys::WaitLatch(
+                    pg_sys::MyLatch,
+                    (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                    POLL_MS,
+                    pg_sys::PG_WAIT_EXTENSION,
+                );
+                pg_sys::ResetLatch(pg_sys::MyLatch);
+            }
+            continue;
+        };
+        running_step(dsm, step.id);
+        let outcome = match &step.sql {
+            Some(sql) => run_step(step.id, sql, step.timeout_ms),
+            None => Err(Error::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "this step run has no SQL in its execution's definition",
+            )),
+        };
+        running_step(dsm, 0);
+        // the session as the role connected, without the step's settings,
+        // temporary tables, SET ROLE... before recording as that role
+        if let Err(e) = runner::run_catching("DISCARD ALL") {
+            finish(step.id, &worker, &Err(e.clone()))?;
+            return Err(e);
+        }
+        finish(step.id, &worker, &outcome)?;
+        ran += 1;
+        idle_since = now();
+    }
+}
+
+/// Run a step's SQL at top level with its timeout and the step's id in
+/// `automation.step_run` (what `automation.step_input()` reads).
+fn run_step(id: i64, sql: &str, timeout_ms: i32) -> std::result::Result<Option<FirstValue>, Error> {
+    let run = CString::new(id.to_string()).unwrap_or_default();
+    let timeout = CString::new(timeout_ms.max(0).to_string()).unwrap_or_default();
+    // SAFETY: GUC assignments outside a transaction in a connected worker,
+    // as run_one does; PostgreSQL copies the values.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"automation.step_run".as_ptr(),
+            run.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+        pg_sys::SetConfigOption(
+            c"statement_timeout".as_ptr(),
+            timeout.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
+    runner::run_catching_first_value(sql)
+}
