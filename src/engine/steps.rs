@@ -259,6 +259,7 @@ pub fn serve(dsm: u32) -> Result<u64> {
             finish(step.id, &worker, &Err(e.clone()))?;
             return Err(e);
         }
+        runner::set_application_name(c"automation_ext step worker");
         finish(step.id, &worker, &outcome)?;
         ran += 1;
         idle_since = now();

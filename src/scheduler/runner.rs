@@ -247,22 +247,16 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
         unsafe { pg_sys::dsm_detach(seg) };
         return None;
     }
-    let appname = if header.jobid == crate::engine::steps::STEP_POOL {
-        CString::new("automation_ext step worker").unwrap_or_default()
+    if header.jobid == crate::engine::steps::STEP_POOL {
+        set_application_name(c"automation_ext step worker");
     } else {
-        CString::new(format!("automation_ext job {}", header.jobid)).unwrap_or_default()
-    };
-    // SAFETY: plain GUC assignments after InitPostgres; the values are
-    // NUL-terminated strings that outlive the calls (PostgreSQL copies them).
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"application_name".as_ptr(),
-            appname.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-        );
-        if header.timeout_ms > 0 {
-            let ms = CString::new(header.timeout_ms.to_string()).unwrap_or_default();
+        set_application_name(&CString::new(format!("automation_ext job {}", header.jobid)).unwrap_or_default());
+    }
+    if header.timeout_ms > 0 {
+        let ms = CString::new(header.timeout_ms.to_string()).unwrap_or_default();
+        // SAFETY: a plain GUC assignment after InitPostgres; PostgreSQL
+        // copies the NUL-terminated value.
+        unsafe {
             pg_sys::SetConfigOption(
                 c"statement_timeout".as_ptr(),
                 ms.as_ptr(),
@@ -270,7 +264,6 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
                 pg_sys::GucSource::PGC_S_SESSION,
             );
         }
-        pg_sys::pgstat_report_appname(appname.as_ptr());
     }
 
     // SAFETY: reading this process's pid and the clock.
@@ -298,6 +291,22 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     // SAFETY: nothing references the mapping after this.
     unsafe { pg_sys::dsm_detach(seg) };
     Some(ran)
+}
+
+/// Set (and report) this worker's application_name: what pg_stat_activity
+/// shows (set again after each session reset).
+pub fn set_application_name(name: &CStr) {
+    // SAFETY: a plain GUC assignment after InitPostgres, outside or inside
+    // a transaction; PostgreSQL copies the NUL-terminated value.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"application_name".as_ptr(),
+            name.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+        pg_sys::pgstat_report_appname(name.as_ptr());
+    }
 }
 
 /// Leave the outcome in the run's header (message, end time, then state).
