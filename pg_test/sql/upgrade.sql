@@ -291,3 +291,38 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_050 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_050)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.6.0 -> current: SQL steps run (0.7.0). A queue workflow's execution in
+-- flight keeps running; a workflow with SQL steps, refused by 0.6.0, starts;
+-- automation_runner loses the columns it must not write.
+CREATE EXTENSION automation_ext VERSION '0.6.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+INSERT INTO automation_workflows.definitions (name, definition)
+VALUES ('q060', '{"steps": [{"name": "a", "queue": "q060"}, {"name": "b", "after": ["a"], "queue": "q060"}]}'),
+       ('s060', '{"steps": [{"name": "a", "sql": "SELECT 1"}]}');
+SELECT automation.run_workflow('q060') AS q060_id \gset
+SELECT count(*) AS claimed FROM automation.claim_steps('q060', 'w');
+SELECT automation.run_workflow('s060');
+
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT automation.complete_step(id, '{"ok": true}') FROM automation_workflows.step_runs
+ WHERE execution_id = :'q060_id' AND step = 'a';
+SELECT step, status, queue FROM automation_workflows.step_runs WHERE execution_id = :'q060_id' ORDER BY id;
+SELECT automation.run_workflow('s060') IS NOT NULL AS sql_workflow_starts;
+SELECT step, queue IS NULL AS sql_step FROM automation_workflows.step_runs r
+  JOIN automation_workflows.workflow_runs w USING (execution_id) WHERE w.workflow_name = 's060';
+SELECT has_column_privilege('automation_runner', 'automation_workflows.workflow_runs', 'started_by', 'INSERT') AS runner_sets_started_by,
+       has_column_privilege('automation_runner', 'automation_workflows.workflow_runs', 'definition', 'UPDATE') AS runner_changes_definition,
+       has_column_privilege('automation_runner', 'automation_workflows.step_runs', 'status', 'UPDATE') AS runner_updates_status;
+
+CREATE TEMP TABLE upgraded_060 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_060 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.6.0' AS difference, * FROM upgraded_060 EXCEPT SELECT 'only after upgrade from 0.6.0', * FROM fresh_060)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_060 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_060)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;

@@ -159,7 +159,7 @@ SELECT automation.run_workflow('data');
 UPDATE automation_workflows.definitions SET is_active = false WHERE name = 'data';
 SELECT automation.run_workflow('data');
 INSERT INTO automation_workflows.definitions (name, definition) VALUES ('sqlwf', '{"steps": [{"name": "a", "sql": "SELECT 1"}]}');
-SELECT automation.run_workflow('sqlwf');
+SELECT automation.run_workflow('sqlwf') IS NOT NULL AS sql_steps_start;
 SELECT * FROM automation.claim_steps('q', '');
 SELECT * FROM automation.claim_steps('q', 'w', 0);
 SELECT * FROM automation.claim_steps('q', 'w', 1, '0 s');
