@@ -92,7 +92,7 @@ BEGIN
                         jsonb_build_object('input', run.input, 'steps', deps));
                 run.open_elements := run.open_elements || jsonb_build_object(s.name, 1);
                 IF s.sql IS NOT NULL THEN
-                    PERFORM automation.wake_step_workers();
+                    PERFORM automation.wake_step_workers(1);
                 END IF;
                 CONTINUE;
             END IF;
@@ -133,7 +133,7 @@ BEGIN
                   FROM jsonb_array_elements(items) WITH ORDINALITY AS i(item, ord);
                 run.open_elements := run.open_elements || jsonb_build_object(s.name, jsonb_array_length(items));
                 IF s.sql IS NOT NULL THEN
-                    PERFORM automation.wake_step_workers();
+                    PERFORM automation.wake_step_workers(jsonb_array_length(items));
                 END IF;
             END IF;
         END LOOP;
@@ -238,7 +238,7 @@ BEGIN
         VALUES (r.execution_id, r.step, r.map_index, r.attempt + 1, r.max_attempts, r.queue, r.step_timeout,
                 now() + automation.step_backoff(r.attempt, s.backoff, s.max_backoff), r.input);
         IF r.queue IS NULL THEN
-            PERFORM automation.wake_step_workers();
+            PERFORM automation.wake_step_workers(0);
         END IF;
         RETURN;
     END IF;
@@ -304,7 +304,7 @@ BEGIN
     -- (every data-modifying CTE runs to its end, read or not)
     SELECT count(*) INTO started FROM e;
     IF EXISTS (SELECT FROM automation.definition_steps(def.definition) d WHERE cardinality(d.after) = 0 AND d.sql IS NOT NULL) THEN
-        PERFORM automation.wake_step_workers();
+        PERFORM automation.wake_step_workers(started);
     END IF;
     RETURN started;
 END
@@ -328,13 +328,13 @@ AS 'MODULE_PATHNAME', 'step_workers_available_wrapper';
 COMMENT ON FUNCTION automation.step_workers_available() IS
 'Internal: true when this cluster has step workers for SQL steps (the library is preloaded).';
 
-CREATE FUNCTION automation.wake_step_workers()
+CREATE FUNCTION automation.wake_step_workers(ready_now integer)
 RETURNS void
-LANGUAGE c VOLATILE
+LANGUAGE c VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'wake_step_workers_wrapper';
-COMMENT ON FUNCTION automation.wake_step_workers() IS
-'Internal: this transaction made runs of SQL steps; the scheduler hands them to step workers when it commits.';
+COMMENT ON FUNCTION automation.wake_step_workers(integer) IS
+'Internal: this transaction made runs of SQL steps (ready_now of them ready at once; 0: runs for later, a retry); the scheduler hands them to step workers when it commits (from a step worker: only what it will not take itself).';
 
 CREATE FUNCTION automation.stop_sql_step(id bigint)
 RETURNS void
@@ -389,10 +389,13 @@ $fn$;
 COMMENT ON FUNCTION automation.step_output(text, oid) IS
 'Internal: a SQL step''s result as jsonb (json/jsonb as is, numbers and booleans as JSON ones, anything else as a string).';
 
--- A step worker (connected as role R) takes the oldest ready SQL step of
--- an execution R started. Its lease never expires: a SQL step runs while
--- its worker lives (recover_sql_steps handles workers that die).
-CREATE FUNCTION automation.claim_sql_step(worker_id text)
+-- A step worker (connected as role R) takes a ready SQL step of an
+-- execution R started: of `after_execution` first (the execution whose step
+-- it just finished: its next step, found by the execution's index, runs in
+-- the same worker at once), else the oldest ready one. Its lease never
+-- expires: a SQL step runs while its worker lives (recover_sql_steps
+-- handles workers that die).
+CREATE FUNCTION automation.claim_sql_step(worker_id text, after_execution uuid DEFAULT NULL)
 RETURNS TABLE (id bigint, execution_id uuid, step text, sql text, timeout_ms integer)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -401,15 +404,31 @@ DECLARE
     r automation_workflows.step_runs;
     def jsonb;
 BEGIN
-    SELECT c.* INTO r
-      FROM automation_workflows.step_runs c
-     WHERE c.queue IS NULL AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
-       AND EXISTS (SELECT FROM automation_workflows.workflow_runs w
-                    WHERE w.execution_id = c.execution_id AND w.started_by = current_user)
-     ORDER BY c.visible_at, c.execution_id, c.id
-     LIMIT 1
-       FOR UPDATE OF c SKIP LOCKED;
-    IF NOT FOUND THEN
+    IF claim_sql_step.after_execution IS NOT NULL THEN
+        SELECT c.* INTO r
+          FROM automation_workflows.step_runs c
+         WHERE c.execution_id = claim_sql_step.after_execution
+           AND c.queue IS NULL AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
+           AND EXISTS (SELECT FROM automation_workflows.workflow_runs w
+                        WHERE w.execution_id = c.execution_id AND w.started_by = current_user)
+         ORDER BY c.id
+         LIMIT 1
+           FOR UPDATE OF c SKIP LOCKED;
+    END IF;
+    IF r.id IS NULL THEN
+        -- in the order of step_runs_claimable (queue first: a walk of the
+        -- index that stops at the first row, not a join and a sort of every
+        -- pending step); the role of each candidate by its execution's key
+        SELECT c.* INTO r
+          FROM automation_workflows.step_runs c
+         WHERE c.queue IS NULL AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
+           AND (SELECT w.started_by FROM automation_workflows.workflow_runs w
+                 WHERE w.execution_id = c.execution_id) = current_user
+         ORDER BY c.queue, c.visible_at, c.execution_id, c.id
+         LIMIT 1
+           FOR UPDATE OF c SKIP LOCKED;
+    END IF;
+    IF r.id IS NULL THEN
         RETURN;
     END IF;
     UPDATE automation_workflows.step_runs s
@@ -426,8 +445,8 @@ BEGIN
            least(coalesce(extract(epoch FROM r.step_timeout) * 1000, 0), 2147483647)::integer;
 END
 $fn$;
-COMMENT ON FUNCTION automation.claim_sql_step(text) IS
-'Internal (step workers): claim the oldest ready SQL step of an execution the current role started; its id, execution, step, SQL and timeout in ms.';
+COMMENT ON FUNCTION automation.claim_sql_step(text, uuid) IS
+'Internal (step workers): claim a ready SQL step of an execution the current role started (of after_execution first, else the oldest); its id, execution, step, SQL and timeout in ms.';
 
 -- Record how a SQL step run ended: success with `output`, or `error`
 -- ({"message", "sqlstate"}; a statement timeout is status timeout). Retries

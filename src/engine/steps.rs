@@ -52,6 +52,11 @@ const POLL_MS: i64 = 50;
 thread_local! {
     /// This transaction made SQL step runs: tell the scheduler at commit.
     static STEPS: Cell<bool> = const { Cell::new(false) };
+    /// In a step worker: ready SQL step runs this transaction made (the
+    /// worker takes one of them itself, at once).
+    static READY_MADE: Cell<i64> = const { Cell::new(0) };
+    /// This process is a step worker.
+    static STEP_WORKER: Cell<bool> = const { Cell::new(false) };
     /// SQL steps whose worker this transaction stops at commit.
     static STOP: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
@@ -73,7 +78,8 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
         pg_sys::XactEvent::XACT_EVENT_ABORT => false,
         _ => return,
     };
-    if STEPS.replace(false) && committed {
+    let made = READY_MADE.replace(0);
+    if (STEPS.replace(false) || made > 1) && committed {
         // SAFETY: the database this backend is connected to.
         shared::steps_ready(unsafe { pg_sys::MyDatabaseId });
     }
@@ -101,12 +107,19 @@ mod automation {
         available()
     }
 
-    /// Internal: this transaction made SQL step runs; the scheduler of this
-    /// database hands them to step workers when it commits.
+    /// Internal: this transaction made SQL step runs (`ready_now` of them
+    /// ready at once; 0: for later); the scheduler of this database hands
+    /// them to step workers when it commits. In a step worker, whose next
+    /// claim (in this transaction) takes one of them, only when it made
+    /// more than one, or runs for later.
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
-    fn wake_step_workers() {
+    fn wake_step_workers(ready_now: i32) {
         if shared::preloaded() {
-            STEPS.set(true);
+            if STEP_WORKER.get() && ready_now > 0 {
+                READY_MADE.set(READY_MADE.get() + i64::from(ready_now));
+            } else {
+                STEPS.set(true);
+            }
             register_callback();
         }
     }
@@ -122,9 +135,18 @@ mod automation {
     }
 }
 
+/// What `DISCARD ALL` does, except DISCARD PLANS: the cached plans of the
+/// extension's own functions (claim, record, advance) stay, so that each
+/// step does not plan them again (PostgreSQL's plan cache already re-plans
+/// for another search_path or role). A step's settings, SET ROLE, temporary
+/// tables, prepared statements, cursors, LISTENs and advisory locks go.
+const RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; \
+                     SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
 /// A step claimed by this worker.
 struct Claimed {
     id: i64,
+    execution: String,
     sql: Option<String>,
     timeout_ms: i32,
 }
@@ -143,42 +165,51 @@ fn catching<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         .execute()
 }
 
-fn claim(worker: &str) -> Result<Option<Claimed>> {
-    catching(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT id, sql, timeout_ms FROM automation.claim_sql_step($1)",
-                None,
-                &[worker.into()],
-            )?;
-            let mut found = None;
-            for row in rows {
-                found = Some(Claimed {
-                    id: row.get::<i64>(1)?.unwrap_or(0),
-                    sql: row.get::<String>(2)?,
-                    timeout_ms: row.get::<i32>(3)?.unwrap_or(0),
-                });
-            }
-            Ok::<_, pgrx::spi::SpiError>(found)
-        })
-        .map_err(Error::from)
+/// Claim a ready SQL step of this worker's role (of `after` first: the
+/// execution whose step just ended), in the current transaction.
+fn claim_in_transaction(worker: &str, after: Option<&str>) -> Result<Option<Claimed>> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT id, execution_id::text, sql, timeout_ms FROM automation.claim_sql_step($1, $2::text::uuid)",
+            None,
+            &[worker.into(), after.into()],
+        )?;
+        let mut found = None;
+        for row in rows {
+            found = Some(Claimed {
+                id: row.get::<i64>(1)?.unwrap_or(0),
+                execution: row.get::<String>(2)?.unwrap_or_default(),
+                sql: row.get::<String>(3)?,
+                timeout_ms: row.get::<i32>(4)?.unwrap_or(0),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(found)
     })
+    .map_err(Error::from)
 }
 
-/// Record a step's outcome: its output (the first column of the first row
-/// of its last statement, as jsonb) or its error.
-fn finish(id: i64, worker: &str, outcome: &std::result::Result<Option<FirstValue>, Error>) -> Result<()> {
+fn claim(worker: &str) -> Result<Option<Claimed>> {
+    catching(|| claim_in_transaction(worker, None))
+}
+
+/// Record a step's outcome — its output (the first column of the first row
+/// of its last statement, as jsonb) or its error — and, in the same
+/// transaction, claim the next step (of the same execution first: a
+/// workflow's next SQL step starts without a round trip through anyone).
+fn finish_and_claim(
+    step: &Claimed,
+    worker: &str,
+    outcome: &std::result::Result<Option<FirstValue>, Error>,
+    claim_next: bool,
+) -> Result<Option<Claimed>> {
     let (text, type_oid, error) = match outcome {
-        Ok(Some(v)) => (v.text.clone(), Some(v.type_oid.to_u32() as i64), None),
+        Ok(Some(v)) => (v.text.clone(), Some(i64::from(v.type_oid.to_u32())), None),
         Ok(None) => (None, None, None),
         Err(e) => (None, None, Some(e)),
     };
-    let message = error.map(|e| {
-        let mut m = e.message.clone();
-        if let Some(d) = &e.detail {
-            m.push_str(&format!(" (detail: {d})"));
-        }
-        m
+    let message = error.map(|e| match &e.detail {
+        Some(d) => format!("{} (detail: {d})", e.message),
+        None => e.message.clone(),
     });
     let sqlstate = error.map(Error::sqlstate);
     catching(|| {
@@ -186,9 +217,13 @@ fn finish(id: i64, worker: &str, outcome: &std::result::Result<Option<FirstValue
             "SELECT automation.finish_sql_step($1, $2, automation.step_output($3, $4::oid),
                     CASE WHEN $5::text IS NOT NULL
                          THEN pg_catalog.jsonb_build_object('message', $5::text, 'sqlstate', $6::text) END)",
-            &[id.into(), worker.into(), text.into(), type_oid.into(), message.into(), sqlstate.into()],
-        )
-        .map_err(Error::from)
+            &[step.id.into(), worker.into(), text.into(), type_oid.into(), message.into(), sqlstate.into()],
+        )?;
+        if claim_next {
+            claim_in_transaction(worker, Some(&step.execution))
+        } else {
+            Ok(None)
+        }
     })
 }
 
@@ -214,8 +249,20 @@ fn running_step(dsm: u32, id: i64) {
 
 /// Serve the SQL steps of this worker's role (the run of a STEP_POOL slot):
 /// claim, run, record, until none has been ready for IDLE_MS. Returns how
-/// many steps ran, or the error that stopped the worker.
+/// many steps ran, or the error that stopped the worker (which then exits:
+/// a step it could not record is found by recover_sql_steps once its
+/// process is gone).
 pub fn serve(dsm: u32) -> Result<u64> {
+    /// Marks this process a step worker while it serves (a job it runs
+    /// afterwards, as a resident worker, wakes the scheduler as any backend).
+    struct Serving;
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            STEP_WORKER.set(false);
+        }
+    }
+    STEP_WORKER.set(true);
+    let _serving = Serving;
     // SAFETY: reading this process's pid.
     let worker = format!("step worker {}", unsafe { pg_sys::MyProcPid });
     let mut ran = 0u64;
@@ -224,25 +271,33 @@ pub fn serve(dsm: u32) -> Result<u64> {
         unsafe { pg_sys::GetCurrentTimestamp() }
     };
     let mut idle_since = now();
+    let mut next: Option<Claimed> = None;
     loop {
         pgrx::check_for_interrupts!();
-        let Some(step) = claim(&worker)? else {
-            if now() - idle_since >= IDLE_MS * 1000 {
-                return Ok(ran);
-            }
-            // SAFETY: waits on this process's latch (set by the scheduler
-            // when steps are ready, or by SIGTERM's handler); the interrupt
-            // check ends the process on SIGTERM.
-            unsafe {
-                pg_sys::WaitLatch(
-                    pg_sys::MyLatch,
-                    (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                    POLL_MS,
-                    pg_sys::PG_WAIT_EXTENSION,
-                );
-                pg_sys::ResetLatch(pg_sys::MyLatch);
-            }
-            continue;
+        let step = match next.take() {
+            Some(step) => step,
+            None => match claim(&worker)? {
+                Some(step) => step,
+                None => {
+                    if now() - idle_since >= IDLE_MS * 1000 {
+                        return Ok(ran);
+                    }
+                    // SAFETY: waits on this process's latch (set by the
+                    // scheduler when steps are ready, or by SIGTERM's
+                    // handler); the interrupt check ends the process on
+                    // SIGTERM.
+                    unsafe {
+                        pg_sys::WaitLatch(
+                            pg_sys::MyLatch,
+                            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                            POLL_MS,
+                            pg_sys::PG_WAIT_EXTENSION,
+                        );
+                        pg_sys::ResetLatch(pg_sys::MyLatch);
+                    }
+                    continue;
+                }
+            },
         };
         running_step(dsm, step.id);
         let outcome = match &step.sql {
@@ -255,12 +310,12 @@ pub fn serve(dsm: u32) -> Result<u64> {
         running_step(dsm, 0);
         // the session as the role connected, without the step's settings,
         // temporary tables, SET ROLE... before recording as that role
-        if let Err(e) = runner::run_catching("DISCARD ALL") {
-            finish(step.id, &worker, &Err(e.clone()))?;
+        if let Err(e) = runner::run_catching(RESET) {
+            finish_and_claim(&step, &worker, &Err(e.clone()), false)?;
             return Err(e);
         }
         runner::set_application_name(c"automation_ext step worker");
-        finish(step.id, &worker, &outcome)?;
+        next = finish_and_claim(&step, &worker, &outcome, true)?;
         ran += 1;
         idle_since = now();
     }

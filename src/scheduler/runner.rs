@@ -287,10 +287,13 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
         }
     };
     report(header, state, &message);
+    // a step worker that failed (it could not record a step) exits instead
+    // of staying: the steps it held are recovered once it is gone
+    let stays = !(header.jobid == crate::engine::steps::STEP_POOL && state == STATE_FAILED);
     let ran = (header.database, header.role);
     // SAFETY: nothing references the mapping after this.
     unsafe { pg_sys::dsm_detach(seg) };
-    Some(ran)
+    stays.then_some(ran)
 }
 
 /// Set (and report) this worker's application_name: what pg_stat_activity
