@@ -396,7 +396,9 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
 pub fn run_catching(sql: &str) -> Result<String, Error> {
     PgTryBuilder::new(|| {
         // SAFETY: callers are background workers outside any transaction.
-        Ok::<String, Error>(unsafe { run_top_level(sql, false) }.0)
+        let tag = unsafe { run_top_level(sql, false) }.0;
+        no_open_block()?;
+        Ok::<String, Error>(tag)
     })
     .catch_others(|e| {
         // SAFETY: see above; this is what PostgresMain does after an ERROR.
@@ -407,6 +409,26 @@ pub fn run_catching(sql: &str) -> Result<String, Error> {
         Err(Error::caught(&e))
     })
     .execute()
+}
+
+/// A command that began a transaction block and did not end it (`BEGIN;
+/// INSERT ...` without COMMIT) is rolled back, as a client session that
+/// ends there would be, and fails: nothing after it (the next run's
+/// bookkeeping, the session reset) may run inside its block.
+fn no_open_block() -> Result<(), Error> {
+    // SAFETY: reads this backend's transaction state; the abort is what
+    // PostgreSQL does for a session that ends inside a block.
+    unsafe {
+        if pg_sys::IsTransactionOrTransactionBlock() {
+            pg_sys::AbortOutOfAnyTransaction();
+            return Err(Error::new(
+                PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+                "the command left a transaction block open (BEGIN without COMMIT): it was rolled back",
+            )
+            .with_hint("End the block with COMMIT (or ROLLBACK) in the same command."));
+        }
+    }
+    Ok(())
 }
 
 /// The first column of the first row the last statement of a command
@@ -422,7 +444,9 @@ pub struct FirstValue {
 pub fn run_catching_first_value(sql: &str) -> Result<Option<FirstValue>, Error> {
     PgTryBuilder::new(|| {
         // SAFETY: callers are background workers outside any transaction.
-        Ok::<Option<FirstValue>, Error>(unsafe { run_top_level(sql, true) }.1)
+        let first = unsafe { run_top_level(sql, true) }.1;
+        no_open_block()?;
+        Ok::<Option<FirstValue>, Error>(first)
     })
     .catch_others(|e| {
         // SAFETY: as in run_catching.

@@ -235,6 +235,23 @@ fn cancelling_an_execution_stops_its_running_sql_step() {
         .unwrap()
         .get(0);
     assert_eq!(status, "cancelled");
+    // a step that leaves a transaction block open is rolled back and fails
+    // (its worker does not go on inside that block)
+    c.batch_execute("DROP TABLE IF EXISTS it_sql_open; CREATE TABLE it_sql_open (x int)").unwrap();
+    define(
+        &mut c,
+        "it-sql-open",
+        r#"{"steps": [{"name": "open", "sql": "BEGIN; INSERT INTO public.it_sql_open VALUES (1)"}]}"#,
+    );
+    let id: String = c.query_one("SELECT automation.run_workflow('it-sql-open')::text", &[]).unwrap().get(0);
+    assert_eq!(wait_finished(&mut c, &id), "error");
+    let sqlstate: String = c
+        .query_one("SELECT error->>'sqlstate' FROM automation_workflows.step_runs WHERE execution_id = $1::text::uuid", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(sqlstate, "25000");
+    let rows: i64 = c.query_one("SELECT count(*) FROM it_sql_open", &[]).unwrap().get(0);
+    assert_eq!(rows, 0, "rolled back");
     // the worker goes on with other steps
     define(&mut c, "it-sql-quick", r#"{"steps": [{"name": "one", "sql": "SELECT 1"}]}"#);
     let id: String = c.query_one("SELECT automation.run_workflow('it-sql-quick')::text", &[]).unwrap().get(0);
