@@ -310,6 +310,49 @@ BEGIN
 END
 $fn$;
 
+CREATE OR REPLACE FUNCTION automation.step_succeeded(id bigint, output jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+    left_open integer;
+    wf text;
+BEGIN
+    UPDATE automation_workflows.step_runs s
+       SET status = 'success', output = step_succeeded.output, completed_at = GREATEST(now(), s.started_at),
+           lease_expires_at = NULL
+     WHERE s.id = step_succeeded.id
+    RETURNING s.* INTO r;
+    -- the last element of its step to succeed advances the execution (a
+    -- step over 10,000 elements does not look at them 10,000 times)
+    UPDATE automation_workflows.workflow_runs w
+       SET open_elements = jsonb_set(w.open_elements, ARRAY[r.step],
+                                     to_jsonb((w.open_elements->>r.step)::integer - 1)),
+           steps_left = w.steps_left - CASE WHEN (w.open_elements->>r.step)::integer = 1 THEN 1 ELSE 0 END
+     WHERE w.execution_id = r.execution_id
+    RETURNING w.workflow_name, (w.open_elements->>r.step)::integer INTO wf, left_open;
+    PERFORM automation.step_metric(r, wf);
+    IF left_open = 0 THEN
+        PERFORM automation.workflow_advance(r.execution_id, r.step);
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.complete_step(id bigint, output jsonb DEFAULT NULL, worker_id text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+BEGIN
+    r := automation.running_step(complete_step.id, complete_step.worker_id, 'complete');
+    PERFORM automation.step_succeeded(r.id, complete_step.output);
+END
+$fn$;
+
 ------------------------------------------------------------------------------
 -- 0.7.0: SQL steps, run by the extension's step workers (src/engine/steps.rs)
 -- as the role that started the workflow (workflow_runs.started_by, which
@@ -470,7 +513,7 @@ BEGIN
         RETURN false;
     END IF;
     IF finish_sql_step.error IS NULL THEN
-        PERFORM automation.complete_step(r.id, finish_sql_step.output, finish_sql_step.worker_id);
+        PERFORM automation.step_succeeded(r.id, finish_sql_step.output);
     ELSE
         PERFORM automation.step_attempt_failed(r.id,
             CASE WHEN finish_sql_step.error->>'sqlstate' = '57014' AND r.step_timeout IS NOT NULL THEN 'timeout' ELSE 'error' END,

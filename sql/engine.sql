@@ -570,7 +570,11 @@ AS $fn$
             r.status, r.error->>'message')
 $fn$;
 
-CREATE FUNCTION automation.complete_step(id bigint, output jsonb DEFAULT NULL, worker_id text DEFAULT NULL)
+-- An attempt that succeeded with `output`: recorded, counted in
+-- pipeline_metrics, and the execution advanced when it was the last open
+-- element of its step. The caller holds the lock on the execution's
+-- workflow_runs row and has checked the run is running.
+CREATE FUNCTION automation.step_succeeded(id bigint, output jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -580,11 +584,10 @@ DECLARE
     left_open integer;
     wf text;
 BEGIN
-    r := automation.running_step(complete_step.id, complete_step.worker_id, 'complete');
     UPDATE automation_workflows.step_runs s
-       SET status = 'success', output = complete_step.output, completed_at = GREATEST(now(), s.started_at),
+       SET status = 'success', output = step_succeeded.output, completed_at = GREATEST(now(), s.started_at),
            lease_expires_at = NULL
-     WHERE s.id = r.id
+     WHERE s.id = step_succeeded.id
     RETURNING s.* INTO r;
     -- the last element of its step to succeed advances the execution (a
     -- step over 10,000 elements does not look at them 10,000 times)
@@ -598,6 +601,19 @@ BEGIN
     IF left_open = 0 THEN
         PERFORM automation.workflow_advance(r.execution_id, r.step);
     END IF;
+END
+$fn$;
+
+CREATE FUNCTION automation.complete_step(id bigint, output jsonb DEFAULT NULL, worker_id text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r automation_workflows.step_runs;
+BEGIN
+    r := automation.running_step(complete_step.id, complete_step.worker_id, 'complete');
+    PERFORM automation.step_succeeded(r.id, complete_step.output);
 END
 $fn$;
 
@@ -1366,7 +1382,7 @@ BEGIN
         RETURN false;
     END IF;
     IF finish_sql_step.error IS NULL THEN
-        PERFORM automation.complete_step(r.id, finish_sql_step.output, finish_sql_step.worker_id);
+        PERFORM automation.step_succeeded(r.id, finish_sql_step.output);
     ELSE
         PERFORM automation.step_attempt_failed(r.id,
             CASE WHEN finish_sql_step.error->>'sqlstate' = '57014' AND r.step_timeout IS NOT NULL THEN 'timeout' ELSE 'error' END,
