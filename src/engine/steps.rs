@@ -263,6 +263,7 @@ pub fn serve(dsm: u32) -> Result<u64> {
     }
     STEP_WORKER.set(true);
     let _serving = Serving;
+    reload_config_on_sighup();
     // SAFETY: reading this process's pid.
     let worker = format!("step worker {}", unsafe { pg_sys::MyProcPid });
     let mut ran = 0u64;
@@ -274,6 +275,20 @@ pub fn serve(dsm: u32) -> Result<u64> {
     let mut next: Option<Claimed> = None;
     loop {
         pgrx::check_for_interrupts!();
+        // SAFETY: reads and clears the flag SIGHUP's handler sets; reloading
+        // the configuration outside a transaction is what PostgreSQL's own
+        // processes do.
+        unsafe {
+            if pg_sys::ConfigReloadPending != 0 {
+                pg_sys::ConfigReloadPending = 0;
+                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            }
+        }
+        // automation.enabled = off stops step workers as it stops the
+        // schedulers (a step already claimed is run and recorded first)
+        if next.is_none() && !crate::settings::SCHEDULER_ENABLED.get() {
+            return Ok(ran);
+        }
         let step = match next.take() {
             Some(step) => step,
             None => match claim(&worker)? {
@@ -315,10 +330,33 @@ pub fn serve(dsm: u32) -> Result<u64> {
             return Err(e);
         }
         runner::set_application_name(c"automation_ext step worker");
-        next = finish_and_claim(&step, &worker, &outcome, true)?;
+        // SAFETY: as above.
+        unsafe {
+            if pg_sys::ConfigReloadPending != 0 {
+                pg_sys::ConfigReloadPending = 0;
+                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            }
+        }
+        next = finish_and_claim(&step, &worker, &outcome, crate::settings::SCHEDULER_ENABLED.get())?;
         ran += 1;
         idle_since = now();
     }
+}
+
+/// Reload the configuration on SIGHUP (at the next step), as backends do:
+/// `automation.enabled = off` must reach a step worker that is busy.
+fn reload_config_on_sighup() {
+    // pgrx's `pg_sys::SignalHandlerForConfigReload` is a Rust wrapper; a
+    // signal handler must be the C symbol itself (declared here with the
+    // bindings' signature, checked by the assignment below).
+    extern "C-unwind" {
+        #[link_name = "SignalHandlerForConfigReload"]
+        fn postgres_reload_handler(postgres_signal_arg: std::ffi::c_int);
+    }
+    let _same_signature: unsafe fn(std::ffi::c_int) = pg_sys::SignalHandlerForConfigReload;
+    // SAFETY: installs PostgreSQL's own handler, which only sets
+    // ConfigReloadPending and this process's latch.
+    unsafe { pg_sys::pqsignal(pg_sys::SIGHUP as std::ffi::c_int, Some(postgres_reload_handler)) };
 }
 
 /// Run a step's SQL at top level with its timeout and the step's id in

@@ -168,10 +168,10 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
     // definitions keep their versions, a refused legacy one included
     let definitions = "SELECT string_agg(name || ':' || version, ',' ORDER BY name) FROM automation_workflows.definitions";
     let restored: String = d.query_one(definitions, &[]).unwrap().get(0);
-    assert_eq!(restored, "dag:2,etl:1,odd:1", "definitions of {dst}");
+    assert_eq!(restored, "dag:2,etl:1,odd:1,sqlwf:1", "definitions of {dst}");
     // the half-done workflow execution carries on: b is still claimed; a new
     // execution's step runs get new ids
-    let progress = "SELECT done::text || running::text FROM automation.workflow_progress";
+    let progress = "SELECT done::text || running::text FROM automation.workflow_progress WHERE workflow_name = 'dag'";
     let before: String = d.query_one(progress, &[]).unwrap().get(0);
     assert_eq!(before, "{a}{b}", "progress in {dst}");
 
@@ -318,6 +318,14 @@ fn a_dump_restores_with_every_row_and_its_jobs_run_in_the_restored_database() {
     let mut admin = db("postgres");
     let mut s = source(&mut admin);
     let paused = Paused::new(&mut admin);
+    // (0.7.0) a workflow whose SQL step waits (nothing runs while paused):
+    // it runs in each restored database, as the role that started it
+    s.batch_execute(
+        "INSERT INTO automation_workflows.definitions (name, definition) VALUES ('sqlwf', '{\"steps\": [{\"name\": \"s\",
+            \"sql\": \"INSERT INTO public.ticks (db) SELECT ''sql step by '' || current_user || '' in '' || current_database()\"}]}');
+         SELECT automation.run_workflow('sqlwf');",
+    )
+    .unwrap();
     let src_counts = counts(&mut s);
     assert!(src_counts.iter().any(|(t, n)| t.starts_with("automation.pipeline_metrics_p") && *n > 0), "{src_counts:?}");
     assert!(src_counts.iter().any(|(t, n)| t == "automation.job_run_details" && *n > 0), "{src_counts:?}");
@@ -347,6 +355,12 @@ fn a_dump_restores_with_every_row_and_its_jobs_run_in_the_restored_database() {
         d.batch_execute("SELECT automation.wake_scheduler()").unwrap();
         wait_for_ticks(&mut d, dst);
         d.batch_execute("SELECT automation.unschedule('tick')").unwrap();
+        wait_for(
+            &mut d,
+            &format!("SELECT count(*) = 1 FROM public.ticks WHERE db = 'sql step by postgres in {dst}'"),
+            Duration::from_secs(30),
+            "the restored SQL step runs in the restored database",
+        );
     }
 
     // a clone made with CREATE DATABASE ... TEMPLATE runs its jobs itself
