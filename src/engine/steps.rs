@@ -275,15 +275,7 @@ pub fn serve(dsm: u32) -> Result<u64> {
     let mut next: Option<Claimed> = None;
     loop {
         pgrx::check_for_interrupts!();
-        // SAFETY: reads and clears the flag SIGHUP's handler sets; reloading
-        // the configuration outside a transaction is what PostgreSQL's own
-        // processes do.
-        unsafe {
-            if pg_sys::ConfigReloadPending != 0 {
-                pg_sys::ConfigReloadPending = 0;
-                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
-            }
-        }
+        reload_if_asked();
         // automation.enabled = off stops step workers as it stops the
         // schedulers (a step already claimed is run and recorded first)
         if next.is_none() && !crate::settings::SCHEDULER_ENABLED.get() {
@@ -330,13 +322,7 @@ pub fn serve(dsm: u32) -> Result<u64> {
             return Err(e);
         }
         runner::set_application_name(c"automation_ext step worker");
-        // SAFETY: as above.
-        unsafe {
-            if pg_sys::ConfigReloadPending != 0 {
-                pg_sys::ConfigReloadPending = 0;
-                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
-            }
-        }
+        reload_if_asked();
         next = finish_and_claim(&step, &worker, &outcome, crate::settings::SCHEDULER_ENABLED.get())?;
         ran += 1;
         idle_since = now();
@@ -357,6 +343,19 @@ fn reload_config_on_sighup() {
     // SAFETY: installs PostgreSQL's own handler, which only sets
     // ConfigReloadPending and this process's latch.
     unsafe { pg_sys::pqsignal(pg_sys::SIGHUP as std::ffi::c_int, Some(postgres_reload_handler)) };
+}
+
+/// Reload the configuration if SIGHUP asked for it.
+fn reload_if_asked() {
+    // SAFETY: reads and clears the flag SIGHUP's handler sets; reloading
+    // the configuration outside a transaction is what PostgreSQL's own
+    // processes do.
+    unsafe {
+        if pg_sys::ConfigReloadPending != 0 {
+            pg_sys::ConfigReloadPending = 0;
+            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+        }
+    }
 }
 
 /// Run a step's SQL at top level with its timeout and the step's id in

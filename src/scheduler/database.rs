@@ -340,7 +340,9 @@ fn recover_sql_steps() {
         }))
     });
     match outcome {
-        Ok(Some(n)) if n > 0 => log!("automation_ext scheduler: {n} SQL step(s) whose worker was gone will be retried or failed"),
+        Ok(Some(n)) if n > 0 => {
+            log!("automation_ext scheduler: {n} SQL step(s) whose worker was gone will be retried or failed")
+        }
         Ok(_) => {}
         Err(e) => debug1!("automation_ext scheduler: could not recover SQL steps: {}", crate::subxact::message(&e)),
     }
@@ -399,7 +401,10 @@ fn dispatch_sql_steps(dboid: u32) -> Option<i64> {
             };
             let refused = in_worker_transaction(|| {
                 Ok(crate::subxact::run(|| {
-                    Spi::run_with_args("SELECT automation.refuse_sql_steps($1, $2)", &[role_name.as_str().into(), why.as_str().into()])
+                    Spi::run_with_args(
+                        "SELECT automation.refuse_sql_steps($1, $2)",
+                        &[role_name.as_str().into(), why.as_str().into()],
+                    )
                 }))
             });
             if let Err(e) = refused {
@@ -498,8 +503,8 @@ fn drain_trigger_inbox(dboid: u32) {
         let outcome = in_worker_transaction(|| {
             Ok(crate::subxact::run(|| {
                 Spi::run("SET LOCAL lock_timeout = '100ms'")?;
-                let waiting =
-                    Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM automation_workflows.trigger_inbox)")?.unwrap_or(false);
+                let waiting = Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM automation_workflows.trigger_inbox)")?
+                    .unwrap_or(false);
                 if !waiting {
                     return Ok::<_, pgrx::spi::SpiError>(None);
                 }
@@ -1314,7 +1319,9 @@ mod tests {
             policy: Policy::default(),
         };
         // PostgreSQL timestamps: µs since 2000-01-01 UTC
-        let utc = |y, mo, d, h, mi| Civil { year: y, month: mo, day: d, hour: h, minute: mi, second: 0, micro: 0 }.to_timestamp(0);
+        let utc = |y, mo, d, h, mi| {
+            Civil { year: y, month: mo, day: d, hour: h, minute: mi, second: 0, micro: 0 }.to_timestamp(0)
+        };
         let mut t = Timetable::default();
         let gmt = PgZone::gmt();
         let start = utc(2026, 3, 1, 0, 0);

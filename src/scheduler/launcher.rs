@@ -240,9 +240,14 @@ fn start_runs(max_workers: u32) -> Option<i64> {
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
         let holding: Vec<u32> = shared.dbs.iter().filter(|d| d.hold_until > now).map(|d| d.dboid).collect();
         let waiting = || {
-            shared.runs.iter().enumerate().filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
+            shared
+                .runs
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
         };
-        let first = waiting().min_by_key(|(_, r)| (std::cmp::Reverse(r.priority), r.due, r.requested_at)).map(|(i, r)| (i, *r));
+        let first =
+            waiting().min_by_key(|(_, r)| (std::cmp::Reverse(r.priority), r.due, r.requested_at)).map(|(i, r)| (i, *r));
         let longest = waiting().map(|(_, r)| r.requested_at).min();
         let (i, run) = match first {
             None => return None,

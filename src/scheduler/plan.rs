@@ -270,7 +270,13 @@ pub struct Launched {
 impl Timetable {
     /// Load the active jobs, keeping what this process knew of the unchanged
     /// ones. Returns every job's next fire (to be written to the job table).
-    pub fn load(&mut self, jobs: impl IntoIterator<Item = Loaded>, first_boot: bool, now: i64, zone: &dyn Zone) -> Vec<Next> {
+    pub fn load(
+        &mut self,
+        jobs: impl IntoIterator<Item = Loaded>,
+        first_boot: bool,
+        now: i64,
+        zone: &dyn Zone,
+    ) -> Vec<Next> {
         let mut old = std::mem::take(&mut self.jobs);
         for job in jobs {
             let (known, attempt) = match old.remove(&job.jobid) {

@@ -348,8 +348,13 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
         s.reap_idle();
         let place = if shared::preloaded() && s.workers_busy() < s.max_workers {
             s.idle.iter().position(|w| w.pid == 0).inspect(|&k| {
-                s.idle[k] =
-                    IdleRunner { pid: me, dboid: database.to_u32(), role: role.to_u32(), worker: run.worker, assigned: -1 };
+                s.idle[k] = IdleRunner {
+                    pid: me,
+                    dboid: database.to_u32(),
+                    role: role.to_u32(),
+                    worker: run.worker,
+                    assigned: -1,
+                };
             })
         } else {
             None
@@ -394,11 +399,17 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
 /// terminated) ends the process, as in any backend. Only for background
 /// workers, outside a transaction.
 pub fn run_catching(sql: &str) -> Result<String, Error> {
+    run_caught(sql, false).map(|(tag, _)| tag)
+}
+
+/// `run_top_level` with its ERROR caught and the session cleaned up; a
+/// command that leaves a transaction block open is rolled back and fails.
+fn run_caught(sql: &str, capture: bool) -> Result<(String, Option<FirstValue>), Error> {
     PgTryBuilder::new(|| {
         // SAFETY: callers are background workers outside any transaction.
-        let tag = unsafe { run_top_level(sql, false) }.0;
+        let ran = unsafe { run_top_level(sql, capture) };
         no_open_block()?;
-        Ok::<String, Error>(tag)
+        Ok::<_, Error>(ran)
     })
     .catch_others(|e| {
         // SAFETY: see above; this is what PostgresMain does after an ERROR.
@@ -442,21 +453,7 @@ pub struct FirstValue {
 /// As `run_catching`, and keep the first value the last statement returns
 /// (None when it returns no row): what a SQL step outputs (0.7.0).
 pub fn run_catching_first_value(sql: &str) -> Result<Option<FirstValue>, Error> {
-    PgTryBuilder::new(|| {
-        // SAFETY: callers are background workers outside any transaction.
-        let first = unsafe { run_top_level(sql, true) }.1;
-        no_open_block()?;
-        Ok::<Option<FirstValue>, Error>(first)
-    })
-    .catch_others(|e| {
-        // SAFETY: as in run_catching.
-        unsafe {
-            disable_timeout(STATEMENT_TIMEOUT, false);
-            pg_sys::AbortOutOfAnyTransaction();
-        }
-        Err(Error::caught(&e))
-    })
-    .execute()
+    run_caught(sql, true).map(|(_, first)| first)
 }
 
 extern "C-unwind" {

@@ -279,9 +279,10 @@ impl Shared {
         if run.state != RunState::Requested || run.role == 0 {
             return None;
         }
-        let w = self.idle.iter().position(|w| {
-            w.pid != 0 && w.assigned < 0 && w.dboid == run.dboid && w.role == run.role
-        })?;
+        let w = self
+            .idle
+            .iter()
+            .position(|w| w.pid != 0 && w.assigned < 0 && w.dboid == run.dboid && w.role == run.role)?;
         let idle = self.idle[w];
         if !matches!(idle.worker.status(), super::WorkerStatus::Running(_)) {
             self.idle[w] = IdleRunner::FREE; // it died while idle
@@ -441,13 +442,15 @@ pub fn steps_ready(dboid: pg_sys::Oid) {
     signal(pid);
 }
 
+/// Clear a request flag of `dboid`'s slot; true when it was set.
+fn take_flag(dboid: u32, flag: impl FnOnce(&mut DbSlot) -> &mut bool) -> bool {
+    let mut shared = SHARED.exclusive();
+    shared.slot_mut(dboid).is_some_and(|slot| std::mem::replace(flag(slot), false))
+}
+
 /// The scheduler of `dboid` takes the request to dispatch SQL steps.
 pub fn take_steps_ready(dboid: u32) -> bool {
-    let mut shared = SHARED.exclusive();
-    match shared.slot_mut(dboid) {
-        Some(slot) => std::mem::replace(&mut slot.steps_ready, false),
-        None => false,
-    }
+    take_flag(dboid, |slot| &mut slot.steps_ready)
 }
 
 /// Cancel the query of the worker running SQL step `step_id` (its
@@ -475,21 +478,13 @@ pub fn stop_step(step_id: i64) -> bool {
 
 /// The scheduler of `dboid` takes the request to drain its trigger inbox.
 pub fn take_inbox_filled(dboid: u32) -> bool {
-    let mut shared = SHARED.exclusive();
-    match shared.slot_mut(dboid) {
-        Some(slot) => std::mem::replace(&mut slot.inbox_filled, false),
-        None => false,
-    }
+    take_flag(dboid, |slot| &mut slot.inbox_filled)
 }
 
 /// The scheduler of `dboid` takes the request to record executions (true
 /// when there was one).
 pub fn take_executions_logged(dboid: u32) -> bool {
-    let mut shared = SHARED.exclusive();
-    match shared.slot_mut(dboid) {
-        Some(slot) => std::mem::replace(&mut slot.executions_logged, false),
-        None => false,
-    }
+    take_flag(dboid, |slot| &mut slot.executions_logged)
 }
 
 /// Is a request to record executions of `dboid` waiting?
