@@ -11,7 +11,9 @@
 -- does when the library is not preloaded: no workers). The role a
 -- workflow runs as (workflow_runs.started_by), the definition it runs and
 -- its step runs' inputs can no longer be written by automation_runner
--- directly (column privileges).
+-- directly (column privileges). The scheduler records a run that succeeded
+-- in one call (job_run_succeeded; count_job_run is PL/pgSQL, its plans kept)
+-- (issue 17).
 
 ALTER TABLE automation_workflows.step_runs ALTER COLUMN queue DROP NOT NULL;
 
@@ -615,6 +617,71 @@ $fn$;
 REVOKE EXECUTE ON FUNCTION automation.recover_sql_steps() FROM PUBLIC;
 COMMENT ON FUNCTION automation.recover_sql_steps() IS
 'Internal (scheduler): fail (and retry while attempts remain) the SQL steps whose worker process is gone.';
+
+-- (issue 17) the scheduler records a run that succeeded in one call
+CREATE OR REPLACE FUNCTION automation.count_job_run(job bigint, status text, duration double precision,
+                                         lateness double precision)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+-- (0.7.0: PL/pgSQL, whose plans the scheduler keeps, instead of SQL, which
+-- planned both statements again at every run)
+BEGIN
+    INSERT INTO automation.job_run_stats (jobid, duration_buckets, lateness_buckets)
+    SELECT job, z.a, z.a
+      FROM (SELECT pg_catalog.array_fill(0::bigint,
+                       ARRAY[pg_catalog.array_length(automation.job_run_histogram_bounds(), 1) + 1]) AS a) z
+    ON CONFLICT (jobid) DO NOTHING;
+    UPDATE automation.job_run_stats s
+       SET succeeded = s.succeeded + (count_job_run.status = 'succeeded')::int,
+           failed = s.failed + (count_job_run.status = 'failed')::int,
+           skipped = s.skipped + (count_job_run.status = 'skipped')::int,
+           duration_buckets = ARRAY(
+               SELECT u.n + ((u.i = pg_catalog.width_bucket(duration, automation.job_run_histogram_bounds()) + 1) IS TRUE)::int
+                 FROM pg_catalog.unnest(s.duration_buckets) WITH ORDINALITY u(n, i) ORDER BY u.i),
+           duration_sum = s.duration_sum + COALESCE(duration, 0),
+           lateness_buckets = ARRAY(
+               SELECT u.n + ((u.i = pg_catalog.width_bucket(CASE WHEN lateness < 0 THEN 0 ELSE lateness END, automation.job_run_histogram_bounds()) + 1) IS TRUE)::int
+                 FROM pg_catalog.unnest(s.lateness_buckets) WITH ORDINALITY u(n, i) ORDER BY u.i),
+           lateness_sum = s.lateness_sum + GREATEST(COALESCE(lateness, 0), 0)
+     WHERE s.jobid = job;
+END
+$fn$;
+
+-- (0.7.0) A run that succeeded, recorded in one call (the scheduler's
+-- busiest path: a burst of 1,000 runs): its row ended (or deleted, when its
+-- job's history keeps only failures or nothing), the job's last run, the
+-- counters. `ended_from` are the statuses a run may succeed from.
+CREATE FUNCTION automation.job_run_succeeded(runid bigint, jobid bigint, message text, pid integer,
+                                             started timestamptz, ended timestamptz, lateness double precision,
+                                             keep boolean, ended_from text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF job_run_succeeded.keep THEN
+        UPDATE automation.job_run_details d
+           SET status = 'succeeded', return_message = job_run_succeeded.message,
+               job_pid = COALESCE(job_run_succeeded.pid, d.job_pid),
+               start_time = job_run_succeeded.started, end_time = job_run_succeeded.ended
+         WHERE d.runid = job_run_succeeded.runid AND d.status = ANY (job_run_succeeded.ended_from);
+    ELSE
+        DELETE FROM automation.job_run_details d WHERE d.runid = job_run_succeeded.runid;
+    END IF;
+    -- SKIP LOCKED: a user holding the job's row never stalls the scheduler
+    UPDATE automation.job j
+       SET last_run_at = job_run_succeeded.started, last_status = 'succeeded', consecutive_failures = 0
+     WHERE j.jobid = (SELECT x.jobid FROM automation.job x WHERE x.jobid = job_run_succeeded.jobid FOR UPDATE SKIP LOCKED);
+    PERFORM automation.count_job_run(job_run_succeeded.jobid, 'succeeded',
+                                     extract(epoch FROM job_run_succeeded.ended - job_run_succeeded.started)::double precision,
+                                     job_run_succeeded.lateness);
+END
+$fn$;
+COMMENT ON FUNCTION automation.job_run_succeeded(bigint, bigint, text, integer, timestamptz, timestamptz, double precision, boolean, text[]) IS
+'Internal (the scheduler): record a run that succeeded (its row, its job''s last run, the counters) in one call.';
+REVOKE EXECUTE ON FUNCTION automation.job_run_succeeded(bigint, bigint, text, integer, timestamptz, timestamptz, double precision, boolean, text[]) FROM PUBLIC;
 
 
 REVOKE INSERT, UPDATE ON automation_workflows.workflow_runs, automation_workflows.step_runs FROM automation_runner;

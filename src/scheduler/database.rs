@@ -849,6 +849,22 @@ impl Scheduler {
                     let t = now();
                     let start = if start > 0 { start } else { t };
                     let end = if end > 0 { end } else { t };
+                    if status == RunStatus::Succeeded {
+                        // the common case, in one call
+                        let job = self.jobs.get(&run.jobid);
+                        let keep = job.map_or_else(|| settings::LOG_RUNS.get(), Job::log_runs).keeps(false);
+                        let pid = (pid > 0).then_some(pid);
+                        record_succeeded(run.runid, run.jobid, &message, pid, (start, end, start - run.due), keep)?;
+                        if job.and_then(|j| j.keep_runs).is_some() {
+                            keep_history(job, run.jobid, None, status)?;
+                        }
+                        self.marked.remove(&run.runid);
+                        let mut shared = SHARED.exclusive();
+                        if shared.runs[i].runid == run.runid && shared.runs[i].state == RunState::Finished {
+                            shared.free_run(i);
+                        }
+                        continue;
+                    }
                     let attempt = finish_run(run.runid, status, &message, (pid > 0).then_some(pid), start, end)?;
                     // a failed attempt with retries left: the job's next fire
                     // is its retry (when that comes before the next fire)
@@ -1188,6 +1204,27 @@ fn finish_run(
             tstz(start).into(),
             tstz(end).into(),
             status.predecessors().into(),
+        ],
+    )
+    .with_context(|| format!("could not record run {runid}"))
+}
+
+/// Record a run that succeeded (`times`: start, end and lateness in µs):
+/// its row (deleted unless `keep`), its job's last run, the counters.
+fn record_succeeded(runid: i64, jobid: i64, message: &str, pid: Option<i32>, times: (i64, i64, i64), keep: bool) -> Result<()> {
+    let (start, end, lateness) = times;
+    Spi::run_with_args(
+        "SELECT automation.job_run_succeeded($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            runid.into(),
+            jobid.into(),
+            message.into(),
+            pid.into(),
+            tstz(start).into(),
+            tstz(end).into(),
+            (lateness as f64 / 1e6).into(),
+            keep.into(),
+            RunStatus::Succeeded.predecessors().into(),
         ],
     )
     .with_context(|| format!("could not record run {runid}"))

@@ -20,6 +20,7 @@ fn top_memory_context(c: &mut Client, log: &str, pid: i32) -> u64 {
     let logged: bool = c.query_one("SELECT pg_log_backend_memory_contexts($1)", &[&pid]).unwrap().get(0);
     assert!(logged, "pg_log_backend_memory_contexts({pid}) found no such process");
     let start = Instant::now();
+    let mut asked = Instant::now();
     let tag = format!("[{pid}] ");
     loop {
         let text = std::fs::read(log).expect("read the server log");
@@ -31,6 +32,12 @@ fn top_memory_context(c: &mut Client, log: &str, pid: i32) -> u64 {
             }
         }
         assert!(start.elapsed() < Duration::from_secs(20), "process {pid} did not log its memory contexts");
+        if asked.elapsed() > Duration::from_secs(5) {
+            // once (CI, a step worker, 0.7.0) a request was never served:
+            // ask again rather than wait for a lost one
+            let _ = c.query_one("SELECT pg_log_backend_memory_contexts($1)", &[&pid]);
+            asked = Instant::now();
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
