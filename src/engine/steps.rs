@@ -321,7 +321,6 @@ pub fn serve(dsm: u32) -> Result<u64> {
             finish_and_claim(&step, &worker, &Err(e.clone()), false)?;
             return Err(e);
         }
-        runner::set_application_name(c"automation_ext step worker");
         reload_if_asked();
         next = finish_and_claim(&step, &worker, &outcome, crate::settings::SCHEDULER_ENABLED.get())?;
         ran += 1;

@@ -297,7 +297,9 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
 }
 
 /// Set (and report) this worker's application_name: what pg_stat_activity
-/// shows (set again after each session reset).
+/// shows. As a client's connection parameter (PGC_S_CLIENT): it is the
+/// value `RESET ALL` and `DISCARD ALL` go back to, so the session resets
+/// between runs and steps never blank it, even for a moment.
 pub fn set_application_name(name: &CStr) {
     // SAFETY: a plain GUC assignment after InitPostgres, outside or inside
     // a transaction; PostgreSQL copies the NUL-terminated value.
@@ -306,7 +308,7 @@ pub fn set_application_name(name: &CStr) {
             c"application_name".as_ptr(),
             name.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucSource::PGC_S_CLIENT,
         );
         pg_sys::pgstat_report_appname(name.as_ptr());
     }

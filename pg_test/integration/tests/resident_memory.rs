@@ -162,15 +162,16 @@ fn a_busy_scheduler_and_the_launcher_keep_their_memory_flat() {
 /// (0.7.0) A step worker kept busy with thousands of SQL steps (each one
 /// claimed, run at top level, its session reset and its outcome recorded)
 /// keeps its memory flat too: one worker (`automation.step_workers = 1`)
-/// runs 9,000 steps without a pause; three points while it works. (No
+/// runs 9,000 steps without a pause; its private memory (RssAnon) at three
+/// points while it works — not its TopMemoryContext: a busy step worker
+/// left `pg_log_backend_memory_contexts` requests unserved for seconds in
+/// CI, so its points came thousands of steps late (not understood). (No
 /// temporary tables in the steps: creating one grows PostgreSQL's catalog
 /// cache by ~150 bytes in any session, ours or a client's — measured 0.7.0:
 /// 1.23 -> 1.86 MB of CacheMemoryContext over 4,000 of them — while without
 /// them 18,000 steps leave RssAnon exactly where it was.)
 #[test]
 fn a_busy_step_worker_keeps_its_memory_flat() {
-    let log = std::env::var("AUTOMATION_TEST_LOG")
-        .expect("AUTOMATION_TEST_LOG: the server log of the test cluster (scripts/test.sh sets it)");
     let mut c = connect();
     let _one_worker = SystemSettings::set(&mut c, &[("automation.step_workers", "1")]);
     c.batch_execute(
@@ -208,22 +209,17 @@ fn a_busy_step_worker_keeps_its_memory_flat() {
             "the step worker works through the workflows",
         );
         let pid = worker(&mut c);
-        if points.is_empty() {
-            top_memory_context(&mut c, &log, pid); // its first report may allocate for itself
-        }
-        let top = top_memory_context(&mut c, &log, pid);
-        points.push((done(&mut c), pid, top, rss_anon_kb(pid)));
+        points.push((done(&mut c), pid, rss_anon_kb(pid)));
     }
     for p in &points {
-        eprintln!("(workflows done, pid, TopMemoryContext, RssAnon kB) {p:?}");
+        eprintln!("(workflows done, pid, RssAnon kB) {p:?}");
     }
     let (first, middle, last) = (points[0], points[1], points[2]);
     assert!(first.1 == middle.1 && middle.1 == last.1, "the same step worker throughout: {points:?}");
     assert!(last.0 - first.0 >= 1500, "only {} workflows in the measured window", last.0 - first.0);
-    assert_eq!(last.2, first.2, "the step worker's TopMemoryContext grew: {points:?}");
     let grew = |a: u64, b: u64| b.saturating_sub(a);
     assert!(
-        grew(first.3, middle.3) <= 48 || grew(middle.3, last.3) <= 48,
+        grew(first.2, middle.2) <= 48 || grew(middle.2, last.2) <= 48,
         "the step worker's private memory grew in both halves: {points:?}"
     );
     wait_for(
