@@ -1394,26 +1394,36 @@ $fn$;
 COMMENT ON FUNCTION automation.finish_sql_step(bigint, text, jsonb, jsonb) IS
 'Internal (step workers): record the end of a SQL step run (output, or error with SQLSTATE); false when it is no longer this worker''s.';
 
--- Per role that started executions with SQL steps waiting: how many are
--- ready, and when the next one waiting out a retry backoff is. For the
--- scheduler.
+-- Per role that started executions with SQL steps ready: how many are
+-- ready (counted among the 256 oldest ready ones, FIFO across roles: a
+-- scheduler woken at every commit must not count a backlog of 100,000 each
+-- time), and when the next one waiting out a retry backoff is (a row with
+-- no role). For the scheduler.
 CREATE FUNCTION automation.sql_steps_waiting()
 RETURNS TABLE (role_name name, role_oid oid, can_login boolean, ready bigint, next_visible timestamptz)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT w.started_by, a.oid, a.rolcanlogin,
-           count(*) FILTER (WHERE r.visible_at <= clock_timestamp()),
-           min(r.visible_at) FILTER (WHERE r.visible_at > clock_timestamp())
-      FROM automation_workflows.step_runs r
+    SELECT w.started_by, a.oid, a.rolcanlogin, count(*), NULL::timestamptz
+      FROM (SELECT c.execution_id
+              FROM automation_workflows.step_runs c
+             WHERE c.queue IS NULL AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
+             ORDER BY c.queue, c.visible_at, c.execution_id, c.id
+             LIMIT 256) r
       JOIN automation_workflows.workflow_runs w ON w.execution_id = r.execution_id
       LEFT JOIN pg_roles a ON a.rolname = w.started_by
-     WHERE r.queue IS NULL AND r.status = 'pending'
      GROUP BY w.started_by, a.oid, a.rolcanlogin
+    UNION ALL
+    SELECT NULL, NULL, NULL, 0, l.visible_at
+      FROM (SELECT c.visible_at
+              FROM automation_workflows.step_runs c
+             WHERE c.queue IS NULL AND c.status = 'pending' AND c.visible_at > clock_timestamp()
+             ORDER BY c.queue, c.visible_at
+             LIMIT 1) l
 $fn$;
 REVOKE EXECUTE ON FUNCTION automation.sql_steps_waiting() FROM PUBLIC;
 COMMENT ON FUNCTION automation.sql_steps_waiting() IS
-'Internal (scheduler): per starting role, SQL steps ready now and when the next one waiting out a backoff is.';
+'Internal (scheduler): per starting role, SQL steps ready now (among the 256 oldest), and when the next one waiting out a backoff is.';
 
 -- Ready SQL steps of executions started by `role_name`, which cannot run
 -- them (dropped, or not allowed to log in), fail without retry.

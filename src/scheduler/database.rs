@@ -141,7 +141,8 @@ fn tstz(ts: i64) -> TimestampWithTimeZone {
 /// waits, unscheduled, for its ALTER EXTENSION automation_ext UPDATE (whose
 /// script wakes the launcher).
 fn extension_installed() -> bool {
-    // SAFETY: syscache lookups inside the caller's transaction.
+    // SAFETY: syscache lookups inside the caller's transaction; the
+    // attribute tuple is read as pg_attribute's row struct and released.
     unsafe {
         if pg_sys::get_extension_oid(c"automation_ext".as_ptr(), true) == pg_sys::InvalidOid {
             return false;
@@ -153,10 +154,27 @@ fn extension_installed() -> bool {
             return false;
         }
         let job = pg_sys::get_relname_relid(c"job".as_ptr(), nsp);
-        // 0.6.0's columns (this library reads them: an older schema would
-        // make every load fail, and the scheduler exit, again and again)
+        // 0.6.0's columns and 0.7.0's functions (this library uses them: an
+        // older schema would make every load or recording fail, and the
+        // scheduler exit, again and again). 0.7.0 is marked by
+        // step_runs.queue being nullable (SQL steps).
+        let workflows = pg_sys::get_namespace_oid(c"automation_workflows".as_ptr(), true);
+        let steps = if workflows == pg_sys::InvalidOid {
+            pg_sys::InvalidOid
+        } else {
+            pg_sys::get_relname_relid(c"step_runs".as_ptr(), workflows)
+        };
+        let queue_nullable = steps != pg_sys::InvalidOid && {
+            let tuple = pg_sys::SearchSysCacheAttName(steps, c"queue".as_ptr());
+            let nullable = !tuple.is_null() && !(*getstruct::<pg_sys::FormData_pg_attribute>(tuple)).attnotnull;
+            if !tuple.is_null() {
+                pg_sys::ReleaseSysCache(tuple);
+            }
+            nullable
+        };
         let ready = job != pg_sys::InvalidOid
-            && pg_sys::get_attnum(job, c"next_attempt".as_ptr()) != pg_sys::InvalidAttrNumber as i16;
+            && pg_sys::get_attnum(job, c"next_attempt".as_ptr()) != pg_sys::InvalidAttrNumber as i16
+            && queue_nullable;
         if !ready {
             debug1!("automation_ext scheduler: this database has an older version of the extension; its jobs wait for ALTER EXTENSION automation_ext UPDATE");
         }
@@ -808,7 +826,7 @@ impl Scheduler {
                             }
                             seg.release();
                         }
-                        None => runner::release_handle(run.dsm),
+                        None => {} // already gone
                     }
                     let mut shared = SHARED.exclusive();
                     if shared.runs[i].dsm == run.dsm && shared.runs[i].state == RunState::Finished {
@@ -824,7 +842,10 @@ impl Scheduler {
                     self.marked.insert(run.runid);
                 }
                 RunState::Finished => {
-                    let (report, message, pid, start, end) = match RunSegment::attach(run.dsm) {
+                    // (the segment is released once the run is recorded: if
+                    // recording fails, this scheduler exits and the next one
+                    // finds the outcome still there)
+                    let (report, message, pid, start, end, seg) = match RunSegment::attach(run.dsm) {
                         Some(seg) => {
                             let header = seg.header();
                             let report = match header.state.load(Ordering::Acquire) {
@@ -832,17 +853,16 @@ impl Scheduler {
                                 runner::STATE_FAILED => Report::Failed,
                                 _ => Report::None,
                             };
-                            let found = (
+                            (
                                 report,
                                 seg.message(),
                                 header.pid.load(Ordering::Relaxed),
                                 header.start_time.load(Ordering::Relaxed),
                                 header.end_time.load(Ordering::Relaxed),
-                            );
-                            seg.release();
-                            found
+                                Some(seg),
+                            )
                         }
-                        None => (Report::Lost, String::new(), run.pid, 0, 0),
+                        None => (Report::Lost, String::new(), run.pid, 0, 0, None),
                     };
                     let (status, default_message) = plan::outcome(report);
                     let message = default_message.map_or(message, str::to_owned);
@@ -857,6 +877,9 @@ impl Scheduler {
                         record_succeeded(run.runid, run.jobid, &message, pid, (start, end, start - run.due), keep)?;
                         if job.and_then(|j| j.keep_runs).is_some() {
                             keep_history(job, run.jobid, None, status)?;
+                        }
+                        if let Some(seg) = seg {
+                            seg.release();
                         }
                         self.marked.remove(&run.runid);
                         let mut shared = SHARED.exclusive();
@@ -880,6 +903,9 @@ impl Scheduler {
                     note_outcome(run.jobid, start, status, retry.is_none())?;
                     count_run(run.jobid, status, Some((end - start, start - run.due)))?;
                     keep_history(self.jobs.get(&run.jobid), run.jobid, Some(run.runid), status)?;
+                    if let Some(seg) = seg {
+                        seg.release();
+                    }
                     self.marked.remove(&run.runid);
                     let mut shared = SHARED.exclusive();
                     if shared.runs[i].runid == run.runid && shared.runs[i].state == RunState::Finished {
@@ -1211,7 +1237,14 @@ fn finish_run(
 
 /// Record a run that succeeded (`times`: start, end and lateness in µs):
 /// its row (deleted unless `keep`), its job's last run, the counters.
-fn record_succeeded(runid: i64, jobid: i64, message: &str, pid: Option<i32>, times: (i64, i64, i64), keep: bool) -> Result<()> {
+fn record_succeeded(
+    runid: i64,
+    jobid: i64,
+    message: &str,
+    pid: Option<i32>,
+    times: (i64, i64, i64),
+    keep: bool,
+) -> Result<()> {
     let (start, end, lateness) = times;
     Spi::run_with_args(
         "SELECT automation.job_run_succeeded($1, $2, $3, $4, $5, $6, $7, $8, $9)",

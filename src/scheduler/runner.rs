@@ -140,9 +140,20 @@ impl RunSegment {
 }
 
 /// Unpin the segment of a run nobody will record (its database is gone).
+/// A segment already gone is not an error: the launcher calls this while it
+/// cleans up, and an ERROR there would end it, and the next launcher would
+/// meet the same slot (0.7.0: seen as a crash loop).
 pub fn release_handle(handle: u32) {
-    // SAFETY: as `release`; the segment is destroyed if nobody maps it.
-    unsafe { pg_sys::dsm_unpin_segment(handle) };
+    let unpinned = PgTryBuilder::new(|| {
+        // SAFETY: as `release`; the segment is destroyed if nobody maps it.
+        unsafe { pg_sys::dsm_unpin_segment(handle) };
+        Ok::<(), Error>(())
+    })
+    .catch_others(|e| Err(Error::caught(&e)))
+    .execute();
+    if let Err(e) = unpinned {
+        log!("automation_ext: the segment of a run was already gone ({e})");
+    }
 }
 
 /// Register the worker of a run (told to `notify_pid` when it starts and
