@@ -135,14 +135,6 @@ mod automation {
     }
 }
 
-/// What `DISCARD ALL` does, except DISCARD PLANS: the cached plans of the
-/// extension's own functions (claim, record, advance) stay, so that each
-/// step does not plan them again (PostgreSQL's plan cache already re-plans
-/// for another search_path or role). A step's settings, SET ROLE, temporary
-/// tables, prepared statements, cursors, LISTENs and advisory locks go.
-const RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; \
-                     SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
-
 /// A step claimed by this worker.
 struct Claimed {
     id: i64,
@@ -317,7 +309,7 @@ pub fn serve(dsm: u32) -> Result<u64> {
         running_step(dsm, 0);
         // the session as the role connected, without the step's settings,
         // temporary tables, SET ROLE... before recording as that role
-        if let Err(e) = runner::run_catching(RESET) {
+        if let Err(e) = runner::run_catching(runner::SESSION_RESET) {
             finish_and_claim(&step, &worker, &Err(e.clone()), false)?;
             return Err(e);
         }

@@ -351,18 +351,25 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 /// SQL steps whose worker is gone (a crash, a restart, a terminated
 /// worker) fail that attempt, and are retried while attempts remain.
 fn recover_sql_steps() {
-    let outcome = in_worker_transaction(|| {
-        Ok(crate::subxact::run(|| {
-            Spi::run("SET LOCAL lock_timeout = '100ms'")?;
-            Spi::get_one::<i32>("SELECT automation.recover_sql_steps()")
-        }))
+    let recovered = guarded("recover SQL steps", || {
+        Spi::run("SET LOCAL lock_timeout = '100ms'")?;
+        Spi::get_one::<i32>("SELECT automation.recover_sql_steps()")
     });
-    match outcome {
-        Ok(Some(n)) if n > 0 => {
-            log!("automation_ext scheduler: {n} SQL step(s) whose worker was gone will be retried or failed")
+    if let Some(n) = recovered.flatten().filter(|&n| n > 0) {
+        log!("automation_ext scheduler: {n} SQL step(s) whose worker was gone will be retried or failed");
+    }
+}
+
+/// `f` in a transaction of its own; an ERROR (the extension being dropped,
+/// a lock not granted) is logged at DEBUG1 and gives None: it is tried again
+/// at the next occasion, and never ends the scheduler.
+fn guarded<T>(what: &str, f: impl FnOnce() -> std::result::Result<T, pgrx::spi::SpiError>) -> Option<T> {
+    match in_worker_transaction(|| Ok(crate::subxact::run(f))) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            debug1!("automation_ext scheduler: could not {what}: {}", crate::subxact::message(&e));
+            None
         }
-        Ok(_) => {}
-        Err(e) => debug1!("automation_ext scheduler: could not recover SQL steps: {}", crate::subxact::message(&e)),
     }
 }
 
@@ -373,10 +380,9 @@ fn recover_sql_steps() {
 /// longer exists or may not log in fail. Returns when the next step
 /// waiting out a retry backoff becomes ready.
 fn dispatch_sql_steps(dboid: u32) -> Option<i64> {
-    let waiting = in_worker_transaction(|| {
-        Ok(crate::subxact::run(|| {
-            Spi::connect(|client| {
-                client
+    let waiting = guarded("look for SQL steps", || {
+        Spi::connect(|client| {
+            client
                     .select(
                         "SELECT role_name::text, role_oid, can_login, ready, next_visible FROM automation.sql_steps_waiting()",
                         None,
@@ -392,15 +398,10 @@ fn dispatch_sql_steps(dboid: u32) -> Option<i64> {
                         ))
                     })
                     .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
-            })
-        }))
+        })
     });
-    let waiting = match waiting {
-        Ok(w) => w,
-        Err(e) => {
-            debug1!("automation_ext scheduler: could not look for SQL steps: {}", crate::subxact::message(&e));
-            return Some(now() + 1_000_000);
-        }
+    let Some(waiting) = waiting else {
+        return Some(now() + 1_000_000); // again in a second
     };
     let mut next: Option<i64> = None;
     let workers = settings::STEP_WORKERS.get().max(1) as i64;
@@ -417,17 +418,12 @@ fn dispatch_sql_steps(dboid: u32) -> Option<i64> {
             } else {
                 format!("role \"{role_name}\" is not permitted to log in; SQL steps run as the role that started the workflow, which needs LOGIN")
             };
-            let refused = in_worker_transaction(|| {
-                Ok(crate::subxact::run(|| {
-                    Spi::run_with_args(
-                        "SELECT automation.refuse_sql_steps($1, $2)",
-                        &[role_name.as_str().into(), why.as_str().into()],
-                    )
-                }))
+            guarded("refuse SQL steps", || {
+                Spi::run_with_args(
+                    "SELECT automation.refuse_sql_steps($1, $2)",
+                    &[role_name.as_str().into(), why.as_str().into()],
+                )
             });
-            if let Err(e) = refused {
-                debug1!("automation_ext scheduler: could not refuse SQL steps: {}", crate::subxact::message(&e));
-            }
             continue;
         };
         let want = ready.min(workers) as usize;
@@ -819,19 +815,13 @@ impl Scheduler {
             if run.jobid == crate::engine::steps::STEP_POOL {
                 // a step worker, not a job's run: nothing to record
                 if run.state == RunState::Finished {
-                    match RunSegment::attach(run.dsm) {
-                        Some(seg) => {
-                            if seg.header().state.load(Ordering::Acquire) != runner::STATE_SUCCEEDED {
-                                log!("automation_ext scheduler: a SQL step worker ended: {}", seg.message());
-                            }
-                            seg.release();
+                    let seg = RunSegment::attach(run.dsm);
+                    if let Some(seg) = &seg {
+                        if seg.header().state.load(Ordering::Acquire) != runner::STATE_SUCCEEDED {
+                            log!("automation_ext scheduler: a SQL step worker ended: {}", seg.message());
                         }
-                        None => {} // already gone
                     }
-                    let mut shared = SHARED.exclusive();
-                    if shared.runs[i].dsm == run.dsm && shared.runs[i].state == RunState::Finished {
-                        shared.free_run(i);
-                    }
+                    self.recorded(i, run, seg);
                     self.step_worker_ended = true;
                 }
                 continue;
@@ -878,14 +868,7 @@ impl Scheduler {
                         if job.and_then(|j| j.keep_runs).is_some() {
                             keep_history(job, run.jobid, None, status)?;
                         }
-                        if let Some(seg) = seg {
-                            seg.release();
-                        }
-                        self.marked.remove(&run.runid);
-                        let mut shared = SHARED.exclusive();
-                        if shared.runs[i].runid == run.runid && shared.runs[i].state == RunState::Finished {
-                            shared.free_run(i);
-                        }
+                        self.recorded(i, run, seg);
                         continue;
                     }
                     let attempt = finish_run(run.runid, status, &message, (pid > 0).then_some(pid), start, end)?;
@@ -903,19 +886,26 @@ impl Scheduler {
                     note_outcome(run.jobid, start, status, retry.is_none())?;
                     count_run(run.jobid, status, Some((end - start, start - run.due)))?;
                     keep_history(self.jobs.get(&run.jobid), run.jobid, Some(run.runid), status)?;
-                    if let Some(seg) = seg {
-                        seg.release();
-                    }
-                    self.marked.remove(&run.runid);
-                    let mut shared = SHARED.exclusive();
-                    if shared.runs[i].runid == run.runid && shared.runs[i].state == RunState::Finished {
-                        shared.free_run(i);
-                    }
+                    self.recorded(i, run, seg);
                 }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// The run of slot `i` is recorded: its segment goes (only now: had
+    /// recording failed, the next scheduler would find the outcome there),
+    /// and the slot is free again unless it was reused meanwhile.
+    fn recorded(&mut self, i: usize, run: RunSlot, seg: Option<RunSegment>) {
+        if let Some(seg) = seg {
+            seg.release();
+        }
+        self.marked.remove(&run.runid);
+        let mut shared = SHARED.exclusive();
+        if shared.runs[i].dsm == run.dsm && shared.runs[i].state == RunState::Finished {
+            shared.free_run(i);
+        }
     }
 
     /// What pg_stat_activity shows for this scheduler (and scheduler_status()).

@@ -194,7 +194,7 @@ const LINGER_MS: i64 = 250;
 /// Entry point of a job run (bgw_main_arg: the run's dsm handle). After the
 /// run it stays up to LINGER_MS for the next run of its database and role,
 /// which a scheduler or the launcher hands it (shared.rs `hand_to_idle`);
-/// the session is reset between runs as `DISCARD ALL` does.
+/// the session is reset between runs (`SESSION_RESET`).
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
@@ -249,7 +249,7 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
         // database is gone; the scheduler checks both first, and reports a
         // run that ended without a result as failed.
         pgrx::bgworkers::BackgroundWorker::connect_worker_to_spi_by_oid(Some(header.database), Some(header.role));
-    } else if let Err(e) = run_catching("DISCARD ALL") {
+    } else if let Err(e) = run_catching(SESSION_RESET) {
         // the previous run's settings, temporary tables, prepared
         // statements, advisory locks, LISTENs and SET ROLE are gone, as in a
         // new session; if that fails the run fails (and the worker leaves)
@@ -306,6 +306,17 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     unsafe { pg_sys::dsm_detach(seg) };
     stays.then_some(ran)
 }
+
+/// The session reset between two runs (and two SQL steps) of a worker that
+/// stays: what `DISCARD ALL` does, except DISCARD PLANS — a run's settings,
+/// SET ROLE, temporary tables, prepared statements, cursors, LISTENs and
+/// advisory locks go; the plans cached by the extension's own functions
+/// stay (PostgreSQL's plan cache already plans again for another role or
+/// search_path), so that each step does not plan the engine again (0.7.0:
+/// 314 -> 662 steps/s with the rest of that change).
+pub const SESSION_RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; \
+                                 UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; \
+                                 DISCARD SEQUENCES";
 
 /// Set (and report) this worker's application_name: what pg_stat_activity
 /// shows. As a client's connection parameter (PGC_S_CLIENT): it is the
