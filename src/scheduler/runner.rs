@@ -360,6 +360,10 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
     use super::shared::{self, IdleRunner, RunState, SHARED};
     // SAFETY: reading this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
+    // pg_stat_activity tells a worker waiting for a run from one running a
+    // job or serving SQL steps (renamed before its slot is released, so that
+    // the step workers it shows never exceed automation.step_workers)
+    set_application_name(c"automation_ext worker (idle)");
     let (scheduler, place) = {
         let mut s = SHARED.exclusive();
         let Some(i) = s.runs.iter().position(|r| r.state == RunState::Started && r.dsm == done) else {
