@@ -116,7 +116,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "throw-away cluster in $TDATA, port $TPORT"
-as_postgres_env "$PBIN/initdb" -D "$TDATA/data" --auth-local=peer --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+# trust on the socket: the tests log in as the roles they create (a hostile
+# runner is tried from its own session, not only through SET ROLE); the
+# socket lives in $TDATA, which only the postgres OS user may enter (0700)
+as_postgres_env "$PBIN/initdb" -D "$TDATA/data" --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
 cat >>"$TDATA/data/postgresql.conf" <<EOF
 # scripts/test.sh: a throw-away cluster for the tests
 port = $TPORT

@@ -24,6 +24,40 @@ $guard$;
 CREATE SCHEMA automation;
 COMMENT ON SCHEMA automation IS 'automation_ext: functions, metrics, monitoring, error queue, migrations';
 
+-- 0.8.0 (issue 27): tenancy. What a role writes belongs to it, by oid (a
+-- regrole column: pg_dump writes the role's name, so a restore maps owners
+-- by name, and a rename changes nothing); a role may act on what belongs to
+-- a role it may SET ROLE to (src/tenancy.rs). These are C functions that
+-- resolve no names (no search_path to pin); row-level security calls them
+-- for every row it filters.
+CREATE FUNCTION automation.invoker()
+RETURNS regrole
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'invoker_wrapper';
+COMMENT ON FUNCTION automation.invoker() IS
+'The role in effect (current_user as an oid): the default owner of what a role writes.';
+
+CREATE FUNCTION automation.may_act_as(role oid)
+RETURNS boolean
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'may_act_as_wrapper';
+COMMENT ON FUNCTION automation.may_act_as(oid) IS
+'May the role in effect act as role (SET ROLE to it: PostgreSQL 15 membership, 16 and later membership WITH SET)? False for NULL and for a role that no longer exists; true for superusers.';
+
+CREATE FUNCTION automation.role_may_act_as(member oid, role oid)
+RETURNS boolean
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'role_may_act_as_wrapper';
+COMMENT ON FUNCTION automation.role_may_act_as(oid, oid) IS
+'May member act as role (SET ROLE to it)? False for NULLs and for a role that no longer exists; true for superusers.';
+
+CREATE FUNCTION automation.role_has_privileges_of(member oid, role oid)
+RETURNS boolean
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'role_has_privileges_of_wrapper';
+COMMENT ON FUNCTION automation.role_has_privileges_of(oid, oid) IS
+'Does member have the privileges of role (itself, or a member that inherits them)? What a workflow grant to a group needs.';
+
 -- Pipeline metrics (the seed's TimescaleDB hypertable). Range-partitioned by
 -- time from the first release, so that time-based retention and the rollups
 -- never need a table rewrite; the DEFAULT partition means an insert never
@@ -111,6 +145,8 @@ CREATE TABLE automation.errors (
     retry_execution_id uuid,
     next_retry_at      timestamptz,
     dead_lettered_at   timestamptz,
+    -- 0.8.0: the role whose execution failed (or who recorded it by hand)
+    owner              regrole      NOT NULL DEFAULT automation.invoker(),
     CONSTRAINT errors_retry_count_check CHECK (retry_count >= 0)
 );
 

@@ -13,6 +13,12 @@ CREATE TABLE automation_triggers.registry (
     workflow_id   integer      REFERENCES automation_workflows.definitions (id),
     last_fired_at timestamptz,
     next_fire_at  timestamptz,
+    -- 0.8.0: the role the trigger belongs to; its executions start as it
+    owner         regrole      NOT NULL DEFAULT automation.invoker(),
+    -- 0.8.0: false pauses the trigger (its job, its table triggers, its
+    -- manual fires); inactive_reason says why when the extension paused it
+    enabled       boolean      NOT NULL DEFAULT true,
+    inactive_reason text,
     CONSTRAINT registry_trigger_type_check CHECK (trigger_type <> '')
 );
 
@@ -29,3 +35,15 @@ COMMENT ON TABLE automation_triggers.registry IS
 
 SELECT pg_catalog.pg_extension_config_dump('automation_triggers.registry', '');
 SELECT pg_catalog.pg_extension_config_dump('automation_triggers.registry_id_seq', '');
+
+-- 0.8.0 (issue 27): each role reads and writes the triggers of the roles it
+-- may act as (monitors read all); registry_check says why a write is refused.
+ALTER TABLE automation_triggers.registry ENABLE ROW LEVEL SECURITY;
+CREATE POLICY registry_read ON automation_triggers.registry FOR SELECT
+    USING (automation.may_read(owner, NULL));
+CREATE POLICY registry_insert ON automation_triggers.registry FOR INSERT
+    WITH CHECK (automation.may_act_as(owner));
+CREATE POLICY registry_update ON automation_triggers.registry FOR UPDATE
+    USING (automation.may_act_as(owner)) WITH CHECK (automation.may_act_as(owner));
+CREATE POLICY registry_delete ON automation_triggers.registry FOR DELETE
+    USING (automation.may_act_as(owner));

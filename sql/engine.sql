@@ -11,14 +11,18 @@ AS 'MODULE_PATHNAME', 'check_definition_wrapper';
 COMMENT ON FUNCTION automation.check_definition(jsonb) IS
 'Raise 22023 naming the step and field if definition is not a valid workflow (see docs/workflows.md, Definitions); true if it has steps (it can be started), false if it is data without steps.';
 
--- BEFORE INSERT OR UPDATE of a definition: a definition with steps must be
--- valid; a changed definition gets the next version (or the higher one the
--- writer set); a version never goes back.
+-- BEFORE INSERT OR UPDATE of a definition: it belongs to a role the writer
+-- may act as (0.8.0), and its name is not in use by executions of roles its
+-- owner may not act as (a definition would make its owner the manager of
+-- every execution of the name); a definition with steps must be valid; a
+-- changed definition gets the next version (or the higher one the writer
+-- set); a version never goes back.
 --
--- Not checked while check_function_bodies is off, as PostgreSQL does not
--- check function bodies then: pg_dump's output turns it off, and a dump
--- must restore even if it holds a definition written before 0.5.0 that the
--- format refuses (starting it will say why).
+-- The format is not checked while check_function_bodies is off, as
+-- PostgreSQL does not check function bodies then: pg_dump's output turns it
+-- off, and a dump must restore even if it holds a definition written before
+-- 0.5.0 that the format refuses (starting it will say why). Who may write
+-- it is checked whatever the settings.
 CREATE FUNCTION automation_workflows.definitions_check()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -29,6 +33,25 @@ BEGIN
        OR TG_LEVEL IS DISTINCT FROM 'ROW' OR TG_WHEN IS DISTINCT FROM 'BEFORE' THEN
         RAISE EXCEPTION 'automation_workflows.definitions_check() only runs as a BEFORE ... FOR EACH ROW trigger of automation_workflows.definitions'
               USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF NEW.owner IS NULL THEN
+        NEW.owner := automation.invoker();
+    END IF;
+    IF TG_OP = 'UPDATE' AND NOT automation.may_act_as(OLD.owner) THEN
+        RAISE EXCEPTION 'permission denied for workflow definition %', OLD.name
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'Only its owner (and roles that may SET ROLE to it) change a definition.';
+    END IF;
+    IF (TG_OP = 'INSERT' OR NEW.owner IS DISTINCT FROM OLD.owner) AND NOT automation.may_act_as(NEW.owner) THEN
+        RAISE EXCEPTION 'permission denied to give workflow definition % to role %', NEW.name, NEW.owner
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'A definition belongs to the role that writes it, or to a role it may SET ROLE to; leave owner out to own it yourself.';
+    END IF;
+    IF (TG_OP = 'INSERT' OR NEW.name IS DISTINCT FROM OLD.name OR NEW.owner IS DISTINCT FROM OLD.owner)
+       AND automation.workflow_in_use_by_others(NEW.name, NEW.owner) THEN
+        RAISE EXCEPTION 'workflow % has executions of roles that % may not act as', NEW.name, NEW.owner
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'The owner of a definition manages every execution of its name: choose another name, or have a role that may act as those roles define it.';
     END IF;
     IF TG_OP = 'UPDATE' THEN
         IF NEW.version < OLD.version THEN
@@ -49,6 +72,29 @@ BEGIN
     RETURN NEW;
 END
 $fn$;
+
+-- Are there executions of workflow `name` that `owner` may not act as
+-- (pending, running or in the history)? SECURITY DEFINER: the writer of a
+-- definition cannot see other roles' executions; it learns only whether
+-- the name is in use.
+CREATE FUNCTION automation.workflow_in_use_by_others(name text, owner oid)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT FROM automation_workflows.execution_queue q
+                    WHERE q.workflow_name = workflow_in_use_by_others.name
+                      AND NOT automation.role_may_act_as(workflow_in_use_by_others.owner, q.owner))
+        OR EXISTS (SELECT FROM automation_workflows.execution_log l
+                    WHERE l.workflow_name = workflow_in_use_by_others.name
+                      AND NOT automation.role_may_act_as(workflow_in_use_by_others.owner, l.owner))
+        OR EXISTS (SELECT FROM automation_workflows.workflow_executions e
+                    WHERE e.workflow_name = workflow_in_use_by_others.name
+                      AND NOT automation.role_may_act_as(workflow_in_use_by_others.owner, e.owner))
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.workflow_in_use_by_others(text, oid) FROM PUBLIC;
+COMMENT ON FUNCTION automation.workflow_in_use_by_others(text, oid) IS
+'Internal: does workflow name have executions of roles that owner may not act as? (Checked when a definition takes a name.)';
 
 REVOKE EXECUTE ON FUNCTION automation_workflows.definitions_check() FROM PUBLIC;
 COMMENT ON FUNCTION automation_workflows.definitions_check() IS
@@ -86,7 +132,9 @@ CREATE TABLE automation_workflows.workflow_runs (
     definition      jsonb       NOT NULL,
     input           jsonb       NOT NULL,
     idempotency_key text,
-    started_by      name        NOT NULL DEFAULT CURRENT_USER,
+    -- the role it runs as (0.8.0: by oid; was started_by, a name): the
+    -- role that started it, or the owner of the trigger that did
+    owner           regrole     NOT NULL,
     -- false while it waits for a slot (the workflow's concurrency)
     admitted        boolean     NOT NULL,
     run_after       timestamptz NOT NULL,
@@ -100,8 +148,10 @@ CREATE TABLE automation_workflows.workflow_runs (
     steps_left      integer     NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+-- (0.8.0: a key is its owner's: two roles starting the same workflow with
+-- the same key start two executions)
 CREATE UNIQUE INDEX workflow_runs_idempotency
-    ON automation_workflows.workflow_runs (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    ON automation_workflows.workflow_runs (workflow_name, owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX workflow_runs_waiting
     ON automation_workflows.workflow_runs (workflow_name, run_after) WHERE NOT admitted;
 CREATE INDEX workflow_runs_deadline
@@ -145,6 +195,16 @@ COMMENT ON TABLE automation_workflows.step_runs IS
     'One row per attempt of a step of a workflow execution: its queue, worker, lease, input, output and error.';
 SELECT pg_catalog.pg_extension_config_dump('automation_workflows.step_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('automation_workflows.step_runs_id_seq', '');
+
+-- 0.8.0: a role reads the runs (and their steps) it may act on; nobody but
+-- the engine's functions writes them.
+ALTER TABLE automation_workflows.workflow_runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workflow_runs_read ON automation_workflows.workflow_runs FOR SELECT
+    USING (automation.may_read(owner, workflow_name));
+ALTER TABLE automation_workflows.step_runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY step_runs_read ON automation_workflows.step_runs FOR SELECT
+    USING (EXISTS (SELECT FROM automation_workflows.workflow_runs w
+                    WHERE w.execution_id OPERATOR(pg_catalog.=) step_runs.execution_id));
 
 CREATE FUNCTION automation.step_backoff(attempt integer, base interval, cap interval)
 RETURNS interval
@@ -227,7 +287,7 @@ BEGIN
     SELECT * INTO run FROM automation_workflows.workflow_runs r WHERE r.execution_id = workflow_finish.execution_id;
     -- a SQL step that is running is stopped (its worker's query is
     -- cancelled once this transaction commits)
-    PERFORM automation.stop_sql_step(r.id)
+    PERFORM automation.stop_sql_step(r.id, run.owner)
        FROM automation_workflows.step_runs r
       WHERE r.execution_id = workflow_finish.execution_id AND r.status = 'running' AND r.queue IS NULL;
     UPDATE automation_workflows.step_runs r
@@ -400,62 +460,79 @@ $fn$;
 CREATE FUNCTION automation.run_workflow(name text, input jsonb DEFAULT '{}', run_after timestamptz DEFAULT NULL,
                                         idempotency_key text DEFAULT NULL)
 RETURNS uuid
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+-- (0.8.0) run_workflow as `caller`: it may start the workflow (owns it, may
+-- act as its owner, or was granted run); the execution is caller's, and its
+-- SQL steps run as caller. Every public function that changes the engine's
+-- state is such a pair: the C function act_as (src/tenancy.rs) calls its
+-- _as function, SECURITY DEFINER, with the role in effect; nobody may
+-- execute an _as function directly.
+CREATE FUNCTION automation.run_workflow_as(caller oid, name text, input jsonb, run_after timestamptz,
+                                           idempotency_key text)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     def automation_workflows.definitions;
     existing uuid;
     new_id uuid := automation.uuid_v7();
-    starts timestamptz := GREATEST(now(), coalesce(run_workflow.run_after, now()));
+    starts timestamptz := GREATEST(now(), coalesce(run_workflow_as.run_after, now()));
     slot boolean := true;
 BEGIN
-    IF run_workflow.input IS NULL OR jsonb_typeof(run_workflow.input) <> 'object' THEN
-        RAISE EXCEPTION 'the input of a workflow must be a JSON object, not %', coalesce(jsonb_typeof(run_workflow.input), 'NULL')
+    IF run_workflow_as.input IS NULL OR jsonb_typeof(run_workflow_as.input) <> 'object' THEN
+        RAISE EXCEPTION 'the input of a workflow must be a JSON object, not %', coalesce(jsonb_typeof(run_workflow_as.input), 'NULL')
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Steps read it as step input''s "input" key; wrap a value in an object.';
     END IF;
-    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.name = run_workflow.name;
+    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.name = run_workflow_as.name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'workflow % does not exist', run_workflow.name
+        RAISE EXCEPTION 'workflow % does not exist', run_workflow_as.name
               USING ERRCODE = 'undefined_object',
                     HINT = 'Insert its definition into automation_workflows.definitions first.';
+    ELSIF NOT automation.may_start_workflow(run_workflow_as.caller, def.name) THEN
+        RAISE EXCEPTION 'permission denied to start workflow %', run_workflow_as.name
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'A workflow is started by its owner, roles that may SET ROLE to it, and roles it was granted to (automation.grant_workflow(name, role)).';
     ELSIF NOT def.is_active THEN
-        RAISE EXCEPTION 'workflow % is inactive', run_workflow.name
+        RAISE EXCEPTION 'workflow % is inactive', run_workflow_as.name
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'UPDATE automation_workflows.definitions SET is_active = true to run it.';
     ELSIF NOT automation.check_definition(def.definition) THEN
-        RAISE EXCEPTION 'workflow % has no steps and cannot be started', run_workflow.name
+        RAISE EXCEPTION 'workflow % has no steps and cannot be started', run_workflow_as.name
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'A definition is runnable when it has "steps" (see docs/workflows.md, Definitions).';
     END IF;
     IF EXISTS (SELECT FROM automation.definition_steps(def.definition) s WHERE s.sql IS NOT NULL)
        AND NOT automation.step_workers_available() THEN
-        RAISE EXCEPTION 'workflow % has SQL steps, and no step worker can run them here', run_workflow.name
+        RAISE EXCEPTION 'workflow % has SQL steps, and no step worker can run them here', run_workflow_as.name
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'SQL steps are run by the extension''s background workers: add automation_ext to shared_preload_libraries and restart.';
     END IF;
-    IF run_workflow.idempotency_key IS NOT NULL THEN
+    IF run_workflow_as.idempotency_key IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(hashtext('automation_ext run_workflow'),
-                                      hashtext(run_workflow.name || '/' || run_workflow.idempotency_key));
+                                      hashtext(run_workflow_as.name || '/' || run_workflow_as.caller || '/' || run_workflow_as.idempotency_key));
         SELECT r.execution_id INTO existing FROM automation_workflows.workflow_runs r
-         WHERE r.workflow_name = run_workflow.name AND r.idempotency_key = run_workflow.idempotency_key;
+         WHERE r.workflow_name = run_workflow_as.name AND r.owner = run_workflow_as.caller
+           AND r.idempotency_key = run_workflow_as.idempotency_key;
         IF FOUND THEN
             RETURN existing;
         END IF;
     END IF;
     IF def.definition ? 'concurrency' THEN
-        PERFORM pg_advisory_xact_lock(hashtext('automation_ext workflow concurrency'), hashtext(run_workflow.name));
-        slot := automation.workflow_admitted(run_workflow.name) < (def.definition->>'concurrency')::integer;
+        PERFORM pg_advisory_xact_lock(hashtext('automation_ext workflow concurrency'), hashtext(run_workflow_as.name));
+        slot := automation.workflow_admitted(run_workflow_as.name) < (def.definition->>'concurrency')::integer;
     END IF;
-    INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at, metadata, run_after)
-    VALUES (new_id, run_workflow.name, CASE WHEN slot AND starts <= now() THEN 'running' ELSE 'pending' END, starts,
-            jsonb_build_object('workflow_version', def.version), starts);
+    INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at, metadata, run_after, owner)
+    VALUES (new_id, run_workflow_as.name, CASE WHEN slot AND starts <= now() THEN 'running' ELSE 'pending' END, starts,
+            jsonb_build_object('workflow_version', def.version), starts, run_workflow_as.caller);
     INSERT INTO automation_workflows.workflow_runs
-           (execution_id, workflow_name, version, definition, input, idempotency_key, admitted, run_after, deadline,
+           (execution_id, workflow_name, version, definition, input, idempotency_key, owner, admitted, run_after, deadline,
             steps_left)
-    VALUES (new_id, run_workflow.name, def.version, def.definition, run_workflow.input, run_workflow.idempotency_key,
-            slot, starts, starts + (def.definition->>'timeout')::interval,
+    VALUES (new_id, run_workflow_as.name, def.version, def.definition, run_workflow_as.input, run_workflow_as.idempotency_key,
+            run_workflow_as.caller, slot, starts, starts + (def.definition->>'timeout')::interval,
             jsonb_array_length(def.definition->'steps'));
     IF slot THEN
         PERFORM automation.workflow_advance(new_id);
@@ -463,46 +540,64 @@ BEGIN
     RETURN new_id;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.run_workflow_as(oid, text, jsonb, timestamptz, text) FROM PUBLIC;
 
 CREATE FUNCTION automation.claim_steps(queue text, worker_id text, max_steps integer DEFAULT 1,
                                        lease interval DEFAULT '5 minutes')
 RETURNS TABLE (id bigint, execution_id uuid, workflow_name text, step text, map_index integer, attempt integer,
                input jsonb, lease_expires_at timestamptz)
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+-- (0.8.0) only steps of executions caller may work: its own (or of a role
+-- it may act as), and those of workflows it owns or was granted work on.
+CREATE FUNCTION automation.claim_steps_as(caller oid, queue text, worker_id text, max_steps integer, lease interval)
+RETURNS TABLE (id bigint, execution_id uuid, workflow_name text, step text, map_index integer, attempt integer,
+               input jsonb, lease_expires_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 BEGIN
-    IF coalesce(claim_steps.worker_id, '') = '' THEN
+    IF coalesce(claim_steps_as.queue, '') = '' THEN
+        RAISE EXCEPTION 'queue must not be empty'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Claim the steps of one queue: the "queue" of a step in its workflow''s definition.';
+    END IF;
+    IF coalesce(claim_steps_as.worker_id, '') = '' THEN
         RAISE EXCEPTION 'worker_id must not be empty'
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Identify the worker, for example host:pid; complete_step() and fail_step() can check it.';
     END IF;
-    IF claim_steps.max_steps IS NULL OR claim_steps.max_steps < 1 OR claim_steps.max_steps > 10000 THEN
-        RAISE EXCEPTION 'max_steps must be between 1 and 10000, not %', claim_steps.max_steps
+    IF claim_steps_as.max_steps IS NULL OR claim_steps_as.max_steps < 1 OR claim_steps_as.max_steps > 10000 THEN
+        RAISE EXCEPTION 'max_steps must be between 1 and 10000, not %', claim_steps_as.max_steps
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF claim_steps.lease IS NULL OR claim_steps.lease <= interval '0' THEN
-        RAISE EXCEPTION 'lease must be a positive interval, not %', claim_steps.lease
+    IF claim_steps_as.lease IS NULL OR claim_steps_as.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', claim_steps_as.lease
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- expired leases of this queue first: retried (or failed) now
     IF EXISTS (SELECT FROM automation_workflows.step_runs x
-                WHERE x.status = 'running' AND x.lease_expires_at < clock_timestamp() AND x.queue = claim_steps.queue) THEN
-        PERFORM automation.expire_steps(claim_steps.queue);
+                WHERE x.status = 'running' AND x.lease_expires_at < clock_timestamp() AND x.queue = claim_steps_as.queue) THEN
+        PERFORM automation.expire_steps(claim_steps_as.queue);
     END IF;
     RETURN QUERY
     WITH taken AS (
         UPDATE automation_workflows.step_runs r
            SET status = 'running',
-               worker = claim_steps.worker_id,
+               worker = claim_steps_as.worker_id,
                started_at = clock_timestamp(),
                lease_expires_at = clock_timestamp()
-                   + CASE WHEN r.step_timeout < claim_steps.lease THEN r.step_timeout ELSE claim_steps.lease END
+                   + CASE WHEN r.step_timeout < claim_steps_as.lease THEN r.step_timeout ELSE claim_steps_as.lease END
          WHERE r.id IN (SELECT c.id FROM automation_workflows.step_runs c
-                         WHERE c.queue = claim_steps.queue AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
+                         WHERE c.queue = claim_steps_as.queue AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
+                           AND EXISTS (SELECT FROM automation_workflows.workflow_runs w
+                                        WHERE w.execution_id = c.execution_id
+                                          AND (automation.role_may_act_as(claim_steps_as.caller, w.owner)
+                                               OR automation.may_work_workflow(claim_steps_as.caller, w.workflow_name)))
                          ORDER BY c.visible_at, c.execution_id, c.id
-                         LIMIT claim_steps.max_steps
+                         LIMIT claim_steps_as.max_steps
                            FOR UPDATE SKIP LOCKED)
         RETURNING r.*),
     started AS (
@@ -514,10 +609,13 @@ BEGIN
      ORDER BY t.visible_at, t.execution_id, t.id;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.claim_steps_as(oid, text, text, integer, interval) FROM PUBLIC;
 
 -- The step run `id`, running and held by `worker_id` (any worker if NULL),
--- with its execution's workflow_runs row locked; or the error that says why not.
-CREATE FUNCTION automation.running_step(id bigint, worker_id text, verb text)
+-- with its execution's workflow_runs row locked; or the error that says why
+-- not. (0.8.0) caller must be able to work it: act as the execution's owner,
+-- or work its workflow.
+CREATE FUNCTION automation.running_step(caller oid, id bigint, worker_id text, verb text)
 RETURNS automation_workflows.step_runs
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -533,6 +631,14 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'step run % does not exist', running_step.id
               USING ERRCODE = 'no_data_found', HINT = 'Use an id returned by automation.claim_steps().';
+    END IF;
+    IF NOT EXISTS (SELECT FROM automation_workflows.workflow_runs w
+                    WHERE w.execution_id = r.execution_id
+                      AND (automation.role_may_act_as(running_step.caller, w.owner)
+                           OR automation.may_work_workflow(running_step.caller, w.workflow_name))) THEN
+        RAISE EXCEPTION 'permission denied for step run %', running_step.id
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'A step is worked by the role that started its execution (or a role that may SET ROLE to it), and by roles its workflow''s owner granted work.';
     END IF;
     PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = r.execution_id FOR UPDATE;
     SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = running_step.id FOR UPDATE;
@@ -552,6 +658,7 @@ BEGIN
     RETURN r;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.running_step(oid, bigint, text, text) FROM PUBLIC;
 
 -- A finished attempt, in automation.pipeline_metrics (pipeline = its
 -- workflow, which the callers know already).
@@ -606,16 +713,22 @@ $fn$;
 
 CREATE FUNCTION automation.complete_step(id bigint, output jsonb DEFAULT NULL, worker_id text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.complete_step_as(caller oid, id bigint, output jsonb, worker_id text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     r automation_workflows.step_runs;
 BEGIN
-    r := automation.running_step(complete_step.id, complete_step.worker_id, 'complete');
-    PERFORM automation.step_succeeded(r.id, complete_step.output);
+    r := automation.running_step(complete_step_as.caller, complete_step_as.id, complete_step_as.worker_id, 'complete');
+    PERFORM automation.step_succeeded(r.id, complete_step_as.output);
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.complete_step_as(oid, bigint, jsonb, text) FROM PUBLIC;
 
 -- An attempt that ended badly (status error or timeout): retried after its
 -- backoff while attempts remain (and retryable), else the execution fails.
@@ -659,41 +772,52 @@ $fn$;
 CREATE FUNCTION automation.fail_step(id bigint, error text, retryable boolean DEFAULT true, worker_id text DEFAULT NULL,
                                      sqlstate text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.fail_step_as(caller oid, id bigint, error text, retryable boolean, worker_id text, sqlstate text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     r automation_workflows.step_runs;
 BEGIN
-    IF fail_step.retryable IS NULL THEN
+    IF fail_step_as.retryable IS NULL THEN
         RAISE EXCEPTION 'retryable must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    r := automation.running_step(fail_step.id, fail_step.worker_id, 'fail');
+    r := automation.running_step(fail_step_as.caller, fail_step_as.id, fail_step_as.worker_id, 'fail');
     PERFORM automation.step_attempt_failed(r.id, 'error',
-        jsonb_strip_nulls(jsonb_build_object('message', coalesce(fail_step.error, 'failed'), 'sqlstate', fail_step.sqlstate)),
-        fail_step.retryable);
+        jsonb_strip_nulls(jsonb_build_object('message', coalesce(fail_step_as.error, 'failed'), 'sqlstate', fail_step_as.sqlstate)),
+        fail_step_as.retryable);
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.fail_step_as(oid, bigint, text, boolean, text, text) FROM PUBLIC;
 
 CREATE FUNCTION automation.extend_step_lease(id bigint, worker_id text, lease interval DEFAULT '5 minutes')
 RETURNS timestamptz
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.extend_step_lease_as(caller oid, id bigint, worker_id text, lease interval)
+RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     r automation_workflows.step_runs;
     until timestamptz;
 BEGIN
-    IF extend_step_lease.lease IS NULL OR extend_step_lease.lease <= interval '0' THEN
-        RAISE EXCEPTION 'lease must be a positive interval, not %', extend_step_lease.lease
+    IF extend_step_lease_as.lease IS NULL OR extend_step_lease_as.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', extend_step_lease_as.lease
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF coalesce(extend_step_lease.worker_id, '') = '' THEN
+    IF coalesce(extend_step_lease_as.worker_id, '') = '' THEN
         RAISE EXCEPTION 'worker_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    r := automation.running_step(extend_step_lease.id, extend_step_lease.worker_id, 'extend the lease of');
+    r := automation.running_step(extend_step_lease_as.caller, extend_step_lease_as.id, extend_step_lease_as.worker_id, 'extend the lease of');
     -- never past the step's timeout
-    until := clock_timestamp() + extend_step_lease.lease;
+    until := clock_timestamp() + extend_step_lease_as.lease;
     IF r.step_timeout IS NOT NULL AND until > r.started_at + r.step_timeout THEN
         until := r.started_at + r.step_timeout;
     END IF;
@@ -701,29 +825,43 @@ BEGIN
     RETURN until;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.extend_step_lease_as(oid, bigint, text, interval) FROM PUBLIC;
 
 CREATE FUNCTION automation.cancel_workflow(id uuid, reason text DEFAULT NULL)
 RETURNS boolean
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.cancel_workflow_as(caller oid, id uuid, reason text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     cur text;
+    run record;
 BEGIN
-    PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = cancel_workflow.id FOR UPDATE;
+    SELECT w.owner, w.workflow_name INTO run FROM automation_workflows.workflow_runs w
+     WHERE w.execution_id = cancel_workflow_as.id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'workflow execution % does not exist', cancel_workflow.id
+        RAISE EXCEPTION 'workflow execution % does not exist', cancel_workflow_as.id
               USING ERRCODE = 'no_data_found', HINT = 'Use an id returned by automation.run_workflow().';
+    ELSIF NOT (automation.role_may_act_as(cancel_workflow_as.caller, run.owner)
+               OR automation.may_manage_workflow(cancel_workflow_as.caller, run.workflow_name)) THEN
+        RAISE EXCEPTION 'permission denied for workflow execution %', cancel_workflow_as.id
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'An execution is cancelled by the role that started it (or a role that may SET ROLE to it) and by its workflow''s owner.';
     END IF;
-    SELECT e.status INTO cur FROM automation_workflows.workflow_executions e WHERE e.id = cancel_workflow.id;
+    SELECT e.status INTO cur FROM automation_workflows.workflow_executions e WHERE e.id = cancel_workflow_as.id;
     IF cur NOT IN ('pending', 'running') THEN
         RETURN false;
     END IF;
-    PERFORM automation.workflow_finish(cancel_workflow.id, 'cancelled',
-        jsonb_build_object('message', coalesce(cancel_workflow.reason, 'cancelled'), 'cancelled_by', current_user));
+    PERFORM automation.workflow_finish(cancel_workflow_as.id, 'cancelled',
+        jsonb_build_object('message', coalesce(cancel_workflow_as.reason, 'cancelled'), 'cancelled_by', cancel_workflow_as.caller::regrole::text));
     RETURN true;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.cancel_workflow_as(oid, uuid, text) FROM PUBLIC;
 
 -- Step runs whose lease or timeout expired (of one queue, or all) are
 -- retried or failed; executions past their workflow's timeout end as
@@ -774,10 +912,13 @@ BEGIN
     RETURN handled;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.expire_steps(text, integer) FROM PUBLIC;
 
 -- Per execution of a workflow definition: where each of its steps is.
-CREATE VIEW automation.workflow_progress AS
-SELECT w.execution_id, w.workflow_name, w.version, e.status, w.started_by, e.started_at, e.completed_at,
+-- (0.8.0: security_invoker, so each role sees the executions it may read;
+-- started_by is the execution's owner, a regrole.)
+CREATE VIEW automation.workflow_progress WITH (security_invoker = true) AS
+SELECT w.execution_id, w.workflow_name, w.version, e.status, w.owner AS started_by, e.started_at, e.completed_at,
        -- a step is done when none of its elements is open any more
        ARRAY(SELECT o.key FROM jsonb_each_text(w.open_elements) o WHERE o.value = '0' ORDER BY o.key) AS done,
        ARRAY(SELECT DISTINCT r.step FROM automation_workflows.step_runs r
@@ -802,7 +943,7 @@ COMMENT ON VIEW automation.workflow_progress IS
 -- 0.5.0, part 3: the trigger registry is live. A row of
 -- automation_triggers.registry whose trigger_type is
 --   'schedule' {"cron": "...", "input": {...}}   a job of the scheduler
---              (named 'workflow trigger <id>', owned by the row's writer)
+--              (named 'workflow trigger <id>', owned by the row's owner)
 --              calls fire_trigger(id) at every fire
 --   'table'    {"table": "schema.name", "events": ["INSERT", ...]}  statement
 --              triggers with transition tables on that table start one
@@ -810,16 +951,27 @@ COMMENT ON VIEW automation.workflow_progress IS
 --   'manual'   {"input": {...}}                   fire_trigger(id, input)
 -- starts its workflow. Other trigger types are kept as data (a NOTICE says
 -- so). Writing a row checks it and attaches what it needs; deleting it
--- detaches. Like definitions, nothing is attached or checked while
+-- detaches. Like definitions, nothing is attached or format-checked while
 -- check_function_bodies is off (a restore: the jobs and the tables'
--- triggers come back from the dump themselves).
+-- triggers come back from the dump themselves); who may write the row is
+-- checked whatever the settings.
+--
+-- 0.8.0 (issue 27): a trigger belongs to its owner (registry.owner), starts
+-- only a definition its owner may act as the owner of (never another role's
+-- code), and its executions belong to (and their SQL steps run as) its
+-- owner — whoever writes to a watched table.
 
 -- Start one execution of `name` per element of `inputs` (objects), in a few
--- statements. A workflow with a concurrency limit is started one by one
--- (run_workflow). Returns how many were started.
+-- statements, as `caller`. A workflow with a concurrency limit is started
+-- one by one (run_workflow). Returns how many were started.
 CREATE FUNCTION automation.run_workflows(name text, inputs jsonb[])
 RETURNS integer
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.run_workflows_as(caller oid, name text, inputs jsonb[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -827,37 +979,39 @@ DECLARE
     roots jsonb;
     started integer;
 BEGIN
-    IF run_workflows.inputs IS NULL OR cardinality(run_workflows.inputs) = 0 THEN
+    IF run_workflows_as.inputs IS NULL OR cardinality(run_workflows_as.inputs) = 0 THEN
         RETURN 0;
     END IF;
-    IF EXISTS (SELECT FROM unnest(run_workflows.inputs) i WHERE i IS NULL OR jsonb_typeof(i) <> 'object') THEN
+    IF EXISTS (SELECT FROM unnest(run_workflows_as.inputs) i WHERE i IS NULL OR jsonb_typeof(i) <> 'object') THEN
         RAISE EXCEPTION 'the inputs of a workflow must be JSON objects'
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.name = run_workflows.name;
-    IF NOT FOUND OR NOT def.is_active OR NOT automation.check_definition(def.definition)
+    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.name = run_workflows_as.name;
+    IF NOT FOUND OR NOT automation.may_start_workflow(run_workflows_as.caller, def.name) OR NOT def.is_active OR NOT automation.check_definition(def.definition)
        OR def.definition ? 'concurrency'
        OR (EXISTS (SELECT FROM automation.definition_steps(def.definition) s WHERE s.sql IS NOT NULL)
            AND NOT automation.step_workers_available()) THEN
         -- run_workflow says what is wrong, or admits them one by one
-        PERFORM automation.run_workflow(run_workflows.name, i) FROM unnest(run_workflows.inputs) i;
-        RETURN cardinality(run_workflows.inputs);
+        PERFORM automation.run_workflow_as(run_workflows_as.caller, run_workflows_as.name, i, NULL, NULL)
+           FROM unnest(run_workflows_as.inputs) i;
+        RETURN cardinality(run_workflows_as.inputs);
     END IF;
     SELECT jsonb_object_agg(s.name, 1) INTO roots
       FROM automation.definition_steps(def.definition) s WHERE cardinality(s.after) = 0;
     -- one statement: the executions, their runs, the runs of their first steps
     WITH n AS MATERIALIZED (
-        SELECT automation.uuid_v7() AS id, i AS input FROM unnest(run_workflows.inputs) i),
+        SELECT automation.uuid_v7() AS id, i AS input FROM unnest(run_workflows_as.inputs) i),
     e AS (
-        INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at, metadata, run_after)
-        SELECT n.id, run_workflows.name, 'running', now(), jsonb_build_object('workflow_version', def.version), now()
+        INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at, metadata, run_after, owner)
+        SELECT n.id, run_workflows_as.name, 'running', now(), jsonb_build_object('workflow_version', def.version), now(),
+               run_workflows_as.caller
           FROM n
         RETURNING 1),
     r AS (
         INSERT INTO automation_workflows.workflow_runs
-               (execution_id, workflow_name, version, definition, input, admitted, run_after, deadline, open_elements,
-                steps_left)
-        SELECT n.id, run_workflows.name, def.version, def.definition, n.input, true, now(),
+               (execution_id, workflow_name, version, definition, input, owner, admitted, run_after, deadline,
+                open_elements, steps_left)
+        SELECT n.id, run_workflows_as.name, def.version, def.definition, n.input, run_workflows_as.caller, true, now(),
                now() + (def.definition->>'timeout')::interval, roots, jsonb_array_length(def.definition->'steps')
           FROM n
         RETURNING 1),
@@ -877,33 +1031,66 @@ BEGIN
 END
 $fn$;
 
--- Fire a 'schedule' or 'manual' trigger: start its workflow with the
--- trigger's configured input merged with `input`. Returns the execution.
+REVOKE EXECUTE ON FUNCTION automation.run_workflows_as(oid, text, jsonb[]) FROM PUBLIC;
+
+-- Fire a 'schedule' or 'manual' trigger: start its workflow, as the
+-- trigger's owner, with the trigger's configured input merged with `input`.
+-- Returns the execution (NULL when the trigger may no longer start its
+-- workflow: it is paused, with the reason, and a WARNING says so).
 CREATE FUNCTION automation.fire_trigger(id integer, input jsonb DEFAULT NULL)
 RETURNS uuid
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.fire_trigger_as(caller oid, id integer, input jsonb)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     reg automation_triggers.registry;
-    wf text;
+    def automation_workflows.definitions;
     started uuid;
+    why text;
 BEGIN
-    SELECT * INTO reg FROM automation_triggers.registry r WHERE r.id = fire_trigger.id;
+    SELECT * INTO reg FROM automation_triggers.registry r WHERE r.id = fire_trigger_as.id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'trigger % does not exist', fire_trigger.id
-              USING ERRCODE = 'undefined_object', HINT = 'automation_triggers.registry lists the triggers.';
+        RAISE EXCEPTION 'trigger % does not exist', fire_trigger_as.id
+              USING ERRCODE = 'undefined_object', HINT = 'automation_triggers.registry lists the triggers you own.';
+    ELSIF NOT automation.role_may_act_as(fire_trigger_as.caller, reg.owner) THEN
+        RAISE EXCEPTION 'permission denied for trigger %', fire_trigger_as.id
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'A trigger is fired by its owner (or a role that may SET ROLE to it).';
     ELSIF reg.trigger_type NOT IN ('schedule', 'manual') THEN
-        RAISE EXCEPTION 'trigger % is a % trigger; only schedule and manual triggers are fired by hand', fire_trigger.id,
+        RAISE EXCEPTION 'trigger % is a % trigger; only schedule and manual triggers are fired by hand', fire_trigger_as.id,
                         reg.trigger_type
               USING ERRCODE = 'wrong_object_type';
+    ELSIF NOT reg.enabled THEN
+        RAISE EXCEPTION 'trigger % is paused%', fire_trigger_as.id, coalesce(': ' || reg.inactive_reason, '')
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'UPDATE automation_triggers.registry SET enabled = true WHERE id = ... resumes it.';
     END IF;
-    IF fire_trigger.input IS NOT NULL AND jsonb_typeof(fire_trigger.input) <> 'object' THEN
-        RAISE EXCEPTION 'the input of a trigger must be a JSON object, not %', jsonb_typeof(fire_trigger.input)
+    IF fire_trigger_as.input IS NOT NULL AND jsonb_typeof(fire_trigger_as.input) <> 'object' THEN
+        RAISE EXCEPTION 'the input of a trigger must be a JSON object, not %', jsonb_typeof(fire_trigger_as.input)
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT d.name INTO wf FROM automation_workflows.definitions d WHERE d.id = reg.workflow_id;
-    started := automation.run_workflow(wf, coalesce(reg.config->'input', '{}') || coalesce(fire_trigger.input, '{}'));
+    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.id = reg.workflow_id;
+    IF NOT FOUND THEN
+        why := 'its workflow no longer exists';
+    ELSIF NOT automation.role_may_act_as(reg.owner, def.owner) THEN
+        why := format('its owner %s may no longer act as %s, the owner of workflow %s', reg.owner, def.owner, def.name);
+    ELSIF NOT automation.role_may_act_as(reg.owner, reg.owner) THEN
+        why := format('its owner (role %s) no longer exists', reg.owner::oid);
+    END IF;
+    IF why IS NOT NULL THEN
+        UPDATE automation_triggers.registry r SET enabled = false, inactive_reason = why WHERE r.id = reg.id;
+        RAISE WARNING 'trigger % is paused: %', reg.id, why
+              USING HINT = 'A trigger starts only a workflow its owner owns (or whose owner it may SET ROLE to).';
+        RETURN NULL;
+    END IF;
+    started := automation.run_workflow_as(reg.owner, def.name,
+                                          coalesce(reg.config->'input', '{}') || coalesce(fire_trigger_as.input, '{}'),
+                                          NULL, NULL);
     UPDATE automation_triggers.registry r
        SET last_fired_at = now(),
            next_fire_at = CASE WHEN r.trigger_type = 'schedule' THEN automation.next_run(r.config->>'cron') END
@@ -911,6 +1098,7 @@ BEGIN
     RETURN started;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.fire_trigger_as(oid, integer, jsonb) FROM PUBLIC;
 
 -- 0.6.0: the changes that table triggers saw, waiting for the scheduler to
 -- start their executions. The changing statement only appends here (the
@@ -918,30 +1106,32 @@ $fn$;
 -- 100k-row INSERT costs about half as much again, instead of starting 100k
 -- executions inside it.
 -- The scheduler drains it within milliseconds of the commit
--- (drain_trigger_inbox, as the role that made the change). Dumped: a
--- change not yet drained is not lost by a dump and restore.
+-- (drain_trigger_inbox). Dumped: a change not yet drained is not lost by a
+-- dump and restore.
+-- 0.8.0: owner is the trigger's owner (its executions start as that role,
+-- which the drain becomes before it reads the rows), changed_by the role
+-- that changed the table; old_rows the rows before an UPDATE. Nobody but
+-- the extension writes or reads it: the table trigger appends as the
+-- extension's owner.
 CREATE TABLE automation_workflows.trigger_inbox (
     trigger_id    integer     NOT NULL,
     workflow_name text        NOT NULL,
     op            text        NOT NULL,
     table_name    text        NOT NULL,
-    started_by    oid         NOT NULL,
+    owner         regrole     NOT NULL,
     rows          text[]      NOT NULL,
     -- how many of them have been started (the scheduler goes 2,500 at a time)
     rows_done     integer     NOT NULL DEFAULT 0,
     queued_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    changed_by    regrole,
+    old_rows      text[],
     CONSTRAINT trigger_inbox_op_check CHECK (op IN ('INSERT', 'UPDATE', 'DELETE'))
 );
 
 COMMENT ON TABLE automation_workflows.trigger_inbox IS
-    'Changes seen by table triggers of automation_triggers.registry (rows as text, one entry per statement up to a million rows), waiting for the scheduler to start one execution per row (automation.drain_trigger_inbox).';
+    'Changes seen by table triggers of automation_triggers.registry (rows as text, one entry per statement up to a million rows), waiting for the scheduler to start one execution per row as the trigger''s owner (automation.drain_trigger_inbox).';
 
--- the role a change was made by is the role its executions start as: a
--- role appends only changes of its own
 ALTER TABLE automation_workflows.trigger_inbox ENABLE ROW LEVEL SECURITY;
-CREATE POLICY trigger_inbox_own_changes ON automation_workflows.trigger_inbox FOR INSERT
-    WITH CHECK (started_by OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
-                                                    WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER));
 SELECT pg_catalog.pg_extension_config_dump('automation_workflows.trigger_inbox', '');
 
 CREATE FUNCTION automation.wake_recorder()
@@ -949,192 +1139,144 @@ RETURNS boolean
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'wake_recorder_wrapper';
+REVOKE EXECUTE ON FUNCTION automation.wake_recorder() FROM PUBLIC;
 
 COMMENT ON FUNCTION automation.wake_recorder() IS
 'Internal: true if a scheduler will pick up what this transaction leaves in the trigger inbox (it is woken at commit); false if the caller must do the work itself (the library is not preloaded, the scheduler is off).';
 
 -- Start the executions of the oldest inbox entries, 2,500 rows at a time,
--- up to `batch` such slices, each as the role that made the change (so the
--- scheduler is never busy for long: an entry may hold a million rows). A
--- slice that cannot be started (its table was dropped or changed shape, the
--- role may no longer start the workflow) goes to automation.errors with its
+-- up to `batch` such slices (so the scheduler is never busy for long: an
+-- entry may hold a million rows). 0.8.0: native (src/engine/inbox.rs). Each
+-- slice's rows are cast to the table's row type and turned into inputs as
+-- the trigger's owner, in a security-restricted operation (a domain's CHECK
+-- or a cast function reached from there runs as that role, and cannot SET
+-- ROLE back); the executions are then started as that owner, which must
+-- still own the workflow (or may act as its owner). A slice that cannot be
+-- started (its table was dropped or changed shape, the owner was dropped or
+-- may no longer start the workflow) goes to automation.errors with its
 -- rows, and the rest go on.
 CREATE FUNCTION automation.drain_trigger_inbox(batch integer DEFAULT 40)
 RETURNS bigint
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    at tid;
-    item automation_workflows.trigger_inbox;
-    inputs jsonb[];
-    done integer;
-    slices integer := 0;
-    who name;
-    started bigint := 0;
-    problem text;
-    state text;
-BEGIN
-    FOR at IN
-        SELECT i.ctid FROM automation_workflows.trigger_inbox i
-         ORDER BY i.queued_at LIMIT drain_trigger_inbox.batch FOR UPDATE SKIP LOCKED
-    LOOP
-        SELECT * INTO item FROM automation_workflows.trigger_inbox i WHERE i.ctid = at;
-        SELECT r.rolname INTO who FROM pg_catalog.pg_roles r WHERE r.oid = item.started_by;
-        done := item.rows_done;
-        WHILE done < cardinality(item.rows) AND slices < drain_trigger_inbox.batch LOOP
-            slices := slices + 1;
-            BEGIN
-                IF who IS NULL THEN
-                    RAISE EXCEPTION 'the role that made the change (oid %) no longer exists', item.started_by
-                          USING ERRCODE = 'undefined_object';
-                END IF;
-                EXECUTE format('SELECT array_agg(jsonb_build_object(''op'', $1, ''table'', $2, %L, to_jsonb(u.r::%s)) ORDER BY u.o)
-                                  FROM unnest($3[$4:$5]) WITH ORDINALITY u(r, o)',
-                               CASE item.op WHEN 'DELETE' THEN 'old' ELSE 'new' END, item.table_name::regclass)
-                   INTO inputs USING item.op, item.table_name, item.rows, done + 1, done + 2500;
-                EXECUTE format('SET LOCAL ROLE %I', who);
-                started := started + automation.run_workflows(item.workflow_name, inputs);
-                RESET ROLE;
-            EXCEPTION WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
-                RESET ROLE;
-                INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context)
-                VALUES (item.workflow_name, 'TableTriggerFailed',
-                        format('%s of %s row(s) of %s (table trigger %s) started no execution: %s',
-                               item.op, least(2500, cardinality(item.rows) - done), item.table_name,
-                               item.trigger_id, problem),
-                        jsonb_build_object('sqlstate', state, 'trigger_id', item.trigger_id, 'op', item.op,
-                                           'table', item.table_name, 'started_by', item.started_by,
-                                           'queued_at', item.queued_at,
-                                           'rows', to_jsonb(item.rows[done + 1:done + 2500])));
-            END;
-            done := done + 2500;
-        END LOOP;
-        IF done >= cardinality(item.rows) THEN
-            DELETE FROM automation_workflows.trigger_inbox i WHERE i.ctid = at;
-        ELSE
-            -- (the rows themselves are not written again: an unchanged
-            -- TOASTed value is kept as it is)
-            UPDATE automation_workflows.trigger_inbox i SET rows_done = done WHERE i.ctid = at;
-        END IF;
-        EXIT WHEN slices >= drain_trigger_inbox.batch;
-    END LOOP;
-    RETURN started;
-END
-$fn$;
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'drain_trigger_inbox_wrapper';
 
 COMMENT ON FUNCTION automation.drain_trigger_inbox(integer) IS
-'Start the executions that table triggers queued, oldest first, 2,500 rows at a time, up to batch such slices, each as the role that made the change; a slice that cannot be started goes to automation.errors with its rows. The scheduler calls it within milliseconds of a commit; returns the executions started.';
+'Start the executions that table triggers queued, oldest first, 2,500 rows at a time, up to batch such slices, each as the trigger''s owner; a slice that cannot be started goes to automation.errors with its rows. The scheduler calls it within milliseconds of a commit; returns the executions started.';
 REVOKE EXECUTE ON FUNCTION automation.drain_trigger_inbox(integer) FROM PUBLIC;
 
 -- Statement trigger of the tables that 'table' triggers watch: one execution
--- per changed row, its input {"op", "table", "new" or "old"}.
+-- per changed row, its input {"op", "table", "new" and/or "old", "changed_by"}.
 -- 0.6.0: the rows go to the trigger inbox, and the scheduler starts the
--- executions after the commit (when no scheduler will, as before: here).
+-- executions after the commit (when no scheduler will: here, at once).
+-- 0.8.0: native (src/engine/inbox.rs), and it asks nothing of the writer: a
+-- role with only INSERT, UPDATE or DELETE on the table writes as before (the
+-- rows are appended as the extension's owner; the executions start as the
+-- trigger's owner). It refuses to run for a table its registry row does not
+-- name, and does nothing while its trigger is paused.
 CREATE FUNCTION automation.workflow_table_trigger()
 RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    reg record;
-    inputs jsonb[];
-    tbl text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    me oid;
-    changed text;
-    how_many bigint;
-BEGIN
-    IF TG_LEVEL IS DISTINCT FROM 'STATEMENT' OR TG_WHEN IS DISTINCT FROM 'AFTER' OR TG_NARGS <> 1 THEN
-        RAISE EXCEPTION 'automation.workflow_table_trigger() only runs as the AFTER ... FOR EACH STATEMENT trigger that a table trigger of automation_triggers.registry attaches'
-              USING ERRCODE = 'wrong_object_type';
-    END IF;
-    SELECT r.id, d.name AS workflow, r.config INTO reg
-      FROM automation_triggers.registry r JOIN automation_workflows.definitions d ON d.id = r.workflow_id
-     WHERE r.id = TG_ARGV[0]::integer AND r.trigger_type = 'table';
-    IF NOT FOUND OR (reg.config->>'table')::regclass IS DISTINCT FROM TG_RELID THEN
-        RAISE EXCEPTION 'automation.workflow_table_trigger(%) does not belong to table %', TG_ARGV[0], tbl
-              USING ERRCODE = 'wrong_object_type',
-                    HINT = 'Table triggers are attached by inserting a row into automation_triggers.registry.';
-    END IF;
-    IF automation.wake_recorder() THEN
-        -- the rows as text (their own type's output: cheap), in one entry up
-        -- to a million rows (a value may not exceed 1 GB), else 100,000 an
-        -- entry; the role that made the change with them
-        SELECT r.oid INTO me FROM pg_roles r WHERE r.rolname = current_user;
-        changed := CASE WHEN TG_OP = 'DELETE' THEN 'old_rows' ELSE 'new_rows' END;
-        EXECUTE format('SELECT count(*) FROM %I', changed) INTO how_many;
-        IF how_many = 0 THEN
-            RETURN NULL;
-        ELSIF how_many <= 1000000 THEN
-            EXECUTE format('INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
-                            SELECT $1, $2, $3, $4, $5, array_agg(c::text) FROM %I c', changed)
-              USING reg.id, reg.workflow, TG_OP, tbl, me;
-        ELSE
-            EXECUTE format('INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
-                            SELECT $1, $2, $3, $4, $5, array_agg(p.r)
-                              FROM (SELECT c::text AS r, (row_number() OVER ()) / 100000 AS part FROM %I c) p
-                             GROUP BY p.part', changed)
-              USING reg.id, reg.workflow, TG_OP, tbl, me;
-        END IF;
-        UPDATE automation_triggers.registry r SET last_fired_at = now() WHERE r.id = reg.id;
-        RETURN NULL;
-    END IF;
-    IF TG_OP = 'INSERT' THEN
-        SELECT array_agg(jsonb_build_object('op', 'INSERT', 'table', tbl, 'new', to_jsonb(n))) INTO inputs FROM new_rows n;
-    ELSIF TG_OP = 'UPDATE' THEN
-        SELECT array_agg(jsonb_build_object('op', 'UPDATE', 'table', tbl, 'new', to_jsonb(n))) INTO inputs FROM new_rows n;
-    ELSIF TG_OP = 'DELETE' THEN
-        SELECT array_agg(jsonb_build_object('op', 'DELETE', 'table', tbl, 'old', to_jsonb(o))) INTO inputs FROM old_rows o;
-    END IF;
-    IF inputs IS NOT NULL THEN
-        PERFORM automation.run_workflows(reg.workflow, inputs);
-        UPDATE automation_triggers.registry r SET last_fired_at = now() WHERE r.id = reg.id;
-    END IF;
-    RETURN NULL;
-END
-$fn$;
--- (EXECUTE for automation_runner: roles.sql)
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'workflow_table_trigger_wrapper';
+-- (EXECUTE for automation_runner: roles.sql, so that registering a table
+-- trigger may attach it)
 REVOKE EXECUTE ON FUNCTION automation.workflow_table_trigger() FROM PUBLIC;
 COMMENT ON FUNCTION automation.workflow_table_trigger() IS
 'Internal: the statement trigger that a table trigger of automation_triggers.registry attaches to its table (refuses to run for any other).';
 
--- BEFORE INSERT, UPDATE or DELETE of a registry row: check it, and attach or
--- detach what it needs.
+-- BEFORE INSERT, UPDATE or DELETE of a registry row: who may write it (its
+-- owner, and roles that may act as it: checked whatever the settings), what
+-- it may start (a workflow its owner may act as the owner of), then its
+-- format, and attach or detach what it needs (a schedule trigger's job, owned
+-- by the trigger's owner; a table trigger's statement triggers). A paused
+-- trigger (enabled = false) keeps what it attached: its job is inactive, its
+-- table triggers do nothing, it cannot be fired; no edit resumes it but
+-- enabled = true.
 CREATE FUNCTION automation_triggers.registry_check()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    def automation_workflows.definitions;
+    def_name text;
+    def_owner regrole;
+    def_active boolean;
+    def_runnable boolean;
     tbl regclass;
     ev text;
     attached name;
     events text[];
     job text;
+    restoring boolean := NOT current_setting('check_function_bodies')::boolean;
 BEGIN
     IF TG_RELID IS DISTINCT FROM 'automation_triggers.registry'::regclass
        OR TG_LEVEL IS DISTINCT FROM 'ROW' OR TG_WHEN IS DISTINCT FROM 'BEFORE' THEN
         RAISE EXCEPTION 'automation_triggers.registry_check() only runs as a BEFORE ... FOR EACH ROW trigger of automation_triggers.registry'
               USING ERRCODE = 'wrong_object_type';
     END IF;
-    IF NOT current_setting('check_function_bodies')::boolean THEN
+    -- who may write it
+    IF TG_OP IN ('UPDATE', 'DELETE') AND NOT automation.may_act_as(OLD.owner) THEN
+        RAISE EXCEPTION 'permission denied for trigger %', OLD.id
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'Only its owner (and roles that may SET ROLE to it) change or delete a trigger.';
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        IF NEW.owner IS NULL THEN
+            NEW.owner := automation.invoker();
+        END IF;
+        IF (TG_OP = 'INSERT' OR NEW.owner IS DISTINCT FROM OLD.owner) AND NOT automation.may_act_as(NEW.owner) THEN
+            RAISE EXCEPTION 'permission denied to give a trigger to role %', NEW.owner
+                  USING ERRCODE = 'insufficient_privilege',
+                        HINT = 'A trigger belongs to the role that writes it, or to a role it may SET ROLE to; leave owner out to own it yourself.';
+        END IF;
+        IF NEW.enabled AND (TG_OP = 'INSERT' OR NOT OLD.enabled) THEN
+            NEW.inactive_reason := NULL;
+        END IF;
+        -- what it starts: a definition its owner may act as the owner of (a
+        -- grant lets a role start another role's workflow by hand, never
+        -- through a trigger)
+        IF NEW.workflow_id IS NOT NULL
+           AND (TG_OP = 'INSERT' OR (NEW.workflow_id, NEW.owner) IS DISTINCT FROM (OLD.workflow_id, OLD.owner)) THEN
+            SELECT d.name, d.owner, d.is_active, automation.check_definition(d.definition)
+              INTO def_name, def_owner, def_active, def_runnable
+              FROM automation_workflows.definitions d WHERE d.id = NEW.workflow_id;
+            IF def_owner IS NOT NULL AND NOT automation.role_may_act_as(NEW.owner, def_owner) THEN
+                IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = automation.invoker()) THEN
+                    -- a superuser's restore into a cluster whose roles differ:
+                    -- kept, paused, rather than lose every trigger of the dump
+                    NEW.enabled := false;
+                    NEW.inactive_reason := format('its owner %s may not act as %s, the owner of workflow %s',
+                                                  NEW.owner, def_owner, def_name);
+                    RAISE WARNING 'trigger % is paused: %', NEW.id, NEW.inactive_reason;
+                ELSE
+                    RAISE EXCEPTION 'a trigger of % may not start workflow %, which belongs to %', NEW.owner, def_name, def_owner
+                          USING ERRCODE = 'insufficient_privilege',
+                                HINT = 'A trigger starts only a workflow its owner owns (or whose owner it may SET ROLE to); grant_workflow lets a role start another''s workflow by hand, not by a trigger.';
+                END IF;
+            END IF;
+        END IF;
+    END IF;
+    IF restoring THEN
+        -- a restore: the jobs and the tables' triggers come from the dump
         RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
     END IF;
     -- (0.6.0) firing writes last_fired_at / next_fire_at: what is attached
     -- stays (re-attaching it dropped the trigger being fired, and needs the
-    -- table's owner)
-    IF TG_OP = 'UPDATE' AND (NEW.id, NEW.trigger_type, NEW.config, NEW.workflow_id)
-                            IS NOT DISTINCT FROM (OLD.id, OLD.trigger_type, OLD.config, OLD.workflow_id) THEN
+    -- table's owner); pausing or resuming only switches the job
+    IF TG_OP = 'UPDATE' AND (NEW.id, NEW.trigger_type, NEW.config, NEW.workflow_id, NEW.owner)
+                            IS NOT DISTINCT FROM (OLD.id, OLD.trigger_type, OLD.config, OLD.workflow_id, OLD.owner) THEN
+        IF NEW.enabled IS DISTINCT FROM OLD.enabled AND NEW.trigger_type = 'schedule' THEN
+            UPDATE automation.job j SET active = NEW.enabled
+             WHERE j.jobname = 'workflow trigger ' || NEW.id AND j.owner = OLD.owner;
+            NEW.next_fire_at := CASE WHEN NEW.enabled THEN automation.next_run(NEW.config->>'cron') END;
+        END IF;
         RETURN NEW;
     END IF;
     -- detach what the old row attached
     IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.trigger_type IN ('schedule', 'table') THEN
         IF OLD.trigger_type = 'schedule' THEN
             job := 'workflow trigger ' || OLD.id;
-            -- (row-level security: the role that registered it, or a superuser)
-            DELETE FROM automation.job j WHERE j.jobname = job;
+            -- (row-level security: a role that may act as its owner, or a superuser)
+            DELETE FROM automation.job j WHERE j.jobname = job AND j.owner = OLD.owner;
         ELSE
             -- the triggers it attached (none if the table is gone)
             FOR attached, tbl IN
@@ -1150,6 +1292,7 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
     END IF;
+    NEW.next_fire_at := NULL;
     IF NEW.trigger_type NOT IN ('schedule', 'table', 'manual') THEN
         RAISE NOTICE 'trigger type % is kept as data: only schedule, table and manual triggers start workflows', NEW.trigger_type;
         RETURN NEW;
@@ -1158,15 +1301,19 @@ BEGIN
         RAISE EXCEPTION 'the config of a % trigger must be a JSON object', NEW.trigger_type
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.id = NEW.workflow_id;
-    IF NOT FOUND THEN
+    IF def_owner IS NULL AND NEW.workflow_id IS NOT NULL THEN
+        SELECT d.name, d.owner, d.is_active, automation.check_definition(d.definition)
+          INTO def_name, def_owner, def_active, def_runnable
+          FROM automation_workflows.definitions d WHERE d.id = NEW.workflow_id;
+    END IF;
+    IF def_owner IS NULL THEN
         RAISE EXCEPTION 'a % trigger needs the workflow it starts (workflow_id)', NEW.trigger_type
               USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Set workflow_id to the id of a row of automation_workflows.definitions.';
-    ELSIF NOT def.is_active THEN
-        RAISE EXCEPTION 'workflow % is inactive', def.name USING ERRCODE = 'object_not_in_prerequisite_state';
-    ELSIF NOT automation.check_definition(def.definition) THEN
-        RAISE EXCEPTION 'workflow % has no steps and cannot be started', def.name
+                    HINT = 'Set workflow_id to the id of a row of automation_workflows.definitions that you own.';
+    ELSIF NOT def_active THEN
+        RAISE EXCEPTION 'workflow % is inactive', def_name USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF NOT def_runnable THEN
+        RAISE EXCEPTION 'workflow % has no steps and cannot be started', def_name
               USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF NEW.config ? 'input' AND jsonb_typeof(NEW.config->'input') <> 'object' THEN
@@ -1178,10 +1325,14 @@ BEGIN
             RAISE EXCEPTION 'a schedule trigger needs "cron" in its config, such as {"cron": "0 2 * * *"}'
                   USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        -- the scheduler's own checks (cron syntax, @reboot, '30 seconds'...)
-        PERFORM automation.schedule('workflow trigger ' || NEW.id, NEW.config->>'cron',
-                                    format('SELECT automation.fire_trigger(%s)', NEW.id));
-        NEW.next_fire_at := automation.next_run(NEW.config->>'cron');
+        -- the trigger's job, its owner's (the scheduler's own checks: cron
+        -- syntax, @reboot, '30 seconds'...), active while the trigger is
+        INSERT INTO automation.job AS j (jobname, schedule, command, username, active)
+        VALUES ('workflow trigger ' || NEW.id, NEW.config->>'cron', format('SELECT automation.fire_trigger(%s)', NEW.id),
+                pg_get_userbyid(NEW.owner), NEW.enabled)
+        ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+           SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, active = EXCLUDED.active;
+        NEW.next_fire_at := CASE WHEN NEW.enabled THEN automation.next_run(NEW.config->>'cron') END;
     ELSIF NEW.trigger_type = 'table' THEN
         IF jsonb_typeof(NEW.config->'table') IS DISTINCT FROM 'string' THEN
             RAISE EXCEPTION 'a table trigger needs "table" in its config, such as {"table": "public.orders", "events": ["INSERT"]}'
@@ -1190,8 +1341,14 @@ BEGIN
         tbl := to_regclass(NEW.config->>'table');
         IF tbl IS NULL THEN
             RAISE EXCEPTION 'table % does not exist', NEW.config->>'table' USING ERRCODE = 'undefined_table';
-        ELSIF NOT has_table_privilege(tbl, 'TRIGGER') THEN
-            RAISE EXCEPTION 'role % may not create triggers on table %', current_user, tbl
+        END IF;
+        -- (0.8.0) kept as its qualified name: the table trigger checks, in
+        -- whatever session fires it, that it runs on this table
+        NEW.config := jsonb_set(NEW.config, '{table}',
+                                to_jsonb((SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+                                            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl)));
+        IF NOT has_table_privilege(NEW.owner, tbl, 'TRIGGER') THEN
+            RAISE EXCEPTION 'role % may not create triggers on table %', NEW.owner, tbl
                   USING ERRCODE = 'insufficient_privilege',
                         HINT = 'The table''s owner (or a role granted TRIGGER on it) registers its table triggers.';
         END IF;
@@ -1207,7 +1364,9 @@ BEGIN
         FOREACH ev IN ARRAY events LOOP
             EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT EXECUTE FUNCTION automation.workflow_table_trigger(%L)',
                            'automation_workflow_' || NEW.id || '_' || lower(ev), ev, tbl,
-                           CASE ev WHEN 'DELETE' THEN 'OLD TABLE AS old_rows' ELSE 'NEW TABLE AS new_rows' END,
+                           CASE ev WHEN 'DELETE' THEN 'OLD TABLE AS old_rows'
+                                   WHEN 'UPDATE' THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                                   ELSE 'NEW TABLE AS new_rows' END,
                            NEW.id);
         END LOOP;
     END IF;
@@ -1216,7 +1375,7 @@ END
 $fn$;
 REVOKE EXECUTE ON FUNCTION automation_triggers.registry_check() FROM PUBLIC;
 COMMENT ON FUNCTION automation_triggers.registry_check() IS
-'Internal: BEFORE trigger of automation_triggers.registry that checks a row and attaches (or detaches) its schedule job or table triggers (refuses to run for any other table).';
+'Internal: BEFORE trigger of automation_triggers.registry that checks who writes a row and what it starts, checks its format, and attaches (or detaches) its schedule job or table triggers (refuses to run for any other table).';
 
 CREATE TRIGGER trg_registry_check
     BEFORE INSERT OR UPDATE OR DELETE ON automation_triggers.registry
@@ -1224,8 +1383,9 @@ CREATE TRIGGER trg_registry_check
 
 ------------------------------------------------------------------------------
 -- 0.7.0: SQL steps, run by the extension's step workers (src/engine/steps.rs)
--- as the role that started the workflow (workflow_runs.started_by, which
--- that role cannot choose: see roles.sql). A SQL step's run has no queue.
+-- as the role that owns the execution (workflow_runs.owner, by oid since
+-- 0.8.0: the role that started it, or the trigger's owner, which nobody can
+-- choose for another role). A SQL step's run has no queue.
 -- The transaction that makes one wakes the database's scheduler at commit
 -- (wake_step_workers); the scheduler asks for step workers per role
 -- (sql_steps_waiting); a step worker claims a step (claim_sql_step), runs
@@ -1240,6 +1400,13 @@ AS 'MODULE_PATHNAME', 'step_workers_available_wrapper';
 COMMENT ON FUNCTION automation.step_workers_available() IS
 'Internal: true when this cluster has step workers for SQL steps (the library is preloaded).';
 
+CREATE FUNCTION automation.in_step_worker()
+RETURNS boolean
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'in_step_worker_wrapper';
+COMMENT ON FUNCTION automation.in_step_worker() IS
+'Internal: is this session one of the extension''s step workers (serving SQL steps)? Only they claim and record SQL steps.';
+
 CREATE FUNCTION automation.wake_step_workers(ready_now integer)
 RETURNS void
 LANGUAGE c VOLATILE STRICT
@@ -1248,13 +1415,14 @@ AS 'MODULE_PATHNAME', 'wake_step_workers_wrapper';
 COMMENT ON FUNCTION automation.wake_step_workers(integer) IS
 'Internal: this transaction made runs of SQL steps (ready_now of them ready at once; 0: runs for later, a retry); the scheduler hands them to step workers when it commits (from a step worker: only what it will not take itself).';
 
-CREATE FUNCTION automation.stop_sql_step(id bigint)
+CREATE FUNCTION automation.stop_sql_step(id bigint, role oid)
 RETURNS void
 LANGUAGE c VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'stop_sql_step_wrapper';
-COMMENT ON FUNCTION automation.stop_sql_step(bigint) IS
-'Internal: when this transaction commits, cancel the query of the step worker running SQL step run id (its execution ended).';
+REVOKE EXECUTE ON FUNCTION automation.stop_sql_step(bigint, oid) FROM PUBLIC;
+COMMENT ON FUNCTION automation.stop_sql_step(bigint, oid) IS
+'Internal: when this transaction commits, cancel the query of the step worker of this database running SQL step run id as role (its execution ended).';
 
 -- The input of the SQL step running in this session: {"input": the
 -- workflow's input, "steps": {dependency: its output, ...}} (a mapped
@@ -1265,7 +1433,8 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    run_id bigint := nullif(current_setting('automation.step_run', true), '')::bigint;
+    run_id bigint := CASE WHEN current_setting('automation.step_run', true) ~ '^[0-9]{1,18}$'
+                          THEN current_setting('automation.step_run', true)::bigint END;
     found_input jsonb;
 BEGIN
     IF run_id IS NULL THEN
@@ -1273,7 +1442,14 @@ BEGIN
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'A queue step gets its input from automation.claim_steps().';
     END IF;
+    -- (row-level security: only a step run of an execution this role may
+    -- read; a step worker runs as the execution's owner)
     SELECT r.input INTO found_input FROM automation_workflows.step_runs r WHERE r.id = run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'step run % does not exist', run_id
+              USING ERRCODE = 'no_data_found',
+                    HINT = 'automation.step_input() is only available inside a SQL step of a workflow.';
+    END IF;
     RETURN found_input;
 END
 $fn$;
@@ -1309,20 +1485,32 @@ COMMENT ON FUNCTION automation.step_output(text, oid) IS
 -- handles workers that die).
 CREATE FUNCTION automation.claim_sql_step(worker_id text, after_execution uuid DEFAULT NULL)
 RETURNS TABLE (id bigint, execution_id uuid, step text, sql text, timeout_ms integer)
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+-- (0.8.0) only a step worker claims (a session cannot pose as one), and only
+-- steps of executions its role owns.
+CREATE FUNCTION automation.claim_sql_step_as(caller oid, worker_id text, after_execution uuid)
+RETURNS TABLE (id bigint, execution_id uuid, step text, sql text, timeout_ms integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     r automation_workflows.step_runs;
     def jsonb;
 BEGIN
-    IF claim_sql_step.after_execution IS NOT NULL THEN
+    IF NOT automation.in_step_worker() THEN
+        RAISE EXCEPTION 'only the extension''s step workers claim SQL steps'
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'SQL steps run in background workers as the role that owns their execution.';
+    END IF;
+    IF claim_sql_step_as.after_execution IS NOT NULL THEN
         SELECT c.* INTO r
           FROM automation_workflows.step_runs c
-         WHERE c.execution_id = claim_sql_step.after_execution
+         WHERE c.execution_id = claim_sql_step_as.after_execution
            AND c.queue IS NULL AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
            AND EXISTS (SELECT FROM automation_workflows.workflow_runs w
-                        WHERE w.execution_id = c.execution_id AND w.started_by = current_user)
+                        WHERE w.execution_id = c.execution_id AND w.owner = claim_sql_step_as.caller)
          ORDER BY c.id
          LIMIT 1
            FOR UPDATE OF c SKIP LOCKED;
@@ -1334,8 +1522,8 @@ BEGIN
         SELECT c.* INTO r
           FROM automation_workflows.step_runs c
          WHERE c.queue IS NULL AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
-           AND (SELECT w.started_by FROM automation_workflows.workflow_runs w
-                 WHERE w.execution_id = c.execution_id) = current_user
+           AND (SELECT w.owner FROM automation_workflows.workflow_runs w
+                 WHERE w.execution_id = c.execution_id) = claim_sql_step_as.caller
          ORDER BY c.queue, c.visible_at, c.execution_id, c.id
          LIMIT 1
            FOR UPDATE OF c SKIP LOCKED;
@@ -1344,7 +1532,7 @@ BEGIN
         RETURN;
     END IF;
     UPDATE automation_workflows.step_runs s
-       SET status = 'running', worker = claim_sql_step.worker_id, started_at = clock_timestamp(),
+       SET status = 'running', worker = claim_sql_step_as.worker_id, started_at = clock_timestamp(),
            lease_expires_at = 'infinity'
      WHERE s.id = r.id;
     UPDATE automation_workflows.workflow_executions e
@@ -1357,6 +1545,7 @@ BEGIN
            least(coalesce(extract(epoch FROM r.step_timeout) * 1000, 0), 2147483647)::integer;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.claim_sql_step_as(oid, text, uuid) FROM PUBLIC;
 COMMENT ON FUNCTION automation.claim_sql_step(text, uuid) IS
 'Internal (step workers): claim a ready SQL step of an execution the current role started (of after_execution first, else the oldest); its id, execution, step, SQL and timeout in ms.';
 
@@ -1366,53 +1555,77 @@ COMMENT ON FUNCTION automation.claim_sql_step(text, uuid) IS
 -- this worker's (its execution ended meanwhile).
 CREATE FUNCTION automation.finish_sql_step(id bigint, worker_id text, output jsonb, error jsonb)
 RETURNS boolean
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.finish_sql_step_as(caller oid, id bigint, worker_id text, output jsonb, error jsonb)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     r automation_workflows.step_runs;
 BEGIN
-    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = finish_sql_step.id;
-    IF NOT FOUND THEN
+    IF NOT automation.in_step_worker() THEN
+        RAISE EXCEPTION 'only the extension''s step workers record SQL steps'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = finish_sql_step_as.id;
+    IF NOT FOUND OR NOT EXISTS (SELECT FROM automation_workflows.workflow_runs w
+                                 WHERE w.execution_id = r.execution_id AND w.owner = finish_sql_step_as.caller) THEN
         RETURN false;
     END IF;
     PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = r.execution_id FOR UPDATE;
-    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = finish_sql_step.id FOR UPDATE;
-    IF r.status <> 'running' OR r.worker IS DISTINCT FROM finish_sql_step.worker_id THEN
+    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = finish_sql_step_as.id FOR UPDATE;
+    IF r.status <> 'running' OR r.worker IS DISTINCT FROM finish_sql_step_as.worker_id THEN
         RETURN false;
     END IF;
-    IF finish_sql_step.error IS NULL THEN
-        PERFORM automation.step_succeeded(r.id, finish_sql_step.output);
+    IF finish_sql_step_as.error IS NULL THEN
+        PERFORM automation.step_succeeded(r.id, finish_sql_step_as.output);
     ELSE
         PERFORM automation.step_attempt_failed(r.id,
-            CASE WHEN finish_sql_step.error->>'sqlstate' = '57014' AND r.step_timeout IS NOT NULL THEN 'timeout' ELSE 'error' END,
-            finish_sql_step.error, true);
+            CASE WHEN finish_sql_step_as.error->>'sqlstate' = '57014' AND r.step_timeout IS NOT NULL THEN 'timeout' ELSE 'error' END,
+            finish_sql_step_as.error, true);
     END IF;
     RETURN true;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.finish_sql_step_as(oid, bigint, text, jsonb, jsonb) FROM PUBLIC;
 COMMENT ON FUNCTION automation.finish_sql_step(bigint, text, jsonb, jsonb) IS
 'Internal (step workers): record the end of a SQL step run (output, or error with SQLSTATE); false when it is no longer this worker''s.';
 
--- Per role that started executions with SQL steps ready: how many are
--- ready (counted among the 256 oldest ready ones, FIFO across roles: a
--- scheduler woken at every commit must not count a backlog of 100,000 each
--- time), and when the next one waiting out a retry backoff is (a row with
--- no role). For the scheduler.
+-- Per role that owns executions with SQL steps ready: how many are ready
+-- (counted among the 256 oldest ready ones, FIFO across roles: a scheduler
+-- woken at every commit must not count a backlog of 100,000 each time),
+-- why that role cannot run them (NULL: it can: it exists, may log in,
+-- connect to this database, and use the extension's schema), and when the
+-- next one waiting out a retry backoff is (a row with no role). For the
+-- scheduler. (0.8.0: by oid; a dropped role is never confused with a new
+-- role of the same name.)
 CREATE FUNCTION automation.sql_steps_waiting()
-RETURNS TABLE (role_name name, role_oid oid, can_login boolean, ready bigint, next_visible timestamptz)
+RETURNS TABLE (role_name text, role_oid oid, refusal text, ready bigint, next_visible timestamptz)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT w.started_by, a.oid, a.rolcanlogin, count(*), NULL::timestamptz
+    SELECT coalesce(a.rolname::text, w.owner::oid::text), w.owner::oid,
+           CASE WHEN a.oid IS NULL
+                THEN format('the role (oid %s) that owns this execution no longer exists; SQL steps run as the role that started the workflow', w.owner::oid)
+                WHEN NOT a.rolcanlogin
+                THEN format('role "%s" is not permitted to log in; SQL steps run as the role that started the workflow, which needs LOGIN', a.rolname)
+                WHEN NOT has_database_privilege(a.oid, current_database(), 'CONNECT')
+                THEN format('role "%s" may not connect to database "%s"', a.rolname, current_database())
+                WHEN NOT has_schema_privilege(a.oid, 'automation', 'USAGE')
+                THEN format('role "%s" may no longer use automation_ext (it is not a member of automation_runner)', a.rolname)
+           END,
+           count(*), NULL::timestamptz
       FROM (SELECT c.execution_id
               FROM automation_workflows.step_runs c
              WHERE c.queue IS NULL AND c.status = 'pending' AND c.visible_at <= clock_timestamp()
              ORDER BY c.queue, c.visible_at, c.execution_id, c.id
              LIMIT 256) r
       JOIN automation_workflows.workflow_runs w ON w.execution_id = r.execution_id
-      LEFT JOIN pg_roles a ON a.rolname = w.started_by
-     GROUP BY w.started_by, a.oid, a.rolcanlogin
+      LEFT JOIN pg_roles a ON a.oid = w.owner
+     GROUP BY w.owner, a.oid, a.rolname, a.rolcanlogin
     UNION ALL
     SELECT NULL, NULL, NULL, 0, l.visible_at
       FROM (SELECT c.visible_at
@@ -1423,11 +1636,12 @@ AS $fn$
 $fn$;
 REVOKE EXECUTE ON FUNCTION automation.sql_steps_waiting() FROM PUBLIC;
 COMMENT ON FUNCTION automation.sql_steps_waiting() IS
-'Internal (scheduler): per starting role, SQL steps ready now (among the 256 oldest), and when the next one waiting out a backoff is.';
+'Internal (scheduler): per owning role, SQL steps ready now (among the 256 oldest) and why the role cannot run them, if it cannot; and when the next one waiting out a backoff is.';
 
--- Ready SQL steps of executions started by `role_name`, which cannot run
--- them (dropped, or not allowed to log in), fail without retry.
-CREATE FUNCTION automation.refuse_sql_steps(role_name name, reason text)
+-- Ready SQL steps of executions owned by `role`, which cannot run them
+-- (dropped, not allowed to log in or connect, no longer a runner), fail
+-- without retry, once, with the reason.
+CREATE FUNCTION automation.refuse_sql_steps(role oid, reason text)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1440,7 +1654,7 @@ BEGIN
         SELECT r.id, r.execution_id FROM automation_workflows.step_runs r
           JOIN automation_workflows.workflow_runs w ON w.execution_id = r.execution_id
          WHERE r.queue IS NULL AND r.status = 'pending' AND r.visible_at <= clock_timestamp()
-           AND w.started_by = refuse_sql_steps.role_name
+           AND w.owner = refuse_sql_steps.role
          LIMIT 1000
     LOOP
         PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id FOR UPDATE SKIP LOCKED;
@@ -1454,9 +1668,9 @@ BEGIN
     RETURN handled;
 END
 $fn$;
-REVOKE EXECUTE ON FUNCTION automation.refuse_sql_steps(name, text) FROM PUBLIC;
-COMMENT ON FUNCTION automation.refuse_sql_steps(name, text) IS
-'Internal (scheduler): fail the ready SQL steps of executions started by a role that cannot run them (dropped, NOLOGIN).';
+REVOKE EXECUTE ON FUNCTION automation.refuse_sql_steps(oid, text) FROM PUBLIC;
+COMMENT ON FUNCTION automation.refuse_sql_steps(oid, text) IS
+'Internal (scheduler): fail the ready SQL steps of executions owned by a role that cannot run them (dropped, NOLOGIN, no CONNECT, no longer a runner).';
 
 -- SQL steps running in a worker that is gone (its process ended: a crash
 -- and restart, SIGKILL, pg_terminate_backend) fail that attempt, retried
@@ -1494,3 +1708,13 @@ $fn$;
 REVOKE EXECUTE ON FUNCTION automation.recover_sql_steps() FROM PUBLIC;
 COMMENT ON FUNCTION automation.recover_sql_steps() IS
 'Internal (scheduler): fail (and retry while attempts remain) the SQL steps whose worker process is gone.';
+
+-- Internal helpers of the engine: nobody but its own functions calls them.
+REVOKE EXECUTE ON FUNCTION automation.workflow_finish(uuid, text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.workflow_advance(uuid, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.workflow_admitted(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.workflow_admit_waiting(text, integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.step_metric(automation_workflows.step_runs, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.step_succeeded(bigint, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.step_attempt_failed(bigint, text, jsonb, boolean) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.wake_step_workers(integer) FROM PUBLIC;

@@ -25,37 +25,30 @@ END
 $role$;
 
 GRANT USAGE ON SCHEMA automation, automation_workflows, automation_triggers TO automation_runner;
-GRANT SELECT, INSERT, UPDATE ON
+-- 0.8.0 (issue 27): row-level security limits every one of these to the
+-- rows of the roles the runner may act as (SET ROLE to), and what it may
+-- read to what it may act on or work (src/tenancy.rs, docs/security.md).
+-- Definitions and triggers are written directly (the seed's way); a
+-- definition or trigger belongs to the role that writes it.
+GRANT SELECT, INSERT, UPDATE, DELETE ON
       automation_workflows.definitions,
-      automation_workflows.workflow_executions,
-      automation_triggers.registry,
-      automation.errors
+      automation_triggers.registry
    TO automation_runner;
--- 0.4.0: the execution queue and its log (the runtime functions are
--- SECURITY INVOKER: they act with the caller's privileges)
-GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.execution_queue TO automation_runner;
-GRANT SELECT, INSERT, DELETE ON automation_workflows.execution_log TO automation_runner;
-GRANT SELECT ON automation.executions TO automation_runner;
--- 0.5.0: workflow executions and their step runs (run_workflow, claim_steps,
--- complete_step... are SECURITY INVOKER too)
--- 0.7.0: not every column. started_by (the role a workflow's SQL steps run
--- as) is always the role that inserts the row, and neither it nor the
--- definition an execution runs, nor a step run's input, SQL-step-ness or
--- execution can be changed afterwards: a runner cannot have SQL run as
--- another role.
-GRANT SELECT ON automation_workflows.workflow_runs, automation_workflows.step_runs TO automation_runner;
-GRANT INSERT (execution_id, workflow_name, version, definition, input, idempotency_key, admitted, run_after,
-              deadline, open_elements, steps_left, created_at)
-   ON automation_workflows.workflow_runs TO automation_runner;
-GRANT UPDATE (admitted, open_elements, steps_left) ON automation_workflows.workflow_runs TO automation_runner;
-GRANT INSERT ON automation_workflows.step_runs TO automation_runner;
-GRANT UPDATE (status, worker, started_at, completed_at, lease_expires_at, output, error)
-   ON automation_workflows.step_runs TO automation_runner;
+-- the seed's executions table: a runner inserts and updates its own rows
+GRANT SELECT, INSERT, UPDATE ON automation_workflows.workflow_executions, automation.errors TO automation_runner;
+-- The queue, the workflow engine's runs, the trigger inbox and the grants
+-- change only through the functions (enqueue_execution, claim_executions,
+-- run_workflow, claim_steps, grant_workflow...), which check who calls
+-- them: nothing here can be forged, repointed or replayed.
+GRANT SELECT ON automation_workflows.execution_queue, automation_workflows.execution_log, automation.executions,
+                automation_workflows.workflow_runs, automation_workflows.step_runs,
+                automation_workflows.workflow_grants
+   TO automation_runner;
 GRANT SELECT ON automation.workflow_progress TO automation_runner, automation_monitor;
 -- registering a table trigger creates a trigger that runs this function
 GRANT EXECUTE ON FUNCTION automation.workflow_table_trigger() TO automation_runner;
--- (0.6.0) the trigger appends the changes it saw, as the role that made them
-GRANT INSERT ON automation_workflows.trigger_inbox TO automation_runner;
+-- writing a definition asks whether its name is in use by other roles
+GRANT EXECUTE ON FUNCTION automation.workflow_in_use_by_others(text, oid) TO automation_runner;
 -- row-level security limits these to the runner's own rows
 GRANT SELECT, INSERT, UPDATE, DELETE ON automation_workflows.api_workflows TO automation_runner;
 GRANT SELECT, INSERT ON automation.pipeline_metrics TO automation_runner;
@@ -79,7 +72,8 @@ GRANT USAGE, SELECT ON SEQUENCE automation.job_jobid_seq TO automation_runner;
 -- The monitor reads the workflow state as well as the health samples.
 GRANT SELECT ON automation_workflows.execution_queue, automation_workflows.execution_log, automation.executions
    TO automation_monitor;
-GRANT SELECT ON automation_workflows.workflow_runs, automation_workflows.step_runs TO automation_monitor;
+GRANT SELECT ON automation_workflows.workflow_runs, automation_workflows.step_runs,
+                automation_workflows.workflow_grants TO automation_monitor;
 GRANT USAGE ON SCHEMA automation_workflows, automation_triggers TO automation_monitor;
 GRANT SELECT ON
       automation_workflows.definitions,

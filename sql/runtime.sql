@@ -42,6 +42,8 @@ CREATE TABLE automation_workflows.execution_queue (
     -- at most concurrency_limit running per (workflow_name, concurrency_key)
     concurrency_key   text,
     concurrency_limit integer,
+    -- 0.8.0: the role that enqueued it
+    owner             regrole     NOT NULL DEFAULT automation.invoker(),
     CONSTRAINT execution_queue_pkey PRIMARY KEY (id),
     CONSTRAINT execution_queue_name_check
         CHECK (workflow_name <> '' AND pg_catalog.char_length(workflow_name) <= 255),
@@ -60,8 +62,9 @@ CREATE TABLE automation_workflows.execution_queue (
 -- the claim order; no column a claim changes is indexed
 CREATE INDEX execution_queue_claim
     ON automation_workflows.execution_queue (workflow_name, priority DESC, run_after, id);
+-- (0.8.0: a key is its owner's)
 CREATE UNIQUE INDEX execution_queue_unique_key
-    ON automation_workflows.execution_queue (workflow_name, unique_key)
+    ON automation_workflows.execution_queue (workflow_name, owner, unique_key)
     WHERE unique_key IS NOT NULL;
 CREATE INDEX execution_queue_concurrency_key
     ON automation_workflows.execution_queue (workflow_name, concurrency_key)
@@ -81,7 +84,9 @@ CREATE TABLE automation_workflows.execution_log (
     run_after     timestamptz,
     claimed_by    text,
     attempts      integer     NOT NULL,
-    retry_of      uuid
+    retry_of      uuid,
+    -- 0.8.0
+    owner         regrole     NOT NULL DEFAULT automation.invoker()
 ) WITH (vacuum_truncate = false, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
         autovacuum_vacuum_cost_delay = 0);
 
@@ -140,15 +145,16 @@ SELECT q.id,
        q.claimed_by,
        CASE WHEN q.claimed_by IS NOT NULL THEN q.visible_at END AS lease_expires_at,
        q.attempts,
-       q.retry_of
+       q.retry_of,
+       q.owner
   FROM automation_workflows.execution_queue q
 UNION ALL
 SELECT l.id, l.workflow_name::varchar(255), l.status::varchar(50), l.started_at, l.completed_at, l.metadata,
-       l.error_details, l.run_after, l.claimed_by, NULL::timestamptz, l.attempts, l.retry_of
+       l.error_details, l.run_after, l.claimed_by, NULL::timestamptz, l.attempts, l.retry_of, l.owner
   FROM automation_workflows.execution_log l
 UNION ALL
 SELECT e.id, e.workflow_name, e.status, e.started_at, e.completed_at, e.metadata, e.error_details, e.run_after,
-       e.claimed_by, e.lease_expires_at, e.attempts, e.retry_of
+       e.claimed_by, e.lease_expires_at, e.attempts, e.retry_of, e.owner
   FROM automation_workflows.workflow_executions e;
 
 COMMENT ON VIEW automation.executions IS
@@ -156,21 +162,29 @@ COMMENT ON VIEW automation.executions IS
 
 CREATE FUNCTION automation.start_execution(workflow_name text, metadata jsonb DEFAULT '{}')
 RETURNS uuid
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.start_execution_as(caller oid, workflow_name text, metadata jsonb)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     new_id uuid;
 BEGIN
-    PERFORM automation.check_workflow_name(start_execution.workflow_name);
-    PERFORM automation.check_metadata(start_execution.metadata);
+    PERFORM automation.check_workflow_name(start_execution_as.workflow_name);
+    PERFORM automation.check_metadata(start_execution_as.metadata);
+    PERFORM automation.check_may_start(start_execution_as.caller, start_execution_as.workflow_name);
     INSERT INTO automation_workflows.workflow_executions AS e
-           (workflow_name, status, started_at, metadata, attempts)
-    VALUES (start_execution.workflow_name, 'running', now(), coalesce(start_execution.metadata, '{}'), 1)
+           (workflow_name, status, started_at, metadata, attempts, owner)
+    VALUES (start_execution_as.workflow_name, 'running', now(), coalesce(start_execution_as.metadata, '{}'), 1,
+            start_execution_as.caller)
     RETURNING e.id INTO new_id;
     RETURN new_id;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.start_execution_as(oid, text, jsonb) FROM PUBLIC;
 
 CREATE FUNCTION automation.enqueue_execution(workflow_name text, metadata jsonb DEFAULT '{}',
                                              run_after timestamptz DEFAULT now(),
@@ -180,60 +194,71 @@ CREATE FUNCTION automation.enqueue_execution(workflow_name text, metadata jsonb 
                                              concurrency_key text DEFAULT NULL,
                                              concurrency_limit integer DEFAULT NULL)
 RETURNS uuid
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.enqueue_execution_as(caller oid, workflow_name text, metadata jsonb, run_after timestamptz,
+                                                priority integer, unique_key text, debounce boolean,
+                                                concurrency_key text, concurrency_limit integer)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
     new_id uuid;
-    due timestamptz := coalesce(enqueue_execution.run_after, now());
-    meta jsonb := coalesce(enqueue_execution.metadata, '{}');
+    due timestamptz := coalesce(enqueue_execution_as.run_after, now());
+    meta jsonb := coalesce(enqueue_execution_as.metadata, '{}');
 BEGIN
     -- (the checks of check_workflow_name and check_metadata, called only
     -- when one fails: a function call per enqueue costs more than the test)
-    IF coalesce(enqueue_execution.workflow_name, '') = '' OR char_length(enqueue_execution.workflow_name) > 255 THEN
-        PERFORM automation.check_workflow_name(enqueue_execution.workflow_name);
+    IF coalesce(enqueue_execution_as.workflow_name, '') = '' OR char_length(enqueue_execution_as.workflow_name) > 255 THEN
+        PERFORM automation.check_workflow_name(enqueue_execution_as.workflow_name);
     END IF;
-    IF enqueue_execution.metadata IS NOT NULL AND jsonb_typeof(enqueue_execution.metadata) <> 'object' THEN
-        PERFORM automation.check_metadata(enqueue_execution.metadata);
+    IF enqueue_execution_as.metadata IS NOT NULL AND jsonb_typeof(enqueue_execution_as.metadata) <> 'object' THEN
+        PERFORM automation.check_metadata(enqueue_execution_as.metadata);
     END IF;
-    IF enqueue_execution.priority IS NULL THEN
+    IF enqueue_execution_as.priority IS NULL THEN
         RAISE EXCEPTION 'priority must not be NULL'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'The default priority is 0; higher runs first.';
     END IF;
-    IF (enqueue_execution.concurrency_key IS NULL) <> (enqueue_execution.concurrency_limit IS NULL)
-       OR enqueue_execution.concurrency_limit < 1 THEN
+    IF (enqueue_execution_as.concurrency_key IS NULL) <> (enqueue_execution_as.concurrency_limit IS NULL)
+       OR enqueue_execution_as.concurrency_limit < 1 THEN
         RAISE EXCEPTION 'concurrency_key and concurrency_limit go together, and the limit must be at least 1'
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'For example concurrency_key => ''customer-42'', concurrency_limit => 2: at most two of that customer''s executions run at once.';
     END IF;
-    PERFORM automation.executions_enqueued(enqueue_execution.workflow_name);
-    IF enqueue_execution.unique_key IS NULL THEN
+    PERFORM automation.check_may_start(enqueue_execution_as.caller, enqueue_execution_as.workflow_name);
+    PERFORM automation.executions_enqueued(enqueue_execution_as.workflow_name);
+    IF enqueue_execution_as.unique_key IS NULL THEN
         INSERT INTO automation_workflows.execution_queue AS q
-               (workflow_name, priority, run_after, visible_at, metadata, concurrency_key, concurrency_limit)
-        VALUES (enqueue_execution.workflow_name, enqueue_execution.priority, due, due, meta,
-                enqueue_execution.concurrency_key, enqueue_execution.concurrency_limit)
+               (workflow_name, priority, run_after, visible_at, metadata, concurrency_key, concurrency_limit, owner)
+        VALUES (enqueue_execution_as.workflow_name, enqueue_execution_as.priority, due, due, meta,
+                enqueue_execution_as.concurrency_key, enqueue_execution_as.concurrency_limit, enqueue_execution_as.caller)
         RETURNING q.id INTO new_id;
         RETURN new_id;
     END IF;
-    -- a unique key: the pending or running execution with that key, if any,
-    -- instead of a second one (debounce: a pending one takes the new payload
-    -- and due time)
+    -- a unique key (the enqueuing role's: 0.8.0): the pending or running
+    -- execution with that key, if any, instead of a second one (debounce: a
+    -- pending one takes the new payload and due time)
     LOOP
         INSERT INTO automation_workflows.execution_queue AS q
-               (workflow_name, priority, run_after, visible_at, metadata, unique_key, concurrency_key, concurrency_limit)
-        VALUES (enqueue_execution.workflow_name, enqueue_execution.priority, due, due, meta,
-                enqueue_execution.unique_key, enqueue_execution.concurrency_key, enqueue_execution.concurrency_limit)
-        ON CONFLICT (workflow_name, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+               (workflow_name, priority, run_after, visible_at, metadata, unique_key, concurrency_key, concurrency_limit,
+                owner)
+        VALUES (enqueue_execution_as.workflow_name, enqueue_execution_as.priority, due, due, meta,
+                enqueue_execution_as.unique_key, enqueue_execution_as.concurrency_key, enqueue_execution_as.concurrency_limit,
+                enqueue_execution_as.caller)
+        ON CONFLICT (workflow_name, owner, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
         RETURNING q.id INTO new_id;
         IF FOUND THEN
             RETURN new_id;
         END IF;
-        IF enqueue_execution.debounce THEN
+        IF enqueue_execution_as.debounce THEN
             UPDATE automation_workflows.execution_queue q
-               SET metadata = meta, run_after = due, visible_at = due, priority = enqueue_execution.priority
-             WHERE q.workflow_name = enqueue_execution.workflow_name
-               AND q.unique_key = enqueue_execution.unique_key
+               SET metadata = meta, run_after = due, visible_at = due, priority = enqueue_execution_as.priority
+             WHERE q.workflow_name = enqueue_execution_as.workflow_name
+               AND q.owner = enqueue_execution_as.caller
+               AND q.unique_key = enqueue_execution_as.unique_key
                AND q.claimed_by IS NULL
             RETURNING q.id INTO new_id;
             IF FOUND THEN
@@ -241,7 +266,8 @@ BEGIN
             END IF;
         END IF;
         SELECT q.id INTO new_id FROM automation_workflows.execution_queue q
-         WHERE q.workflow_name = enqueue_execution.workflow_name AND q.unique_key = enqueue_execution.unique_key;
+         WHERE q.workflow_name = enqueue_execution_as.workflow_name AND q.owner = enqueue_execution_as.caller
+           AND q.unique_key = enqueue_execution_as.unique_key;
         IF FOUND THEN
             RETURN new_id;
         END IF;
@@ -249,6 +275,7 @@ BEGIN
     END LOOP;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.enqueue_execution_as(oid, text, jsonb, timestamptz, integer, text, boolean, text, integer) FROM PUBLIC;
 
 CREATE FUNCTION automation.check_workflow_name(workflow_name text)
 RETURNS void
@@ -284,9 +311,39 @@ BEGIN
 END
 $fn$;
 
+-- (0.8.0) Raise 42501 unless `caller` may start workflow `workflow_name`:
+-- it has no definition, or caller owns it (may act as its owner), or was
+-- granted run.
+CREATE FUNCTION automation.check_may_start(caller oid, workflow_name text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT automation.may_start_workflow(check_may_start.caller, check_may_start.workflow_name) THEN
+        RAISE EXCEPTION 'permission denied to start workflow %', check_may_start.workflow_name
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'A workflow with a definition is started by its owner, roles that may SET ROLE to it, and roles it was granted to (automation.grant_workflow(name, role)).';
+    END IF;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.check_may_start(oid, text) FROM PUBLIC;
+
+-- (0.8.0) May `caller` work execution of `workflow_name` owned by `owner`
+-- (complete, fail, extend, claim it): act as its owner, or work (own, or
+-- be granted work on) its workflow.
+CREATE FUNCTION automation.may_work(caller oid, owner oid, workflow_name text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT automation.role_may_act_as(caller, owner) OR automation.may_work_workflow(caller, workflow_name)
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.may_work(oid, oid, text) FROM PUBLIC;
+
 -- Raise the error that explains why execution `id` could not be completed
--- or failed by `worker_id`.
-CREATE FUNCTION automation.raise_not_running(id uuid, worker_id text, verb text)
+-- or failed by `worker_id` (0.8.0: 42501 first, when caller may not work it).
+CREATE FUNCTION automation.raise_not_running(caller oid, id uuid, worker_id text, verb text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -299,14 +356,18 @@ BEGIN
               USING ERRCODE = 'null_value_not_allowed',
                     HINT = 'Use an id returned by start_execution(), enqueue_execution() or claim_executions().';
     END IF;
-    SELECT e.status, e.claimed_by INTO cur
+    SELECT e.status, e.claimed_by, e.owner, e.workflow_name INTO cur
       FROM automation.executions e WHERE e.id = raise_not_running.id;
-    IF NOT FOUND THEN
+    IF FOUND AND NOT automation.may_work(raise_not_running.caller, cur.owner, cur.workflow_name) THEN
+        RAISE EXCEPTION 'permission denied for workflow execution %', raise_not_running.id
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'An execution is worked by the role that started it (or a role that may SET ROLE to it), and by roles its workflow''s owner granted work.';
+    ELSIF NOT FOUND THEN
         RAISE EXCEPTION 'workflow execution % does not exist', raise_not_running.id
               USING ERRCODE = 'no_data_found',
                     HINT = 'Use an id returned by start_execution(), enqueue_execution() or claim_executions().';
     ELSIF cur.status <> 'running' THEN
-        RAISE EXCEPTION 'cannot % workflow execution %: it is %, not running', verb, raise_not_running.id, cur.status
+        RAISE EXCEPTION 'cannot % workflow execution %: it is %, not running', raise_not_running.verb, raise_not_running.id, cur.status
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = CASE WHEN cur.status = 'pending'
                                 THEN 'A pending execution must be claimed first, with automation.claim_executions().'
@@ -314,7 +375,7 @@ BEGIN
                            END;
     ELSE
         RAISE EXCEPTION 'cannot % workflow execution %: it is claimed by %, not by %',
-                        verb, raise_not_running.id, coalesce(cur.claimed_by, '(nobody)'), worker_id
+                        verb, raise_not_running.id, coalesce(cur.claimed_by, '(nobody)'), raise_not_running.worker_id
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'Its lease expired and another worker claimed it; discard this result. Use automation.extend_lease() for long work.';
     END IF;
@@ -324,7 +385,12 @@ $fn$;
 CREATE FUNCTION automation.complete_executions(ids uuid[], metadata_patch jsonb DEFAULT NULL,
                                                worker_id text DEFAULT NULL)
 RETURNS integer
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.complete_executions_as(caller oid, ids uuid[], metadata_patch jsonb, worker_id text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -333,51 +399,56 @@ DECLARE
     retried boolean;
     refused uuid;
 BEGIN
-    IF complete_executions.ids IS NULL OR array_position(complete_executions.ids, NULL) IS NOT NULL THEN
+    IF complete_executions_as.ids IS NULL OR array_position(complete_executions_as.ids, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'ids must not be NULL or contain NULL'
               USING ERRCODE = 'null_value_not_allowed',
                     HINT = 'Pass the ids returned by start_execution(), enqueue_execution() or claim_executions().';
     END IF;
-    IF complete_executions.metadata_patch IS NOT NULL AND jsonb_typeof(complete_executions.metadata_patch) <> 'object' THEN
-        PERFORM automation.check_metadata(complete_executions.metadata_patch);
+    IF complete_executions_as.metadata_patch IS NOT NULL AND jsonb_typeof(complete_executions_as.metadata_patch) <> 'object' THEN
+        PERFORM automation.check_metadata(complete_executions_as.metadata_patch);
     END IF;
     -- the queue's: out of the queue, into the log, in one statement
     WITH finished AS (
         DELETE FROM automation_workflows.execution_queue q
-         WHERE q.id = ANY (complete_executions.ids)
+         WHERE q.id = ANY (complete_executions_as.ids)
            AND q.claimed_by IS NOT NULL
-           AND (complete_executions.worker_id IS NULL OR q.claimed_by = complete_executions.worker_id)
+           AND (complete_executions_as.worker_id IS NULL OR q.claimed_by = complete_executions_as.worker_id)
+           AND automation.may_work(complete_executions_as.caller, q.owner, q.workflow_name)
         RETURNING q.*),
     logged AS (
         INSERT INTO automation_workflows.execution_log AS l
-               (id, workflow_name, status, started_at, completed_at, metadata, run_after, claimed_by, attempts, retry_of)
+               (id, workflow_name, status, started_at, completed_at, metadata, run_after, claimed_by, attempts, retry_of,
+                owner)
         SELECT f.id, f.workflow_name, 'success', f.started_at, GREATEST(now(), f.started_at),
-               CASE WHEN complete_executions.metadata_patch IS NULL THEN f.metadata
-                    ELSE f.metadata || complete_executions.metadata_patch END,
-               f.run_after, f.claimed_by, f.attempts, f.retry_of
+               CASE WHEN complete_executions_as.metadata_patch IS NULL THEN f.metadata
+                    ELSE f.metadata || complete_executions_as.metadata_patch END,
+               f.run_after, f.claimed_by, f.attempts, f.retry_of, f.owner
           FROM finished f
         RETURNING l.id, l.retry_of)
     SELECT array_agg(logged.id), bool_or(logged.retry_of IS NOT NULL) INTO done, retried FROM logged;
-    IF coalesce(cardinality(done), 0) < cardinality(complete_executions.ids) THEN
+    IF coalesce(cardinality(done), 0) < cardinality(complete_executions_as.ids) THEN
         -- the others: started by start_execution() (or queued before 0.4.0)
         WITH completed AS (
             UPDATE automation_workflows.workflow_executions e
                SET status = 'success',
                    completed_at = now(),
                    lease_expires_at = NULL,
-                   metadata = CASE WHEN complete_executions.metadata_patch IS NULL THEN e.metadata
-                                   ELSE coalesce(e.metadata, '{}') || complete_executions.metadata_patch END
-             WHERE e.id = ANY (complete_executions.ids)
+                   metadata = CASE WHEN complete_executions_as.metadata_patch IS NULL THEN e.metadata
+                                   ELSE coalesce(e.metadata, '{}') || complete_executions_as.metadata_patch END
+             WHERE e.id = ANY (complete_executions_as.ids)
                AND e.status = 'running'
-               AND (complete_executions.worker_id IS NULL OR e.claimed_by = complete_executions.worker_id)
+               AND (complete_executions_as.worker_id IS NULL OR e.claimed_by = complete_executions_as.worker_id)
+               AND automation.may_work(complete_executions_as.caller, e.owner, e.workflow_name)
+               -- (executions of the workflow engine end with their steps)
+               AND NOT EXISTS (SELECT FROM automation_workflows.workflow_runs w WHERE w.execution_id = e.id)
             RETURNING e.id)
         SELECT array_agg(completed.id) INTO legacy FROM completed;
         -- all or nothing: an id that could not be completed fails the whole call
         SELECT x INTO refused
-          FROM (SELECT unnest(complete_executions.ids) EXCEPT SELECT unnest(done || legacy)) AS r(x)
+          FROM (SELECT unnest(complete_executions_as.ids) EXCEPT SELECT unnest(done || legacy)) AS r(x)
          LIMIT 1;
         IF refused IS NOT NULL THEN
-            PERFORM automation.raise_not_running(refused, complete_executions.worker_id, 'complete');
+            PERFORM automation.raise_not_running(complete_executions_as.caller, refused, complete_executions_as.worker_id, 'complete');
         END IF;
         retried := true;
     END IF;
@@ -393,6 +464,7 @@ BEGIN
     RETURN coalesce(cardinality(done), 0) + coalesce(cardinality(legacy), 0);
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.complete_executions_as(oid, uuid[], jsonb, text) FROM PUBLIC;
 
 CREATE FUNCTION automation.complete_execution(id uuid, metadata_patch jsonb DEFAULT NULL,
                                               worker_id text DEFAULT NULL)
@@ -425,7 +497,7 @@ BEGIN
               USING ERRCODE = 'null_value_not_allowed',
                     HINT = 'Failures are recorded by automation.fail_execution() and automation.timeout_stale_executions().';
     END IF;
-    SELECT e.workflow_name, e.status INTO failed
+    SELECT e.workflow_name, e.status, e.owner INTO failed
       FROM automation.executions e WHERE e.id = record_failure.execution_id;
     IF NOT FOUND OR failed.status NOT IN ('error', 'timeout') THEN
         RAISE EXCEPTION 'workflow execution % has not failed', record_failure.execution_id
@@ -446,9 +518,10 @@ BEGIN
     RETURNING r.id INTO error_id;
     IF NOT FOUND THEN
         INSERT INTO automation.errors AS r
-               (workflow_name, error_type, error_message, error_context, execution_id, next_retry_at)
+               (workflow_name, error_type, error_message, error_context, execution_id, next_retry_at, owner)
         VALUES (record_failure.workflow_name, record_failure.error_type, record_failure.error_message,
-                record_failure.error_context, record_failure.execution_id, now() + automation.retry_delay(0))
+                record_failure.error_context, record_failure.execution_id, now() + automation.retry_delay(0),
+                failed.owner)
         RETURNING r.id INTO error_id;
     END IF;
     RETURN error_id;
@@ -458,60 +531,84 @@ $fn$;
 CREATE FUNCTION automation.fail_execution(id uuid, error_type text, error_message text,
                                           error_context jsonb DEFAULT NULL, worker_id text DEFAULT NULL)
 RETURNS uuid
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.fail_execution_as(caller oid, id uuid, error_type text, error_message text,
+                                             error_context jsonb, worker_id text)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     wf text;
-    details jsonb := jsonb_build_object('error_type', fail_execution.error_type,
-                                        'error_message', fail_execution.error_message,
-                                        'error_context', fail_execution.error_context);
+    details jsonb := jsonb_build_object('error_type', fail_execution_as.error_type,
+                                        'error_message', fail_execution_as.error_message,
+                                        'error_context', fail_execution_as.error_context);
 BEGIN
     WITH failed AS (
         DELETE FROM automation_workflows.execution_queue q
-         WHERE q.id = fail_execution.id
+         WHERE q.id = fail_execution_as.id
            AND q.claimed_by IS NOT NULL
-           AND (fail_execution.worker_id IS NULL OR q.claimed_by = fail_execution.worker_id)
+           AND (fail_execution_as.worker_id IS NULL OR q.claimed_by = fail_execution_as.worker_id)
+           AND automation.may_work(fail_execution_as.caller, q.owner, q.workflow_name)
         RETURNING q.*)
     INSERT INTO automation_workflows.execution_log AS l
            (id, workflow_name, status, started_at, completed_at, metadata, error_details, run_after, claimed_by,
-            attempts, retry_of)
+            attempts, retry_of, owner)
     SELECT f.id, f.workflow_name, 'error', f.started_at, GREATEST(now(), f.started_at), f.metadata, details, f.run_after, f.claimed_by,
-           f.attempts, f.retry_of
+           f.attempts, f.retry_of, f.owner
       FROM failed f
     RETURNING l.workflow_name INTO wf;
     IF FOUND THEN
-        PERFORM automation.executions_logged(ARRAY[fail_execution.id]);
+        PERFORM automation.executions_logged(ARRAY[fail_execution_as.id]);
     ELSE
         UPDATE automation_workflows.workflow_executions e
            SET status = 'error',
                completed_at = now(),
                lease_expires_at = NULL,
                error_details = details
-         WHERE e.id = fail_execution.id
+         WHERE e.id = fail_execution_as.id
            AND e.status = 'running'
-           AND (fail_execution.worker_id IS NULL OR e.claimed_by = fail_execution.worker_id)
+           AND (fail_execution_as.worker_id IS NULL OR e.claimed_by = fail_execution_as.worker_id)
+           AND automation.may_work(fail_execution_as.caller, e.owner, e.workflow_name)
+           AND NOT EXISTS (SELECT FROM automation_workflows.workflow_runs w WHERE w.execution_id = e.id)
         RETURNING e.workflow_name INTO wf;
         IF NOT FOUND THEN
-            PERFORM automation.raise_not_running(fail_execution.id, fail_execution.worker_id, 'fail');
+            PERFORM automation.raise_not_running(fail_execution_as.caller, fail_execution_as.id, fail_execution_as.worker_id, 'fail');
         END IF;
     END IF;
-    RETURN automation.record_failure(fail_execution.id, wf, fail_execution.error_type,
-                                     fail_execution.error_message, fail_execution.error_context);
+    RETURN automation.record_failure(fail_execution_as.id, wf, fail_execution_as.error_type,
+                                     fail_execution_as.error_message, fail_execution_as.error_context);
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.fail_execution_as(oid, uuid, text, text, jsonb, text) FROM PUBLIC;
 
 CREATE FUNCTION automation.claim_executions(workflow_name text, worker_id text, batch integer DEFAULT 100,
                                             lease interval DEFAULT '5 minutes', wait interval DEFAULT NULL)
 RETURNS SETOF automation_workflows.workflow_executions
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.claim_executions_as(caller oid, workflow_name text, worker_id text, batch integer,
+                                               lease interval, wait interval)
+RETURNS SETOF automation_workflows.workflow_executions
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     claimed integer;
     deadline timestamptz;
     cutoff timestamptz;
+    -- (0.8.0) caller may work every execution of the workflow, or only
+    -- those of the roles it may act as
+    everyone boolean := automation.may_work_workflow(claim_executions_as.caller, claim_executions_as.workflow_name);
 BEGIN
+    IF coalesce(claim_executions_as.workflow_name, '') = '' THEN
+        RAISE EXCEPTION 'workflow_name must not be empty'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Claim the executions of one workflow: the name given to enqueue_execution().';
+    END IF;
     IF coalesce(worker_id, '') = '' THEN
         RAISE EXCEPTION 'worker_id must not be empty'
               USING ERRCODE = 'invalid_parameter_value',
@@ -536,10 +633,11 @@ BEGIN
         -- and a waiting claim's attempts are later)
         cutoff := clock_timestamp();
         IF EXISTS (SELECT FROM automation_workflows.execution_queue q
-                    WHERE q.workflow_name = claim_executions.workflow_name AND q.concurrency_key IS NOT NULL) THEN
-            RETURN QUERY SELECT * FROM automation.claim_limited(claim_executions.workflow_name,
-                                                                claim_executions.worker_id,
-                                                                claim_executions.batch, claim_executions.lease,
+                    WHERE q.workflow_name = claim_executions_as.workflow_name AND q.concurrency_key IS NOT NULL) THEN
+            RETURN QUERY SELECT * FROM automation.claim_limited(claim_executions_as.caller, everyone,
+                                                                claim_executions_as.workflow_name,
+                                                                claim_executions_as.worker_id,
+                                                                claim_executions_as.batch, claim_executions_as.lease,
                                                                 cutoff);
         ELSE
             -- in priority order, oldest due first (an execution whose lease
@@ -548,18 +646,19 @@ BEGIN
             RETURN QUERY
             WITH taken AS (
                 UPDATE automation_workflows.execution_queue q
-                   SET claimed_by = claim_executions.worker_id,
-                       visible_at = cutoff + claim_executions.lease,
+                   SET claimed_by = claim_executions_as.worker_id,
+                       visible_at = cutoff + claim_executions_as.lease,
                        started_at = cutoff,
                        attempts = q.attempts + 1
                  WHERE q.id IN (SELECT c.id FROM automation_workflows.execution_queue c
-                                 WHERE c.workflow_name = claim_executions.workflow_name AND c.visible_at <= cutoff
+                                 WHERE c.workflow_name = claim_executions_as.workflow_name AND c.visible_at <= cutoff
+                                   AND (everyone OR automation.role_may_act_as(claim_executions_as.caller, c.owner))
                                  ORDER BY c.priority DESC, c.run_after, c.id
-                                 LIMIT claim_executions.batch
+                                 LIMIT claim_executions_as.batch
                                    FOR UPDATE SKIP LOCKED)
                 RETURNING q.*)
             SELECT t.id, t.workflow_name::varchar(255), 'running'::varchar(50), t.started_at, NULL::timestamptz,
-                   t.metadata, NULL::jsonb, t.run_after, t.claimed_by, t.visible_at, t.attempts, t.retry_of
+                   t.metadata, NULL::jsonb, t.run_after, t.claimed_by, t.visible_at, t.attempts, t.retry_of, t.owner
               FROM taken t
              ORDER BY t.priority DESC, t.run_after, t.id;
         END IF;
@@ -569,23 +668,24 @@ BEGIN
         -- later than the next second while some of its executions are
         -- delayed or leased (they come due without waking anybody)
         PERFORM automation.wait_for_executions(
-            claim_executions.workflow_name,
+            claim_executions_as.workflow_name,
             CASE WHEN EXISTS (SELECT FROM automation_workflows.execution_queue q
-                               WHERE q.workflow_name = claim_executions.workflow_name
+                               WHERE q.workflow_name = claim_executions_as.workflow_name
                                  AND q.visible_at > clock_timestamp())
                  THEN least(deadline, clock_timestamp() + interval '1 second')
                  ELSE deadline END);
     END LOOP;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.claim_executions_as(oid, text, text, integer, interval, interval) FROM PUBLIC;
 
 -- claim_executions when executions of the workflow have a concurrency key:
 -- rows whose key has room (a first look), locked; then per key, holding a
 -- transaction advisory lock on it (rows of a key another claimer is
 -- deciding about are left for later) and counting again in a statement that
 -- sees every committed claim, as many as the limit leaves room for.
-CREATE FUNCTION automation.claim_limited(workflow_name text, worker_id text, batch integer, lease interval,
-                                         cutoff timestamptz)
+CREATE FUNCTION automation.claim_limited(caller oid, everyone boolean, workflow_name text, worker_id text,
+                                         batch integer, lease interval, cutoff timestamptz)
 RETURNS SETOF automation_workflows.workflow_executions
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -605,6 +705,7 @@ BEGIN
     SELECT array_agg(c.id) INTO candidates FROM (
         SELECT c.id FROM automation_workflows.execution_queue c
          WHERE c.workflow_name = claim_limited.workflow_name AND c.visible_at <= claim_limited.cutoff
+           AND (claim_limited.everyone OR automation.role_may_act_as(claim_limited.caller, c.owner))
            AND (c.concurrency_key IS NULL
                 OR (SELECT count(*) FROM automation_workflows.execution_queue r
                      WHERE r.workflow_name = c.workflow_name AND r.concurrency_key = c.concurrency_key
@@ -646,7 +747,7 @@ BEGIN
          WHERE q.id = ANY (accepted)
         RETURNING q.*)
     SELECT t.id, t.workflow_name::varchar(255), 'running'::varchar(50), t.started_at, NULL::timestamptz,
-           t.metadata, NULL::jsonb, t.run_after, t.claimed_by, t.visible_at, t.attempts, t.retry_of
+           t.metadata, NULL::jsonb, t.run_after, t.claimed_by, t.visible_at, t.attempts, t.retry_of, t.owner
       FROM taken t
      ORDER BY t.priority DESC, t.run_after, t.id;
 END
@@ -654,34 +755,47 @@ $fn$;
 
 CREATE FUNCTION automation.extend_lease(id uuid, worker_id text, lease interval DEFAULT '5 minutes')
 RETURNS timestamptz
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.extend_lease_as(caller oid, id uuid, worker_id text, lease interval)
+RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     expires timestamptz;
 BEGIN
     UPDATE automation_workflows.execution_queue q
-       SET visible_at = now() + extend_lease.lease
-     WHERE q.id = extend_lease.id AND q.claimed_by = extend_lease.worker_id
+       SET visible_at = now() + extend_lease_as.lease
+     WHERE q.id = extend_lease_as.id AND q.claimed_by = extend_lease_as.worker_id
+       AND automation.may_work(extend_lease_as.caller, q.owner, q.workflow_name)
     RETURNING q.visible_at INTO expires;
     IF FOUND THEN
         RETURN expires;
     END IF;
     UPDATE automation_workflows.workflow_executions e
-       SET lease_expires_at = now() + extend_lease.lease
-     WHERE e.id = extend_lease.id AND e.status = 'running' AND e.claimed_by = extend_lease.worker_id
+       SET lease_expires_at = now() + extend_lease_as.lease
+     WHERE e.id = extend_lease_as.id AND e.status = 'running' AND e.claimed_by = extend_lease_as.worker_id
+       AND automation.may_work(extend_lease_as.caller, e.owner, e.workflow_name)
     RETURNING e.lease_expires_at INTO expires;
     IF NOT FOUND THEN
-        PERFORM automation.raise_not_running(extend_lease.id, extend_lease.worker_id, 'extend the lease of');
+        PERFORM automation.raise_not_running(extend_lease_as.caller, extend_lease_as.id, extend_lease_as.worker_id, 'extend the lease of');
     END IF;
     RETURN expires;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.extend_lease_as(oid, uuid, text, interval) FROM PUBLIC;
 
 CREATE FUNCTION automation.timeout_stale_executions(older_than interval DEFAULT '1 hour',
                                                     batch integer DEFAULT 1000)
 RETURNS TABLE (id uuid)
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.timeout_stale_executions_as(caller oid, older_than interval, batch integer)
+RETURNS TABLE (id uuid)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -700,23 +814,25 @@ BEGIN
     -- 0.5.0: steps of workflow executions whose lease or timeout expired,
     -- and executions past their workflow's timeout (run_workflow's
     -- executions are timed out by their definition, not by older_than)
-    PERFORM automation.expire_steps(NULL, timeout_stale_executions.batch);
+    PERFORM automation.expire_steps(NULL, timeout_stale_executions_as.batch);
     -- the queue's running executions, then the history's (start_execution's);
     -- one batch per call; rows being updated elsewhere are skipped
     WITH batch_rows AS (
         SELECT q.id FROM automation_workflows.execution_queue q
-         WHERE q.claimed_by IS NOT NULL AND q.started_at < now() - timeout_stale_executions.older_than
+         WHERE q.claimed_by IS NOT NULL AND q.started_at < now() - timeout_stale_executions_as.older_than
+           AND automation.may_work(timeout_stale_executions_as.caller, q.owner, q.workflow_name)
          ORDER BY q.started_at
-         LIMIT timeout_stale_executions.batch
+         LIMIT timeout_stale_executions_as.batch
            FOR UPDATE SKIP LOCKED),
     timed_out AS (
         DELETE FROM automation_workflows.execution_queue q USING batch_rows b WHERE q.id = b.id RETURNING q.*),
     moved AS (
         INSERT INTO automation_workflows.execution_log AS l
                (id, workflow_name, status, started_at, completed_at, metadata, error_details, run_after,
-                claimed_by, attempts, retry_of)
+                claimed_by, attempts, retry_of, owner)
         SELECT t.id, t.workflow_name, 'timeout', t.started_at, GREATEST(now(), t.started_at), t.metadata,
-               jsonb_build_object('reason', 'execution_timeout'), t.run_after, t.claimed_by, t.attempts, t.retry_of
+               jsonb_build_object('reason', 'execution_timeout'), t.run_after, t.claimed_by, t.attempts, t.retry_of,
+               t.owner
           FROM timed_out t
         RETURNING l.id, l.workflow_name)
     SELECT array_agg(moved.id), array_agg(moved.workflow_name) INTO logged, logged_names FROM moved;
@@ -737,10 +853,11 @@ BEGIN
     FOR stale IN
         WITH batch_rows AS (
             SELECT e.id FROM automation_workflows.workflow_executions e
-             WHERE e.status = 'running' AND e.started_at < now() - timeout_stale_executions.older_than
+             WHERE e.status = 'running' AND e.started_at < now() - timeout_stale_executions_as.older_than
                AND NOT EXISTS (SELECT FROM automation_workflows.workflow_runs w WHERE w.execution_id = e.id)
+               AND automation.may_work(timeout_stale_executions_as.caller, e.owner, e.workflow_name)
              ORDER BY e.started_at
-             LIMIT timeout_stale_executions.batch - coalesce(cardinality(logged), 0)
+             LIMIT timeout_stale_executions_as.batch - coalesce(cardinality(logged), 0)
                FOR UPDATE SKIP LOCKED)
         UPDATE automation_workflows.workflow_executions e
            SET status = 'timeout',
@@ -757,10 +874,16 @@ BEGIN
     END LOOP;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.timeout_stale_executions_as(oid, interval, integer) FROM PUBLIC;
 
 CREATE FUNCTION automation.retry_failed_workflow(workflow_name text, max_retries integer DEFAULT 3)
 RETURNS boolean
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.retry_failed_workflow_as(caller oid, workflow_name text, max_retries integer)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -778,17 +901,24 @@ BEGIN
        SET dead_lettered_at = now()
      WHERE r.id IN (
             SELECT d.id FROM automation.errors d
-             WHERE d.workflow_name = retry_failed_workflow.workflow_name
+             WHERE d.workflow_name = retry_failed_workflow_as.workflow_name
                AND d.resolved_at IS NULL AND d.dead_lettered_at IS NULL
-               AND d.retry_count >= retry_failed_workflow.max_retries
+               -- (0.8.0) the caller's to retry; never the workflow engine's
+               -- failures (its executions retry through their definition's
+               -- retry, and are re-run with rerun_workflow)
+               AND automation.may_work(retry_failed_workflow_as.caller, d.owner, d.workflow_name)
+               AND d.error_type NOT IN ('step_failed', 'workflow_timeout')
+               AND d.retry_count >= retry_failed_workflow_as.max_retries
                AND NOT automation.retry_in_flight(d.retry_execution_id)
                FOR UPDATE SKIP LOCKED);
     -- the oldest open error whose backoff has passed and whose last retry ended
     SELECT r.* INTO err
       FROM automation.errors r
-     WHERE r.workflow_name = retry_failed_workflow.workflow_name
+     WHERE r.workflow_name = retry_failed_workflow_as.workflow_name
        AND r.resolved_at IS NULL AND r.dead_lettered_at IS NULL
-       AND r.retry_count < retry_failed_workflow.max_retries
+       AND automation.may_work(retry_failed_workflow_as.caller, r.owner, r.workflow_name)
+       AND r.error_type NOT IN ('step_failed', 'workflow_timeout')
+       AND r.retry_count < retry_failed_workflow_as.max_retries
        AND coalesce(r.next_retry_at, '-infinity') <= now()
        AND NOT automation.retry_in_flight(r.retry_execution_id)
      ORDER BY r.error_time
@@ -803,11 +933,11 @@ BEGIN
       FROM automation.executions e WHERE e.id = err.execution_id;
     original_metadata := coalesce(original_metadata, err.error_context, '{}');
     INSERT INTO automation_workflows.execution_queue AS q
-           (workflow_name, run_after, visible_at, metadata, retry_of)
+           (workflow_name, run_after, visible_at, metadata, retry_of, owner)
     VALUES (err.workflow_name, now(), now(),
             CASE WHEN jsonb_typeof(original_metadata) = 'object' THEN original_metadata
                  ELSE jsonb_build_object('error_context', original_metadata) END,
-            err.execution_id)
+            err.execution_id, err.owner)
     RETURNING q.id INTO retry_id;
     PERFORM automation.executions_enqueued(err.workflow_name);
     UPDATE automation.errors r
@@ -818,6 +948,7 @@ BEGIN
     RETURN true;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION automation.retry_failed_workflow_as(oid, text, integer) FROM PUBLIC;
 
 -- Is the retry `id` still pending or running?
 CREATE FUNCTION automation.retry_in_flight(id uuid)
@@ -912,7 +1043,8 @@ COMMENT ON FUNCTION automation.fail_execution(uuid, text, text, jsonb, text) IS
 'Mark a running execution error and record the failure in automation.errors in the same transaction. Returns the error id.';
 COMMENT ON FUNCTION automation.claim_executions(text, text, integer, interval, interval) IS
 'Claim up to batch due executions of a workflow for worker_id (FOR UPDATE SKIP LOCKED; higher priority first, then oldest due; an expired lease is claimable again). With wait, waits up to that long for one to become claimable. Returns the claimed rows, now running.';
-COMMENT ON FUNCTION automation.claim_limited(text, text, integer, interval, timestamptz) IS
+REVOKE EXECUTE ON FUNCTION automation.claim_limited(oid, boolean, text, text, integer, interval, timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION automation.claim_limited(oid, boolean, text, text, integer, interval, timestamptz) IS
 'Internal: claim_executions for a workflow whose queued executions have concurrency keys.';
 COMMENT ON FUNCTION automation.extend_lease(uuid, text, interval) IS
 'Extend the lease of an execution the worker holds; returns the new expiry.';
@@ -922,10 +1054,16 @@ COMMENT ON FUNCTION automation.retry_failed_workflow(text, integer) IS
 'Re-enqueue the oldest open error of a workflow whose backoff has passed, with the original metadata. Returns whether it did. Errors out of retries are dead-lettered.';
 COMMENT ON FUNCTION automation.retry_delay(integer) IS
 'Backoff before the next retry: automation.retry_base_delay * 2^retry_count, at most automation.retry_max_delay, with jitter over the upper half.';
+REVOKE EXECUTE ON FUNCTION automation.record_failure(uuid, text, text, text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.retry_in_flight(uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.executions_logged(uuid[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.executions_enqueued(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.wait_for_executions(text, timestamptz) FROM PUBLIC;
 COMMENT ON FUNCTION automation.record_failure(uuid, text, text, text, jsonb) IS
 'Internal: record the failure of an execution that failed (status error or timeout) in automation.errors (a failed retry updates the error it retried).';
 COMMENT ON FUNCTION automation.check_metadata(jsonb) IS 'Internal: refuse execution metadata that is not a JSON object.';
-COMMENT ON FUNCTION automation.raise_not_running(uuid, text, text) IS
+REVOKE EXECUTE ON FUNCTION automation.raise_not_running(oid, uuid, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION automation.raise_not_running(oid, uuid, text, text) IS
 'Internal: raise the error explaining why an execution cannot be completed or failed.';
 COMMENT ON FUNCTION automation.check_workflow_name(text) IS 'Internal: refuse an empty workflow name.';
 COMMENT ON FUNCTION automation.retry_in_flight(uuid) IS 'Internal: is this retry execution still pending or running?';
@@ -942,3 +1080,20 @@ COMMENT ON FUNCTION automation.error_retention() IS 'The setting automation.erro
 COMMENT ON FUNCTION automation.uuid_v7() IS 'A time-ordered (version 7) UUID: the ids of queued executions.';
 COMMENT ON PROCEDURE automation.purge_executions(integer) IS
 'Delete finished executions older than automation.execution_retention (except those an open error refers to) and resolved or dead-lettered errors older than automation.error_retention, batch rows per transaction (0 keeps them; CALL it at top level).';
+
+-- 0.8.0 (issue 27): the queue's tables are read through row-level security
+-- (each role what it may act on or work; monitors everything) and written
+-- only by the functions above.
+ALTER TABLE automation_workflows.execution_queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY execution_queue_read ON automation_workflows.execution_queue FOR SELECT
+    USING (automation.may_read(owner, workflow_name));
+ALTER TABLE automation_workflows.execution_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY execution_log_read ON automation_workflows.execution_log FOR SELECT
+    USING (automation.may_read(owner, workflow_name));
+ALTER TABLE automation.errors ENABLE ROW LEVEL SECURITY;
+CREATE POLICY errors_read ON automation.errors FOR SELECT
+    USING (automation.may_read(owner, workflow_name::text));
+CREATE POLICY errors_insert ON automation.errors FOR INSERT
+    WITH CHECK (automation.may_act_as(owner));
+CREATE POLICY errors_update ON automation.errors FOR UPDATE
+    USING (automation.may_act_as(owner)) WITH CHECK (automation.may_act_as(owner));

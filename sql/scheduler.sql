@@ -130,11 +130,13 @@ COMMENT ON TABLE automation.job_run_details IS
     'One row per run of a job (pg_cron''s cron.job_run_details, plus scheduled_for and attempt). Purged after automation.job_run_retention, capped per job by keep_runs; automation.log_runs and the job''s log_runs choose which runs stay.';
 
 -- A role sees its own jobs (by oid: a renamed role keeps them, a new role
--- with an old name gets none), and the runs of the jobs it sees.
+-- with an old name gets none), and the runs of the jobs it sees. 0.8.0:
+-- also the jobs of roles it may SET ROLE to (it could act as them anyway;
+-- a trigger's job belongs to the trigger's owner).
 ALTER TABLE automation.job ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_owner_policy ON automation.job
-    USING (owner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))
-    WITH CHECK (owner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER));
+    USING (automation.may_act_as(owner))
+    WITH CHECK (automation.may_act_as(owner));
 ALTER TABLE automation.job_run_details ENABLE ROW LEVEL SECURITY;
 CREATE POLICY job_run_details_owner_policy ON automation.job_run_details
     USING (jobid IN (SELECT j.jobid FROM automation.job j));
@@ -286,10 +288,12 @@ BEGIN
               USING ERRCODE = 'wrong_object_type';
     END IF;
     IF TG_OP = 'INSERT' OR NEW.username IS DISTINCT FROM OLD.username THEN
-        IF NEW.username IS DISTINCT FROM CURRENT_USER::text AND NOT superuser THEN
-            RAISE EXCEPTION 'must be superuser to create or move a job for another role'
+        -- (0.8.0) or a role it may SET ROLE to, as for every object of the extension
+        IF NEW.username IS DISTINCT FROM CURRENT_USER::text AND NOT superuser
+           AND NOT automation.may_act_as((SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = NEW.username)) THEN
+            RAISE EXCEPTION 'permission denied to create or move a job for role %', NEW.username
                   USING ERRCODE = 'insufficient_privilege',
-                        HINT = pg_catalog.format('Schedule the job as %s itself, or leave username NULL.', NEW.username);
+                        HINT = pg_catalog.format('A job belongs to the role that schedules it, or to a role it may SET ROLE to; schedule it as %s itself, or leave username NULL.', NEW.username);
         END IF;
         IF NOT superuser OR TG_OP = 'UPDATE' THEN
             PERFORM automation.check_job_target(NULL, NEW.username);

@@ -51,3 +51,32 @@ pub fn drop_trigger_if_exists(target: pg_sys::Oid, table: &str, name: &str) -> R
     }
     Ok(present)
 }
+
+/// The owner of relation `schema.name` (42P01 when there is none).
+pub fn relation_owner(schema: &str, name: &str) -> Result<pg_sys::Oid> {
+    let (schema_c, name_c) = (
+        std::ffi::CString::new(schema).expect("no NUL in a schema name"),
+        std::ffi::CString::new(name).expect("no NUL in a relation name"),
+    );
+    // SAFETY: catalog look-ups by name inside the caller's transaction; the
+    // pg_class row is read as its row struct and released at once.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(schema_c.as_ptr(), true);
+        let relid = if nsp == pg_sys::InvalidOid {
+            pg_sys::InvalidOid
+        } else {
+            pg_sys::get_relname_relid(name_c.as_ptr(), nsp)
+        };
+        let tuple = if relid == pg_sys::InvalidOid {
+            std::ptr::null_mut()
+        } else {
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(relid))
+        };
+        if tuple.is_null() {
+            return Err(Error::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("{schema}.{name} does not exist")));
+        }
+        let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        Ok(owner)
+    }
+}

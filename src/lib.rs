@@ -22,6 +22,7 @@ mod schema;
 mod settings;
 mod subxact;
 mod success_rate;
+mod tenancy;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;
 mod timeseries;

@@ -53,7 +53,8 @@ SELECT error_details->>'message' AS message FROM automation_workflows.workflow_e
 -- a queue worker cannot claim a SQL step
 SELECT count(*) AS claimed FROM automation.claim_steps('', 'w');
 
--- what automation_runner may write of a workflow's runs
+-- what automation_runner may write of a workflow's runs: nothing (0.8.0:
+-- only the engine's functions write them)
 SELECT c.relname, a.attname,
        has_column_privilege('automation_runner', c.oid, a.attnum, 'INSERT') AS ins,
        has_column_privilege('automation_runner', c.oid, a.attnum, 'UPDATE') AS upd
@@ -63,6 +64,7 @@ SELECT c.relname, a.attname,
 
 -- a role that may not log in cannot run SQL steps: they fail, with why
 CREATE ROLE regress_sql_nologin NOLOGIN IN ROLE automation_runner;
+SELECT automation.grant_workflow('sql-broken', 'regress_sql_nologin');
 SET ROLE regress_sql_nologin;
 SELECT automation.run_workflow('sql-broken') AS nologin_id \gset
 RESET ROLE;

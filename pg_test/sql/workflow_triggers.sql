@@ -115,10 +115,14 @@ SELECT 'manual', '{"input": [1]}', id FROM automation_workflows.definitions WHER
 SELECT automation.fire_trigger(999999);
 SELECT automation.fire_trigger(:manual_id, '"x"');
 -- a role that may not create triggers on the table
+-- (a workflow of its own: 0.8.0, a trigger starts only its owner's workflows)
 CREATE ROLE regress_trigger_user IN ROLE automation_runner;
 SET ROLE regress_trigger_user;
+INSERT INTO automation_workflows.definitions (name, definition)
+VALUES ('trigger-user-flow', '{"steps": [{"name": "a", "queue": "q"}]}');
 INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
-SELECT 'table', '{"table": "public.regress_orders", "events": ["INSERT"]}', id FROM automation_workflows.definitions WHERE name = 'on-order';
+SELECT 'table', '{"table": "public.regress_orders", "events": ["INSERT"]}', id FROM automation_workflows.definitions WHERE name = 'trigger-user-flow';
+DELETE FROM automation_workflows.definitions WHERE name = 'trigger-user-flow';
 RESET ROLE;
 DROP ROLE regress_trigger_user;
 \set VERBOSITY default

@@ -8,6 +8,7 @@
 //!   what only PostgreSQL can check (interval syntax) and raises 22023.
 
 pub mod definition;
+pub mod inbox;
 pub mod steps;
 
 use pgrx::prelude::*;
@@ -117,6 +118,9 @@ extension_sql_file!(
         automation::step_backoff,
         steps::automation::step_workers_available,
         steps::automation::wake_step_workers,
-        steps::automation::stop_sql_step
+        steps::automation::stop_sql_step,
+        steps::automation::in_step_worker,
+        inbox::automation::drain_trigger_inbox,
+        inbox::automation::workflow_table_trigger
     ]
 );

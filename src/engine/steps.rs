@@ -57,8 +57,9 @@ thread_local! {
     static READY_MADE: Cell<i64> = const { Cell::new(0) };
     /// This process is a step worker.
     static STEP_WORKER: Cell<bool> = const { Cell::new(false) };
-    /// SQL steps whose worker this transaction stops at commit.
-    static STOP: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
+    /// SQL steps (and the roles they run as) whose worker this transaction
+    /// stops at commit.
+    static STOP: RefCell<Vec<(i64, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -85,8 +86,10 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
     }
     let stop = STOP.take();
     if committed {
-        for id in stop {
-            shared::stop_step(id);
+        // SAFETY: the database this backend is connected to.
+        let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        for (id, role) in stop {
+            shared::stop_step(database, role.to_u32(), id);
         }
     }
 }
@@ -125,13 +128,21 @@ mod automation {
     }
 
     /// Internal: when this transaction commits, cancel the query of the
-    /// worker running SQL step run `id` (if one runs it then).
+    /// worker of this database running SQL step run `id` as `role` (if one
+    /// runs it then).
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
-    fn stop_sql_step(id: i64) {
+    fn stop_sql_step(id: i64, role: pg_sys::Oid) {
         if shared::preloaded() {
-            STOP.with_borrow_mut(|v| v.push(id));
+            STOP.with_borrow_mut(|v| v.push((id, role)));
             register_callback();
         }
+    }
+
+    /// Internal (0.8.0): is this session a step worker serving SQL steps?
+    /// Only step workers claim and record SQL steps.
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn in_step_worker() -> bool {
+        STEP_WORKER.get()
     }
 }
 

@@ -154,27 +154,21 @@ fn extension_installed() -> bool {
             return false;
         }
         let job = pg_sys::get_relname_relid(c"job".as_ptr(), nsp);
-        // 0.6.0's columns and 0.7.0's functions (this library uses them: an
-        // older schema would make every load or recording fail, and the
-        // scheduler exit, again and again). 0.7.0 is marked by
-        // step_runs.queue being nullable (SQL steps).
+        // 0.6.0's job columns and 0.8.0's engine (this library uses them:
+        // an older schema would make every load, recording or dispatch
+        // fail, and the scheduler exit, again and again). 0.8.0 is marked
+        // by workflow_runs.owner (executions owned by oid).
         let workflows = pg_sys::get_namespace_oid(c"automation_workflows".as_ptr(), true);
-        let steps = if workflows == pg_sys::InvalidOid {
+        let runs = if workflows == pg_sys::InvalidOid {
             pg_sys::InvalidOid
         } else {
-            pg_sys::get_relname_relid(c"step_runs".as_ptr(), workflows)
+            pg_sys::get_relname_relid(c"workflow_runs".as_ptr(), workflows)
         };
-        let queue_nullable = steps != pg_sys::InvalidOid && {
-            let tuple = pg_sys::SearchSysCacheAttName(steps, c"queue".as_ptr());
-            let nullable = !tuple.is_null() && !(*getstruct::<pg_sys::FormData_pg_attribute>(tuple)).attnotnull;
-            if !tuple.is_null() {
-                pg_sys::ReleaseSysCache(tuple);
-            }
-            nullable
-        };
+        let owned = runs != pg_sys::InvalidOid
+            && pg_sys::get_attnum(runs, c"owner".as_ptr()) != pg_sys::InvalidAttrNumber as i16;
         let ready = job != pg_sys::InvalidOid
             && pg_sys::get_attnum(job, c"next_attempt".as_ptr()) != pg_sys::InvalidAttrNumber as i16
-            && queue_nullable;
+            && owned;
         if !ready {
             debug1!("automation_ext scheduler: this database has an older version of the extension; its jobs wait for ALTER EXTENSION automation_ext UPDATE");
         }
@@ -383,21 +377,21 @@ fn dispatch_sql_steps(dboid: u32) -> Option<i64> {
     let waiting = guarded("look for SQL steps", || {
         Spi::connect(|client| {
             client
-                    .select(
-                        "SELECT role_name::text, role_oid, can_login, ready, next_visible FROM automation.sql_steps_waiting()",
-                        None,
-                        &[],
-                    )?
-                    .map(|r| {
-                        Ok((
-                            r.get::<String>(1)?.unwrap_or_default(),
-                            r.get::<pg_sys::Oid>(2)?,
-                            r.get::<bool>(3)?.unwrap_or(false),
-                            r.get::<i64>(4)?.unwrap_or(0),
-                            r.get::<TimestampWithTimeZone>(5)?,
-                        ))
-                    })
-                    .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
+                .select(
+                    "SELECT role_name, role_oid, refusal, ready, next_visible FROM automation.sql_steps_waiting()",
+                    None,
+                    &[],
+                )?
+                .map(|r| {
+                    Ok((
+                        r.get::<String>(1)?.unwrap_or_default(),
+                        r.get::<pg_sys::Oid>(2)?,
+                        r.get::<String>(3)?,
+                        r.get::<i64>(4)?.unwrap_or(0),
+                        r.get::<TimestampWithTimeZone>(5)?,
+                    ))
+                })
+                .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
         })
     });
     let Some(waiting) = waiting else {
@@ -405,27 +399,29 @@ fn dispatch_sql_steps(dboid: u32) -> Option<i64> {
     };
     let mut next: Option<i64> = None;
     let workers = settings::STEP_WORKERS.get().max(1) as i64;
-    for (role_name, role, login, ready, next_visible) in waiting {
+    for (role_name, role, refusal, ready, next_visible) in waiting {
         if let Some(ts) = next_visible {
             next = earliest(next, Some(ts.into_inner()));
         }
         if ready == 0 {
             continue;
         }
-        let Some(role) = role.filter(|_| login) else {
-            let why = if role.is_none() {
-                format!("role \"{role_name}\" that started this workflow no longer exists; SQL steps run as the role that started the workflow")
-            } else {
-                format!("role \"{role_name}\" is not permitted to log in; SQL steps run as the role that started the workflow, which needs LOGIN")
-            };
-            guarded("refuse SQL steps", || {
-                Spi::run_with_args(
+        let Some(role) = role else { continue };
+        // a role that cannot run them (dropped, NOLOGIN, no CONNECT, no
+        // longer a runner): its steps fail once, with the reason, instead of
+        // a worker started (and failing) for them again and again
+        if let Some(why) = refusal {
+            let failed = guarded("refuse SQL steps", || {
+                Spi::get_one_with_args::<i32>(
                     "SELECT automation.refuse_sql_steps($1, $2)",
-                    &[role_name.as_str().into(), why.as_str().into()],
+                    &[role.into(), why.as_str().into()],
                 )
             });
+            if let Some(n) = failed.flatten().filter(|&n| n > 0) {
+                log!("automation_ext scheduler: {n} SQL step(s) of role {role_name} failed: {why}");
+            }
             continue;
-        };
+        }
         let want = ready.min(workers) as usize;
         let active: Vec<i32> = SHARED
             .share()

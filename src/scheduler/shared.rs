@@ -458,12 +458,16 @@ pub fn take_steps_ready(dboid: u32) -> bool {
 /// signal is sent under the lock the worker takes to move to another step,
 /// so it never reaches the worker's next step (the worker drops a cancel
 /// that arrives between steps: see src/engine/steps.rs).
-pub fn stop_step(step_id: i64) -> bool {
+pub fn stop_step(dboid: u32, role: u32, step_id: i64) -> bool {
     if !preloaded() || step_id == 0 {
         return false;
     }
     let shared = SHARED.exclusive();
-    match shared.runs.iter().find(|r| r.state == RunState::Started && r.step_id == step_id && r.pid > 0) {
+    // (0.8.0) the step of this database, run as the execution's owner: a
+    // step id alone named any database's step
+    match shared.runs.iter().find(|r| {
+        r.state == RunState::Started && r.step_id == step_id && r.pid > 0 && r.dboid == dboid && r.role == role
+    }) {
         Some(run) => {
             // SAFETY: SIGINT is a query cancel for a connected background
             // worker (die/StatementCancelHandler are its handlers); the pid

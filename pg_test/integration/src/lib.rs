@@ -33,6 +33,21 @@ pub fn connect() -> Client {
     Client::connect(&format!("{} dbname={DB}", base()), NoTls).expect("connect to the test database")
 }
 
+/// A session on the test database logged in as `role` (the test cluster
+/// trusts its private socket): what that role does from its own session,
+/// where RESET ROLE leads nowhere else.
+pub fn connect_as(role: &str) -> Client {
+    connect_as_to(role, DB)
+}
+
+/// A session on database `dbname` logged in as `role`.
+pub fn connect_as_to(role: &str, dbname: &str) -> Client {
+    let host = std::env::var("AUTOMATION_TEST_HOST").unwrap_or_else(|_| "/var/run/postgresql".into());
+    let port = std::env::var("AUTOMATION_TEST_PORT").unwrap_or_else(|_| "5432".into());
+    Client::connect(&format!("host={host} port={port} user={role} dbname={dbname}"), NoTls)
+        .unwrap_or_else(|e| panic!("connect as {role} to {dbname}: {e}"))
+}
+
 /// A session LISTENing on `channel`, and a writer session whose completion
 /// trigger notifies that channel (so tests running at once don't cross).
 pub fn listener_and_writer(channel: &str) -> (Client, Client) {

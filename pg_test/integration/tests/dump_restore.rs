@@ -95,6 +95,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// A database that uses every feature.
 fn source(admin: &mut Client) -> Client {
     recreate(admin, SRC);
+    // (0.8.0) a runner whose definition, trigger, grant and execution the dump carries
+    admin
+        .batch_execute(
+            "DO $$ BEGIN
+               IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'it_dump_owner') THEN DROP ROLE it_dump_owner; END IF;
+               IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'it_dump_grantee') THEN DROP ROLE it_dump_grantee; END IF;
+             END $$;
+             CREATE ROLE it_dump_owner LOGIN IN ROLE automation_runner;
+             CREATE ROLE it_dump_grantee LOGIN IN ROLE automation_runner;",
+        )
+        .unwrap();
     let mut c = db(SRC);
     c.batch_execute(
         "CREATE EXTENSION automation_ext;
@@ -145,6 +156,15 @@ fn source(admin: &mut Client) -> Client {
          SELECT count(*) FROM automation.claim_executions('etl', 'w-dump', 1);
          SELECT automation.apply_migration('001_app', 'CREATE TABLE public.app_t (id int)');
          INSERT INTO automation_triggers.registry (trigger_type, config) VALUES ('webhook', '{}');
+         -- (0.8.0) what a runner owns: a definition it shares, a trigger, an execution
+         SET ROLE it_dump_owner;
+         INSERT INTO automation_workflows.definitions (name, definition)
+         VALUES ('owned', '{\"steps\": [{\"name\": \"s\", \"queue\": \"owned-q\"}]}');
+         INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
+         SELECT 'manual', '{}', id FROM automation_workflows.definitions WHERE name = 'owned';
+         SELECT automation.grant_workflow('owned', 'it_dump_grantee', 'work');
+         SELECT automation.run_workflow('owned', '{\"by\": \"owner\"}');
+         RESET ROLE;
          -- DBA choices about the default jobs
          SELECT automation.alter_job(jobid, active => false) FROM automation.job WHERE jobname = 'automation: maintain indexes';
          SELECT automation.alter_job(jobid, schedule => '*/7 * * * *') FROM automation.job WHERE jobname = 'automation: collect database metrics';
@@ -168,7 +188,31 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
     // definitions keep their versions, a refused legacy one included
     let definitions = "SELECT string_agg(name || ':' || version, ',' ORDER BY name) FROM automation_workflows.definitions";
     let restored: String = d.query_one(definitions, &[]).unwrap().get(0);
-    assert_eq!(restored, "dag:2,etl:1,odd:1,sqlwf:1", "definitions of {dst}");
+    assert_eq!(restored, "dag:2,etl:1,odd:1,owned:1,sqlwf:1", "definitions of {dst}");
+    // (0.8.0) owners come back, by name: the definition, its trigger, its
+    // grant, its execution; and the grantee works it, the owner fires it
+    let owners: String = d
+        .query_one(
+            "SELECT concat_ws(' ',
+                    (SELECT owner::text FROM automation_workflows.definitions WHERE name = 'owned'),
+                    (SELECT r.owner::text FROM automation_triggers.registry r JOIN automation_workflows.definitions d
+                        ON d.id = r.workflow_id WHERE d.name = 'owned'),
+                    (SELECT grantee::text || '/' || privilege || '/' || granted_by::text FROM automation_workflows.workflow_grants),
+                    (SELECT owner::text FROM automation_workflows.workflow_runs WHERE workflow_name = 'owned'),
+                    (SELECT owner::text FROM automation_workflows.workflow_executions WHERE workflow_name = 'owned'))",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        owners,
+        "it_dump_owner it_dump_owner it_dump_grantee/work/it_dump_owner it_dump_owner it_dump_owner",
+        "owners in {dst}"
+    );
+    d.batch_execute("SET ROLE it_dump_grantee").unwrap();
+    let worked: i64 = d.query_one("SELECT count(*) FROM automation.claim_steps('owned-q', 'w-grantee')", &[]).unwrap().get(0);
+    d.batch_execute("RESET ROLE").unwrap();
+    assert_eq!(worked, 1, "the grantee works the owner's restored execution in {dst}");
     // the half-done workflow execution carries on: b is still claimed; a new
     // execution's step runs get new ids
     let progress = "SELECT done::text || running::text FROM automation.workflow_progress WHERE workflow_name = 'dag'";
@@ -337,6 +381,12 @@ fn a_dump_restores_with_every_row_and_its_jobs_run_in_the_restored_database() {
         let out = run("pg_dump", &["-F", format, "-f", path.to_str().unwrap(), SRC]);
         assert!(out.status.success(), "pg_dump -F{format}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // (0.8.0) owners are dumped by name (regrole), not by oid: a restore
+    // into another cluster maps them to the roles of that name
+    let text = std::fs::read_to_string(&plain).unwrap();
+    let copy = text.split("COPY automation_workflows.definitions").nth(1).expect("the definitions' data");
+    let copy = &copy[..copy.find("\\.").expect("end of COPY")];
+    assert!(copy.contains("\tit_dump_owner\n") || copy.contains("\tit_dump_owner"), "owner by name in the dump: {copy}");
     for (dst, restore) in [("automation_it_dump_custom", "pg_restore"), ("automation_it_dump_plain", "psql")] {
         recreate(&mut admin, dst);
         let out = if restore == "pg_restore" {
@@ -400,6 +450,7 @@ fn cleanup(admin: &mut Client) {
     for name in ["automation_it_dump_custom", "automation_it_dump_plain", "automation_it_clone", SRC] {
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
     }
+    admin.batch_execute("DROP ROLE IF EXISTS it_dump_owner; DROP ROLE IF EXISTS it_dump_grantee").unwrap();
 }
 
 #[test]

@@ -37,8 +37,10 @@ fn runner_role(c: &mut Client, role: &str) {
     .unwrap();
 }
 
-/// Start `workflow` as `role`; its execution id.
+/// Start `workflow` (the superuser's, shared with `role`: 0.8.0) as `role`;
+/// its execution id.
 fn start_as(c: &mut Client, role: &str, workflow: &str, input: &str) -> String {
+    c.execute("SELECT automation.grant_workflow($1, $2::text::regrole)", &[&workflow, &role]).unwrap();
     c.batch_execute(&format!("SET ROLE {role}")).unwrap();
     let id: String = c
         .query_one("SELECT automation.run_workflow($1, $2::text::jsonb)::text", &[&workflow, &input])
@@ -158,13 +160,13 @@ fn a_runner_cannot_have_sql_run_as_another_role() {
         .get(0);
     c.batch_execute("SET ROLE it_sql_mallory").unwrap();
     let attempts = [
-        // started_by is always the inserting role
+        // (0.8.0) nothing of a run is writable but through the functions
         format!(
             "INSERT INTO automation_workflows.workflow_runs
-                    (execution_id, workflow_name, version, definition, input, admitted, run_after, steps_left, started_by)
+                    (execution_id, workflow_name, version, definition, input, admitted, run_after, steps_left, owner)
              VALUES (gen_random_uuid(), 'it-sql-whoami', 1, '{{}}', '{{}}', true, now(), 1, 'postgres')"
         ),
-        format!("UPDATE automation_workflows.workflow_runs SET started_by = 'it_sql_mallory' WHERE execution_id = '{victim}'"),
+        format!("UPDATE automation_workflows.workflow_runs SET owner = 'it_sql_mallory' WHERE execution_id = '{victim}'"),
         format!(
             "UPDATE automation_workflows.workflow_runs
                 SET definition = '{{\"steps\": [{{\"name\": \"who\", \"sql\": \"ALTER ROLE it_sql_mallory SUPERUSER\"}}]}}'
@@ -172,6 +174,13 @@ fn a_runner_cannot_have_sql_run_as_another_role() {
         ),
         format!("UPDATE automation_workflows.step_runs SET input = '{{}}' WHERE execution_id = '{victim}'"),
         format!("UPDATE automation_workflows.step_runs SET queue = NULL WHERE execution_id = '{victim}'"),
+        format!("UPDATE automation_workflows.step_runs SET status = 'pending', worker = NULL WHERE execution_id = '{victim}'"),
+        format!(
+            "INSERT INTO automation_workflows.step_runs (execution_id, step, queue, input)
+             VALUES ('{victim}', 'who', NULL, '{{\"input\": {{\"forged_by\": \"mallory\"}}}}')"
+        ),
+        "SELECT automation.stop_sql_step(1, 10)".to_owned(),
+        format!("SELECT automation.run_workflow_as(10, 'it-sql-whoami', '{{}}', NULL, NULL)"),
     ];
     for sql in &attempts {
         let e = c.batch_execute(sql).expect_err(sql);
@@ -183,7 +192,7 @@ fn a_runner_cannot_have_sql_run_as_another_role() {
     assert_eq!(wait_finished(&mut c, &id), "success");
     assert_eq!(output(&mut c, &id, "who"), serde_json::json!("it_sql_mallory"));
     let started_by: String = c
-        .query_one("SELECT started_by::text FROM automation_workflows.workflow_runs WHERE execution_id = $1::text::uuid", &[&id])
+        .query_one("SELECT owner::text FROM automation_workflows.workflow_runs WHERE execution_id = $1::text::uuid", &[&id])
         .unwrap()
         .get(0);
     assert_eq!(started_by, "it_sql_mallory");
