@@ -1132,6 +1132,8 @@ COMMENT ON TABLE automation_workflows.trigger_inbox IS
     'Changes seen by table triggers of automation_triggers.registry (rows as text, one entry per statement up to a million rows), waiting for the scheduler to start one execution per row as the trigger''s owner (automation.drain_trigger_inbox).';
 
 ALTER TABLE automation_workflows.trigger_inbox ENABLE ROW LEVEL SECURITY;
+-- (nobody but the owner: also said explicitly, as an upgraded database has it)
+REVOKE ALL ON automation_workflows.trigger_inbox FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('automation_workflows.trigger_inbox', '');
 
 CREATE FUNCTION automation.wake_recorder()

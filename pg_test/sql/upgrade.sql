@@ -313,7 +313,8 @@ SELECT step, status, queue FROM automation_workflows.step_runs WHERE execution_i
 SELECT automation.run_workflow('s060') IS NOT NULL AS sql_workflow_starts;
 SELECT step, queue IS NULL AS sql_step FROM automation_workflows.step_runs r
   JOIN automation_workflows.workflow_runs w USING (execution_id) WHERE w.workflow_name = 's060';
-SELECT has_column_privilege('automation_runner', 'automation_workflows.workflow_runs', 'started_by', 'INSERT') AS runner_sets_started_by,
+-- (0.8.0: nothing of the runs is writable by runners)
+SELECT has_column_privilege('automation_runner', 'automation_workflows.workflow_runs', 'owner', 'INSERT') AS runner_sets_owner,
        has_column_privilege('automation_runner', 'automation_workflows.workflow_runs', 'definition', 'UPDATE') AS runner_changes_definition,
        has_column_privilege('automation_runner', 'automation_workflows.step_runs', 'status', 'UPDATE') AS runner_updates_status;
 
@@ -326,3 +327,78 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_060 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_060)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.7.0 -> current: tenancy (0.8.0). Existing rows get their owners (an
+-- engine execution its starter, a schedule trigger its job's owner, a
+-- definition the one role its triggers and executions agree on, other
+-- triggers their definition's owner, errors their execution's owner; the
+-- rest: definitions and triggers the extension's owner, queued and past
+-- executions automation_runner, as WARNINGs say), and work in flight
+-- carries on under the new rules.
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_up_etl;
+DROP ROLE IF EXISTS regress_up_other;
+RESET client_min_messages;
+CREATE ROLE regress_up_etl LOGIN IN ROLE automation_runner;
+CREATE ROLE regress_up_other LOGIN IN ROLE automation_runner;
+CREATE EXTENSION automation_ext VERSION '0.7.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+INSERT INTO automation_workflows.definitions (name, definition)
+VALUES ('up-etl', '{"steps": [{"name": "a", "queue": "up-q"}, {"name": "b", "after": ["a"], "queue": "up-q"}]}'),
+       ('up-shared', '{"steps": [{"name": "a", "queue": "up-shared"}]}'),
+       ('up-nobody', '{"steps": [{"name": "a", "queue": "up-nobody"}]}');
+SET ROLE regress_up_etl;
+INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
+SELECT 'schedule', '{"cron": "@yearly"}', id FROM automation_workflows.definitions WHERE name = 'up-etl';
+INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
+SELECT 'manual', '{}', id FROM automation_workflows.definitions WHERE name = 'up-etl';
+SELECT automation.run_workflow('up-etl', '{"n": 1}') AS etl_exec \gset
+SELECT count(*) AS claimed FROM automation.claim_steps('up-q', 'w-etl');
+SELECT automation.run_workflow('up-shared') IS NOT NULL AS started;
+SELECT automation.enqueue_execution('up-jobs', '{"n": 1}') AS etl_queued \gset
+SELECT automation.start_execution('up-jobs') AS etl_failed \gset
+SELECT automation.fail_execution(:'etl_failed', 'Boom', 'before') IS NOT NULL AS failed;
+RESET ROLE;
+SET ROLE regress_up_other;
+SELECT automation.run_workflow('up-shared') IS NOT NULL AS started;
+RESET ROLE;
+-- a change a table trigger saw, not drained yet
+INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
+SELECT r.id, 'up-etl', 'INSERT', 'public.up_t', 'regress_up_other'::regrole::oid, ARRAY['(1)']
+  FROM automation_triggers.registry r WHERE r.trigger_type = 'manual';
+
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT name, owner FROM automation_workflows.definitions ORDER BY name;
+SELECT trigger_type, owner, enabled FROM automation_triggers.registry ORDER BY id;
+SELECT workflow_name, owner, status FROM automation.executions ORDER BY workflow_name, owner::text, status;
+SELECT workflow_name, error_type, owner FROM automation.errors;
+SELECT owner, changed_by FROM automation_workflows.trigger_inbox;
+-- etl's work carries on, as etl's; the others' is not etl's
+SET ROLE regress_up_etl;
+SELECT automation.complete_step(id, '{"after": "upgrade"}', 'w-etl') FROM automation_workflows.step_runs
+ WHERE execution_id = :'etl_exec' AND step = 'a';
+SELECT step, input->'steps'->'a' AS from_a FROM automation.claim_steps('up-q', 'w-etl');
+-- and its queued execution, which any runner works as before
+SELECT count(*) AS claimed FROM automation.claim_executions('up-jobs', 'w-etl');
+SELECT count(*) AS executions_etl_sees FROM automation.executions;
+SELECT automation.run_workflow('up-nobody');
+RESET ROLE;
+-- the extension's owner gives the unowned workflow away
+UPDATE automation_workflows.definitions SET owner = 'regress_up_other' WHERE name = 'up-nobody';
+SET ROLE regress_up_other;
+SELECT automation.run_workflow('up-nobody') IS NOT NULL AS started_after_handover;
+RESET ROLE;
+
+CREATE TEMP TABLE upgraded_070 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_070 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.7.0' AS difference, * FROM upgraded_070 EXCEPT SELECT 'only after upgrade from 0.7.0', * FROM fresh_070)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_070 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_070)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;
+DROP ROLE regress_up_etl;
+DROP ROLE regress_up_other;
