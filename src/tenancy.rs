@@ -294,10 +294,25 @@ struct Acl {
     work: Vec<pg_sys::Oid>,
 }
 
+/// Bumped when a transaction that changed definitions or grants commits:
+/// every backend's cache of workflow rights is stale from then on.
+static GENERATION: pgrx::PgAtomic<std::sync::atomic::AtomicU64> =
+    // SAFETY: a named shared-memory atomic, initialised once while preloading.
+    unsafe { pgrx::PgAtomic::new(c"automation_ext workflow rights") };
+
+/// From `_PG_init` while preloading.
+pub fn init_shared_memory() {
+    pgrx::pg_shmem_init!(GENERATION);
+}
+
 thread_local! {
-    /// The workflow rights looked up in this transaction (row-level security
-    /// asks for every row: one look-up per name and transaction).
+    /// The workflow rights this backend looked up (row-level security asks
+    /// for every row: one look-up per name), valid while GENERATION has not
+    /// moved (preloaded) or for this transaction (not preloaded).
     static ACLS: RefCell<HashMap<String, Option<Rc<Acl>>>> = RefCell::new(HashMap::new());
+    static SEEN_GENERATION: Cell<u64> = const { Cell::new(0) };
+    /// This transaction changed definitions or grants.
+    static CHANGED: Cell<bool> = const { Cell::new(false) };
     static FORGET_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -305,10 +320,31 @@ fn forget_rights() {
     ACLS.with_borrow_mut(HashMap::clear);
 }
 
+/// The shared generation (None without shared memory).
+fn generation() -> Option<u64> {
+    crate::scheduler::shared::preloaded().then(|| GENERATION.get().load(std::sync::atomic::Ordering::Acquire))
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
-    if matches!(event, pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_ABORT) {
-        forget_rights();
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            if CHANGED.replace(false) {
+                if crate::scheduler::shared::preloaded() {
+                    GENERATION.get().fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                forget_rights();
+            }
+            if generation().is_none() {
+                forget_rights();
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT => {
+            if CHANGED.replace(false) || generation().is_none() {
+                forget_rights();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -324,12 +360,7 @@ unsafe extern "C-unwind" fn forget_at_subtransaction_abort(
     }
 }
 
-/// The rights on `name`, from the cache or the tables (read as the
-/// extension's owner: the definitions' own row-level security calls this).
-fn acl(name: &str) -> Option<Rc<Acl>> {
-    if let Some(found) = ACLS.with_borrow(|m| m.get(name).cloned()) {
-        return found;
-    }
+fn register_forgetting() {
     if !FORGET_REGISTERED.get() {
         // SAFETY: registers plain functions for the life of the backend.
         unsafe {
@@ -338,6 +369,28 @@ fn acl(name: &str) -> Option<Rc<Acl>> {
         }
         FORGET_REGISTERED.set(true);
     }
+}
+
+/// The rights on `name`, from the cache or the tables (read as the
+/// extension's owner: the definitions' own row-level security calls this).
+fn acl(name: &str) -> Option<Rc<Acl>> {
+    if let Some(now) = generation() {
+        // (and the definitions table itself: DROP and CREATE EXTENSION in
+        // this session made another one)
+        // SAFETY: syscache look-ups by name.
+        let table = unsafe {
+            let nsp = pg_sys::get_namespace_oid(c"automation_workflows".as_ptr(), true);
+            pg_sys::get_relname_relid(c"definitions".as_ptr(), nsp)
+        };
+        let seen = (now << 32) ^ u64::from(table.to_u32());
+        if SEEN_GENERATION.replace(seen) != seen {
+            forget_rights();
+        }
+    }
+    if let Some(found) = ACLS.with_borrow(|m| m.get(name).cloned()) {
+        return found;
+    }
+    register_forgetting();
     let found = as_extension_owner(|| {
         Spi::connect(|client| {
             let rows = client.select(
@@ -490,7 +543,10 @@ mod automation {
     fn workflow_rights_changed<'a>(
         _trigger: &'a pgrx::PgTrigger<'a>,
     ) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+        // this transaction sees the change at once; every backend once it commits
         forget_rights();
+        register_forgetting();
+        CHANGED.set(true);
         Ok(None)
     }
 }

@@ -205,6 +205,7 @@ pub fn init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         pg_shmem_init!(SHARED);
         crate::queue::init_shared_memory();
+        crate::tenancy::init_shared_memory();
         PRELOADED.store(true, Ordering::Relaxed);
     }
 }
