@@ -77,7 +77,9 @@ CREATE TABLE automation.pipeline_metrics (
     -- that parses back to a different expression, and then every partition
     -- of a restore fails to attach ("different definition for check constraint")
     CONSTRAINT pipeline_metrics_status_check
-        CHECK (status::text OPERATOR(pg_catalog.=) ANY ('{running,success,error,warning,skipped,timeout,cancelled}'::text[]))
+        CHECK (status::text OPERATOR(pg_catalog.=) ANY ('{running,success,error,warning,skipped,timeout,cancelled}'::text[])),
+    -- (0.8.0) 'infinity' has no partition, no hour and no place in a rollup
+    CONSTRAINT pipeline_metrics_time_finite CHECK (pg_catalog.isfinite(time))
 ) PARTITION BY RANGE (time);
 
 CREATE TABLE automation.pipeline_metrics_default

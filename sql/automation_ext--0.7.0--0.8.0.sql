@@ -159,6 +159,86 @@ DROP FUNCTION automation.refuse_sql_steps(name, text);
 DROP FUNCTION automation.stop_sql_step(bigint);
 DROP FUNCTION automation.sql_steps_waiting();
 
+-- (issue 28) finished runs keep no deadline: the scheduler wakes for the
+-- next deadline (automation.next_deadline), not for those already past
+UPDATE automation_workflows.workflow_runs w SET deadline = NULL
+  FROM automation_workflows.workflow_executions e
+ WHERE e.id = w.execution_id AND w.deadline IS NOT NULL
+   AND e.status NOT IN ('pending', 'running', 'retrying');
+
+-- (issue 28) a metric at +/-infinity stopped partition maintenance for
+-- everyone: such rows move to automation.errors (with the row) and a CHECK
+-- keeps new ones out
+WITH moved AS (
+    DELETE FROM automation.pipeline_metrics m WHERE NOT pg_catalog.isfinite(m.time) RETURNING m.*
+)
+INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context, owner)
+SELECT m.pipeline_name, 'RecordingFailed',
+       pg_catalog.format('a pipeline metric at time %s was moved aside by the 0.8.0 update: partitions hold finite times only', m.time),
+       pg_catalog.jsonb_build_object('row', pg_catalog.to_jsonb(m)), 'automation_runner'::pg_catalog.regrole
+  FROM moved m;
+ALTER TABLE automation.pipeline_metrics
+    ADD CONSTRAINT pipeline_metrics_time_finite CHECK (pg_catalog.isfinite(time));
+
+-- (issue 28) the staging check names a non-finite time
+CREATE OR REPLACE VIEW automation.metrics_staging_checked WITH (security_invoker = true) AS
+SELECT p.t_time AS time, p.t_pipeline AS pipeline_name, p.t_stage AS stage, p.t_duration AS duration_ms,
+       p.t_records AS records_processed, p.t_status AS status, p.t_error AS error_message, p.payload,
+       CASE
+         WHEN p.t_time IS NULL AND p.bad_time_text
+           THEN pg_catalog.format('time is not an ISO 8601 timestamp: %s', p.payload->>'time')
+         WHEN p.t_time IS NULL THEN 'time is missing'
+         WHEN NOT pg_catalog.isfinite(p.t_time) THEN pg_catalog.format('time is not finite: %s', p.t_time)
+         WHEN p.t_pipeline IS NULL OR p.t_pipeline = '' THEN 'pipeline_name is missing'
+         WHEN pg_catalog.length(p.t_pipeline) > 255 THEN 'pipeline_name is longer than 255 characters'
+         WHEN p.t_stage IS NULL OR p.t_stage = '' THEN 'stage is missing'
+         WHEN pg_catalog.length(p.t_stage) > 100 THEN 'stage is longer than 100 characters'
+         WHEN p.t_duration < 0 OR p.t_duration > 2147483647
+           THEN pg_catalog.format('duration_ms is not an integer from 0 to 2147483647: %s',
+                                  COALESCE(p.duration_ms::text, p.payload->>'duration_ms'))
+         WHEN p.t_records < 0 OR p.t_records > 2147483647
+           THEN pg_catalog.format('records_processed is not an integer from 0 to 2147483647: %s',
+                                  COALESCE(p.records_processed::text, p.payload->>'records_processed'))
+         WHEN p.t_status IS NOT NULL
+              AND p.t_status NOT IN ('running', 'success', 'error', 'warning', 'skipped', 'timeout', 'cancelled')
+           THEN pg_catalog.format('status is not one of running, success, error, warning, skipped, timeout, cancelled: %s', p.t_status)
+       END AS reason
+  FROM (SELECT COALESCE(t.time, automation.try_timestamptz(t.payload->>'time')) AS t_time,
+               COALESCE(t.pipeline_name, t.payload->>'pipeline_name') AS t_pipeline,
+               COALESCE(t.stage, t.payload->>'stage') AS t_stage,
+               COALESCE(t.status, t.payload->>'status') AS t_status,
+               COALESCE(t.error_message, t.payload->>'error_message') AS t_error,
+               CASE WHEN t.duration_ms IS NOT NULL OR t.payload IS NULL THEN t.duration_ms
+                    WHEN t.payload->>'duration_ms' ~ '^[0-9]{1,10}$' THEN (t.payload->>'duration_ms')::bigint
+                    WHEN t.payload->>'duration_ms' IS NOT NULL THEN -1 END AS t_duration,
+               CASE WHEN t.records_processed IS NOT NULL OR t.payload IS NULL THEN t.records_processed
+                    WHEN t.payload->>'records_processed' ~ '^[0-9]{1,10}$' THEN (t.payload->>'records_processed')::bigint
+                    WHEN t.payload->>'records_processed' IS NOT NULL THEN -1 END AS t_records,
+               t.time IS NULL AND t.payload ? 'time' AS bad_time_text,
+               t.duration_ms, t.records_processed, t.payload
+          FROM automation.metrics_staging t) p;
+
+COMMENT ON VIEW automation.metrics_staging_checked IS
+    'The staged metric rows as automation.flush_metrics_staging() would move them, with the reason a row would be rejected (NULL: it lands).';
+
+-- (issue 28) a job runs as its owner, who needs automation_runner: the
+-- scheduler deactivates jobs of other owners at their next fire (0.7.0 ran
+-- them, and their owners could not see or unschedule them)
+DO $warn$
+DECLARE
+    names text;
+BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s (%s)', COALESCE(j.jobname, j.jobid::text), j.username), ', ')
+      INTO names
+      FROM automation.job j JOIN pg_catalog.pg_roles r ON r.oid = j.owner
+     WHERE j.active AND NOT r.rolsuper AND NOT pg_catalog.pg_has_role(r.oid, 'automation_runner', 'USAGE');
+    IF names IS NOT NULL THEN
+        RAISE WARNING 'automation_ext 0.8.0: these jobs belong to roles outside automation_runner and will be deactivated at their next fire: %', names
+              USING HINT = 'GRANT automation_runner TO each of those roles to keep them running.';
+    END IF;
+END
+$warn$;
+
 -- functions new or changed in 0.8.0 (as in the install files)
 
 CREATE FUNCTION automation.invoker()
@@ -409,6 +489,11 @@ BEGIN
     END IF;
     IF enqueue_execution_as.metadata IS NOT NULL AND jsonb_typeof(enqueue_execution_as.metadata) <> 'object' THEN
         PERFORM automation.check_metadata(enqueue_execution_as.metadata);
+    END IF;
+    IF due = 'infinity' THEN
+        RAISE EXCEPTION 'run_after must be a time, not infinity: the execution could never be claimed'
+              USING ERRCODE = 'datetime_field_overflow',
+                    HINT = 'Leave run_after out to make it claimable now, or give the time from which it is.';
     END IF;
     IF enqueue_execution_as.priority IS NULL THEN
         RAISE EXCEPTION 'priority must not be NULL'
@@ -1157,6 +1242,24 @@ COMMENT ON FUNCTION automation.executions_enqueued(text) IS
 COMMENT ON FUNCTION automation.wait_for_executions(text, timestamptz) IS
 'Internal: one step of a waiting claim_executions (sleeps on the latch until an enqueue of the workflow commits, the deadline, or a second).';
 
+CREATE FUNCTION automation.check_definition_text(definition text)
+RETURNS boolean
+LANGUAGE c STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'check_definition_text_wrapper';
+
+COMMENT ON FUNCTION automation.check_definition_text(text) IS
+'Internal: check_definition of a definition''s text.';
+
+CREATE OR REPLACE FUNCTION automation.check_definition(definition jsonb)
+RETURNS boolean
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT automation.check_definition_text(definition::text) $fn$;
+
+COMMENT ON FUNCTION automation.check_definition(jsonb) IS
+'Raise 22023 naming the step and field if definition is not a valid workflow (see docs/workflows.md, Definitions); true if it has steps (it can be started), false if it is data without steps.';
+
 CREATE OR REPLACE FUNCTION automation_workflows.definitions_check()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -1260,7 +1363,11 @@ BEGIN
                                           CASE workflow_finish.status WHEN 'error' THEN 'step_failed' ELSE 'workflow_timeout' END,
                                           workflow_finish.details->>'message', workflow_finish.details);
     END IF;
-    IF run.definition ? 'concurrency' THEN
+    -- (0.8.0) no deadline any more: the scheduler watches those of running
+    -- executions only
+    UPDATE automation_workflows.workflow_runs w SET deadline = NULL
+     WHERE w.execution_id = workflow_finish.execution_id AND w.deadline IS NOT NULL;
+    IF run.definition->>'concurrency' ~ '^[0-9]{1,9}$' THEN
         PERFORM automation.workflow_admit_waiting(run.workflow_name, (run.definition->>'concurrency')::integer);
     END IF;
 END
@@ -1420,6 +1527,11 @@ DECLARE
     starts timestamptz := GREATEST(now(), coalesce(run_workflow_as.run_after, now()));
     slot boolean := true;
 BEGIN
+    IF run_workflow_as.run_after = 'infinity' THEN
+        RAISE EXCEPTION 'run_after must be a time, not infinity: the execution could never start'
+              USING ERRCODE = 'datetime_field_overflow',
+                    HINT = 'Leave run_after NULL to start now, or give the time to start at.';
+    END IF;
     IF run_workflow_as.input IS NULL OR jsonb_typeof(run_workflow_as.input) <> 'object' THEN
         RAISE EXCEPTION 'the input of a workflow must be a JSON object, not %', coalesce(jsonb_typeof(run_workflow_as.input), 'NULL')
               USING ERRCODE = 'invalid_parameter_value',
@@ -1474,6 +1586,10 @@ BEGIN
             jsonb_array_length(def.definition->'steps'));
     IF slot THEN
         PERFORM automation.workflow_advance(new_id);
+    END IF;
+    -- (0.8.0) a deadline: the scheduler looks at it then
+    IF def.definition ? 'timeout' THEN
+        PERFORM automation.note_deadline();
     END IF;
     RETURN new_id;
 END
@@ -1543,6 +1659,8 @@ BEGIN
          WHERE e.id IN (SELECT t.execution_id FROM taken t) AND e.status = 'pending')
     SELECT t.id, t.execution_id, w.workflow_name, t.step, t.map_index, t.attempt, t.input, t.lease_expires_at
       FROM taken t JOIN automation_workflows.workflow_runs w ON w.execution_id = t.execution_id
+     -- (0.8.0) a step with a timeout: the scheduler expires it then
+     WHERE t.step_timeout IS NULL OR automation.note_deadline()
      ORDER BY t.visible_at, t.execution_id, t.id;
 END
 $fn$;
@@ -1793,6 +1911,42 @@ $fn$;
 
 REVOKE EXECUTE ON FUNCTION automation.cancel_workflow_as(oid, uuid, text) FROM PUBLIC;
 
+CREATE FUNCTION automation.set_aside(execution_id uuid, doing text, problem text, sqlstate text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    run automation_workflows.workflow_runs;
+BEGIN
+    SELECT * INTO run FROM automation_workflows.workflow_runs w WHERE w.execution_id = set_aside.execution_id;
+    PERFORM automation.stop_sql_step(r.id, run.owner)
+       FROM automation_workflows.step_runs r
+      WHERE r.execution_id = set_aside.execution_id AND r.status = 'running' AND r.queue IS NULL;
+    UPDATE automation_workflows.step_runs r
+       SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL
+     WHERE r.execution_id = set_aside.execution_id AND r.status IN ('pending', 'running');
+    UPDATE automation_workflows.workflow_runs w SET deadline = NULL WHERE w.execution_id = set_aside.execution_id;
+    UPDATE automation_workflows.workflow_executions e
+       SET status = 'error', completed_at = GREATEST(now(), e.started_at),
+           error_details = jsonb_build_object('message', format('could not %s: %s', set_aside.doing, set_aside.problem),
+                                              'sqlstate', set_aside.sqlstate, 'reason', 'set_aside')
+     WHERE e.id = set_aside.execution_id AND e.status IN ('pending', 'running');
+    INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context, execution_id, owner)
+    VALUES (run.workflow_name, 'EngineFailed',
+            format('execution %s was set aside: could not %s: %s', set_aside.execution_id, set_aside.doing, set_aside.problem),
+            jsonb_build_object('sqlstate', set_aside.sqlstate, 'run', to_jsonb(run)),
+            set_aside.execution_id, coalesce(run.owner, automation.invoker()));
+    RAISE WARNING 'automation_ext: workflow execution % was set aside: could not %: %', set_aside.execution_id,
+                  set_aside.doing, set_aside.problem;
+END
+$fn$;
+
+REVOKE EXECUTE ON FUNCTION automation.set_aside(uuid, text, text, text) FROM PUBLIC;
+
+COMMENT ON FUNCTION automation.set_aside(uuid, text, text, text) IS
+'Internal: end an execution the engine could not handle as error (steps cancelled), with the problem and its row in automation.errors.';
+
 CREATE OR REPLACE FUNCTION automation.expire_steps(queue text DEFAULT NULL, batch integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
@@ -1801,25 +1955,46 @@ AS $fn$
 DECLARE
     x record;
     handled integer := 0;
+    problem text;
+    state text;
 BEGIN
     FOR x IN
-        SELECT r.id, r.execution_id FROM automation_workflows.step_runs r
+        SELECT r.id, r.execution_id, r.queue IS NULL AS sql_step, r.step_timeout FROM automation_workflows.step_runs r
          WHERE r.status = 'running' AND r.lease_expires_at < clock_timestamp()
            AND (expire_steps.queue IS NULL OR r.queue = expire_steps.queue)
          ORDER BY r.lease_expires_at
          LIMIT expire_steps.batch
     LOOP
-        -- skip what another transaction is finishing
-        PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id FOR UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        PERFORM FROM automation_workflows.step_runs r
-         WHERE r.id = x.id AND r.status = 'running' AND r.lease_expires_at < clock_timestamp() FOR UPDATE;
-        CONTINUE WHEN NOT FOUND;
-        PERFORM automation.step_attempt_failed(x.id, 'timeout',
-            jsonb_build_object('message', 'the lease expired (the worker did not complete, fail or extend it in time)',
-                               'sqlstate', '57014'),
-            true);
-        handled := handled + 1;
+        -- (0.8.0) one execution at a time: a row the engine cannot handle
+        -- is moved aside, never stops the sweep for everyone
+        BEGIN
+            -- skip what another transaction is finishing
+            PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id FOR UPDATE SKIP LOCKED;
+            CONTINUE WHEN NOT FOUND;
+            PERFORM FROM automation_workflows.step_runs r
+             WHERE r.id = x.id AND r.status = 'running' AND r.lease_expires_at < clock_timestamp() FOR UPDATE;
+            CONTINUE WHEN NOT FOUND;
+            IF x.sql_step THEN
+                -- (0.8.0) a SQL step past its timeout that did not end: its
+                -- statement_timeout was caught (or it holds no query); the
+                -- attempt times out, and its worker is stopped
+                PERFORM automation.stop_sql_step(x.id, w.owner)
+                   FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id;
+                PERFORM automation.step_attempt_failed(x.id, 'timeout',
+                    jsonb_build_object('message', format('the step ran past its timeout (%s) and did not stop; its worker is stopped', x.step_timeout),
+                                       'sqlstate', '57014'),
+                    true);
+            ELSE
+                PERFORM automation.step_attempt_failed(x.id, 'timeout',
+                    jsonb_build_object('message', 'the lease expired (the worker did not complete, fail or extend it in time)',
+                                       'sqlstate', '57014'),
+                    true);
+            END IF;
+            handled := handled + 1;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            PERFORM automation.set_aside(x.execution_id, 'expire a step', problem, state);
+        END;
     END LOOP;
     IF expire_steps.queue IS NOT NULL THEN
         RETURN handled;
@@ -1828,12 +2003,18 @@ BEGIN
         SELECT w.execution_id FROM automation_workflows.workflow_runs w
           JOIN automation_workflows.workflow_executions e ON e.id = w.execution_id AND e.status IN ('pending', 'running')
          WHERE w.deadline < clock_timestamp()
+         ORDER BY w.deadline
          LIMIT expire_steps.batch
            FOR UPDATE OF w SKIP LOCKED
     LOOP
-        PERFORM automation.workflow_finish(x.execution_id, 'timeout',
-            jsonb_build_object('message', 'the workflow ran past its timeout', 'reason', 'workflow_timeout'));
-        handled := handled + 1;
+        BEGIN
+            PERFORM automation.workflow_finish(x.execution_id, 'timeout',
+                jsonb_build_object('message', 'the workflow ran past its timeout', 'reason', 'workflow_timeout'));
+            handled := handled + 1;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            PERFORM automation.set_aside(x.execution_id, 'time out the workflow', problem, state);
+        END;
     END LOOP;
     RETURN handled;
 END
@@ -1903,6 +2084,8 @@ BEGIN
     SELECT count(*) INTO started FROM e;
     IF EXISTS (SELECT FROM automation.definition_steps(def.definition) d WHERE cardinality(d.after) = 0 AND d.sql IS NOT NULL) THEN
         PERFORM automation.wake_step_workers(started);
+    ELSIF def.definition ? 'timeout' THEN
+        PERFORM automation.note_deadline();
     END IF;
     RETURN started;
 END
@@ -2193,6 +2376,16 @@ REVOKE EXECUTE ON FUNCTION automation_triggers.registry_check() FROM PUBLIC;
 COMMENT ON FUNCTION automation_triggers.registry_check() IS
 'Internal: BEFORE trigger of automation_triggers.registry that checks who writes a row and what it starts, checks its format, and attaches (or detaches) its schedule job or table triggers (refuses to run for any other table).';
 
+CREATE FUNCTION automation.note_deadline()
+RETURNS boolean
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'note_deadline_wrapper';
+
+REVOKE EXECUTE ON FUNCTION automation.note_deadline() FROM PUBLIC;
+
+COMMENT ON FUNCTION automation.note_deadline() IS
+'Internal: this transaction set a deadline (a workflow timeout, a step lease with a timeout): the scheduler looks again when it commits. Returns true.';
+
 CREATE FUNCTION automation.in_step_worker()
 RETURNS boolean
 LANGUAGE c VOLATILE
@@ -2297,10 +2490,17 @@ BEGIN
     IF r.id IS NULL THEN
         RETURN;
     END IF;
+    -- (0.8.0) a step with a timeout is expired then (a moment after its
+    -- statement_timeout, which normally ends it first); the scheduler is
+    -- told when to look (wake_step_workers), as for a workflow's deadline
     UPDATE automation_workflows.step_runs s
        SET status = 'running', worker = claim_sql_step_as.worker_id, started_at = clock_timestamp(),
-           lease_expires_at = 'infinity'
+           lease_expires_at = CASE WHEN r.step_timeout IS NULL THEN 'infinity'
+                                   ELSE clock_timestamp() + r.step_timeout + interval '200 milliseconds' END
      WHERE s.id = r.id;
+    IF r.step_timeout IS NOT NULL THEN
+        PERFORM automation.note_deadline();
+    END IF;
     UPDATE automation_workflows.workflow_executions e
        SET status = 'running', started_at = now()
      WHERE e.id = r.execution_id AND e.status = 'pending';
@@ -2397,6 +2597,24 @@ REVOKE EXECUTE ON FUNCTION automation.sql_steps_waiting() FROM PUBLIC;
 
 COMMENT ON FUNCTION automation.sql_steps_waiting() IS
 'Internal (scheduler): per owning role, SQL steps ready now (among the 256 oldest) and why the role cannot run them, if it cannot; and when the next one waiting out a backoff is.';
+
+CREATE FUNCTION automation.next_deadline()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT min(t) FROM (
+        (SELECT w.deadline FROM automation_workflows.workflow_runs w
+          WHERE w.deadline IS NOT NULL ORDER BY w.deadline LIMIT 1)
+        UNION ALL
+        (SELECT r.lease_expires_at FROM automation_workflows.step_runs r
+          WHERE r.status = 'running' AND r.lease_expires_at < 'infinity' ORDER BY r.lease_expires_at LIMIT 1)) d(t)
+$fn$;
+
+REVOKE EXECUTE ON FUNCTION automation.next_deadline() FROM PUBLIC;
+
+COMMENT ON FUNCTION automation.next_deadline() IS
+'Internal (scheduler): the earliest deadline of a running workflow or lease of a running step.';
 
 CREATE FUNCTION automation.refuse_sql_steps(role oid, reason text)
 RETURNS integer
@@ -2499,6 +2717,27 @@ BEGIN
             RAISE EXCEPTION 'role "%" may not connect to database "%"', NEW.username, NEW.database
                   USING ERRCODE = 'insufficient_privilege';
         END IF;
+        -- (0.8.0) jobs run as their owner, who needs automation_runner (the
+        -- scheduler deactivates a job whose owner loses it)
+        IF NOT (SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'automation_runner', 'USAGE')
+                  FROM pg_catalog.pg_roles r WHERE r.oid = NEW.owner) THEN
+            IF NOT superuser THEN
+                RAISE EXCEPTION 'role "%" is not a member of automation_runner: a job runs as its owner, who needs it', NEW.username
+                      USING ERRCODE = 'insufficient_privilege',
+                            HINT = pg_catalog.format('GRANT automation_runner TO %I;', NEW.username);
+            END IF;
+            problem := pg_catalog.format('role "%s" is not a member of automation_runner (GRANT automation_runner TO %I)',
+                                         NEW.username, NEW.username);
+        END IF;
+        -- (0.8.0) a database that takes no connections (template0) never runs a job
+        IF problem IS NULL AND NOT (SELECT d.datallowconn FROM pg_catalog.pg_database d WHERE d.datname = NEW.database) THEN
+            IF NOT superuser THEN
+                RAISE EXCEPTION 'database "%" does not allow connections: a job there would never run', NEW.database
+                      USING ERRCODE = 'object_not_in_prerequisite_state',
+                            HINT = 'Schedule it in a database that allows connections (ALTER DATABASE ... WITH ALLOW_CONNECTIONS true).';
+            END IF;
+            problem := pg_catalog.format('database "%s" does not allow connections', NEW.database);
+        END IF;
     END IF;
     IF problem IS NOT NULL THEN
         RAISE WARNING 'job % (%) is inactive: %', NEW.jobid, COALESCE(NEW.jobname, 'unnamed'), problem;
@@ -2523,6 +2762,150 @@ COMMENT ON FUNCTION automation.job_check_target() IS
 
 REVOKE EXECUTE ON FUNCTION automation.job_check_target(), automation.job_check_schedule(),
                            automation.job_default_removed(), automation.job_cache_invalidate() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION automation.table_growth(schema_name text DEFAULT NULL)
+RETURNS TABLE (schemaname name, tablename name, total_size text, table_size text,
+               live_rows bigint, dead_rows bigint, total_bytes bigint, table_bytes bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    -- (0.8.0) a schema that does not exist is an error, as for describe_tables
+    IF table_growth.schema_name IS NOT NULL
+       AND NOT EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = table_growth.schema_name) THEN
+        RAISE EXCEPTION 'schema "%" does not exist', table_growth.schema_name
+              USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    RETURN QUERY
+    SELECT u.schemaname, u.relname,
+           pg_size_pretty(pg_total_relation_size(u.relid)), pg_size_pretty(pg_relation_size(u.relid)),
+           u.n_live_tup, u.n_dead_tup,
+           pg_total_relation_size(u.relid), pg_relation_size(u.relid)
+      FROM pg_stat_user_tables u
+     WHERE table_growth.schema_name IS NULL OR u.schemaname = table_growth.schema_name
+     ORDER BY pg_total_relation_size(u.relid) DESC, u.schemaname, u.relname;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.table_growth(text) IS
+'User tables by total size (all schemas, or one), with live and dead row counts.';
+
+CREATE OR REPLACE FUNCTION automation.maintain_metrics_partitions()
+RETURNS TABLE (action text, partition_name text, range_start timestamptz, range_end timestamptz, row_count bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    width interval;
+    keep interval;
+    ahead integer;
+    fmt text;
+    b timestamptz;
+    e timestamptz;
+    part text;
+    n bigint;
+    r record;
+BEGIN
+    SELECT s.partition_interval, s.retention, s.partitions_ahead INTO r FROM automation.metrics_settings() s;
+    BEGIN
+        width := r.partition_interval::interval;
+        keep := r.retention::interval;
+    EXCEPTION WHEN others THEN
+        RAISE EXCEPTION 'automation.metrics_partition_interval (%) and automation.metrics_retention (%) must be intervals',
+                        r.partition_interval, r.retention
+              USING ERRCODE = 'invalid_parameter_value';
+    END;
+    ahead := r.partitions_ahead;
+    -- one rule for every retention setting: 0 keeps everything, a negative
+    -- value is refused (it would drop the current partition)
+    IF keep < interval '0' THEN
+        RAISE EXCEPTION 'automation.metrics_retention must not be negative (it is %)', r.retention
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Set it to how long pipeline metrics are kept, e.g. ''90 days'', or to 0 to keep them all.';
+    END IF;
+    IF width <= interval '0' THEN
+        RAISE EXCEPTION 'automation.metrics_partition_interval must be positive (it is %)', r.partition_interval
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Use e.g. ''1 day'' (the default), ''1 hour'', ''7 days'' or ''1 month''.';
+    END IF;
+    IF width < interval '1 hour' AND pg_catalog.date_part('month', width) = 0 THEN
+        RAISE EXCEPTION 'automation.metrics_partition_interval is %, partitions narrower than an hour are not supported', width
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    fmt := CASE WHEN pg_catalog.date_part('month', width) > 0 OR pg_catalog.date_part('year', width) > 0 THEN 'YYYYMM'
+                WHEN width >= interval '1 day' AND pg_catalog.date_part('hour', width) = 0 THEN 'YYYYMMDD'
+                ELSE 'YYYYMMDD"_"HH24MI' END;
+
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('automation.maintain_metrics_partitions'));
+
+    FOR b IN
+        SELECT DISTINCT automation.time_bucket(width, d.time) FROM automation.pipeline_metrics_default d
+         WHERE (keep = interval '0' OR d.time >= pg_catalog.now() - keep)
+           -- (0.8.0) no partition holds 'infinity' (the table refuses it
+           -- now; one left from before stays in the default partition)
+           AND pg_catalog.isfinite(d.time)
+        UNION
+        SELECT pg_catalog.generate_series(automation.time_bucket(width, pg_catalog.now()),
+                                          automation.time_bucket(width, pg_catalog.now()) + width * ahead, width)
+        ORDER BY 1
+    LOOP
+        e := b + width;
+        part := 'pipeline_metrics_p' || pg_catalog.to_char(b AT TIME ZONE 'UTC', fmt);
+        CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('automation.%I', part)) IS NOT NULL;
+        BEGIN
+            -- rows for the period waiting in the default partition move in
+            IF pg_catalog.to_regclass('pg_temp.automation_moving') IS NULL THEN
+                CREATE TEMP TABLE automation_moving (LIKE automation.pipeline_metrics) ON COMMIT DROP;
+            ELSE
+                TRUNCATE pg_temp.automation_moving;
+            END IF;
+            WITH moved AS (DELETE FROM automation.pipeline_metrics_default d
+                            WHERE d.time >= b AND d.time < e RETURNING d.*)
+            INSERT INTO pg_temp.automation_moving SELECT * FROM moved;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            EXECUTE pg_catalog.format('CREATE TABLE automation.%I PARTITION OF automation.pipeline_metrics FOR VALUES FROM (%L) TO (%L)',
+                                      part, b, e);
+            -- the indexes of every partition (none on the partitioned table: see sql/automation.sql)
+            EXECUTE pg_catalog.format('CREATE INDEX %I ON automation.%I USING brin (time)', part || '_time_brin', part);
+            EXECUTE pg_catalog.format('CREATE INDEX %I ON automation.%I (pipeline_name, time DESC)', part || '_pipeline_time', part);
+            INSERT INTO automation.pipeline_metrics SELECT * FROM pg_temp.automation_moving;
+            action := CASE WHEN n > 0 THEN 'split from default' ELSE 'created' END;
+        EXCEPTION WHEN invalid_object_definition THEN
+            -- overlaps a partition of another width (the setting changed)
+            action := 'skipped: overlaps an existing partition';
+            n := 0;
+        END;
+        partition_name := part; range_start := b; range_end := e; row_count := n;
+        RETURN NEXT;
+    END LOOP;
+
+    FOR r IN
+        SELECT c.oid::regclass AS rel, c.relname,
+               (pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\) TO \(''([^'']+)''\)')) AS bounds
+          FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'automation.pipeline_metrics'::regclass
+           AND c.oid <> 'automation.pipeline_metrics_default'::regclass
+    LOOP
+        CONTINUE WHEN keep = interval '0' OR r.bounds IS NULL OR r.bounds[2]::timestamptz > pg_catalog.now() - keep;
+        EXECUTE pg_catalog.format('SELECT count(*) FROM %s', r.rel) INTO n;
+        EXECUTE pg_catalog.format('DROP TABLE %s', r.rel);
+        action := 'dropped'; partition_name := r.relname;
+        range_start := r.bounds[1]::timestamptz; range_end := r.bounds[2]::timestamptz; row_count := n;
+        RETURN NEXT;
+    END LOOP;
+
+    DELETE FROM automation.pipeline_metrics_default d WHERE keep > interval '0' AND d.time < pg_catalog.now() - keep;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        action := 'expired from default'; partition_name := 'pipeline_metrics_default';
+        range_start := NULL; range_end := pg_catalog.now() - keep; row_count := n;
+        RETURN NEXT;
+    END IF;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.maintain_metrics_partitions() IS
+'Create pipeline_metrics partitions ahead (automation.metrics_partition_interval, automation.metrics_partitions_ahead), split rows out of the default partition, drop partitions older than automation.metrics_retention (0 keeps everything; a negative retention is refused with 22023). Returns what it did.';
 
 GRANT EXECUTE ON FUNCTION automation.workflow_table_trigger() TO automation_runner;
 

@@ -2,11 +2,21 @@
 -- a definition is written (src/engine/definition.rs), and its version bumped
 -- when it changes.
 
-CREATE FUNCTION automation.check_definition(definition jsonb)
+-- (0.8.0) the definition goes to the native check as text: a value nested
+-- deeper than the JSON parser allows is refused with 22023, not XX000
+CREATE FUNCTION automation.check_definition_text(definition text)
 RETURNS boolean
 LANGUAGE c STABLE STRICT
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'check_definition_wrapper';
+AS 'MODULE_PATHNAME', 'check_definition_text_wrapper';
+COMMENT ON FUNCTION automation.check_definition_text(text) IS
+'Internal: check_definition of a definition''s text.';
+
+CREATE FUNCTION automation.check_definition(definition jsonb)
+RETURNS boolean
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT automation.check_definition_text(definition::text) $fn$;
 
 COMMENT ON FUNCTION automation.check_definition(jsonb) IS
 'Raise 22023 naming the step and field if definition is not a valid workflow (see docs/workflows.md, Definitions); true if it has steps (it can be started), false if it is data without steps.';
@@ -303,7 +313,11 @@ BEGIN
                                           CASE workflow_finish.status WHEN 'error' THEN 'step_failed' ELSE 'workflow_timeout' END,
                                           workflow_finish.details->>'message', workflow_finish.details);
     END IF;
-    IF run.definition ? 'concurrency' THEN
+    -- (0.8.0) no deadline any more: the scheduler watches those of running
+    -- executions only
+    UPDATE automation_workflows.workflow_runs w SET deadline = NULL
+     WHERE w.execution_id = workflow_finish.execution_id AND w.deadline IS NOT NULL;
+    IF run.definition->>'concurrency' ~ '^[0-9]{1,9}$' THEN
         PERFORM automation.workflow_admit_waiting(run.workflow_name, (run.definition->>'concurrency')::integer);
     END IF;
 END
@@ -482,6 +496,11 @@ DECLARE
     starts timestamptz := GREATEST(now(), coalesce(run_workflow_as.run_after, now()));
     slot boolean := true;
 BEGIN
+    IF run_workflow_as.run_after = 'infinity' THEN
+        RAISE EXCEPTION 'run_after must be a time, not infinity: the execution could never start'
+              USING ERRCODE = 'datetime_field_overflow',
+                    HINT = 'Leave run_after NULL to start now, or give the time to start at.';
+    END IF;
     IF run_workflow_as.input IS NULL OR jsonb_typeof(run_workflow_as.input) <> 'object' THEN
         RAISE EXCEPTION 'the input of a workflow must be a JSON object, not %', coalesce(jsonb_typeof(run_workflow_as.input), 'NULL')
               USING ERRCODE = 'invalid_parameter_value',
@@ -536,6 +555,10 @@ BEGIN
             jsonb_array_length(def.definition->'steps'));
     IF slot THEN
         PERFORM automation.workflow_advance(new_id);
+    END IF;
+    -- (0.8.0) a deadline: the scheduler looks at it then
+    IF def.definition ? 'timeout' THEN
+        PERFORM automation.note_deadline();
     END IF;
     RETURN new_id;
 END
@@ -606,6 +629,8 @@ BEGIN
          WHERE e.id IN (SELECT t.execution_id FROM taken t) AND e.status = 'pending')
     SELECT t.id, t.execution_id, w.workflow_name, t.step, t.map_index, t.attempt, t.input, t.lease_expires_at
       FROM taken t JOIN automation_workflows.workflow_runs w ON w.execution_id = t.execution_id
+     -- (0.8.0) a step with a timeout: the scheduler expires it then
+     WHERE t.step_timeout IS NULL OR automation.note_deadline()
      ORDER BY t.visible_at, t.execution_id, t.id;
 END
 $fn$;
@@ -863,6 +888,45 @@ END
 $fn$;
 REVOKE EXECUTE ON FUNCTION automation.cancel_workflow_as(oid, uuid, text) FROM PUBLIC;
 
+-- (0.8.0, issue 28) An execution the engine could not handle (a row it
+-- cannot read: a definition snapshot that no longer parses, say) ends as
+-- error without the engine's bookkeeping, its running and pending step runs
+-- cancelled, and the problem goes to automation.errors with the row: the
+-- sweep that met it goes on, and never meets it again.
+CREATE FUNCTION automation.set_aside(execution_id uuid, doing text, problem text, sqlstate text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    run automation_workflows.workflow_runs;
+BEGIN
+    SELECT * INTO run FROM automation_workflows.workflow_runs w WHERE w.execution_id = set_aside.execution_id;
+    PERFORM automation.stop_sql_step(r.id, run.owner)
+       FROM automation_workflows.step_runs r
+      WHERE r.execution_id = set_aside.execution_id AND r.status = 'running' AND r.queue IS NULL;
+    UPDATE automation_workflows.step_runs r
+       SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL
+     WHERE r.execution_id = set_aside.execution_id AND r.status IN ('pending', 'running');
+    UPDATE automation_workflows.workflow_runs w SET deadline = NULL WHERE w.execution_id = set_aside.execution_id;
+    UPDATE automation_workflows.workflow_executions e
+       SET status = 'error', completed_at = GREATEST(now(), e.started_at),
+           error_details = jsonb_build_object('message', format('could not %s: %s', set_aside.doing, set_aside.problem),
+                                              'sqlstate', set_aside.sqlstate, 'reason', 'set_aside')
+     WHERE e.id = set_aside.execution_id AND e.status IN ('pending', 'running');
+    INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context, execution_id, owner)
+    VALUES (run.workflow_name, 'EngineFailed',
+            format('execution %s was set aside: could not %s: %s', set_aside.execution_id, set_aside.doing, set_aside.problem),
+            jsonb_build_object('sqlstate', set_aside.sqlstate, 'run', to_jsonb(run)),
+            set_aside.execution_id, coalesce(run.owner, automation.invoker()));
+    RAISE WARNING 'automation_ext: workflow execution % was set aside: could not %: %', set_aside.execution_id,
+                  set_aside.doing, set_aside.problem;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.set_aside(uuid, text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION automation.set_aside(uuid, text, text, text) IS
+'Internal: end an execution the engine could not handle as error (steps cancelled), with the problem and its row in automation.errors.';
+
 -- Step runs whose lease or timeout expired (of one queue, or all) are
 -- retried or failed; executions past their workflow's timeout end as
 -- timeout. Run by claim_steps (its queue) and by the minutely
@@ -875,25 +939,46 @@ AS $fn$
 DECLARE
     x record;
     handled integer := 0;
+    problem text;
+    state text;
 BEGIN
     FOR x IN
-        SELECT r.id, r.execution_id FROM automation_workflows.step_runs r
+        SELECT r.id, r.execution_id, r.queue IS NULL AS sql_step, r.step_timeout FROM automation_workflows.step_runs r
          WHERE r.status = 'running' AND r.lease_expires_at < clock_timestamp()
            AND (expire_steps.queue IS NULL OR r.queue = expire_steps.queue)
          ORDER BY r.lease_expires_at
          LIMIT expire_steps.batch
     LOOP
-        -- skip what another transaction is finishing
-        PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id FOR UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        PERFORM FROM automation_workflows.step_runs r
-         WHERE r.id = x.id AND r.status = 'running' AND r.lease_expires_at < clock_timestamp() FOR UPDATE;
-        CONTINUE WHEN NOT FOUND;
-        PERFORM automation.step_attempt_failed(x.id, 'timeout',
-            jsonb_build_object('message', 'the lease expired (the worker did not complete, fail or extend it in time)',
-                               'sqlstate', '57014'),
-            true);
-        handled := handled + 1;
+        -- (0.8.0) one execution at a time: a row the engine cannot handle
+        -- is moved aside, never stops the sweep for everyone
+        BEGIN
+            -- skip what another transaction is finishing
+            PERFORM FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id FOR UPDATE SKIP LOCKED;
+            CONTINUE WHEN NOT FOUND;
+            PERFORM FROM automation_workflows.step_runs r
+             WHERE r.id = x.id AND r.status = 'running' AND r.lease_expires_at < clock_timestamp() FOR UPDATE;
+            CONTINUE WHEN NOT FOUND;
+            IF x.sql_step THEN
+                -- (0.8.0) a SQL step past its timeout that did not end: its
+                -- statement_timeout was caught (or it holds no query); the
+                -- attempt times out, and its worker is stopped
+                PERFORM automation.stop_sql_step(x.id, w.owner)
+                   FROM automation_workflows.workflow_runs w WHERE w.execution_id = x.execution_id;
+                PERFORM automation.step_attempt_failed(x.id, 'timeout',
+                    jsonb_build_object('message', format('the step ran past its timeout (%s) and did not stop; its worker is stopped', x.step_timeout),
+                                       'sqlstate', '57014'),
+                    true);
+            ELSE
+                PERFORM automation.step_attempt_failed(x.id, 'timeout',
+                    jsonb_build_object('message', 'the lease expired (the worker did not complete, fail or extend it in time)',
+                                       'sqlstate', '57014'),
+                    true);
+            END IF;
+            handled := handled + 1;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            PERFORM automation.set_aside(x.execution_id, 'expire a step', problem, state);
+        END;
     END LOOP;
     IF expire_steps.queue IS NOT NULL THEN
         RETURN handled;
@@ -902,12 +987,18 @@ BEGIN
         SELECT w.execution_id FROM automation_workflows.workflow_runs w
           JOIN automation_workflows.workflow_executions e ON e.id = w.execution_id AND e.status IN ('pending', 'running')
          WHERE w.deadline < clock_timestamp()
+         ORDER BY w.deadline
          LIMIT expire_steps.batch
            FOR UPDATE OF w SKIP LOCKED
     LOOP
-        PERFORM automation.workflow_finish(x.execution_id, 'timeout',
-            jsonb_build_object('message', 'the workflow ran past its timeout', 'reason', 'workflow_timeout'));
-        handled := handled + 1;
+        BEGIN
+            PERFORM automation.workflow_finish(x.execution_id, 'timeout',
+                jsonb_build_object('message', 'the workflow ran past its timeout', 'reason', 'workflow_timeout'));
+            handled := handled + 1;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            PERFORM automation.set_aside(x.execution_id, 'time out the workflow', problem, state);
+        END;
     END LOOP;
     RETURN handled;
 END
@@ -1026,6 +1117,8 @@ BEGIN
     SELECT count(*) INTO started FROM e;
     IF EXISTS (SELECT FROM automation.definition_steps(def.definition) d WHERE cardinality(d.after) = 0 AND d.sql IS NOT NULL) THEN
         PERFORM automation.wake_step_workers(started);
+    ELSIF def.definition ? 'timeout' THEN
+        PERFORM automation.note_deadline();
     END IF;
     RETURN started;
 END
@@ -1402,6 +1495,14 @@ AS 'MODULE_PATHNAME', 'step_workers_available_wrapper';
 COMMENT ON FUNCTION automation.step_workers_available() IS
 'Internal: true when this cluster has step workers for SQL steps (the library is preloaded).';
 
+CREATE FUNCTION automation.note_deadline()
+RETURNS boolean
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'note_deadline_wrapper';
+REVOKE EXECUTE ON FUNCTION automation.note_deadline() FROM PUBLIC;
+COMMENT ON FUNCTION automation.note_deadline() IS
+'Internal: this transaction set a deadline (a workflow timeout, a step lease with a timeout): the scheduler looks again when it commits. Returns true.';
+
 CREATE FUNCTION automation.in_step_worker()
 RETURNS boolean
 LANGUAGE c VOLATILE
@@ -1533,10 +1634,17 @@ BEGIN
     IF r.id IS NULL THEN
         RETURN;
     END IF;
+    -- (0.8.0) a step with a timeout is expired then (a moment after its
+    -- statement_timeout, which normally ends it first); the scheduler is
+    -- told when to look (wake_step_workers), as for a workflow's deadline
     UPDATE automation_workflows.step_runs s
        SET status = 'running', worker = claim_sql_step_as.worker_id, started_at = clock_timestamp(),
-           lease_expires_at = 'infinity'
+           lease_expires_at = CASE WHEN r.step_timeout IS NULL THEN 'infinity'
+                                   ELSE clock_timestamp() + r.step_timeout + interval '200 milliseconds' END
      WHERE s.id = r.id;
+    IF r.step_timeout IS NOT NULL THEN
+        PERFORM automation.note_deadline();
+    END IF;
     UPDATE automation_workflows.workflow_executions e
        SET status = 'running', started_at = now()
      WHERE e.id = r.execution_id AND e.status = 'pending';
@@ -1639,6 +1747,27 @@ $fn$;
 REVOKE EXECUTE ON FUNCTION automation.sql_steps_waiting() FROM PUBLIC;
 COMMENT ON FUNCTION automation.sql_steps_waiting() IS
 'Internal (scheduler): per owning role, SQL steps ready now (among the 256 oldest) and why the role cannot run them, if it cannot; and when the next one waiting out a backoff is.';
+
+-- (0.8.0, issue 28) When the engine must next look at its executions: the
+-- earliest deadline of a running workflow, or lease (timeout) of a running
+-- step. The scheduler wakes then and calls expire_steps(), so that a
+-- timeout ends its execution within a second, not at the minutely sweep.
+-- (Finished executions have no deadline: workflow_finish clears it.)
+CREATE FUNCTION automation.next_deadline()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT min(t) FROM (
+        (SELECT w.deadline FROM automation_workflows.workflow_runs w
+          WHERE w.deadline IS NOT NULL ORDER BY w.deadline LIMIT 1)
+        UNION ALL
+        (SELECT r.lease_expires_at FROM automation_workflows.step_runs r
+          WHERE r.status = 'running' AND r.lease_expires_at < 'infinity' ORDER BY r.lease_expires_at LIMIT 1)) d(t)
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.next_deadline() FROM PUBLIC;
+COMMENT ON FUNCTION automation.next_deadline() IS
+'Internal (scheduler): the earliest deadline of a running workflow or lease of a running step.';
 
 -- Ready SQL steps of executions owned by `role`, which cannot run them
 -- (dropped, not allowed to log in or connect, no longer a runner), fail

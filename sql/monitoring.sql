@@ -177,16 +177,25 @@ $fn$;
 CREATE FUNCTION automation.table_growth(schema_name text DEFAULT NULL)
 RETURNS TABLE (schemaname name, tablename name, total_size text, table_size text,
                live_rows bigint, dead_rows bigint, total_bytes bigint, table_bytes bigint)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+BEGIN
+    -- (0.8.0) a schema that does not exist is an error, as for describe_tables
+    IF table_growth.schema_name IS NOT NULL
+       AND NOT EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = table_growth.schema_name) THEN
+        RAISE EXCEPTION 'schema "%" does not exist', table_growth.schema_name
+              USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    RETURN QUERY
     SELECT u.schemaname, u.relname,
            pg_size_pretty(pg_total_relation_size(u.relid)), pg_size_pretty(pg_relation_size(u.relid)),
            u.n_live_tup, u.n_dead_tup,
            pg_total_relation_size(u.relid), pg_relation_size(u.relid)
       FROM pg_stat_user_tables u
      WHERE table_growth.schema_name IS NULL OR u.schemaname = table_growth.schema_name
-     ORDER BY pg_total_relation_size(u.relid) DESC, u.schemaname, u.relname
+     ORDER BY pg_total_relation_size(u.relid) DESC, u.schemaname, u.relname;
+END
 $fn$;
 
 COMMENT ON FUNCTION automation.sample_database_metrics() IS

@@ -218,6 +218,11 @@ BEGIN
     IF enqueue_execution_as.metadata IS NOT NULL AND jsonb_typeof(enqueue_execution_as.metadata) <> 'object' THEN
         PERFORM automation.check_metadata(enqueue_execution_as.metadata);
     END IF;
+    IF due = 'infinity' THEN
+        RAISE EXCEPTION 'run_after must be a time, not infinity: the execution could never be claimed'
+              USING ERRCODE = 'datetime_field_overflow',
+                    HINT = 'Leave run_after out to make it claimable now, or give the time from which it is.';
+    END IF;
     IF enqueue_execution_as.priority IS NULL THEN
         RAISE EXCEPTION 'priority must not be NULL'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'The default priority is 0; higher runs first.';

@@ -325,6 +325,27 @@ BEGIN
             RAISE EXCEPTION 'role "%" may not connect to database "%"', NEW.username, NEW.database
                   USING ERRCODE = 'insufficient_privilege';
         END IF;
+        -- (0.8.0) jobs run as their owner, who needs automation_runner (the
+        -- scheduler deactivates a job whose owner loses it)
+        IF NOT (SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'automation_runner', 'USAGE')
+                  FROM pg_catalog.pg_roles r WHERE r.oid = NEW.owner) THEN
+            IF NOT superuser THEN
+                RAISE EXCEPTION 'role "%" is not a member of automation_runner: a job runs as its owner, who needs it', NEW.username
+                      USING ERRCODE = 'insufficient_privilege',
+                            HINT = pg_catalog.format('GRANT automation_runner TO %I;', NEW.username);
+            END IF;
+            problem := pg_catalog.format('role "%s" is not a member of automation_runner (GRANT automation_runner TO %I)',
+                                         NEW.username, NEW.username);
+        END IF;
+        -- (0.8.0) a database that takes no connections (template0) never runs a job
+        IF problem IS NULL AND NOT (SELECT d.datallowconn FROM pg_catalog.pg_database d WHERE d.datname = NEW.database) THEN
+            IF NOT superuser THEN
+                RAISE EXCEPTION 'database "%" does not allow connections: a job there would never run', NEW.database
+                      USING ERRCODE = 'object_not_in_prerequisite_state',
+                            HINT = 'Schedule it in a database that allows connections (ALTER DATABASE ... WITH ALLOW_CONNECTIONS true).';
+            END IF;
+            problem := pg_catalog.format('database "%s" does not allow connections', NEW.database);
+        END IF;
     END IF;
     IF problem IS NOT NULL THEN
         RAISE WARNING 'job % (%) is inactive: %', NEW.jobid, COALESCE(NEW.jobname, 'unnamed'), problem;

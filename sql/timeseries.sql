@@ -94,7 +94,10 @@ BEGIN
 
     FOR b IN
         SELECT DISTINCT automation.time_bucket(width, d.time) FROM automation.pipeline_metrics_default d
-         WHERE keep = interval '0' OR d.time >= pg_catalog.now() - keep
+         WHERE (keep = interval '0' OR d.time >= pg_catalog.now() - keep)
+           -- (0.8.0) no partition holds 'infinity' (the table refuses it
+           -- now; one left from before stays in the default partition)
+           AND pg_catalog.isfinite(d.time)
         UNION
         SELECT pg_catalog.generate_series(automation.time_bucket(width, pg_catalog.now()),
                                           automation.time_bucket(width, pg_catalog.now()) + width * ahead, width)
@@ -379,6 +382,7 @@ SELECT p.t_time AS time, p.t_pipeline AS pipeline_name, p.t_stage AS stage, p.t_
          WHEN p.t_time IS NULL AND p.bad_time_text
            THEN pg_catalog.format('time is not an ISO 8601 timestamp: %s', p.payload->>'time')
          WHEN p.t_time IS NULL THEN 'time is missing'
+         WHEN NOT pg_catalog.isfinite(p.t_time) THEN pg_catalog.format('time is not finite: %s', p.t_time)
          WHEN p.t_pipeline IS NULL OR p.t_pipeline = '' THEN 'pipeline_name is missing'
          WHEN pg_catalog.length(p.t_pipeline) > 255 THEN 'pipeline_name is longer than 255 characters'
          WHEN p.t_stage IS NULL OR p.t_stage = '' THEN 'stage is missing'

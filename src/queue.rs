@@ -458,7 +458,62 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
         }
         Some(_) => "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0",
     };
-    let (moved, recorded) = Spi::connect_mut(|client| {
+    // (0.8.0, issue 28) a row the history refuses (a status its CHECK does
+    // not allow, say) must not stop recording for everyone: the batch is
+    // tried in a subtransaction, and when it fails, row by row, a refused
+    // row set aside in automation.errors with its content
+    let (moved, recorded, set_aside) = match crate::subxact::run(|| move_logged(which, ids.clone(), batch)) {
+        Ok((moved, recorded)) => (moved, recorded, 0i64),
+        Err(_) => {
+            let each = Spi::connect(|client| {
+                client
+                    .select(
+                        &format!("SELECT l.id FROM automation_workflows.execution_log l WHERE {which}"),
+                        None,
+                        &[ids.clone().into(), batch.into()],
+                    )?
+                    .map(|r| r.get::<Uuid>(1))
+                    .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
+            })
+            .context("could not read the execution log")?;
+            let mut moved = 0i64;
+            let mut set_aside = 0i64;
+            let mut recorded = Vec::new();
+            for id in each.into_iter().flatten() {
+                match crate::subxact::run(|| move_logged("l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0", Some(vec![id]), 1)) {
+                    Ok((n, r)) => {
+                        moved += n;
+                        recorded.extend(r);
+                    }
+                    Err(caught) => {
+                        set_aside_logged(id, &crate::error::Error::caught(&caught))?;
+                        set_aside += 1;
+                    }
+                }
+            }
+            (moved, recorded, set_aside)
+        }
+    };
+    if (recorded.len() as i64) < moved {
+        warning!(
+            "{} finished execution(s) were already in workflow_executions under the same id; the logged copies were dropped",
+            moved - recorded.len() as i64
+        );
+    }
+    if let Some(channel) = channel {
+        for completion in &recorded {
+            if matches!(completion.status.as_str(), Some("success" | "error" | "timeout")) {
+                notify::send(&channel, completion);
+            }
+        }
+    }
+    Ok(Some(moved + set_aside))
+}
+
+/// Move the logged executions `which` names into workflow_executions:
+/// how many left the log, and the completions to notify.
+fn move_logged(which: &str, ids: Option<Vec<Uuid>>, batch: i32) -> Result<(i64, Vec<Completion>)> {
+    Spi::connect_mut(|client| {
         let rows = client.update(
             format!(
                 "WITH moved AS (
@@ -502,21 +557,23 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
         }
         Ok::<_, pgrx::spi::SpiError>((moved, recorded))
     })
-    .context("could not record finished executions in workflow_executions")?;
-    if (recorded.len() as i64) < moved {
-        warning!(
-            "{} finished execution(s) were already in workflow_executions under the same id; the logged copies were dropped",
-            moved - recorded.len() as i64
-        );
-    }
-    if let Some(channel) = channel {
-        for completion in &recorded {
-            if matches!(completion.status.as_str(), Some("success" | "error" | "timeout")) {
-                notify::send(&channel, completion);
-            }
-        }
-    }
-    Ok(Some(moved))
+    .context("could not record finished executions in workflow_executions")
+}
+
+/// A logged execution the history refuses: out of the log, into
+/// automation.errors with its row (nothing lost; recording goes on).
+fn set_aside_logged(id: Uuid, why: &crate::error::Error) -> Result<()> {
+    warning!("automation_ext: finished execution {} could not be recorded and was set aside: {}", id, why.message);
+    Spi::run_with_args(
+        "WITH bad AS (DELETE FROM automation_workflows.execution_log l WHERE l.id OPERATOR(pg_catalog.=) $1 RETURNING l.*)
+         INSERT INTO automation.errors (workflow_name, error_type, error_message, error_context, execution_id, owner)
+         SELECT bad.workflow_name, 'RecordingFailed',
+                pg_catalog.format('finished execution %s could not be recorded in workflow_executions: %s', bad.id, $2::text),
+                pg_catalog.jsonb_build_object('sqlstate', $3::text, 'logged', pg_catalog.to_jsonb(bad)), bad.id, bad.owner
+           FROM bad",
+        &[id.into(), why.message.as_str().into(), why.sqlstate().into()],
+    )
+    .context("could not set a logged execution aside")
 }
 
 #[pg_schema]

@@ -34,6 +34,11 @@ mod automation {
     /// and `automation.retry_max_delay`, with random jitter).
     #[pg_extern(volatile, parallel_restricted)]
     fn retry_delay(retry_count: i32) -> Interval {
+        if retry_count < 0 {
+            crate::error::Error::invalid(format!("retry_count must be zero or more, not {retry_count}"))
+                .with_hint("It is how many times the failure was retried already.")
+                .raise();
+        }
         // SAFETY: pg_prng_double reads and advances this backend's global
         // PRNG state, which PostgreSQL seeds at backend start (random() uses it).
         let jitter = unsafe { pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) };

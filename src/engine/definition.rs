@@ -359,6 +359,37 @@ impl Workflow {
     }
 }
 
+/// How deep a definition may nest (objects and arrays): a workflow needs a
+/// handful of levels; the JSON parser's own limit is 128.
+pub const MAX_DEPTH: usize = 64;
+
+/// The deepest nesting of objects and arrays in JSON text (brackets inside
+/// strings do not count). Pure, so that it runs before any parser.
+pub fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -503,5 +534,16 @@ mod unit {
         assert!(e.ends_with("s998 -> s999 -> s0"), "{}", &e[e.len() - 40..]);
         let too_many: Vec<Value> = (0..=MAX_STEPS).map(|i| json!({"name": format!("s{i}"), "sql": "x"})).collect();
         assert_eq!(err(json!({ "steps": too_many })), "steps: has 1001 steps; at most 1000");
+    }
+
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        assert_eq!(super::nesting_depth("{}"), 1);
+        assert_eq!(super::nesting_depth(r#"{"steps": [{"name": "a"}]}"#), 3);
+        assert_eq!(super::nesting_depth(r#"{"a": "[[[[{{{"}"#), 1, "brackets in strings do not count");
+        assert_eq!(super::nesting_depth(r#"{"a": "\\\"[["}"#), 1, "an escaped quote does not end the string");
+        assert_eq!(super::nesting_depth("1"), 0);
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert_eq!(super::nesting_depth(&deep), 200);
     }
 }

@@ -22,7 +22,7 @@
 //!   start goes to `automation.errors` with its rows; the rest go on.
 
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgTrigger, PgTriggerError};
+use pgrx::{PgTrigger, PgTriggerError};
 
 use crate::error::{Context, Error, OrRaise, Result};
 use crate::tenancy;
@@ -116,10 +116,11 @@ fn start_slice(entry: &Entry, rows: &Rows) -> Result<i64> {
         }
     });
     // the rows become inputs as the trigger's owner, restricted
+    // (as text: jsonb of any depth goes through unchanged)
     let inputs = tenancy::as_role(entry.owner, || {
-        Spi::get_one_with_args::<Vec<Option<JsonB>>>(
+        Spi::get_one_with_args::<Vec<Option<String>>>(
             &format!(
-                "SELECT pg_catalog.array_agg(
+                "SELECT pg_catalog.array_agg((
                         pg_catalog.jsonb_build_object('op', $1::text, 'table', $2::text)
                         OPERATOR(pg_catalog.||) CASE WHEN $1::text OPERATOR(pg_catalog.=) 'DELETE'
                              THEN pg_catalog.jsonb_build_object('old', pg_catalog.to_jsonb(u.r::{table}))
@@ -129,7 +130,7 @@ fn start_slice(entry: &Entry, rows: &Rows) -> Result<i64> {
                              ELSE '{{}}'::pg_catalog.jsonb END
                         OPERATOR(pg_catalog.||) CASE WHEN $5::text IS NOT NULL
                              THEN pg_catalog.jsonb_build_object('changed_by', $5::text)
-                             ELSE '{{}}'::pg_catalog.jsonb END
+                             ELSE '{{}}'::pg_catalog.jsonb END)::text
                         ORDER BY u.i)
                    FROM pg_catalog.unnest($3::text[]) WITH ORDINALITY u(r, i)
                    LEFT JOIN pg_catalog.unnest($4::text[]) WITH ORDINALITY o(r, i) ON o.i OPERATOR(pg_catalog.=) u.i"
@@ -150,7 +151,7 @@ fn start_slice(entry: &Entry, rows: &Rows) -> Result<i64> {
     }
     // ... and start as that owner
     let started = Spi::get_one_with_args::<i32>(
-        "SELECT automation.run_workflows_as($1, $2, $3)",
+        "SELECT automation.run_workflows_as($1, $2, $3::text[]::pg_catalog.jsonb[])",
         &[entry.owner.into(), entry.workflow.as_str().into(), inputs.into()],
     )
     .map_err(|e| Error::internal("could not start the executions", e))?

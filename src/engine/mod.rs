@@ -97,13 +97,35 @@ mod automation {
         Interval::new(0, 0, ms.saturating_mul(1000)).unwrap_or_else(|_| cap)
     }
 
-    /// `automation.check_definition(definition jsonb) → boolean`: raises
-    /// 22023 naming the step and field when `definition` is not a valid
-    /// workflow; true when it can be started (it has steps), false when it
-    /// is data without steps.
+    /// `automation.check_definition(definition jsonb) → boolean` (a SQL
+    /// function handing the definition over as text): raises 22023 naming
+    /// the step and field when `definition` is not a valid workflow; true
+    /// when it can be started (it has steps), false when it is data without
+    /// steps. (0.8.0) A definition nested deeper than MAX_DEPTH levels is
+    /// refused with 22023 before it is parsed (a definition nested ~127
+    /// deep raised XX000 from the JSON parser's recursion limit).
+    /// The C symbol of 0.5.0-0.7.0's `check_definition(jsonb)`: kept so an
+    /// installation at those versions loads (and updates) with this library;
+    /// 0.8.0 declares `check_definition` in SQL over `check_definition_text`.
     #[pg_extern(stable, parallel_safe, sql = false)]
     fn check_definition(definition: pgrx::JsonB) -> bool {
         matches!(check(&definition.0).or_raise(), Parsed::Workflow(_))
+    }
+
+    #[pg_extern(stable, parallel_safe, sql = false)]
+    fn check_definition_text(definition: &str) -> bool {
+        let depth = definition::nesting_depth(definition);
+        if depth > definition::MAX_DEPTH {
+            Error::invalid(format!(
+                "invalid workflow definition: nested {depth} levels deep; at most {} are allowed",
+                definition::MAX_DEPTH
+            ))
+            .with_hint("A definition's steps, retries and inputs need a few levels; keep deep data in tables, not in the definition.")
+            .raise();
+        }
+        let value: serde_json::Value = serde_json::from_str(definition)
+            .unwrap_or_else(|e| Error::invalid(format!("invalid workflow definition: {e}")).raise());
+        matches!(check(&value).or_raise(), Parsed::Workflow(_))
     }
 }
 
@@ -114,12 +136,13 @@ extension_sql_file!(
         "automation_workflows_schema",
         "runtime",
         "timeseries",
-        automation::check_definition,
+        automation::check_definition_text,
         automation::step_backoff,
         steps::automation::step_workers_available,
         steps::automation::wake_step_workers,
         steps::automation::stop_sql_step,
         steps::automation::in_step_worker,
+        steps::automation::note_deadline,
         inbox::automation::drain_trigger_inbox,
         inbox::automation::workflow_table_trigger
     ]

@@ -138,6 +138,19 @@ mod automation {
         }
     }
 
+    /// Internal (0.8.0): this transaction set a deadline (a workflow's
+    /// timeout, the lease of a step with a timeout): the scheduler of this
+    /// database looks again when it commits (it wakes at the earliest
+    /// deadline). True, so that it can stand in a WHERE clause.
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn note_deadline() -> bool {
+        if shared::preloaded() {
+            STEPS.set(true);
+            register_callback();
+        }
+        true
+    }
+
     /// Internal (0.8.0): is this session a step worker serving SQL steps?
     /// Only step workers claim and record SQL steps.
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
@@ -240,6 +253,7 @@ fn running_step(dsm: u32, id: i64) {
     if let Some(slot) = s.runs.iter_mut().find(|r| r.state == shared::RunState::Started && r.dsm == dsm) {
         slot.pid = me;
         slot.step_id = id;
+        slot.stop_at = 0;
     }
     // SAFETY: plain stores to this process's interrupt flags: a query
     // cancel meant for the step that ended (sent before we took the lock)

@@ -101,8 +101,13 @@ struct Scheduler {
     names_checked: Option<std::time::Instant>,
     /// (0.7.0) when a SQL step waiting out its retry backoff becomes ready
     steps_due: Option<i64>,
+    /// (0.8.0) the earliest deadline of a running workflow or lease of a
+    /// running step: expire_steps() then, not at the minutely sweep
+    deadline_due: Option<i64>,
     /// a step worker of this database ended since the last dispatch
     step_worker_ended: bool,
+    /// (0.8.0) a due fire found no free run slot at the last tick
+    blocked: bool,
 }
 
 enum Flow {
@@ -218,7 +223,9 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         activity: String::new(),
         names_checked: None,
         steps_due: None,
+        deadline_due: None,
         step_worker_ended: false,
+        blocked: false,
     };
     // SAFETY: reading this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
@@ -287,6 +294,12 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             || scheduler.steps_due.is_some_and(|t| t <= now())
         {
             scheduler.steps_due = dispatch_sql_steps(scheduler.dboid);
+            scheduler.deadline_due = next_deadline();
+        }
+        // (0.8.0) timeouts at their time: a workflow's, a step's
+        if scheduler.deadline_due.is_some_and(|t| t <= now()) {
+            expire_deadlines();
+            scheduler.deadline_due = next_deadline();
         }
         if shared::take_executions_logged(scheduler.dboid) || recorded_at.is_none() {
             record_executions(scheduler.dboid);
@@ -298,7 +311,10 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             }
             recorded_at = Some(std::time::Instant::now());
         }
-        let next = earliest(scheduler.timetable.next().map(|(ts, _)| ts), scheduler.steps_due);
+        let next = earliest(
+            earliest(scheduler.timetable.next().map(|(ts, _)| ts), scheduler.steps_due),
+            scheduler.deadline_due,
+        );
         let crowd = scheduler.crowd();
         let recording = recorded_at.is_some_and(|t| t.elapsed() < RECORDER_LINGER) && !crowd.others_wait;
         if !plan::stays(next, now(), crowd) && !recording {
@@ -320,7 +336,8 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     }
     // leaving: when this database needs a scheduler again (the launcher
     // starts one then; a change to its jobs wakes it sooner)
-    let next = earliest(scheduler.timetable.next().map(|(ts, _)| ts), scheduler.steps_due).unwrap_or(0);
+    let next = earliest(earliest(scheduler.timetable.next().map(|(ts, _)| ts), scheduler.steps_due), scheduler.deadline_due)
+        .unwrap_or(0);
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
         if slot.scheduler_pid == me {
@@ -339,6 +356,29 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+/// When the engine next has a deadline to keep (a running workflow's
+/// timeout, a running step's lease or timeout); None when there is none.
+/// An error (the tables locked) means: look again in a second.
+fn next_deadline() -> Option<i64> {
+    match guarded("look for deadlines", || Spi::get_one::<TimestampWithTimeZone>("SELECT automation.next_deadline()")) {
+        Some(found) => found.map(|t| t.into_inner()),
+        None => Some(now() + 1_000_000),
+    }
+}
+
+/// Executions past their workflow's timeout end as timeout (their running
+/// SQL step cancelled), steps past their lease or timeout are retried or
+/// failed: at the deadline, within a second.
+fn expire_deadlines() {
+    let expired = guarded("keep deadlines", || {
+        Spi::run("SET LOCAL lock_timeout = '100ms'")?;
+        Spi::get_one::<i32>("SELECT automation.expire_steps(NULL, 1000)")
+    });
+    if let Some(n) = expired.flatten().filter(|&n| n > 0) {
+        debug1!("automation_ext scheduler: {n} step(s) or execution(s) timed out");
     }
 }
 
@@ -565,7 +605,7 @@ impl Scheduler {
             )
         };
         let last_request = self.in_flight().iter().map(|(_, r)| r.requested_at).max();
-        Crowd { others_wait, crowded, last_request }
+        Crowd { others_wait, crowded, last_request, blocked: self.blocked }
     }
 
     /// Runs left in flight that no run slot follows any more (the server
@@ -799,6 +839,7 @@ impl Scheduler {
         }
         let mut effects = Effects { dboid: self.dboid, jobs: &self.jobs };
         let launched = self.timetable.launch_due(now, &self.zone, &mut running, max, &mut effects)?;
+        self.blocked = launched.no_run_slot;
         if let Some(slot) = SHARED.exclusive().slot_mut(self.dboid) {
             slot.fires_waiting = launched.waiting_for_slot as u32;
         }
@@ -952,7 +993,7 @@ impl plan::Launcher for Effects<'_> {
         // Who and where, checked here so that a refusal is a clear failed
         // run rather than a worker dying on connect.
         let problem = match run_target(job)? {
-            Target { database: Some(db), role: Some(role), login: true } => {
+            Target { database: Some(db), role: Some(role), login: true, runner: true } => {
                 if SHARED.share().runs.iter().all(|r| r.state != RunState::Free) {
                     return Ok(Started::NoSlot);
                 }
@@ -989,8 +1030,16 @@ impl plan::Launcher for Effects<'_> {
                 }
                 return Ok(Started::Done);
             }
+            // (0.8.0) what cannot change by itself deactivates the job, once,
+            // with the reason (0.7.0 failed it at every fire: 423 failures
+            // of a 5-second job whose owner lost LOGIN)
             Target { database: None, .. } => {
-                format!("database \"{}\" does not exist or does not allow connections", job.database)
+                let problem = format!(
+                    "database \"{}\" does not exist or does not allow connections; the job is deactivated",
+                    job.database
+                );
+                deactivate(jobid, &problem)?;
+                problem
             }
             Target { role: None, .. } => {
                 // the owner was dropped: the job can never run again as it
@@ -1003,10 +1052,22 @@ impl plan::Launcher for Effects<'_> {
                 deactivate(jobid, &problem)?;
                 problem
             }
-            Target { login: false, .. } => format!(
-                "role \"{}\" is not permitted to log in; jobs run as their owner, which needs LOGIN",
-                job.username
-            ),
+            Target { login: false, .. } => {
+                let problem = format!(
+                    "role \"{}\" is not permitted to log in; jobs run as their owner, which needs LOGIN; the job is deactivated",
+                    job.username
+                );
+                deactivate(jobid, &problem)?;
+                problem
+            }
+            Target { runner: false, .. } => {
+                let problem = format!(
+                    "role \"{}\" is not a member of automation_runner (any more); jobs run as their owner, who needs it; the job is deactivated",
+                    job.username
+                );
+                deactivate(jobid, &problem)?;
+                problem
+            }
         };
         let t = now();
         if job.log_runs().keeps(true) {
@@ -1125,6 +1186,8 @@ struct Target {
     role: Option<pg_sys::Oid>,
     /// the owner may log in
     login: bool,
+    /// (0.8.0) the owner may still schedule: a superuser, or a member of automation_runner
+    runner: bool,
 }
 
 /// Read from the system caches, not with SQL: this is on the path from a
@@ -1157,11 +1220,11 @@ fn run_target(job: &Job) -> Result<Target> {
         };
         let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::AUTHOID as _, pg_sys::Datum::from(job.owner));
         if tuple.is_null() {
-            return Ok(Target { database, role: None, login: false });
+            return Ok(Target { database, role: None, login: false, runner: false });
         }
         let login = (*getstruct::<pg_sys::FormData_pg_authid>(tuple)).rolcanlogin;
         pg_sys::ReleaseSysCache(tuple);
-        Ok(Target { database, role: Some(job.owner), login })
+        Ok(Target { database, role: Some(job.owner), login, runner: crate::tenancy::is_runner(job.owner) })
     }
 }
 

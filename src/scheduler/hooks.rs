@@ -4,6 +4,13 @@
 //! hook sees the DROP first: for a caller who owns the database, it holds
 //! the launcher off that database for a while and stops our workers there.
 //! If the DROP fails after all, the scheduler comes back when the hold ends.
+//!
+//! (0.8.0, issue 28) `CREATE DATABASE ... TEMPLATE y` needs y without other
+//! sessions too. For a caller who may clone y, the hook holds the launcher
+//! off y and stops our workers there that are not running anything (the
+//! scheduler, workers waiting for work); a job or SQL step *running* in y
+//! is not cut short: the hook waits for it a few seconds, then refuses the
+//! clone with a message naming it and a hint on how to pause the work.
 
 use std::ffi::{c_char, CStr};
 
@@ -68,6 +75,9 @@ unsafe extern "C-unwind" fn process_utility(
         if !stmt.is_null() && (*stmt).type_ == pg_sys::NodeTag::T_DropdbStmt {
             drop_database_requested(stmt as *mut pg_sys::DropdbStmt);
         }
+        if !stmt.is_null() && (*stmt).type_ == pg_sys::NodeTag::T_CreatedbStmt {
+            create_database_requested(stmt as *mut pg_sys::CreatedbStmt);
+        }
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
             None => {
@@ -129,5 +139,152 @@ unsafe fn before_drop(name: &CStr) {
                 libc::kill(status.st_procpid, libc::SIGTERM);
             }
         }
+    }
+}
+
+/// # Safety
+/// `stmt` is a valid CreatedbStmt, inside a transaction.
+#[pg_guard]
+unsafe extern "C-unwind" fn create_database_requested(stmt: *mut pg_sys::CreatedbStmt) {
+    // SAFETY: the statement's options are a List of DefElem nodes (or NIL);
+    // defGetString reads a DefElem's argument as a string.
+    unsafe {
+        let list = (*stmt).options;
+        if list.is_null() {
+            return;
+        }
+        for i in 0..(*list).length as usize {
+            let def = (*(*list).elements.add(i)).ptr_value as *mut pg_sys::DefElem;
+            if def.is_null() || (*def).defname.is_null() || (*def).arg.is_null() {
+                continue;
+            }
+            if CStr::from_ptr((*def).defname).to_bytes() == b"template" {
+                before_clone(CStr::from_ptr(pg_sys::defGetString(def)));
+            }
+        }
+    }
+}
+
+/// May the role in effect clone database `dboid`? (What CREATE DATABASE
+/// checks: CREATEDB, and a template it owns or that is marked a template;
+/// a superuser always.) Others get PostgreSQL's own refusal, and our
+/// workers are left alone.
+///
+/// # Safety
+/// Inside a transaction (syscache look-ups).
+unsafe fn may_clone(dboid: pg_sys::Oid) -> bool {
+    // SAFETY: syscache look-ups by oid, read as the catalogs' row structs and released.
+    unsafe {
+        let me = pg_sys::GetUserId();
+        if pg_sys::superuser_arg(me) {
+            return true;
+        }
+        let role = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::AUTHOID as i32, pg_sys::Datum::from(me));
+        if role.is_null() {
+            return false;
+        }
+        let createdb = (*(pg_sys::GETSTRUCT(role) as *const pg_sys::FormData_pg_authid)).rolcreatedb;
+        pg_sys::ReleaseSysCache(role);
+        let db = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::DATABASEOID as i32, pg_sys::Datum::from(dboid));
+        if db.is_null() {
+            return false;
+        }
+        let form = &*(pg_sys::GETSTRUCT(db) as *const pg_sys::FormData_pg_database);
+        let (template, owner) = (form.datistemplate, form.datdba);
+        pg_sys::ReleaseSysCache(db);
+        createdb && (template || crate::tenancy::may_act_as(me, owner))
+    }
+}
+
+/// How long CREATE DATABASE ... TEMPLATE waits for work of ours running in
+/// the template to end before it is refused.
+const CLONE_PATIENCE_MS: u64 = 4_000;
+
+/// Our workers connected to `dboid`: (pid, background worker type, busy:
+/// running a statement).
+///
+/// # Safety
+/// In a backend, inside a transaction.
+unsafe fn our_workers(dboid: pg_sys::Oid) -> Vec<(i32, String, bool)> {
+    let mut out = Vec::new();
+    // SAFETY: a fresh snapshot of the activity array of this backend, walked by index.
+    unsafe {
+        pg_sys::pgstat_clear_snapshot();
+        let n = pg_sys::pgstat_fetch_stat_numbackends();
+        for i in 1..=n {
+            let entry = pg_sys::pgstat_fetch_stat_local_beentry(i);
+            if entry.is_null() {
+                continue;
+            }
+            let status = &(*entry).backendStatus;
+            if status.st_databaseid != dboid || status.st_backendType != pg_sys::BackendType::B_BG_WORKER {
+                continue;
+            }
+            let kind = pg_sys::GetBackgroundWorkerTypeByPid(status.st_procpid);
+            if kind.is_null() {
+                continue;
+            }
+            let kind = CStr::from_ptr(kind).to_string_lossy().into_owned();
+            if kind.starts_with("automation_ext ") {
+                let busy = status.st_state == pg_sys::BackendState::STATE_RUNNING;
+                out.push((status.st_procpid, kind, busy));
+            }
+        }
+    }
+    out
+}
+
+/// Before CREATE DATABASE ... TEMPLATE `name` (see the module comment).
+///
+/// # Safety
+/// Inside a transaction, in a backend with shared memory.
+unsafe fn before_clone(name: &CStr) {
+    // SAFETY: a catalog look-up in the current transaction.
+    let dboid = unsafe { pg_sys::get_database_oid(name.as_ptr(), true) };
+    // SAFETY: as documented for may_clone.
+    if dboid == pg_sys::InvalidOid || !super::shared::preloaded() || !unsafe { may_clone(dboid) } {
+        return;
+    }
+    {
+        let mut s = SHARED.exclusive();
+        if let Some(slot) = s.find_slot(dboid.to_u32()) {
+            // SAFETY: reads the clock.
+            slot.hold_until = unsafe { pg_sys::GetCurrentTimestamp() } + HOLD_USECS;
+        }
+    }
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: as documented for our_workers.
+        let workers = unsafe { our_workers(dboid) };
+        let busy: Vec<&(i32, String, bool)> = workers.iter().filter(|w| w.2 && w.1 != "automation_ext scheduler").collect();
+        for (pid, _, _) in workers.iter().filter(|w| !w.2 || w.1 == "automation_ext scheduler") {
+            // SAFETY: SIGTERM to a background worker of ours that runs
+            // nothing (the scheduler, a worker waiting for work): it leaves.
+            unsafe { libc::kill(*pid, libc::SIGTERM) };
+        }
+        if workers.is_empty() {
+            return;
+        }
+        if !busy.is_empty() && start.elapsed() >= std::time::Duration::from_millis(CLONE_PATIENCE_MS) {
+            let running: Vec<String> = busy.iter().map(|(pid, kind, _)| format!("{kind} (pid {pid})")).collect();
+            crate::error::Error::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+                format!(
+                    "source database \"{}\" is running automation_ext work: {}",
+                    name.to_string_lossy(),
+                    running.join(", ")
+                ),
+            )
+            .with_hint(
+                "Wait for it to end, or pause the work first: ALTER SYSTEM SET automation.enabled = off; SELECT pg_reload_conf(); \
+                 (jobs and SQL steps finish what they run and start nothing new) — then clone, and set it back on.",
+            )
+            .raise();
+        }
+        if busy.is_empty() && start.elapsed() >= std::time::Duration::from_millis(CLONE_PATIENCE_MS) {
+            return; // what is left is leaving; CREATE DATABASE waits a little more itself
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        pgrx::check_for_interrupts!();
     }
 }

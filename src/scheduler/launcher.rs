@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::prelude::*;
 
+use super::progress;
 use super::runner;
 use super::shared::{self, DbSlot, Extension, RunState, SHARED};
 use super::{WorkerHandle, WorkerStatus};
@@ -32,9 +33,6 @@ use crate::settings;
 const REPROBE_EVERY: Duration = Duration::from_secs(600);
 /// Wait before starting a scheduler again where the last one ended with an error.
 const RESTART_DELAY: Duration = Duration::from_secs(5);
-/// How long a scheduler started for a woken database waits for the waking
-/// transaction (CREATE EXTENSION) to commit.
-const WOKEN_PATIENCE_MS: i64 = 30_000;
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
 
 pub fn register() {
@@ -60,15 +58,16 @@ struct Tracked {
     reprobed_at: Option<Instant>,
     /// a scheduler has run here since the launcher started
     visited: bool,
+    /// (0.8.0) its last scheduler found no extension: it holds no shared
+    /// slot until it is probed again (REPROBE_EVERY) or woken
+    missing: bool,
 }
 
 /// A database's scheduler is started this long before its next fire, so
 /// that it is connected and has its jobs loaded when the fire is due.
-const LEAD_US: i64 = 100_000;
+const LEAD_US: i64 = progress::LEAD_US;
 /// The launcher's shortest sleep when nothing sets its latch.
 const MIN_NAP_US: i64 = 10_000;
-/// Ended runs are recorded by the next visit for a fire when it comes within this.
-const REAP_LATER_US: i64 = 5_000_000;
 /// How often a lasting shortage of worker slots is logged, at most.
 const SHORTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// A wait longer than this for a worker or a scheduler is a shortage worth a log line.
@@ -80,6 +79,12 @@ struct Budget {
     max_workers: u32,
     scheduler_workers: u32,
 }
+
+/// The fewest background worker processes with which every due fire is
+/// eventually run (src/scheduler/progress.rs proves it for one scheduler
+/// and one run slot): the launcher, the index maintenance worker, a
+/// scheduler and a run.
+pub const MIN_WORKER_PROCESSES: u32 = 4;
 
 /// The budgets in force: automation.max_workers and
 /// automation.scheduler_workers, clamped to what max_worker_processes
@@ -96,6 +101,11 @@ fn budget(previous: &mut Option<Budget>) -> Budget {
     let max_workers = wanted_workers.min(room - scheduler_workers).max(1);
     let b = Budget { max_workers, scheduler_workers };
     if previous.as_ref() != Some(&b) {
+        if processes < MIN_WORKER_PROCESSES {
+            warning!(
+                "automation_ext launcher: max_worker_processes = {processes} is below the minimum of {MIN_WORKER_PROCESSES} (this launcher, the index maintenance worker, one scheduler and one job run); jobs and SQL steps may wait for ever. Raise max_worker_processes (restart needed)"
+            );
+        }
         if max_workers < wanted_workers || scheduler_workers < wanted_schedulers {
             log!(
                 "automation_ext launcher: max_worker_processes = {processes} leaves room for {max_workers} job runs and {scheduler_workers} schedulers at once (automation.max_workers = {wanted_workers}, automation.scheduler_workers = {wanted_schedulers}); raise max_worker_processes for more"
@@ -144,6 +154,8 @@ pub extern "C-unwind" fn automation_launcher_main(_arg: pg_sys::Datum) {
         if settings::SCHEDULER_ENABLED.get() {
             let b = budget(&mut budgets);
             watch_runs();
+            // SAFETY: reads the clock.
+            shared::terminate_unstopped(unsafe { pg_sys::GetCurrentTimestamp() });
             let waiting_runs = start_runs(b.max_workers);
             let waiting_dbs = supervise(&databases, &mut tracked, b.scheduler_workers);
             nap = nap.min(next_wake(&tracked));
@@ -294,11 +306,19 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>, scheduler_w
                     t.worker = None;
                     // a scheduler that ended with an error did not clear its pid
                     let mut shared = SHARED.exclusive();
-                    if let Some(slot) = shared.slot_mut(*db) {
+                    let mut gone = false;
+                    if let Some(slot) = shared.find_slot(*db) {
                         if slot.scheduler_pid != 0 {
                             slot.scheduler_pid = 0;
                             t.crashed_at = Some(Instant::now());
                         }
+                        gone = slot.extension == Extension::Missing && !slot.woken;
+                    }
+                    if gone {
+                        // no extension there (any more): its slot goes back,
+                        // and so do runs nobody will record
+                        t.missing = true;
+                        forget_database(&mut shared, *db);
                     }
                 }
             }
@@ -312,40 +332,39 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>, scheduler_w
         let finished: Vec<u32> =
             shared.runs.iter().filter(|r| r.state == RunState::Finished).map(|r| r.dboid).collect();
         let free_run_slot = shared.runs.iter().any(|r| r.state == RunState::Free);
+        let mut unscheduled = 0usize;
         for &db in databases {
+            let t = tracked.entry(db).or_default();
+            let known = shared.find_slot(db).is_some();
+            if !known && t.missing && t.reprobed_at.is_some_and(|r| r.elapsed() < REPROBE_EVERY) {
+                continue; // no extension there: looked at again later (or when woken)
+            }
             let Some(slot) = shared.slot_mut(db) else {
-                warning!(
-                    "automation_ext launcher: more than {} databases; database {db} is not scheduled",
-                    shared::MAX_DATABASES
-                );
+                unscheduled += 1;
                 continue;
             };
+            if !known && t.missing {
+                slot.extension = Extension::Missing; // (probing it again)
+            }
             let slot = *slot;
-            let t = tracked.entry(db).or_default();
             if slot.hold_until > now || t.worker.is_some() || t.crashed_at.is_some_and(|c| c.elapsed() < RESTART_DELAY)
             {
                 continue;
             }
-            // (since when it needs a scheduler, patience for CREATE EXTENSION)
-            let need = match slot.extension {
-                _ if slot.woken => Some((now, WOKEN_PATIENCE_MS)),
-                Extension::Installed if !t.visited => Some((now, 0)),
-                // runs to record: the next visit for a fire records them; a
-                // visit of its own only when that is far off, and after every
-                // database whose fire is due (it ranks as needed from later)
-                Extension::Installed
-                    if finished.contains(&db) && (slot.next_due == 0 || slot.next_due > now + REAP_LATER_US) =>
-                {
-                    Some((now + REAP_LATER_US, 0))
-                }
-                Extension::Installed if slot.next_due != 0 && slot.next_due <= now + LEAD_US && free_run_slot => {
-                    Some((slot.next_due - LEAD_US, 0))
-                }
-                Extension::Installed => None,
-                Extension::Unknown => Some((now, 0)),
-                Extension::Missing => t.reprobed_at.map_or(true, |r| r.elapsed() >= REPROBE_EVERY).then_some((now, 0)),
+            let view = progress::DbView {
+                presence: match slot.extension {
+                    Extension::Unknown => progress::Presence::Unknown,
+                    Extension::Installed => progress::Presence::Installed,
+                    Extension::Missing => progress::Presence::Missing,
+                },
+                woken: slot.woken,
+                visited: t.visited,
+                finished_runs: finished.contains(&db),
+                next_due: slot.next_due,
+                free_run_slot,
+                reprobe_due: t.reprobed_at.map_or(true, |r| r.elapsed() >= REPROBE_EVERY),
             };
-            if let Some((since, patience)) = need {
+            if let Some((since, patience)) = progress::needs_scheduler(&view, now) {
                 // first come, first served: a database that already waited
                 // goes before one whose fire is merely due now
                 let since = if slot.waiting_since != 0 { slot.waiting_since.min(since) } else { since };
@@ -354,6 +373,8 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>, scheduler_w
                 slot.waiting_since = 0;
             }
         }
+        drop(shared);
+        report_unscheduled(unscheduled);
     }
     needed.sort();
     let mut waiting: Option<i64> = None;
@@ -378,6 +399,7 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>, scheduler_w
                 if slot.extension != Extension::Installed {
                     t.reprobed_at = Some(Instant::now());
                 }
+                t.missing = false;
             } else {
                 if slot.waiting_since == 0 {
                     slot.waiting_since = now;
@@ -387,6 +409,37 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>, scheduler_w
         }
     }
     waiting
+}
+
+/// A database without the extension (dropped, or never there): its shared
+/// slot goes back, and its runs that nobody will record (their segments
+/// too); a run still going ends on its own and goes at the next pass.
+fn forget_database(shared: &mut shared::Shared, db: u32) {
+    for i in 0..shared.runs.len() {
+        let r = shared.runs[i];
+        if r.dboid == db && matches!(r.state, RunState::Requested | RunState::Finished) {
+            runner::release_handle(r.dsm);
+            shared.free_run(i);
+        }
+    }
+    if !shared.runs.iter().any(|r| r.dboid == db && r.state != RunState::Free) {
+        if let Some(slot) = shared.find_slot(db) {
+            *slot = DbSlot { dboid: 0, ..*slot };
+        }
+    }
+}
+
+/// Databases with the extension beyond what the launcher can schedule: said
+/// once when it happens (and when the number changes), not at every pass.
+fn report_unscheduled(unscheduled: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static REPORTED: AtomicUsize = AtomicUsize::new(0);
+    if REPORTED.swap(unscheduled, Ordering::Relaxed) != unscheduled && unscheduled > 0 {
+        warning!(
+            "automation_ext launcher: {unscheduled} database(s) are not scheduled: at most {} databases with the extension (or being looked at) are scheduled at once",
+            shared::MAX_DATABASES
+        );
+    }
 }
 
 /// How long the launcher may sleep: until the next database needs its

@@ -5,6 +5,8 @@
 //! - `launcher`: one static worker that starts a database's scheduler when
 //!   its jobs are due, and the workers of runs, within cluster-wide budgets;
 //! - `database`: the per-database scheduler loop (runs only while needed);
+//! - `progress`: which databases need a scheduler, and the proof (a model
+//!   explored in its tests) that no budget can stall them;
 //! - `runner`: the dynamic worker that runs one job, as its owner, at top level;
 //! - `shared`: the shared memory they coordinate through;
 //! - `hooks`: DROP DATABASE stops our workers in that database first;
@@ -15,6 +17,7 @@ pub mod database;
 pub mod hooks;
 pub mod launcher;
 pub mod plan;
+pub mod progress;
 pub mod runner;
 pub mod shared;
 pub mod sql;

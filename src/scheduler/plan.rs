@@ -265,6 +265,8 @@ pub struct Launched {
     pub advanced: Vec<Next>,
     /// due fires left waiting for a slot (max_running_jobs or the cluster's budget)
     pub waiting_for_slot: usize,
+    /// (0.8.0) some of them because the cluster had no free run slot
+    pub no_run_slot: bool,
 }
 
 impl Timetable {
@@ -419,6 +421,7 @@ impl Timetable {
                     }
                     Started::NoSlot => {
                         no_slot = true;
+                        launched.no_run_slot = true;
                         launched.waiting_for_slot += 1;
                         held.push((ts, jobid));
                         continue;
@@ -482,6 +485,9 @@ pub struct Crowd {
     pub crowded: bool,
     /// when this database's most recent run in flight was asked for, if any
     pub last_request: Option<i64>,
+    /// (0.8.0) a due fire found no free run slot at the last tick: the
+    /// slots are held by runs that other databases' schedulers must record
+    pub blocked: bool,
 }
 
 /// Stay for a fire due in a moment always; otherwise leave when other
@@ -489,6 +495,13 @@ pub struct Crowd {
 /// due soon or a run asked for a moment ago may end soon (it is recorded
 /// sooner, and without starting a scheduler again, if we wait).
 pub fn stays(next: Option<i64>, now: i64, crowd: Crowd) -> bool {
+    // (0.8.0) never hold a scheduler slot waiting for a run slot that only
+    // a database waiting for that scheduler slot can free (issue 28; the
+    // model in progress.rs): the due fire stays due, and the launcher
+    // starts this database again in its turn
+    if crowd.blocked && (crowd.others_wait || crowd.crowded) {
+        return false;
+    }
     if next.is_some_and(|ts| ts - now <= IMMINENT_US) {
         return true;
     }
@@ -1045,6 +1058,11 @@ mod tests {
         assert!(!stays(None, 0, quiet));
         assert!(stays(None, SEC, Crowd { last_request: Some(SEC - 100_000), ..quiet }), "a run just asked for");
         assert!(!stays(None, SEC, Crowd { last_request: Some(0), ..quiet }));
+        // a due fire blocked on run slots: leave when others need the scheduler slot
+        let blocked = Crowd { blocked: true, ..quiet };
+        assert!(stays(Some(0), 0, blocked), "alone: wait for a slot here");
+        assert!(!stays(Some(0), 0, Crowd { others_wait: true, ..blocked }), "others wait: give them the slot");
+        assert!(!stays(Some(0), 0, Crowd { crowded: true, ..blocked }));
     }
 
     #[test]

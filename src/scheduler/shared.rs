@@ -22,8 +22,11 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 use super::WorkerHandle;
 
-/// Databases the launcher can manage at once (more are ignored, with a WARNING).
-pub const MAX_DATABASES: usize = 256;
+/// Databases with the extension the launcher can schedule at once (0.8.0:
+/// databases without it hold no slot, once a probe found the extension
+/// missing; more than this are left unscheduled, and the launcher says so
+/// once).
+pub const MAX_DATABASES: usize = 1024;
 /// Runs requested, running or waiting to be recorded, cluster-wide.
 pub const MAX_RUNS: usize = 256;
 
@@ -66,6 +69,10 @@ pub struct RunSlot {
     /// (0.7.0) the SQL step its worker is running now, 0 for none: what
     /// `stop_step` cancels. Written by the worker under the exclusive lock.
     pub step_id: i64,
+    /// (0.8.0) when `stop_step` cancelled that step's query (0: not asked);
+    /// a worker still on the same step a second later is terminated (the
+    /// step caught the cancel), by the launcher
+    pub stop_at: i64,
 }
 
 impl RunSlot {
@@ -82,6 +89,7 @@ impl RunSlot {
         worker: WorkerHandle::NONE,
         role: 0,
         step_id: 0,
+        stop_at: 0,
     };
 }
 
@@ -215,6 +223,12 @@ pub fn preloaded() -> bool {
 }
 
 impl Shared {
+    /// The slot of `dboid`, if it has one (none is made).
+    pub fn find_slot(&mut self, dboid: u32) -> Option<&mut DbSlot> {
+        self.dbs.iter_mut().find(|s| s.dboid == dboid && dboid != 0)
+    }
+
+    /// The slot of `dboid`, made when it has none (None: every slot is taken).
     pub fn slot_mut(&mut self, dboid: u32) -> Option<&mut DbSlot> {
         if let Some(i) = self.dbs.iter().position(|s| s.dboid == dboid) {
             return Some(&mut self.dbs[i]);
@@ -463,10 +477,10 @@ pub fn stop_step(dboid: u32, role: u32, step_id: i64) -> bool {
     if !preloaded() || step_id == 0 {
         return false;
     }
-    let shared = SHARED.exclusive();
+    let mut shared = SHARED.exclusive();
     // (0.8.0) the step of this database, run as the execution's owner: a
     // step id alone named any database's step
-    match shared.runs.iter().find(|r| {
+    match shared.runs.iter_mut().find(|r| {
         r.state == RunState::Started && r.step_id == step_id && r.pid > 0 && r.dboid == dboid && r.role == role
     }) {
         Some(run) => {
@@ -475,9 +489,38 @@ pub fn stop_step(dboid: u32, role: u32, step_id: i64) -> bool {
             // is the worker's own, which holds step_id until it takes this
             // lock, so it is alive and running that step.
             unsafe { libc::kill(run.pid, libc::SIGINT) };
+            if run.stop_at == 0 {
+                // SAFETY: reads the clock.
+                run.stop_at = unsafe { pg_sys::GetCurrentTimestamp() };
+            }
             true
         }
         None => false,
+    }
+}
+
+/// How long a step worker has to stop its step's query after the cancel.
+pub const STOP_GRACE_US: i64 = 1_000_000;
+
+/// (0.8.0) Step workers still running a step a second after its query was
+/// cancelled (the step caught the cancel, or its timeout): terminated, as
+/// a backend is (its step is recorded already; the worker's end is
+/// noticed like any). Called by the launcher at every pass.
+pub fn terminate_unstopped(now: i64) {
+    let mut shared = SHARED.exclusive();
+    for run in shared.runs.iter_mut() {
+        if run.state == RunState::Started && run.step_id != 0 && run.stop_at > 0 && now - run.stop_at >= STOP_GRACE_US && run.pid > 0 {
+            log!(
+                "automation_ext: terminating the step worker (pid {}) whose SQL step {} did not stop when cancelled",
+                run.pid,
+                run.step_id
+            );
+            // SAFETY: SIGTERM to a worker of ours, alive under this lock
+            // (it clears step_id under it before moving on); it ends as a
+            // backend does (die).
+            unsafe { libc::kill(run.pid, libc::SIGTERM) };
+            run.stop_at = -1;
+        }
     }
 }
 
