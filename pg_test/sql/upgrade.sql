@@ -367,13 +367,22 @@ RESET ROLE;
 INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
 SELECT r.id, 'up-etl', 'INSERT', 'public.up_t', 'regress_up_other'::regrole::oid, ARRAY['(1)']
   FROM automation_triggers.registry r WHERE r.trigger_type = 'manual';
+-- (issue 28) a metric at infinity, which stopped partition maintenance, and
+-- a job of a role outside automation_runner
+INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage) VALUES ('infinity', 'up-inf', 's');
+CREATE ROLE regress_up_plain LOGIN;
+SELECT automation.schedule_in_database('up-plain', '@yearly', 'SELECT 1', current_database(), 'regress_up_plain') > 0 AS scheduled;
 
 ALTER EXTENSION automation_ext UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT count(*) AS infinite_metrics FROM automation.pipeline_metrics WHERE NOT isfinite(time);
+SELECT error_type, error_context->'row'->>'pipeline_name' AS moved FROM automation.errors WHERE workflow_name = 'up-inf';
+DELETE FROM automation.job WHERE jobname = 'up-plain';
+DROP ROLE regress_up_plain;
 SELECT name, owner FROM automation_workflows.definitions ORDER BY name;
 SELECT trigger_type, owner, enabled FROM automation_triggers.registry ORDER BY id;
 SELECT workflow_name, owner, status FROM automation.executions ORDER BY workflow_name, owner::text, status;
-SELECT workflow_name, error_type, owner FROM automation.errors;
+SELECT workflow_name, error_type, owner FROM automation.errors WHERE workflow_name <> 'up-inf';
 SELECT owner, changed_by FROM automation_workflows.trigger_inbox;
 -- etl's work carries on, as etl's; the others' is not etl's
 SET ROLE regress_up_etl;

@@ -461,7 +461,7 @@ fn jobs_belong_to_the_role_not_to_its_name() {
     recreate(&mut admin, name);
     admin
         .batch_execute(
-            "DROP ROLE IF EXISTS it_role_owner; DROP ROLE IF EXISTS it_role_renamed; CREATE ROLE it_role_owner LOGIN",
+            "DROP ROLE IF EXISTS it_role_owner; DROP ROLE IF EXISTS it_role_renamed; CREATE ROLE it_role_owner LOGIN IN ROLE automation_runner",
         )
         .unwrap();
     let mut c = db(name);
