@@ -56,9 +56,23 @@ ALTER TABLE automation_workflows.workflow_runs RENAME COLUMN started_by TO owner
 ALTER TABLE automation_workflows.workflow_runs ALTER COLUMN owner DROP DEFAULT;
 ALTER TABLE automation_workflows.workflow_runs ALTER COLUMN owner TYPE pg_catalog.regrole
     USING COALESCE(pg_catalog.to_regrole(pg_catalog.quote_ident(owner))::pg_catalog.oid, 0)::pg_catalog.regrole;
+-- (issue 29) re-runs (rerun_of), the trigger that started a run, and
+-- idempotency keys that a failed execution releases
+ALTER TABLE automation_workflows.workflow_runs
+    ADD COLUMN rerun_of uuid,
+    ADD COLUMN key_released boolean NOT NULL DEFAULT false,
+    ADD COLUMN trigger_id integer;
+UPDATE automation_workflows.workflow_runs w SET key_released = true
+  FROM automation_workflows.workflow_executions e
+ WHERE e.id = w.execution_id AND w.idempotency_key IS NOT NULL AND e.status IN ('error', 'timeout', 'cancelled');
 DROP INDEX automation_workflows.workflow_runs_idempotency;
 CREATE UNIQUE INDEX workflow_runs_idempotency
-    ON automation_workflows.workflow_runs (workflow_name, owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    ON automation_workflows.workflow_runs (workflow_name, owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND NOT key_released;
+CREATE INDEX workflow_runs_rerun_of
+    ON automation_workflows.workflow_runs (rerun_of) WHERE rerun_of IS NOT NULL;
+CREATE INDEX workflow_runs_trigger
+    ON automation_workflows.workflow_runs (trigger_id, created_at) WHERE trigger_id IS NOT NULL;
 
 -- the trigger inbox: who changed the table, and the trigger's owner (whose
 -- executions they become)
@@ -1184,6 +1198,57 @@ AS $fn$
                     WHERE e.id = retry_in_flight.id AND e.status IN ('pending', 'running', 'retrying')))
 $fn$;
 
+CREATE OR REPLACE PROCEDURE automation.purge_executions(batch integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    keep_executions interval := automation.execution_retention();
+    keep_errors interval := automation.error_retention();
+    n bigint;
+BEGIN
+    IF batch IS NULL OR batch OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch must be positive, not %', batch USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- 0 keeps everything (as every retention setting)
+    IF keep_executions OPERATOR(pg_catalog.>) interval '0' THEN
+        LOOP
+            DELETE FROM automation_workflows.workflow_executions e
+             WHERE e.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+                    SELECT o.id FROM automation_workflows.workflow_executions o
+                     WHERE o.completed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep_executions)
+                       AND o.status OPERATOR(pg_catalog.=) ANY ('{success,error,timeout,cancelled}'::text[])
+                       -- an open error keeps its execution (its retry needs the
+                       -- metadata) until error_retention: then both go (0.8.0;
+                       -- 0.7.0 kept every failed execution for ever)
+                       AND (NOT EXISTS (SELECT FROM automation.errors r
+                                         WHERE r.resolved_at IS NULL AND r.dead_lettered_at IS NULL
+                                           AND (r.execution_id OPERATOR(pg_catalog.=) o.id
+                                                OR r.retry_execution_id OPERATOR(pg_catalog.=) o.id))
+                            OR (keep_errors OPERATOR(pg_catalog.>) interval '0'
+                                AND o.completed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep_errors)))
+                     LIMIT batch));
+            GET DIAGNOSTICS n = ROW_COUNT;
+            COMMIT;
+            EXIT WHEN n OPERATOR(pg_catalog.<) batch;
+        END LOOP;
+    END IF;
+    IF keep_errors OPERATOR(pg_catalog.>) interval '0' THEN
+        LOOP
+            DELETE FROM automation.errors r
+             WHERE r.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+                    SELECT o.id FROM automation.errors o
+                     -- (0.8.0) open errors too, error_retention after they happened
+                     WHERE COALESCE(o.resolved_at, o.dead_lettered_at, o.error_time)
+                           OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep_errors)
+                     LIMIT batch));
+            GET DIAGNOSTICS n = ROW_COUNT;
+            COMMIT;
+            EXIT WHEN n OPERATOR(pg_catalog.<) batch;
+        END LOOP;
+    END IF;
+END
+$fn$;
+
 COMMENT ON FUNCTION automation.start_execution(text, jsonb) IS
 'Record an execution that starts now (status running, in workflow_executions). Returns its id.';
 
@@ -1242,6 +1307,9 @@ COMMENT ON FUNCTION automation.executions_enqueued(text) IS
 COMMENT ON FUNCTION automation.wait_for_executions(text, timestamptz) IS
 'Internal: one step of a waiting claim_executions (sleeps on the latch until an enqueue of the workflow commits, the deadline, or a second).';
 
+COMMENT ON PROCEDURE automation.purge_executions(integer) IS
+'Delete finished executions older than automation.execution_retention (those an open error refers to: once older than automation.error_retention) and errors resolved, dead-lettered or raised more than automation.error_retention ago, batch rows per transaction (0 keeps them; CALL it at top level).';
+
 CREATE FUNCTION automation.check_definition_text(definition text)
 RETURNS boolean
 LANGUAGE c STABLE STRICT
@@ -1250,6 +1318,17 @@ AS 'MODULE_PATHNAME', 'check_definition_text_wrapper';
 
 COMMENT ON FUNCTION automation.check_definition_text(text) IS
 'Internal: check_definition of a definition''s text.';
+
+CREATE FUNCTION automation.map_is_sequence(path text)
+RETURNS boolean
+LANGUAGE c IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'map_is_sequence_wrapper';
+
+REVOKE EXECUTE ON FUNCTION automation.map_is_sequence(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION automation.map_is_sequence(text) IS
+'Internal: does a map path yield a sequence of matches (a wildcard, a filter, a slice: the matches are the list) rather than one array?';
 
 CREATE OR REPLACE FUNCTION automation.check_definition(definition jsonb)
 RETURNS boolean
@@ -1364,9 +1443,22 @@ BEGIN
                                           workflow_finish.details->>'message', workflow_finish.details);
     END IF;
     -- (0.8.0) no deadline any more: the scheduler watches those of running
-    -- executions only
-    UPDATE automation_workflows.workflow_runs w SET deadline = NULL
-     WHERE w.execution_id = workflow_finish.execution_id AND w.deadline IS NOT NULL;
+    -- executions only; a failure releases the idempotency key
+    UPDATE automation_workflows.workflow_runs w
+       SET deadline = NULL,
+           key_released = w.idempotency_key IS NOT NULL AND workflow_finish.status <> 'success'
+     WHERE w.execution_id = workflow_finish.execution_id;
+    -- (0.8.0) a re-run that succeeds resolves the errors of the executions
+    -- it re-ran (a re-run of a re-run: the whole chain)
+    IF workflow_finish.status = 'success' AND run.rerun_of IS NOT NULL THEN
+        WITH RECURSIVE chain(id) AS (
+            SELECT run.rerun_of
+            UNION
+            SELECT w.rerun_of FROM automation_workflows.workflow_runs w JOIN chain c ON w.execution_id = c.id
+             WHERE w.rerun_of IS NOT NULL)
+        UPDATE automation.errors r SET resolved_at = now()
+         WHERE r.execution_id IN (SELECT c.id FROM chain c) AND r.resolved_at IS NULL;
+    END IF;
     IF run.definition->>'concurrency' ~ '^[0-9]{1,9}$' THEN
         PERFORM automation.workflow_admit_waiting(run.workflow_name, (run.definition->>'concurrency')::integer);
     END IF;
@@ -1387,6 +1479,8 @@ DECLARE
     -- (NULL: the execution starts), then mapped steps over empty arrays
     finished text[] := ARRAY[workflow_advance.finished_step];
     one text;
+    fails jsonb;
+    started integer;
 BEGIN
     SELECT * INTO run FROM automation_workflows.workflow_runs r WHERE r.execution_id = workflow_advance.execution_id;
     WHILE cardinality(finished) > 0 LOOP
@@ -1395,7 +1489,9 @@ BEGIN
         FOR s IN
             SELECT d.*
               FROM automation.definition_steps(run.definition) d
-             WHERE (CASE WHEN one IS NULL THEN cardinality(d.after) = 0 ELSE one = ANY (d.after) END)
+             -- (the start: every step whose dependencies are done; a new
+             -- execution has none done, a re-run those it carried over)
+             WHERE (one IS NULL OR one = ANY (d.after))
                AND NOT run.open_elements ? d.name
                -- every dependency done (its count of open elements is 0)
                AND NOT EXISTS (SELECT FROM unnest(d.after) a(dep)
@@ -1410,18 +1506,36 @@ BEGIN
                       FROM automation_workflows.step_runs r
                      WHERE r.execution_id = run.execution_id AND r.step = ANY (s.after) AND r.status = 'success'
                      GROUP BY r.step) o;
+            -- (0.8.0) a mapped dependency that tolerated failed elements
+            -- (max_failures): which, and why, beside its successes
+            SELECT jsonb_object_agg(f.step, f.failed) INTO fails
+              FROM (SELECT r.step, jsonb_agg(jsonb_build_object('index', r.map_index, 'item', r.input->'item', 'error', r.error)
+                                             ORDER BY r.map_index) AS failed
+                      FROM automation_workflows.step_runs r
+                     WHERE r.execution_id = run.execution_id AND r.step = ANY (s.after) AND r.map_index IS NOT NULL
+                       AND r.status IN ('error', 'timeout')
+                       AND NOT EXISTS (SELECT FROM automation_workflows.step_runs n
+                                        WHERE n.execution_id = r.execution_id AND n.step = r.step
+                                          AND n.map_index = r.map_index AND n.attempt > r.attempt)
+                     GROUP BY r.step) f;
             IF s.map IS NULL THEN
                 INSERT INTO automation_workflows.step_runs
                        (execution_id, step, max_attempts, queue, step_timeout, visible_at, input)
                 VALUES (run.execution_id, s.name, s.max_attempts, s.queue, s.step_timeout, run.run_after,
-                        jsonb_build_object('input', run.input, 'steps', deps));
+                        jsonb_build_object('input', run.input, 'steps', deps)
+                        || CASE WHEN fails IS NOT NULL THEN jsonb_build_object('failures', fails) ELSE '{}' END);
                 run.open_elements := run.open_elements || jsonb_build_object(s.name, 1);
                 IF s.sql IS NOT NULL THEN
                     PERFORM automation.wake_step_workers(1);
                 END IF;
                 CONTINUE;
             END IF;
-            items := jsonb_path_query_first(deps, s.map::jsonpath);
+            -- (0.8.0) a path with a wildcard or filter maps over its matches
+            IF automation.map_is_sequence(s.map) THEN
+                items := jsonb_path_query_array(deps, s.map::jsonpath);
+            ELSE
+                items := jsonb_path_query_first(deps, s.map::jsonpath);
+            END IF;
             IF items IS NULL OR jsonb_typeof(items) <> 'array' THEN
                 INSERT INTO automation_workflows.step_runs
                        (execution_id, step, max_attempts, queue, status, visible_at, started_at, completed_at, input, error)
@@ -1455,10 +1569,18 @@ BEGIN
                        -- an element gets its item, not every dependency's output
                        -- again (10,000 copies of the array it came from)
                        jsonb_build_object('input', run.input, 'item', i.item, 'index', i.ord - 1)
-                  FROM jsonb_array_elements(items) WITH ORDINALITY AS i(item, ord);
-                run.open_elements := run.open_elements || jsonb_build_object(s.name, jsonb_array_length(items));
-                IF s.sql IS NOT NULL THEN
-                    PERFORM automation.wake_step_workers(jsonb_array_length(items));
+                  FROM jsonb_array_elements(items) WITH ORDINALITY AS i(item, ord)
+                 -- (0.8.0) a re-run carried over the elements that succeeded
+                 WHERE NOT EXISTS (SELECT FROM automation_workflows.step_runs c
+                                    WHERE c.execution_id = run.execution_id AND c.step = s.name
+                                      AND c.map_index = i.ord::integer - 1 AND c.status = 'success');
+                GET DIAGNOSTICS started = ROW_COUNT;
+                run.open_elements := run.open_elements || jsonb_build_object(s.name, started);
+                IF started = 0 THEN
+                    run.steps_left := run.steps_left - 1;
+                    finished := finished || s.name;
+                ELSIF s.sql IS NOT NULL THEN
+                    PERFORM automation.wake_step_workers(started);
                 END IF;
             END IF;
         END LOOP;
@@ -1566,7 +1688,10 @@ BEGIN
                                       hashtext(run_workflow_as.name || '/' || run_workflow_as.caller || '/' || run_workflow_as.idempotency_key));
         SELECT r.execution_id INTO existing FROM automation_workflows.workflow_runs r
          WHERE r.workflow_name = run_workflow_as.name AND r.owner = run_workflow_as.caller
-           AND r.idempotency_key = run_workflow_as.idempotency_key;
+           AND r.idempotency_key = run_workflow_as.idempotency_key
+           -- (0.8.0) a key holds against pending, running and succeeded
+           -- executions; one that failed released it
+           AND NOT r.key_released;
         IF FOUND THEN
             RETURN existing;
         END IF;
@@ -1728,6 +1853,30 @@ AS $fn$
             r.status, r.error->>'message')
 $fn$;
 
+CREATE FUNCTION automation.element_done(execution_id uuid, step text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    left_open integer;
+BEGIN
+    -- the last element of its step advances the execution (a step over
+    -- 10,000 elements does not look at them 10,000 times)
+    UPDATE automation_workflows.workflow_runs w
+       SET open_elements = jsonb_set(w.open_elements, ARRAY[element_done.step],
+                                     to_jsonb((w.open_elements->>element_done.step)::integer - 1)),
+           steps_left = w.steps_left - CASE WHEN (w.open_elements->>element_done.step)::integer = 1 THEN 1 ELSE 0 END
+     WHERE w.execution_id = element_done.execution_id
+    RETURNING (w.open_elements->>element_done.step)::integer INTO left_open;
+    IF left_open = 0 THEN
+        PERFORM automation.workflow_advance(element_done.execution_id, element_done.step);
+    END IF;
+END
+$fn$;
+
+REVOKE EXECUTE ON FUNCTION automation.element_done(uuid, text) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION automation.step_succeeded(id bigint, output jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -1735,26 +1884,15 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     r automation_workflows.step_runs;
-    left_open integer;
-    wf text;
 BEGIN
     UPDATE automation_workflows.step_runs s
        SET status = 'success', output = step_succeeded.output, completed_at = GREATEST(now(), s.started_at),
            lease_expires_at = NULL
      WHERE s.id = step_succeeded.id
     RETURNING s.* INTO r;
-    -- the last element of its step to succeed advances the execution (a
-    -- step over 10,000 elements does not look at them 10,000 times)
-    UPDATE automation_workflows.workflow_runs w
-       SET open_elements = jsonb_set(w.open_elements, ARRAY[r.step],
-                                     to_jsonb((w.open_elements->>r.step)::integer - 1)),
-           steps_left = w.steps_left - CASE WHEN (w.open_elements->>r.step)::integer = 1 THEN 1 ELSE 0 END
-     WHERE w.execution_id = r.execution_id
-    RETURNING w.workflow_name, (w.open_elements->>r.step)::integer INTO wf, left_open;
-    PERFORM automation.step_metric(r, wf);
-    IF left_open = 0 THEN
-        PERFORM automation.workflow_advance(r.execution_id, r.step);
-    END IF;
+    PERFORM automation.step_metric(r, (SELECT w.workflow_name FROM automation_workflows.workflow_runs w
+                                        WHERE w.execution_id = r.execution_id));
+    PERFORM automation.element_done(r.execution_id, r.step);
 END
 $fn$;
 
@@ -1787,6 +1925,10 @@ DECLARE
     r automation_workflows.step_runs;
     s record;
     run automation_workflows.workflow_runs;
+    tolerated jsonb;
+    elements bigint;
+    failed bigint;
+    allowed numeric;
 BEGIN
     UPDATE automation_workflows.step_runs x
        SET status = step_attempt_failed.status, error = step_attempt_failed.error,
@@ -1805,6 +1947,31 @@ BEGIN
             PERFORM automation.wake_step_workers(0);
         END IF;
         RETURN;
+    END IF;
+    -- (0.8.0) a mapped step may tolerate failed elements (max_failures: a
+    -- count, or a share of its elements rounded down): within it, the
+    -- element is done and the step goes on; what waits for the step gets
+    -- the successes, and the failures under "failures"
+    IF r.map_index IS NOT NULL THEN
+        SELECT d->'max_failures' INTO tolerated
+          FROM jsonb_array_elements(run.definition->'steps') d WHERE d->>'name' = r.step;
+        IF jsonb_typeof(tolerated) = 'number' THEN
+            SELECT count(DISTINCT x.map_index),
+                   count(DISTINCT x.map_index) FILTER (
+                       WHERE x.status IN ('error', 'timeout')
+                         AND NOT EXISTS (SELECT FROM automation_workflows.step_runs n
+                                          WHERE n.execution_id = x.execution_id AND n.step = x.step
+                                            AND n.map_index = x.map_index AND n.attempt > x.attempt))
+              INTO elements, failed
+              FROM automation_workflows.step_runs x
+             WHERE x.execution_id = r.execution_id AND x.step = r.step;
+            allowed := CASE WHEN tolerated::numeric > 0 AND tolerated::numeric < 1
+                            THEN floor(tolerated::numeric * elements) ELSE tolerated::numeric END;
+            IF failed <= allowed THEN
+                PERFORM automation.element_done(r.execution_id, r.step);
+                RETURN;
+            END IF;
+        END IF;
     END IF;
     PERFORM automation.workflow_finish(r.execution_id, 'error',
         jsonb_build_object('step', r.step, 'map_index', r.map_index, 'attempts', r.attempt,
@@ -1891,8 +2058,10 @@ BEGIN
     SELECT w.owner, w.workflow_name INTO run FROM automation_workflows.workflow_runs w
      WHERE w.execution_id = cancel_workflow_as.id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'workflow execution % does not exist', cancel_workflow_as.id
-              USING ERRCODE = 'no_data_found', HINT = 'Use an id returned by automation.run_workflow().';
+        -- (0.8.0) an execution of the queue, pending or claimed: it leaves
+        -- the queue as cancelled (a worker that holds it learns so when it
+        -- completes or fails it)
+        RETURN automation.cancel_queued(cancel_workflow_as.caller, cancel_workflow_as.id, cancel_workflow_as.reason);
     ELSIF NOT (automation.role_may_act_as(cancel_workflow_as.caller, run.owner)
                OR automation.may_manage_workflow(cancel_workflow_as.caller, run.workflow_name)) THEN
         RAISE EXCEPTION 'permission denied for workflow execution %', cancel_workflow_as.id
@@ -1910,6 +2079,215 @@ END
 $fn$;
 
 REVOKE EXECUTE ON FUNCTION automation.cancel_workflow_as(oid, uuid, text) FROM PUBLIC;
+
+CREATE FUNCTION automation.downstream(definition jsonb, seeds text[])
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH RECURSIVE d AS (SELECT * FROM automation.definition_steps(definition)),
+    reach(name) AS (
+        SELECT d.name FROM d WHERE d.name = ANY (seeds)
+        UNION
+        SELECT d.name FROM d JOIN reach r ON r.name = ANY (d.after))
+    SELECT coalesce(array_agg(name), '{}') FROM reach
+$fn$;
+
+REVOKE EXECUTE ON FUNCTION automation.downstream(jsonb, text[]) FROM PUBLIC;
+
+CREATE FUNCTION automation.cancel_queued(caller oid, id uuid, reason text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    q automation_workflows.execution_queue;
+BEGIN
+    SELECT * INTO q FROM automation_workflows.execution_queue x WHERE x.id = cancel_queued.id FOR UPDATE;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM automation_workflows.execution_log l WHERE l.id = cancel_queued.id)
+           OR EXISTS (SELECT FROM automation_workflows.workflow_executions e WHERE e.id = cancel_queued.id) THEN
+            RETURN false;
+        END IF;
+        RAISE EXCEPTION 'workflow execution % does not exist', cancel_queued.id
+              USING ERRCODE = 'no_data_found',
+                    HINT = 'Use an id that automation.executions shows (run_workflow, enqueue_execution, start_execution).';
+    ELSIF NOT (automation.role_may_act_as(cancel_queued.caller, q.owner)
+               OR automation.may_manage_workflow(cancel_queued.caller, q.workflow_name)) THEN
+        RAISE EXCEPTION 'permission denied for workflow execution %', cancel_queued.id
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'An execution is cancelled by the role that started it (or a role that may SET ROLE to it) and by its workflow''s owner.';
+    END IF;
+    DELETE FROM automation_workflows.execution_queue x WHERE x.id = q.id;
+    INSERT INTO automation_workflows.execution_log
+           (id, workflow_name, status, started_at, completed_at, metadata, error_details, run_after, claimed_by, attempts,
+            retry_of, owner)
+    VALUES (q.id, q.workflow_name, 'cancelled', q.started_at, GREATEST(now(), q.started_at), q.metadata,
+            jsonb_build_object('message', coalesce(cancel_queued.reason, 'cancelled'),
+                               'cancelled_by', cancel_queued.caller::regrole::text),
+            q.run_after, q.claimed_by, q.attempts, q.retry_of, q.owner);
+    PERFORM automation.executions_logged(ARRAY[q.id]);
+    RETURN true;
+END
+$fn$;
+
+REVOKE EXECUTE ON FUNCTION automation.cancel_queued(oid, uuid, text) FROM PUBLIC;
+
+CREATE FUNCTION automation.rerun_workflow(execution_id uuid, from_step text DEFAULT NULL, latest_version boolean DEFAULT false)
+RETURNS uuid
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+
+CREATE FUNCTION automation.rerun_workflow_as(caller oid, execution_id uuid, from_step text, latest_version boolean)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    old automation_workflows.workflow_runs;
+    old_status text;
+    def automation_workflows.definitions;
+    definition jsonb;
+    version integer;
+    steps text[];
+    seeds text[];
+    rerun text[];
+    fresh text[];
+    carried text[];
+    partial text[];
+    new_id uuid := automation.uuid_v7();
+    open jsonb := '{}';
+    slot boolean := true;
+    key text;
+BEGIN
+    IF rerun_workflow_as.execution_id IS NULL THEN
+        RAISE EXCEPTION 'the execution id must not be NULL'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Use an id that automation.executions shows.';
+    END IF;
+    SELECT * INTO old FROM automation_workflows.workflow_runs w WHERE w.execution_id = rerun_workflow_as.execution_id FOR SHARE;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM automation.executions e WHERE e.id = rerun_workflow_as.execution_id) THEN
+            RAISE EXCEPTION 'execution % is not an execution of a workflow definition (it has no steps to run again)',
+                            rerun_workflow_as.execution_id
+                  USING ERRCODE = 'wrong_object_type',
+                        HINT = 'An execution of the queue (enqueue_execution) is run again with enqueue_execution, or by retry_failed_workflow from its error.';
+        END IF;
+        RAISE EXCEPTION 'workflow execution % does not exist', rerun_workflow_as.execution_id
+              USING ERRCODE = 'no_data_found', HINT = 'Use an id returned by automation.run_workflow().';
+    ELSIF NOT (automation.role_may_act_as(rerun_workflow_as.caller, old.owner)
+               OR automation.may_start_workflow(rerun_workflow_as.caller, old.workflow_name)) THEN
+        RAISE EXCEPTION 'permission denied to run workflow execution % again', rerun_workflow_as.execution_id
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'An execution is run again by its owner (or a role that may SET ROLE to it) and by roles that may start its workflow.';
+    END IF;
+    SELECT e.status INTO old_status FROM automation_workflows.workflow_executions e WHERE e.id = old.execution_id;
+    IF old_status IN ('pending', 'running') THEN
+        RAISE EXCEPTION 'workflow execution % is %: only a finished execution is run again', old.execution_id, old_status
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'Wait for it to end, or cancel it first: SELECT automation.cancel_workflow(id).';
+    ELSIF old_status = 'success' AND rerun_workflow_as.from_step IS NULL THEN
+        RAISE EXCEPTION 'workflow execution % succeeded: there is nothing to resume', old.execution_id
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'Name the step to run again from: automation.rerun_workflow(id, from_step => ''load'').';
+    END IF;
+    IF rerun_workflow_as.latest_version THEN
+        SELECT * INTO def FROM automation_workflows.definitions d WHERE d.name = old.workflow_name;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'workflow % no longer has a definition', old.workflow_name
+                  USING ERRCODE = 'undefined_object',
+                        HINT = 'Leave latest_version false to run the version the execution ran.';
+        ELSIF NOT def.is_active THEN
+            RAISE EXCEPTION 'workflow % is inactive', old.workflow_name
+                  USING ERRCODE = 'object_not_in_prerequisite_state',
+                        HINT = 'UPDATE automation_workflows.definitions SET is_active = true to run it.';
+        ELSIF NOT automation.check_definition(def.definition) THEN
+            RAISE EXCEPTION 'workflow % has no steps and cannot be started', old.workflow_name
+                  USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        definition := def.definition;
+        version := def.version;
+    ELSE
+        definition := old.definition;
+        version := old.version;
+    END IF;
+    steps := ARRAY(SELECT d.name FROM automation.definition_steps(definition) d);
+    IF rerun_workflow_as.from_step IS NOT NULL AND NOT rerun_workflow_as.from_step = ANY (steps) THEN
+        RAISE EXCEPTION 'workflow % has no step %', old.workflow_name, rerun_workflow_as.from_step
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = format('Its steps: %s.', array_to_string(steps, ', '));
+    END IF;
+    IF EXISTS (SELECT FROM automation.definition_steps(definition) s WHERE s.sql IS NOT NULL)
+       AND NOT automation.step_workers_available() THEN
+        RAISE EXCEPTION 'workflow % has SQL steps, and no step worker can run them here', old.workflow_name
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'SQL steps are run by the extension''s background workers: add automation_ext to shared_preload_libraries and restart.';
+    END IF;
+    -- what runs: the steps not done (and from_step), and everything
+    -- downstream of them; the rest is carried over
+    seeds := ARRAY(SELECT n FROM unnest(steps) n WHERE (old.open_elements->>n) IS DISTINCT FROM '0')
+             || CASE WHEN rerun_workflow_as.from_step IS NOT NULL THEN ARRAY[rerun_workflow_as.from_step] ELSE '{}' END;
+    rerun := automation.downstream(definition, seeds);
+    fresh := automation.downstream(definition, ARRAY[rerun_workflow_as.from_step]);
+    carried := ARRAY(SELECT n FROM unnest(steps) n WHERE NOT n = ANY (rerun));
+    -- a mapped step that did not finish, whose dependencies are carried
+    -- over: its elements that succeeded are carried over too
+    partial := ARRAY(SELECT d.name FROM automation.definition_steps(definition) d
+                      WHERE d.map IS NOT NULL AND d.name = ANY (rerun) AND NOT d.name = ANY (fresh)
+                        AND d.after <@ carried);
+    -- the re-run: like run_workflow's start, as the caller
+    IF definition ? 'concurrency' THEN
+        PERFORM pg_advisory_xact_lock(hashtext('automation_ext workflow concurrency'), hashtext(old.workflow_name));
+        slot := automation.workflow_admitted(old.workflow_name) < (definition->>'concurrency')::integer;
+    END IF;
+    -- the idempotency key goes with the re-run (a failed execution released it)
+    IF old.key_released THEN
+        PERFORM pg_advisory_xact_lock(hashtext('automation_ext run_workflow'),
+                                      hashtext(old.workflow_name || '/' || rerun_workflow_as.caller || '/' || old.idempotency_key));
+    END IF;
+    IF old.key_released AND NOT EXISTS (
+           SELECT FROM automation_workflows.workflow_runs w
+            WHERE w.workflow_name = old.workflow_name AND w.owner = rerun_workflow_as.caller
+              AND w.idempotency_key = old.idempotency_key AND NOT w.key_released) THEN
+        key := old.idempotency_key;
+    END IF;
+    INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at, metadata, run_after, owner)
+    VALUES (new_id, old.workflow_name, CASE WHEN slot THEN 'running' ELSE 'pending' END, now(),
+            jsonb_build_object('workflow_version', version, 'rerun_of', old.execution_id,
+                               'from_step', rerun_workflow_as.from_step),
+            now(), rerun_workflow_as.caller);
+    SELECT coalesce(jsonb_object_agg(c, 0), '{}') INTO open FROM unnest(carried) c;
+    INSERT INTO automation_workflows.workflow_runs
+           (execution_id, workflow_name, version, definition, input, idempotency_key, owner, admitted, run_after, deadline,
+            steps_left, rerun_of, trigger_id, open_elements)
+    VALUES (new_id, old.workflow_name, version, definition, old.input, key, rerun_workflow_as.caller, slot, now(),
+            now() + (definition->>'timeout')::interval, cardinality(steps) - cardinality(carried), old.execution_id,
+            old.trigger_id, open);
+    -- carried steps keep their outputs; of a mapped step that runs again
+    -- because it did not finish (not because something upstream runs
+    -- again), the elements that succeeded
+    INSERT INTO automation_workflows.step_runs
+           (execution_id, step, map_index, attempt, max_attempts, status, queue, step_timeout, worker, visible_at,
+            started_at, completed_at, input, output)
+    SELECT new_id, r.step, r.map_index, 1, 1, 'success', r.queue, r.step_timeout, r.worker, r.visible_at,
+           r.started_at, r.completed_at, r.input, r.output
+      FROM automation_workflows.step_runs r
+     WHERE r.execution_id = old.execution_id AND r.status = 'success'
+       AND (r.step = ANY (carried) OR (r.step = ANY (partial) AND r.map_index IS NOT NULL));
+    -- the error of the execution it re-runs points at it
+    UPDATE automation.errors e
+       SET retry_execution_id = new_id, retry_count = e.retry_count + 1, last_retry_at = now()
+     WHERE e.execution_id = old.execution_id AND e.resolved_at IS NULL;
+    IF slot THEN
+        PERFORM automation.workflow_advance(new_id);
+    END IF;
+    IF definition ? 'timeout' THEN
+        PERFORM automation.note_deadline();
+    END IF;
+    RETURN new_id;
+END
+$fn$;
+
+REVOKE EXECUTE ON FUNCTION automation.rerun_workflow_as(oid, uuid, text, boolean) FROM PUBLIC;
 
 CREATE FUNCTION automation.set_aside(execution_id uuid, doing text, problem text, sqlstate text)
 RETURNS void

@@ -1010,10 +1010,15 @@ BEGIN
                     SELECT o.id FROM automation_workflows.workflow_executions o
                      WHERE o.completed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep_executions)
                        AND o.status OPERATOR(pg_catalog.=) ANY ('{success,error,timeout,cancelled}'::text[])
-                       AND NOT EXISTS (SELECT FROM automation.errors r
-                                        WHERE r.resolved_at IS NULL AND r.dead_lettered_at IS NULL
-                                          AND (r.execution_id OPERATOR(pg_catalog.=) o.id
-                                               OR r.retry_execution_id OPERATOR(pg_catalog.=) o.id))
+                       -- an open error keeps its execution (its retry needs the
+                       -- metadata) until error_retention: then both go (0.8.0;
+                       -- 0.7.0 kept every failed execution for ever)
+                       AND (NOT EXISTS (SELECT FROM automation.errors r
+                                         WHERE r.resolved_at IS NULL AND r.dead_lettered_at IS NULL
+                                           AND (r.execution_id OPERATOR(pg_catalog.=) o.id
+                                                OR r.retry_execution_id OPERATOR(pg_catalog.=) o.id))
+                            OR (keep_errors OPERATOR(pg_catalog.>) interval '0'
+                                AND o.completed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep_errors)))
                      LIMIT batch));
             GET DIAGNOSTICS n = ROW_COUNT;
             COMMIT;
@@ -1025,7 +1030,8 @@ BEGIN
             DELETE FROM automation.errors r
              WHERE r.id OPERATOR(pg_catalog.=) ANY (ARRAY(
                     SELECT o.id FROM automation.errors o
-                     WHERE COALESCE(o.resolved_at, o.dead_lettered_at)
+                     -- (0.8.0) open errors too, error_retention after they happened
+                     WHERE COALESCE(o.resolved_at, o.dead_lettered_at, o.error_time)
                            OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep_errors)
                      LIMIT batch));
             GET DIAGNOSTICS n = ROW_COUNT;
@@ -1084,7 +1090,7 @@ COMMENT ON FUNCTION automation.execution_retention() IS 'The setting automation.
 COMMENT ON FUNCTION automation.error_retention() IS 'The setting automation.error_retention as an interval.';
 COMMENT ON FUNCTION automation.uuid_v7() IS 'A time-ordered (version 7) UUID: the ids of queued executions.';
 COMMENT ON PROCEDURE automation.purge_executions(integer) IS
-'Delete finished executions older than automation.execution_retention (except those an open error refers to) and resolved or dead-lettered errors older than automation.error_retention, batch rows per transaction (0 keeps them; CALL it at top level).';
+'Delete finished executions older than automation.execution_retention (those an open error refers to: once older than automation.error_retention) and errors resolved, dead-lettered or raised more than automation.error_retention ago, batch rows per transaction (0 keeps them; CALL it at top level).';
 
 -- 0.8.0 (issue 27): the queue's tables are read through row-level security
 -- (each role what it may act on or work; monitors everything) and written

@@ -322,7 +322,7 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"automation.execution_retention",
         c"automation.purge_executions() deletes finished workflow executions that ended longer ago than this.",
-        c"Default 30 days; 0 keeps every execution. Executions an open error refers to are kept.",
+        c"Default 30 days; 0 keeps every execution. Executions an open error refers to are kept until automation.error_retention.",
         &EXECUTION_RETENTION_S,
         0,
         i32::MAX,
@@ -331,8 +331,8 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"automation.error_retention",
-        c"automation.purge_executions() deletes errors resolved or dead-lettered longer ago than this.",
-        c"Default 90 days; 0 keeps every error. Open errors are never deleted.",
+        c"automation.purge_executions() deletes errors resolved, dead-lettered or raised longer ago than this, with their executions.",
+        c"Default 90 days; 0 keeps every error. Nothing is kept for ever: an open error goes this long after it was raised.",
         &ERROR_RETENTION_S,
         0,
         i32::MAX,

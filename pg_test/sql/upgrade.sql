@@ -359,6 +359,11 @@ SELECT automation.run_workflow('up-shared') IS NOT NULL AS started;
 SELECT automation.enqueue_execution('up-jobs', '{"n": 1}') AS etl_queued \gset
 SELECT automation.start_execution('up-jobs') AS etl_failed \gset
 SELECT automation.fail_execution(:'etl_failed', 'Boom', 'before') IS NOT NULL AS failed;
+-- (issue 29) an engine execution that failed, with an idempotency key: the
+-- update releases the key, and it can be re-run
+SELECT automation.run_workflow('up-etl', '{"n": 2}', idempotency_key => 'day-1') AS etl_broken \gset
+SELECT automation.fail_step(c.id, 'broken', false, 'w-etl') FROM automation.claim_steps('up-q', 'w-etl') c
+ WHERE c.execution_id = :'etl_broken';
 RESET ROLE;
 SET ROLE regress_up_other;
 SELECT automation.run_workflow('up-shared') IS NOT NULL AS started;
@@ -389,6 +394,10 @@ SET ROLE regress_up_etl;
 SELECT automation.complete_step(id, '{"after": "upgrade"}', 'w-etl') FROM automation_workflows.step_runs
  WHERE execution_id = :'etl_exec' AND step = 'a';
 SELECT step, input->'steps'->'a' AS from_a FROM automation.claim_steps('up-q', 'w-etl');
+-- its failed execution runs again, from the failed step, with the key
+SELECT automation.rerun_workflow(:'etl_broken') AS etl_rerun \gset
+SELECT step, status FROM automation_workflows.step_runs WHERE execution_id = :'etl_rerun';
+SELECT automation.run_workflow('up-etl', '{}', idempotency_key => 'day-1') = :'etl_rerun' AS key_went_with_the_rerun;
 -- and its queued execution, which any runner works as before
 SELECT count(*) AS claimed FROM automation.claim_executions('up-jobs', 'w-etl');
 SELECT count(*) AS executions_etl_sees FROM automation.executions;

@@ -32,7 +32,8 @@ pub const MAX_ATTEMPTS: i64 = 100;
 pub const MAX_STEPS: usize = 1000;
 
 const WORKFLOW_KEYS: &[&str] = &["steps", "timeout", "concurrency", "description"];
-const STEP_KEYS: &[&str] = &["name", "after", "sql", "queue", "timeout", "retry", "map", "description"];
+const STEP_KEYS: &[&str] =
+    &["name", "after", "sql", "queue", "timeout", "retry", "map", "max_failures", "description"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff", "max_backoff"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +59,123 @@ pub struct Step {
     pub timeout: Option<String>,
     pub retry: Option<Retry>,
     /// `$.<dependency>...`: a JSON path into the dependencies' outputs that
-    /// yields an array; one step run per element
+    /// yields an array, or (0.8.0) a sequence of matches ([`MapShape`]);
+    /// one step run per element
     pub map: Option<String>,
+    /// (0.8.0) how many elements of a mapped step may fail (their attempts
+    /// used up) before the execution fails; None: the first one fails it
+    pub max_failures: Option<MaxFailures>,
+}
+
+/// How many failed elements a mapped step tolerates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxFailures {
+    /// at most this many
+    Count(u32),
+    /// at most this share of the elements (0 < f < 1), rounded down
+    Fraction(f64),
+}
+
+impl Eq for MaxFailures {}
+
+/// How a `map` path yields the list it maps over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapShape {
+    /// a path to one value, which must be an array (`$.fetch.items`)
+    Array,
+    /// a path that yields a sequence — a wildcard (`[*]`, `.*`, `**`), a
+    /// filter (`? (...)`), a slice or list of subscripts, `.keyvalue()`:
+    /// the matches, in order, are the list (none: an empty list)
+    Sequence,
+}
+
+/// Methods that make a path yield one scalar: such a path is never a list.
+const SCALAR_METHODS: &[&str] = &[
+    "size", "type", "double", "abs", "floor", "ceiling", "datetime", "boolean", "string", "integer", "number",
+    "bigint", "decimal", "date", "time", "time_tz", "timestamp", "timestamp_tz",
+];
+
+/// The shape of a map path (see [`MapShape`]), or why it can never yield a
+/// list: a predicate (`$.a.n > 1`, `exists(...)`) or a path ending in a
+/// method that yields a scalar (`.size()`, `.type()`...). Looks at the
+/// text outside string literals; the path's syntax is PostgreSQL's to check.
+pub fn map_shape(path: &str) -> Result<MapShape, String> {
+    // the path with string literals blanked out, so that their content is
+    // not taken for syntax
+    let mut plain = String::with_capacity(path.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in path.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+                plain.push('"');
+                continue;
+            }
+            plain.push('_');
+        } else {
+            if c == '"' {
+                in_string = true;
+            }
+            plain.push(c);
+        }
+    }
+    let compact: String = plain.chars().filter(|c| !c.is_whitespace()).collect();
+    let lower = compact.to_lowercase();
+    // predicates outside filters: a boolean, never a list
+    let mut depth = 0i32;
+    let mut top = String::new();
+    for c in lower.chars() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            _ if depth == 0 => top.push(c),
+            _ => {}
+        }
+    }
+    let spaced = plain.to_lowercase();
+    if ["==", "!=", "<>", "<", ">", "&&", "||"].iter().any(|op| top.contains(op))
+        || spaced.contains(" like_regex ")
+        || spaced.contains(" starts with ")
+        || lower.starts_with("exists(")
+        || lower.starts_with('!')
+    {
+        return Err("is a predicate (it yields true or false), not a path to a list".into());
+    }
+    let sequence = lower.contains("[*]")
+        || lower.contains(".*")
+        || lower.contains("**")
+        || lower.contains("?(")
+        || lower.contains(".keyvalue()")
+        || subscripts_select_several(&lower);
+    if !sequence {
+        if let Some(method) = SCALAR_METHODS.iter().find(|m| {
+            lower.ends_with(&format!(".{m}()")) || (lower.ends_with(')') && lower.contains(&format!(".{m}(")))
+        }) {
+            return Err(format!("ends in .{method}(), which yields one value, never a list"));
+        }
+    }
+    Ok(if sequence { MapShape::Sequence } else { MapShape::Array })
+}
+
+/// Does a subscript list select several elements (`[0, 2]`, `[1 to 3]`,
+/// `[last]` does not)? `text` is lower-case, without whitespace, so `to`
+/// shows as `1to3`.
+fn subscripts_select_several(text: &str) -> bool {
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find(']') else { return false };
+        let inside = &rest[open + 1..open + close];
+        if inside.contains(',') || inside.contains("to") {
+            return true;
+        }
+        rest = &rest[open + close + 1..];
+    }
+    false
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +313,11 @@ pub fn parse(definition: &Value) -> Result<Parsed, DefinitionError> {
                     format!("reads the output of \"{root}\", which is not in its after list"),
                 );
             }
+            if let Err(problem) = map_shape(map) {
+                return fail(Some(&s.name), "map", format!("{map} {problem}"));
+            }
+        } else if s.max_failures.is_some() {
+            return fail(Some(&s.name), "max_failures", "applies to a mapped step (one with map) only");
         }
     }
     if let Some(cycle) = find_cycle(&parsed) {
@@ -283,7 +404,29 @@ fn parse_step(v: &Value, i: usize) -> Result<Step, DefinitionError> {
         Some(other) => return fail(step, "retry", format!("must be an object, not {}", kind(other))),
     };
     let map = obj.get("map").map(|m| string(m, step, "map")).transpose()?;
-    Ok(Step { name, after, run, timeout, retry, map })
+    let max_failures = match obj.get("max_failures") {
+        None => None,
+        Some(v) => Some(max_failures(v, step)?),
+    };
+    Ok(Step { name, after, run, timeout, retry, map, max_failures })
+}
+
+/// `max_failures`: a count (an integer, 0 or more) or a share of the
+/// elements (a number between 0 and 1, such as 0.05).
+fn max_failures(v: &Value, step: Option<&str>) -> Result<MaxFailures, DefinitionError> {
+    if let Some(n) = v.as_u64() {
+        if n <= u64::from(i32::MAX as u32) {
+            return Ok(MaxFailures::Count(n as u32));
+        }
+    }
+    match v.as_f64() {
+        Some(f) if f > 0.0 && f < 1.0 => Ok(MaxFailures::Fraction(f)),
+        _ => fail(
+            step,
+            "max_failures",
+            format!("must be a count of elements (an integer, 0 or more) or a share of them (a number between 0 and 1, such as 0.05), not {v}"),
+        ),
+    }
 }
 
 /// The step a `map` path reads: `$.name...` or `$."name"...`.
@@ -460,7 +603,7 @@ mod unit {
             (json!({"steps": [{"name": "a"}]}),
              "step \"a\", sql/queue: has neither; give the SQL to run (sql) or the queue outside workers claim from (queue)"),
             (json!({"steps": [{"name": "a", "sql": "x", "retries": 3}]}),
-             "step \"a\", retries: unknown key (known keys: name, after, sql, queue, timeout, retry, map, description)"),
+             "step \"a\", retries: unknown key (known keys: name, after, sql, queue, timeout, retry, map, max_failures, description)"),
             (json!({"steps": [{"name": "a", "sql": "x"}], "timeuot": "1 s"}),
              "timeuot: unknown key (known keys: steps, timeout, concurrency, description)"),
             (json!({"steps": [{"name": "a", "sql": "x", "retry": {"max_attempts": 0}}]}),
@@ -497,6 +640,52 @@ mod unit {
             json!({"steps": [{"name": "x", "after": ["y"], "sql": "1"}, {"name": "y", "after": ["x"], "sql": "1"}]}),
         );
         assert_eq!(e, "steps: the dependencies form a cycle: x -> y -> x");
+    }
+
+    #[test]
+    fn map_shapes() {
+        assert_eq!(map_shape("$.fetch.items"), Ok(MapShape::Array));
+        assert_eq!(map_shape("$.fetch"), Ok(MapShape::Array));
+        assert_eq!(map_shape("$.fetch.items[*]"), Ok(MapShape::Sequence));
+        assert_eq!(map_shape(r#"$.extract.items[*] ? (@.kind == "domestic")"#), Ok(MapShape::Sequence));
+        assert_eq!(map_shape("$.f.items[0, 2]"), Ok(MapShape::Sequence));
+        assert_eq!(map_shape("$.f.items[1 to 3]"), Ok(MapShape::Sequence));
+        assert_eq!(map_shape("$.f.items[last]"), Ok(MapShape::Array));
+        assert_eq!(map_shape("$.f.*"), Ok(MapShape::Sequence));
+        assert_eq!(map_shape("$.f.**"), Ok(MapShape::Sequence));
+        assert_eq!(map_shape("$.f.byid.keyvalue()"), Ok(MapShape::Sequence));
+        // never a list
+        assert!(map_shape("$.f.items.size()").unwrap_err().contains(".size()"));
+        assert!(map_shape("$.f.kind.type()").unwrap_err().contains(".type()"));
+        assert!(map_shape("$.f.items.size() > 1").unwrap_err().contains("predicate"));
+        assert!(map_shape("exists($.f.items)").unwrap_err().contains("predicate"));
+        assert!(map_shape(r#"$.f.name like_regex "^a""#).unwrap_err().contains("predicate"));
+        // what is inside a string is not syntax
+        assert_eq!(map_shape(r#"$.f."a > b""#), Ok(MapShape::Array));
+        assert_eq!(map_shape(r#"$.f."x[*]""#), Ok(MapShape::Array));
+        // a method on each element of a sequence: still a list
+        assert_eq!(map_shape("$.f.items[*].size()"), Ok(MapShape::Sequence));
+    }
+
+    #[test]
+    fn max_failures_is_a_count_or_a_share() {
+        let ok = |mf: Value| {
+            parse(&json!({"steps": [{"name": "f", "queue": "q"},
+                                    {"name": "m", "after": ["f"], "queue": "q", "map": "$.f", "max_failures": mf}]}))
+        };
+        let Ok(Parsed::Workflow(w)) = ok(json!(3)) else { panic!() };
+        assert_eq!(w.steps[1].max_failures, Some(MaxFailures::Count(3)));
+        let Ok(Parsed::Workflow(w)) = ok(json!(0.05)) else { panic!() };
+        assert_eq!(w.steps[1].max_failures, Some(MaxFailures::Fraction(0.05)));
+        for bad in [json!(-1), json!(1.5), json!("2"), json!(0.0)] {
+            assert!(ok(bad.clone()).unwrap_err().to_string().contains("max_failures: must be a count"), "{bad}");
+        }
+        let e = parse(&json!({"steps": [{"name": "a", "queue": "q", "max_failures": 1}]})).unwrap_err();
+        assert_eq!(e.to_string(), "step \"a\", max_failures: applies to a mapped step (one with map) only");
+        let e = parse(&json!({"steps": [{"name": "f", "queue": "q"},
+                                        {"name": "m", "after": ["f"], "queue": "q", "map": "$.f.items.size()"}]}))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "step \"m\", map: $.f.items.size() ends in .size(), which yields one value, never a list");
     }
 
     #[test]

@@ -104,6 +104,14 @@ mod automation {
     /// steps. (0.8.0) A definition nested deeper than MAX_DEPTH levels is
     /// refused with 22023 before it is parsed (a definition nested ~127
     /// deep raised XX000 from the JSON parser's recursion limit).
+    /// `automation.map_is_sequence(path text) → boolean` (internal): does a
+    /// map path yield a sequence whose matches are the list (a wildcard, a
+    /// filter, a slice), rather than one array? See definition::map_shape.
+    #[pg_extern(immutable, parallel_safe, sql = false)]
+    fn map_is_sequence(path: &str) -> bool {
+        matches!(definition::map_shape(path), Ok(definition::MapShape::Sequence))
+    }
+
     /// The C symbol of 0.5.0-0.7.0's `check_definition(jsonb)`: kept so an
     /// installation at those versions loads (and updates) with this library;
     /// 0.8.0 declares `check_definition` in SQL over `check_definition_text`.
@@ -137,6 +145,7 @@ extension_sql_file!(
         "runtime",
         "timeseries",
         automation::check_definition_text,
+        automation::map_is_sequence,
         automation::step_backoff,
         steps::automation::step_workers_available,
         steps::automation::wake_step_workers,
