@@ -176,7 +176,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = integration ]; then
         [ "$ONLY" = integration ] && [ $# -gt 1 ] && filter+=("$2")
         runuser -u postgres -- env -i PATH=/usr/bin:/bin LANG=C.UTF-8 AUTOMATION_TEST_HOST="$TSOCK" \
             AUTOMATION_TEST_PORT="$TPORT" AUTOMATION_TEST_BINDIR="$PBIN" AUTOMATION_TEST_LOG="$TLOG" \
-            "$bin" "${filter[@]}"
+            AUTOMATION_PROGRESS_WORKERS="${AUTOMATION_PROGRESS_WORKERS:-}" "$bin" "${filter[@]}"
     done
 fi
 log "all tests passed"
