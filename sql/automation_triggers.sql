@@ -19,6 +19,9 @@ CREATE TABLE automation_triggers.registry (
     -- manual fires); inactive_reason says why when the extension paused it
     enabled       boolean      NOT NULL DEFAULT true,
     inactive_reason text,
+    -- 0.8.0: fires skipped by the trigger's overlap (skip, queue)
+    skipped_fires   bigint       NOT NULL DEFAULT 0,
+    last_skipped_at timestamptz,
     CONSTRAINT registry_trigger_type_check CHECK (trigger_type <> '')
 );
 

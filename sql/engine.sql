@@ -1481,6 +1481,10 @@ DECLARE
     def automation_workflows.definitions;
     started uuid;
     why text;
+    due timestamptz;
+    overlap text;
+    busy bigint;
+    waiting bigint;
 BEGIN
     SELECT * INTO reg FROM automation_triggers.registry r WHERE r.id = fire_trigger_as.id FOR UPDATE;
     IF NOT FOUND THEN
@@ -1517,12 +1521,51 @@ BEGIN
               USING HINT = 'A trigger starts only a workflow its owner owns (or whose owner it may SET ROLE to).';
         RETURN NULL;
     END IF;
+    -- (0.8.0) when the fire was due: a schedule trigger's job run says so
+    -- (automation.scheduled_for, set by its worker); a fire by hand is due now
+    IF reg.trigger_type = 'schedule' THEN
+        due := nullif(current_setting('automation.scheduled_for', true), '')::timestamptz;
+    END IF;
+    -- (0.8.0) overlap: skip (the default of schedule triggers: no new
+    -- execution while one of this trigger's is pending or running), queue
+    -- (at most max_queued of them waiting to start), parallel (no limit)
+    overlap := coalesce(reg.config->>'overlap', CASE WHEN reg.trigger_type = 'schedule' THEN 'skip' ELSE 'parallel' END);
+    IF overlap <> 'parallel' THEN
+        SELECT count(*), count(*) FILTER (WHERE e.status = 'pending') INTO busy, waiting
+          FROM automation_workflows.workflow_runs w
+          JOIN automation_workflows.workflow_executions e ON e.id = w.execution_id AND e.status IN ('pending', 'running')
+         WHERE w.trigger_id = reg.id;
+        IF (overlap = 'skip' AND busy > 0)
+           OR (overlap = 'queue' AND waiting >= coalesce((reg.config->>'max_queued')::integer, 10)) THEN
+            UPDATE automation_triggers.registry r
+               SET skipped_fires = r.skipped_fires + 1, last_skipped_at = now(),
+                   next_fire_at = CASE WHEN r.trigger_type = 'schedule' AND r.enabled
+                                       THEN automation.next_run(r.config->>'cron', now(), r.config->>'timezone') END
+             WHERE r.id = reg.id;
+            RAISE NOTICE 'trigger % skipped this fire: % of its executions % (overlap %)', reg.id,
+                         CASE WHEN overlap = 'skip' THEN busy ELSE waiting END,
+                         CASE WHEN overlap = 'skip' THEN 'are pending or running' ELSE 'wait to start' END, overlap;
+            RETURN NULL;
+        END IF;
+    END IF;
     started := automation.run_workflow_as(reg.owner, def.name,
-                                          coalesce(reg.config->'input', '{}') || coalesce(fire_trigger_as.input, '{}'),
-                                          NULL, NULL);
+                                          coalesce(reg.config->'input', '{}') || coalesce(fire_trigger_as.input, '{}')
+                                          || jsonb_build_object('trigger', jsonb_build_object(
+                                                 'id', reg.id, 'type', reg.trigger_type,
+                                                 'scheduled_for', coalesce(due, clock_timestamp()),
+                                                 'fired_at', clock_timestamp())),
+                                          NULL,
+                                          -- a repeated or caught-up fire never starts the same
+                                          -- scheduled time twice (while its execution holds the key)
+                                          CASE WHEN due IS NOT NULL
+                                               THEN format('trigger %s at %s', reg.id,
+                                                           to_char(due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')) END);
+    UPDATE automation_workflows.workflow_runs w SET trigger_id = reg.id
+     WHERE w.execution_id = started AND w.trigger_id IS NULL;
     UPDATE automation_triggers.registry r
        SET last_fired_at = now(),
-           next_fire_at = CASE WHEN r.trigger_type = 'schedule' THEN automation.next_run(r.config->>'cron') END
+           next_fire_at = CASE WHEN r.trigger_type = 'schedule' AND r.enabled
+                               THEN automation.next_run(r.config->>'cron', now(), r.config->>'timezone') END
      WHERE r.id = reg.id;
     RETURN started;
 END
@@ -1622,6 +1665,51 @@ COMMENT ON FUNCTION automation.workflow_table_trigger() IS
 -- trigger (enabled = false) keeps what it attached: its job is inactive, its
 -- table triggers do nothing, it cannot be fired; no edit resumes it but
 -- enabled = true.
+-- (0.8.0) A schedule trigger's job changed by hand: alter_job(active =>)
+-- pauses or resumes the trigger, unschedule pauses it (0.7.0: the next
+-- edit of the trigger undid the first, and the second left a next_fire_at
+-- that never came). Not when the trigger itself changes its job.
+CREATE FUNCTION automation.trigger_job_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    trigger_id integer;
+BEGIN
+    IF TG_RELID IS DISTINCT FROM 'automation.job'::regclass OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' THEN
+        RAISE EXCEPTION 'automation.trigger_job_changed() only runs as an AFTER ROW trigger of automation.job'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF current_setting('automation.trigger_sync', true) = 'on' OR OLD.jobname NOT LIKE 'workflow trigger %' THEN
+        RETURN NULL;
+    END IF;
+    trigger_id := substr(OLD.jobname, length('workflow trigger ') + 1)::integer;
+    PERFORM set_config('automation.trigger_sync', 'on', true);
+    IF TG_OP = 'DELETE' THEN
+        UPDATE automation_triggers.registry r
+           SET enabled = false, inactive_reason = format('its job (%s) was unscheduled', OLD.jobid), next_fire_at = NULL
+         WHERE r.id = trigger_id AND r.owner = OLD.owner AND r.trigger_type = 'schedule' AND r.enabled;
+    ELSIF NEW.active IS DISTINCT FROM OLD.active THEN
+        UPDATE automation_triggers.registry r
+           SET enabled = NEW.active,
+               inactive_reason = CASE WHEN NOT NEW.active THEN coalesce(NEW.inactive_reason, format('its job (%s) was paused', OLD.jobid)) END
+         WHERE r.id = trigger_id AND r.owner = OLD.owner AND r.trigger_type = 'schedule';
+    END IF;
+    PERFORM set_config('automation.trigger_sync', 'off', true);
+    RETURN NULL;
+EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    RETURN NULL; -- a job merely named like one
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.trigger_job_changed() FROM PUBLIC;
+COMMENT ON FUNCTION automation.trigger_job_changed() IS
+'Internal: AFTER trigger of automation.job that pauses or resumes a schedule trigger whose job was paused, resumed or unscheduled by hand.';
+
+CREATE TRIGGER job_trigger_sync
+    AFTER UPDATE OF active OR DELETE ON automation.job
+    FOR EACH ROW EXECUTE FUNCTION automation.trigger_job_changed();
+
 CREATE FUNCTION automation_triggers.registry_check()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -1637,6 +1725,8 @@ DECLARE
     attached name;
     events text[];
     job text;
+    known text[];
+    bad text;
     restoring boolean := NOT current_setting('check_function_bodies')::boolean;
 BEGIN
     IF TG_RELID IS DISTINCT FROM 'automation_triggers.registry'::regclass
@@ -1696,9 +1786,20 @@ BEGIN
     IF TG_OP = 'UPDATE' AND (NEW.id, NEW.trigger_type, NEW.config, NEW.workflow_id, NEW.owner)
                             IS NOT DISTINCT FROM (OLD.id, OLD.trigger_type, OLD.config, OLD.workflow_id, OLD.owner) THEN
         IF NEW.enabled IS DISTINCT FROM OLD.enabled AND NEW.trigger_type = 'schedule' THEN
-            UPDATE automation.job j SET active = NEW.enabled
-             WHERE j.jobname = 'workflow trigger ' || NEW.id AND j.owner = OLD.owner;
-            NEW.next_fire_at := CASE WHEN NEW.enabled THEN automation.next_run(NEW.config->>'cron') END;
+            -- (0.8.0) the job made again if it was unscheduled meanwhile;
+            -- not when the job's own change is what paused the trigger
+            IF current_setting('automation.trigger_sync', true) IS DISTINCT FROM 'on' THEN
+                PERFORM set_config('automation.trigger_sync', 'on', true);
+                -- the trigger's job, its owner's, made or brought up to date
+                INSERT INTO automation.job AS j (jobname, schedule, command, username, active, timezone)
+                VALUES ('workflow trigger ' || NEW.id, NEW.config->>'cron', format('SELECT automation.fire_trigger(%s)', NEW.id),
+                        pg_get_userbyid(NEW.owner), NEW.enabled, NEW.config->>'timezone')
+                ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+                   SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, active = EXCLUDED.active,
+                       timezone = EXCLUDED.timezone;
+                PERFORM set_config('automation.trigger_sync', 'off', true);
+            END IF;
+            NEW.next_fire_at := CASE WHEN NEW.enabled THEN automation.next_run(NEW.config->>'cron', now(), NEW.config->>'timezone') END;
         END IF;
         RETURN NEW;
     END IF;
@@ -1706,8 +1807,11 @@ BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.trigger_type IN ('schedule', 'table') THEN
         IF OLD.trigger_type = 'schedule' THEN
             job := 'workflow trigger ' || OLD.id;
-            -- (row-level security: a role that may act as its owner, or a superuser)
+            -- (row-level security: a role that may act as its owner, or a
+            -- superuser; the job's removal does not pause this trigger)
+            PERFORM set_config('automation.trigger_sync', 'on', true);
             DELETE FROM automation.job j WHERE j.jobname = job AND j.owner = OLD.owner;
+            PERFORM set_config('automation.trigger_sync', 'off', true);
         ELSE
             -- the triggers it attached (none if the table is gone)
             FOR attached, tbl IN
@@ -1747,6 +1851,48 @@ BEGIN
         RAISE EXCEPTION 'workflow % has no steps and cannot be started', def_name
               USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    -- (0.8.0) the config is checked like a definition: an unknown key (a
+    -- typo, or a setting that belongs elsewhere) is refused, not ignored
+    known := CASE NEW.trigger_type
+                  WHEN 'schedule' THEN ARRAY['cron', 'timezone', 'input', 'overlap', 'max_queued', 'description']
+                  WHEN 'table' THEN ARRAY['table', 'events', 'description']
+                  ELSE ARRAY['input', 'overlap', 'max_queued', 'description'] END;
+    SELECT k INTO bad FROM jsonb_object_keys(NEW.config) k WHERE NOT k = ANY (known) ORDER BY k LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'the config of a % trigger has an unknown key "%" (known keys: %)', NEW.trigger_type, bad,
+                        array_to_string(known, ', ')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = CASE WHEN bad IN ('retries', 'retry', 'max_attempts')
+                                THEN 'Retries belong to the workflow''s steps: "retry": {"max_attempts": 3} in its definition.'
+                                WHEN bad IN ('timeout', 'concurrency')
+                                THEN format('%s belongs to the workflow''s definition.', bad)
+                                ELSE 'See docs/workflows.md, "Triggers".' END;
+    END IF;
+    IF NEW.config ? 'timezone' THEN
+        IF jsonb_typeof(NEW.config->'timezone') <> 'string' OR NOT EXISTS (
+               SELECT FROM pg_timezone_names z WHERE z.name = NEW.config->>'timezone'
+               UNION ALL SELECT FROM pg_timezone_abbrevs a WHERE a.abbrev = NEW.config->>'timezone') THEN
+            RAISE EXCEPTION 'the timezone of a schedule trigger must be a time zone name, not %', NEW.config->'timezone'
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Use a name from pg_timezone_names, such as "Europe/Berlin" or "UTC".';
+        END IF;
+    END IF;
+    IF NEW.config ? 'overlap' AND (jsonb_typeof(NEW.config->'overlap') <> 'string'
+                                   OR NOT NEW.config->>'overlap' IN ('skip', 'queue', 'parallel')) THEN
+        RAISE EXCEPTION 'the overlap of a trigger is "skip", "queue" or "parallel", not %', NEW.config->'overlap'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'skip: no new execution while one of the trigger''s runs; queue: at most max_queued waiting; parallel: no limit.';
+    END IF;
+    IF NEW.config ? 'max_queued' THEN
+        IF NEW.config->>'overlap' IS DISTINCT FROM 'queue' THEN
+            RAISE EXCEPTION 'max_queued applies to "overlap": "queue" only'
+                  USING ERRCODE = 'invalid_parameter_value';
+        ELSIF jsonb_typeof(NEW.config->'max_queued') <> 'number' OR NOT (NEW.config->>'max_queued') ~ '^[0-9]{1,9}$'
+              OR (NEW.config->>'max_queued')::integer < 1 THEN
+            RAISE EXCEPTION 'max_queued must be a positive integer, not %', NEW.config->'max_queued'
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
     IF NEW.config ? 'input' AND jsonb_typeof(NEW.config->'input') <> 'object' THEN
         RAISE EXCEPTION 'the input in a trigger''s config must be a JSON object, not %', jsonb_typeof(NEW.config->'input')
               USING ERRCODE = 'invalid_parameter_value';
@@ -1758,12 +1904,16 @@ BEGIN
         END IF;
         -- the trigger's job, its owner's (the scheduler's own checks: cron
         -- syntax, @reboot, '30 seconds'...), active while the trigger is
-        INSERT INTO automation.job AS j (jobname, schedule, command, username, active)
+        PERFORM set_config('automation.trigger_sync', 'on', true);
+        -- the trigger's job, its owner's, made or brought up to date
+        INSERT INTO automation.job AS j (jobname, schedule, command, username, active, timezone)
         VALUES ('workflow trigger ' || NEW.id, NEW.config->>'cron', format('SELECT automation.fire_trigger(%s)', NEW.id),
-                pg_get_userbyid(NEW.owner), NEW.enabled)
+                pg_get_userbyid(NEW.owner), NEW.enabled, NEW.config->>'timezone')
         ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
-           SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, active = EXCLUDED.active;
-        NEW.next_fire_at := CASE WHEN NEW.enabled THEN automation.next_run(NEW.config->>'cron') END;
+           SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, active = EXCLUDED.active,
+               timezone = EXCLUDED.timezone;
+        PERFORM set_config('automation.trigger_sync', 'off', true);
+        NEW.next_fire_at := CASE WHEN NEW.enabled THEN automation.next_run(NEW.config->>'cron', now(), NEW.config->>'timezone') END;
     ELSIF NEW.trigger_type = 'table' THEN
         IF jsonb_typeof(NEW.config->'table') IS DISTINCT FROM 'string' THEN
             RAISE EXCEPTION 'a table trigger needs "table" in its config, such as {"table": "public.orders", "events": ["INSERT"]}'

@@ -116,6 +116,8 @@ pub static SCHEDULER_TIMEZONE: GucSetting<Option<CString>> = GucSetting::<Option
 /// worker runs (what automation.step_input() reads).
 pub static STEP_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static STEP_RUN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// (0.8.0) when the fire a job run serves was due: set by the job worker
+pub static SCHEDULED_FOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static JOB_RUN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 
 /// `automation.log_runs`: which runs of a job `automation.job_run_details`
@@ -288,6 +290,14 @@ pub fn register() {
         c"The workflow step run a step worker is running (set by the step worker; read by automation.step_input()).",
         c"",
         &STEP_RUN,
+        GucContext::Userset,
+        GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_string_guc(
+        c"automation.scheduled_for",
+        c"When the fire a job run serves was due (set by the job worker; a schedule trigger's fire passes it on).",
+        c"Empty outside a job run.",
+        &SCHEDULED_FOR,
         GucContext::Userset,
         GucFlags::NO_SHOW_ALL,
     );

@@ -16,7 +16,7 @@ INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
 SELECT 'manual', '{"input": {"source": "button", "priority": 1}}', id FROM automation_workflows.definitions WHERE name = 'nightly'
 RETURNING id AS manual_id \gset
 SELECT automation.fire_trigger(:manual_id, '{"priority": 5}') AS fired_id \gset
-SELECT r.input, e.status FROM automation_workflows.workflow_runs r JOIN automation_workflows.workflow_executions e ON e.id = r.execution_id
+SELECT r.input - 'trigger' AS input, r.input->'trigger'->>'type' AS fired_by, (r.input->'trigger'->>'id')::int = r.trigger_id AS linked, e.status FROM automation_workflows.workflow_runs r JOIN automation_workflows.workflow_executions e ON e.id = r.execution_id
  WHERE r.execution_id = :'fired_id';
 SELECT last_fired_at IS NOT NULL AS fired, next_fire_at FROM automation_triggers.registry WHERE id = :manual_id;
 

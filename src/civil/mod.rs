@@ -87,6 +87,16 @@ impl Civil {
             - offset_secs * USECS_PER_SEC
     }
 
+    /// `ts` (µs since the PostgreSQL epoch) in ISO 8601, UTC, to the
+    /// microsecond: what timestamptz input reads back exactly.
+    pub fn iso_utc(ts: i64) -> String {
+        let c = Civil::from_timestamp(ts, 0);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            c.year, c.month, c.day, c.hour, c.minute, c.second, c.micro
+        )
+    }
+
     /// 0 = Sunday.
     pub fn weekday(&self) -> u32 {
         // 1970-01-01 was a Thursday (4)
@@ -135,5 +145,12 @@ mod unit {
         let c = Civil::from_timestamp(ts(2024, 2, 29, 23, 59, 59), 0);
         assert_eq!((c.year, c.month, c.day, c.hour, c.minute, c.second), (2024, 2, 29, 23, 59, 59));
         assert_eq!(c.weekday(), 4); // a Thursday
+    }
+
+    #[test]
+    fn iso_utc_is_exact() {
+        assert_eq!(Civil::iso_utc(0), "2000-01-01T00:00:00.000000Z");
+        assert_eq!(Civil::iso_utc(ts(2026, 11, 26, 3, 0, 0) + 42), "2026-11-26T03:00:00.000042Z");
+        assert_eq!(Civil::iso_utc(-1), "1999-12-31T23:59:59.999999Z");
     }
 }

@@ -130,7 +130,10 @@ fn start_slice(entry: &Entry, rows: &Rows) -> Result<i64> {
                              ELSE '{{}}'::pg_catalog.jsonb END
                         OPERATOR(pg_catalog.||) CASE WHEN $5::text IS NOT NULL
                              THEN pg_catalog.jsonb_build_object('changed_by', $5::text)
-                             ELSE '{{}}'::pg_catalog.jsonb END)::text
+                             ELSE '{{}}'::pg_catalog.jsonb END
+                        -- (0.8.0) which trigger, and when the change was queued
+                        OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('trigger', pg_catalog.jsonb_build_object(
+                             'id', $6::integer, 'type', 'table', 'scheduled_for', NULL, 'fired_at', $7::timestamptz)))::text
                         ORDER BY u.i)
                    FROM pg_catalog.unnest($3::text[]) WITH ORDINALITY u(r, i)
                    LEFT JOIN pg_catalog.unnest($4::text[]) WITH ORDINALITY o(r, i) ON o.i OPERATOR(pg_catalog.=) u.i"
@@ -141,6 +144,8 @@ fn start_slice(entry: &Entry, rows: &Rows) -> Result<i64> {
                 rows.rows.clone().into(),
                 rows.old.clone().into(),
                 changed_by.as_deref().into(),
+                entry.trigger_id.into(),
+                entry.queued_at.into(),
             ],
         )
     })

@@ -481,7 +481,7 @@ fn dispatch_sql_steps(dboid: u32) -> Option<i64> {
         for _ in active.len()..want {
             // SAFETY: reading the database this worker is connected to.
             let database = unsafe { pg_sys::MyDatabaseId };
-            let seg = RunSegment::create(crate::engine::steps::STEP_POOL, database, role, 0, "");
+            let seg = RunSegment::create(crate::engine::steps::STEP_POOL, database, role, 0, 0, "");
             let Some(slot) = SHARED.exclusive().request_run(
                 dboid,
                 role.to_u32(),
@@ -1002,7 +1002,7 @@ impl plan::Launcher for Effects<'_> {
                 // Beyond the cluster-wide budget the launcher starts it
                 // later, oldest due first (start_time - scheduled_for is how
                 // late it started)
-                let seg = RunSegment::create(jobid, db, role, job.timeout_ms, &job.command);
+                let seg = RunSegment::create(jobid, db, role, job.timeout_ms, due, &job.command);
                 let Some(slot) = SHARED.exclusive().request_run(
                     self.dboid,
                     role.to_u32(),

@@ -36,6 +36,10 @@ pub struct RunHeader {
     pub jobid: i64,
     /// statement_timeout in ms, 0 for none
     pub timeout_ms: i32,
+    /// (0.8.0) when the fire this run serves was due (PostgreSQL
+    /// timestamp); 0 for none (a step worker). Shown to the run as
+    /// `automation.scheduled_for`
+    pub scheduled_for: i64,
     pub start_time: AtomicI64,
     pub end_time: AtomicI64,
     pub pid: AtomicI32,
@@ -51,7 +55,14 @@ pub struct RunSegment {
 
 impl RunSegment {
     /// Create the segment of a run (in the scheduler).
-    pub fn create(jobid: i64, database: pg_sys::Oid, role: pg_sys::Oid, timeout_ms: i32, command: &str) -> RunSegment {
+    pub fn create(
+        jobid: i64,
+        database: pg_sys::Oid,
+        role: pg_sys::Oid,
+        timeout_ms: i32,
+        scheduled_for: i64,
+        command: &str,
+    ) -> RunSegment {
         let size = std::mem::size_of::<RunHeader>() + command.len();
         // SAFETY: dsm_create returns a mapping of at least `size` bytes (or
         // raises an ERROR); we initialise the header in place before anyone
@@ -73,6 +84,7 @@ impl RunSegment {
                 role,
                 jobid,
                 timeout_ms,
+                scheduled_for,
                 start_time: AtomicI64::new(0),
                 end_time: AtomicI64::new(0),
                 pid: AtomicI32::new(0),
@@ -272,6 +284,21 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
                 c"statement_timeout".as_ptr(),
                 ms.as_ptr(),
                 pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            );
+        }
+    }
+
+    if header.scheduled_for != 0 {
+        // (0.8.0) the fire's due time, for the run to read (a schedule
+        // trigger's fire passes it on, and keys its execution by it)
+        let due = CString::new(crate::civil::Civil::iso_utc(header.scheduled_for)).unwrap_or_default();
+        // SAFETY: as for statement_timeout above.
+        unsafe {
+            pg_sys::SetConfigOption(
+                c"automation.scheduled_for".as_ptr(),
+                due.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
                 pg_sys::GucSource::PGC_S_SESSION,
             );
         }

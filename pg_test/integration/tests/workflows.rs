@@ -240,7 +240,7 @@ fn a_schedule_trigger_is_fired_by_the_scheduler_until_it_is_deleted() {
     let id: i32 = c
         .query_one(
             "INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
-             SELECT 'schedule', '{\"cron\": \"1 second\", \"input\": {\"by\": \"scheduler\"}}', id
+             SELECT 'schedule', '{\"cron\": \"1 second\", \"input\": {\"by\": \"scheduler\"}, \"overlap\": \"parallel\"}', id
                FROM automation_workflows.definitions WHERE name = 'it-scheduled'
              RETURNING id",
             &[],
@@ -265,6 +265,26 @@ fn a_schedule_trigger_is_fired_by_the_scheduler_until_it_is_deleted() {
         (r.get(0), r.get(1))
     };
     assert!(last, "last_fired_at is kept current");
+    // (0.8.0) each fire passes the time it was scheduled for, as the job run
+    // records it, and the trigger's id
+    let (fires, matching): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT count(*),
+                        count(*) FILTER (WHERE EXISTS (
+                            SELECT FROM automation.job_run_details d JOIN automation.job j USING (jobid)
+                             WHERE j.jobname = 'workflow trigger ' || $1::int
+                               AND d.scheduled_for = (w.input->'trigger'->>'scheduled_for')::timestamptz))
+                   FROM automation_workflows.workflow_runs w
+                  WHERE w.workflow_name = 'it-scheduled' AND w.trigger_id = $1::int
+                    AND (w.input->'trigger'->>'id')::int = $1::int AND w.input->'trigger'->>'type' = 'schedule'",
+                &[&id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(fires >= 2, "the fires carry their trigger: {fires}");
+    assert_eq!(matching, fires, "each fire's scheduled_for is its job run's scheduled_for");
     let me: String = c.query_one("SELECT current_user::text", &[]).unwrap().get(0);
     assert_eq!(started_by, me, "the job runs as the role that registered the trigger");
     c.execute("DELETE FROM automation_triggers.registry WHERE id = $1", &[&id]).unwrap();
