@@ -174,6 +174,8 @@ DROP FUNCTION automation.running_step(bigint, text, text);
 DROP FUNCTION automation.refuse_sql_steps(name, text);
 DROP FUNCTION automation.stop_sql_step(bigint);
 DROP FUNCTION automation.sql_steps_waiting();
+-- (issue 29) claim_steps waits (wait => interval)
+DROP FUNCTION automation.claim_steps(text, text, integer, interval);
 
 -- (issue 28) finished runs keep no deadline: the scheduler wakes for the
 -- next deadline (automation.next_deadline), not for those already past
@@ -1529,6 +1531,8 @@ BEGIN
                 run.open_elements := run.open_elements || jsonb_build_object(s.name, 1);
                 IF s.sql IS NOT NULL THEN
                     PERFORM automation.wake_step_workers(1);
+                ELSE
+                    PERFORM automation.executions_enqueued(automation.step_queue_key(s.queue));
                 END IF;
                 CONTINUE;
             END IF;
@@ -1583,6 +1587,8 @@ BEGIN
                     finished := finished || s.name;
                 ELSIF s.sql IS NOT NULL THEN
                     PERFORM automation.wake_step_workers(started);
+                ELSE
+                    PERFORM automation.executions_enqueued(automation.step_queue_key(s.queue));
                 END IF;
             END IF;
         END LOOP;
@@ -1724,20 +1730,25 @@ $fn$;
 
 REVOKE EXECUTE ON FUNCTION automation.run_workflow_as(oid, text, jsonb, timestamptz, text) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION automation.claim_steps(queue text, worker_id text, max_steps integer DEFAULT 1,
-                                       lease interval DEFAULT '5 minutes')
+CREATE FUNCTION automation.claim_steps(queue text, worker_id text, max_steps integer DEFAULT 1,
+                                       lease interval DEFAULT '5 minutes', wait interval DEFAULT NULL)
 RETURNS TABLE (id bigint, execution_id uuid, workflow_name text, step text, map_index integer, attempt integer,
                input jsonb, lease_expires_at timestamptz)
 LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'act_as';
 
-CREATE FUNCTION automation.claim_steps_as(caller oid, queue text, worker_id text, max_steps integer, lease interval)
+CREATE FUNCTION automation.claim_steps_as(caller oid, queue text, worker_id text, max_steps integer, lease interval,
+                                          wait interval)
 RETURNS TABLE (id bigint, execution_id uuid, workflow_name text, step text, map_index integer, attempt integer,
                input jsonb, lease_expires_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+    claimed integer;
+    deadline timestamptz;
+    next_visible timestamptz;
 BEGIN
     IF coalesce(claim_steps_as.queue, '') = '' THEN
         RAISE EXCEPTION 'queue must not be empty'
@@ -1757,6 +1768,13 @@ BEGIN
         RAISE EXCEPTION 'lease must be a positive interval, not %', claim_steps_as.lease
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF claim_steps_as.wait < interval '0' OR claim_steps_as.wait > interval '1 hour' THEN
+        RAISE EXCEPTION 'wait must be between 0 and 1 hour, not %', claim_steps_as.wait
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'NULL or 0 returns at once; a wait returns as soon as a step of the queue can be claimed.';
+    END IF;
+    deadline := clock_timestamp() + claim_steps_as.wait;
+    LOOP
     -- expired leases of this queue first: retried (or failed) now
     IF EXISTS (SELECT FROM automation_workflows.step_runs x
                 WHERE x.status = 'running' AND x.lease_expires_at < clock_timestamp() AND x.queue = claim_steps_as.queue) THEN
@@ -1789,10 +1807,31 @@ BEGIN
      -- (0.8.0) a step with a timeout: the scheduler expires it then
      WHERE t.step_timeout IS NULL OR automation.note_deadline()
      ORDER BY t.visible_at, t.execution_id, t.id;
+    GET DIAGNOSTICS claimed = ROW_COUNT;
+    EXIT WHEN claimed > 0 OR deadline IS NULL OR clock_timestamp() >= deadline;
+    -- until a step of the queue is made (the commit wakes a waiter), the
+    -- deadline, or the moment a step waiting out its backoff (or a lease)
+    -- comes due
+    SELECT least(min(x.visible_at) FILTER (WHERE x.status = 'pending'),
+                 min(x.lease_expires_at) FILTER (WHERE x.status = 'running'))
+      INTO next_visible
+      FROM automation_workflows.step_runs x
+     WHERE x.queue = claim_steps_as.queue AND x.status IN ('pending', 'running');
+    PERFORM automation.wait_for_executions(automation.step_queue_key(claim_steps_as.queue),
+                                           least(deadline, next_visible + interval '1 millisecond'));
+    END LOOP;
 END
 $fn$;
 
-REVOKE EXECUTE ON FUNCTION automation.claim_steps_as(oid, text, text, integer, interval) FROM PUBLIC;
+CREATE FUNCTION automation.step_queue_key(queue text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT 'automation_ext step queue ' || queue $fn$;
+
+REVOKE EXECUTE ON FUNCTION automation.step_queue_key(text) FROM PUBLIC;
+
+REVOKE EXECUTE ON FUNCTION automation.claim_steps_as(oid, text, text, integer, interval, interval) FROM PUBLIC;
 
 CREATE FUNCTION automation.running_step(caller oid, id bigint, worker_id text, verb text)
 RETURNS automation_workflows.step_runs
@@ -1947,6 +1986,8 @@ BEGIN
                 now() + automation.step_backoff(r.attempt, s.backoff, s.max_backoff), r.input);
         IF r.queue IS NULL THEN
             PERFORM automation.wake_step_workers(0);
+        ELSE
+            PERFORM automation.executions_enqueued(automation.step_queue_key(r.queue));
         END IF;
         RETURN;
     END IF;

@@ -429,6 +429,8 @@ BEGIN
                 run.open_elements := run.open_elements || jsonb_build_object(s.name, 1);
                 IF s.sql IS NOT NULL THEN
                     PERFORM automation.wake_step_workers(1);
+                ELSE
+                    PERFORM automation.executions_enqueued(automation.step_queue_key(s.queue));
                 END IF;
                 CONTINUE;
             END IF;
@@ -483,6 +485,8 @@ BEGIN
                     finished := finished || s.name;
                 ELSIF s.sql IS NOT NULL THEN
                     PERFORM automation.wake_step_workers(started);
+                ELSE
+                    PERFORM automation.executions_enqueued(automation.step_queue_key(s.queue));
                 END IF;
             END IF;
         END LOOP;
@@ -634,7 +638,7 @@ $fn$;
 REVOKE EXECUTE ON FUNCTION automation.run_workflow_as(oid, text, jsonb, timestamptz, text) FROM PUBLIC;
 
 CREATE FUNCTION automation.claim_steps(queue text, worker_id text, max_steps integer DEFAULT 1,
-                                       lease interval DEFAULT '5 minutes')
+                                       lease interval DEFAULT '5 minutes', wait interval DEFAULT NULL)
 RETURNS TABLE (id bigint, execution_id uuid, workflow_name text, step text, map_index integer, attempt integer,
                input jsonb, lease_expires_at timestamptz)
 LANGUAGE c VOLATILE
@@ -642,13 +646,20 @@ AS 'MODULE_PATHNAME', 'act_as';
 
 -- (0.8.0) only steps of executions caller may work: its own (or of a role
 -- it may act as), and those of workflows it owns or was granted work on.
-CREATE FUNCTION automation.claim_steps_as(caller oid, queue text, worker_id text, max_steps integer, lease interval)
+-- (0.8.0) wait: until a step of the queue can be claimed (woken when one
+-- is made, not polled), at most that long.
+CREATE FUNCTION automation.claim_steps_as(caller oid, queue text, worker_id text, max_steps integer, lease interval,
+                                          wait interval)
 RETURNS TABLE (id bigint, execution_id uuid, workflow_name text, step text, map_index integer, attempt integer,
                input jsonb, lease_expires_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+    claimed integer;
+    deadline timestamptz;
+    next_visible timestamptz;
 BEGIN
     IF coalesce(claim_steps_as.queue, '') = '' THEN
         RAISE EXCEPTION 'queue must not be empty'
@@ -668,6 +679,13 @@ BEGIN
         RAISE EXCEPTION 'lease must be a positive interval, not %', claim_steps_as.lease
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF claim_steps_as.wait < interval '0' OR claim_steps_as.wait > interval '1 hour' THEN
+        RAISE EXCEPTION 'wait must be between 0 and 1 hour, not %', claim_steps_as.wait
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'NULL or 0 returns at once; a wait returns as soon as a step of the queue can be claimed.';
+    END IF;
+    deadline := clock_timestamp() + claim_steps_as.wait;
+    LOOP
     -- expired leases of this queue first: retried (or failed) now
     IF EXISTS (SELECT FROM automation_workflows.step_runs x
                 WHERE x.status = 'running' AND x.lease_expires_at < clock_timestamp() AND x.queue = claim_steps_as.queue) THEN
@@ -700,9 +718,31 @@ BEGIN
      -- (0.8.0) a step with a timeout: the scheduler expires it then
      WHERE t.step_timeout IS NULL OR automation.note_deadline()
      ORDER BY t.visible_at, t.execution_id, t.id;
+    GET DIAGNOSTICS claimed = ROW_COUNT;
+    EXIT WHEN claimed > 0 OR deadline IS NULL OR clock_timestamp() >= deadline;
+    -- until a step of the queue is made (the commit wakes a waiter), the
+    -- deadline, or the moment a step waiting out its backoff (or a lease)
+    -- comes due
+    SELECT least(min(x.visible_at) FILTER (WHERE x.status = 'pending'),
+                 min(x.lease_expires_at) FILTER (WHERE x.status = 'running'))
+      INTO next_visible
+      FROM automation_workflows.step_runs x
+     WHERE x.queue = claim_steps_as.queue AND x.status IN ('pending', 'running');
+    PERFORM automation.wait_for_executions(automation.step_queue_key(claim_steps_as.queue),
+                                           least(deadline, next_visible + interval '1 millisecond'));
+    END LOOP;
 END
 $fn$;
-REVOKE EXECUTE ON FUNCTION automation.claim_steps_as(oid, text, text, integer, interval) FROM PUBLIC;
+
+-- (0.8.0) The key waiting claims of a step queue are woken by (shared with
+-- the queue's waiters, in another name space than workflow names).
+CREATE FUNCTION automation.step_queue_key(queue text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT 'automation_ext step queue ' || queue $fn$;
+REVOKE EXECUTE ON FUNCTION automation.step_queue_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.claim_steps_as(oid, text, text, integer, interval, interval) FROM PUBLIC;
 
 -- The step run `id`, running and held by `worker_id` (any worker if NULL),
 -- with its execution's workflow_runs row locked; or the error that says why
@@ -871,6 +911,8 @@ BEGIN
                 now() + automation.step_backoff(r.attempt, s.backoff, s.max_backoff), r.input);
         IF r.queue IS NULL THEN
             PERFORM automation.wake_step_workers(0);
+        ELSE
+            PERFORM automation.executions_enqueued(automation.step_queue_key(r.queue));
         END IF;
         RETURN;
     END IF;

@@ -96,6 +96,8 @@ SELECT count(*) FILTER (WHERE resolved_at IS NULL) AS still_open FROM automation
 SELECT pg_temp.try($$SELECT automation.rerun_workflow('00000000-0000-0000-0000-000000000000')$$);
 SELECT pg_temp.try(format($$SELECT automation.rerun_workflow(%L)$$, :'sixth'));
 SELECT pg_temp.try(format($$SELECT automation.rerun_workflow(%L, from_step => 'nope')$$, :'sixth'));
+SELECT pg_temp.try($$SELECT * FROM automation.claim_steps('rr-x', 'w', wait => '-1 s')$$);
+SELECT count(*) AS nothing_came FROM automation.claim_steps('rr-nothing', 'w', wait => '10 ms');
 SELECT automation.run_workflow('rr-etl') AS running \gset
 SELECT pg_temp.try(format($$SELECT automation.rerun_workflow(%L)$$, :'running'));
 SELECT automation.cancel_workflow(:'running');

@@ -235,6 +235,20 @@ SELECT pg_temp.drained();
 SELECT owner, input->>'op' AS op, input->>'changed_by' AS changed_by, input->'old'->>'customer' AS old,
        input->'new'->>'customer' AS new
   FROM automation_workflows.workflow_runs WHERE input->>'table' = 'regress_t_bob.orders' ORDER BY created_at, 2;
+-- (issue 29) the writer's data is only ever the workflow's input: a row
+-- that looks like SQL runs nothing as bob, and the writer cannot reach the
+-- inbox (or anything of the extension) directly
+SET ROLE regress_t_app;
+INSERT INTO regress_t_bob.orders VALUES (2, $$x'); ALTER ROLE regress_t_app SUPERUSER; --$$);
+\set VERBOSITY sqlstate
+INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, owner, rows)
+VALUES (0, 'regress-t-bob', 'INSERT', 'regress_t_bob.orders', 'regress_t_bob', ARRAY['(3,x)']);
+SELECT automation.drain_trigger_inbox();
+\set VERBOSITY terse
+RESET ROLE;
+SELECT pg_temp.drained();
+SELECT input->'new'->>'customer' AS customer_as_data, (SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_t_app') AS app_superuser
+  FROM automation_workflows.workflow_runs WHERE input->>'table' = 'regress_t_bob.orders' AND input->'new'->>'id' = '2';
 
 ------------------------------------------------------------------------------
 -- Path 1, the ordinary route: carol's table has a domain whose CHECK is

@@ -359,3 +359,50 @@ fn the_scheduler_starts_a_table_triggers_executions_as_its_owner() {
     )
     .unwrap();
 }
+
+/// (0.8.0) claim_steps(..., wait => ...) returns as soon as a step of its
+/// queue is made (the commit wakes it), not at the end of the wait nor at
+/// the next poll; and at the end of the wait when none comes.
+#[test]
+fn a_waiting_step_claim_returns_when_a_step_is_made() {
+    define("it-wait-steps", r#"{"steps": [{"name": "s", "queue": "it-wait-steps"}]}"#);
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        let waiter = thread::spawn(|| {
+            let mut c = connect();
+            let t = Instant::now();
+            let rows = c
+                .query(
+                    "SELECT (input->'input'->>'t')::timestamptz::text, clock_timestamp()::text
+                       FROM automation.claim_steps('it-wait-steps', 'waiter', 1, wait => '20 s')",
+                    &[],
+                )
+                .unwrap();
+            (rows.len(), t.elapsed())
+        });
+        thread::sleep(Duration::from_millis(300));
+        let mut c = connect();
+        let started = Instant::now();
+        c.execute("SELECT automation.run_workflow('it-wait-steps', jsonb_build_object('t', clock_timestamp()))", &[])
+            .unwrap();
+        let (claimed, waited) = waiter.join().unwrap();
+        assert_eq!(claimed, 1, "the waiting claim got the step");
+        assert!(waited < Duration::from_secs(10), "it returned when the step was made, not after its 20 s wait");
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "run_workflow to a waiting claim_steps returning: p50 {:.1} ms, max {:.1} ms (10 tries, including the starting commit)",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    // nothing comes: the wait ends
+    let mut c = connect();
+    let t = Instant::now();
+    let n = c
+        .query("SELECT 1 FROM automation.claim_steps('it-wait-nothing', 'waiter', 1, wait => '300 ms')", &[])
+        .unwrap()
+        .len();
+    assert_eq!(n, 0);
+    assert!(t.elapsed() >= Duration::from_millis(290), "it waited its wait");
+}
