@@ -46,6 +46,24 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# What only the tests need: promtool (Debian's prometheus package) checks
+# monitoring/alerts.yaml. Without recommends: the server is not wanted.
+APT_TEST_PACKAGES=(prometheus)
+
+ensure_test_packages() {
+    local missing=()
+    for p in "${APT_TEST_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "test packages present"
+        return
+    fi
+    log "installing test packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 ensure_cargo_pgrx() {
     if cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
         log "cargo-pgrx $PGRX_VERSION present"

@@ -22,6 +22,7 @@
 # the run is interrupted.
 #
 # One regression file:   bash scripts/test.sh regress <name> [<name> ...]
+# The alerting rules:    bash scripts/test.sh monitoring
 # One integration test:  bash scripts/test.sh integration <binary> [<test name filter>]
 # (both still build and start the throw-away cluster, and skip the other steps)
 set -euo pipefail
@@ -33,6 +34,7 @@ shift || true
 
 require_root
 ensure_packages
+ensure_test_packages
 ensure_cargo_pgrx
 
 PRIVATE=/var/tmp/automation_ext-test
@@ -69,6 +71,14 @@ ensure_private_install() {
     export CARGO_TARGET_DIR=$PWD/target/private
 }
 ensure_private_install
+
+# the alerting rules: valid, and each alert fires (and only) where it should
+if [ "$ONLY" = all ] || [ "$ONLY" = monitoring ]; then
+    log "alerting rules: promtool check rules, promtool test rules (monitoring/)"
+    promtool check rules monitoring/alerts.yaml
+    (cd monitoring && promtool test rules alerts_test.yaml)
+    [ "$ONLY" = monitoring ] && { log "all tests passed"; exit 0; }
+fi
 
 if [ "$ONLY" = all ]; then
     log "cargo pgrx test pg$PG_MAJOR (unit tests and #[pg_test]s, on pgrx's own cluster)"

@@ -257,6 +257,18 @@ BEGIN
 END
 $warn$;
 
+-- (issue 29) counters of finished executions (not dumped; start at 0)
+CREATE TABLE automation.execution_stats (
+    workflow_name text    NOT NULL,
+    status        text    NOT NULL,
+    shard         integer NOT NULL,
+    finished      bigint  NOT NULL DEFAULT 0,
+    since         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT execution_stats_pkey PRIMARY KEY (workflow_name, status, shard)
+);
+COMMENT ON TABLE automation.execution_stats IS
+    'Finished executions counted by workflow and status (summed over shards) since "since": the counters behind automation_executions_finished_total. Not dumped.';
+
 -- functions new or changed in 0.8.0 (as in the install files)
 
 CREATE FUNCTION automation.invoker()
@@ -1313,6 +1325,40 @@ COMMENT ON FUNCTION automation.wait_for_executions(text, timestamptz) IS
 
 COMMENT ON PROCEDURE automation.purge_executions(integer) IS
 'Delete finished executions older than automation.execution_retention (those an open error refers to: once older than automation.error_retention) and errors resolved, dead-lettered or raised more than automation.error_retention ago, batch rows per transaction (0 keeps them; CALL it at top level).';
+
+CREATE FUNCTION automation.count_finished_executions()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_RELID IS DISTINCT FROM 'automation_workflows.workflow_executions'::regclass OR TG_LEVEL <> 'STATEMENT' THEN
+        RAISE EXCEPTION 'automation.count_finished_executions() only runs as a statement trigger of automation_workflows.workflow_executions'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO automation.execution_stats AS s (workflow_name, status, shard, finished)
+        SELECT n.workflow_name, n.status, pg_backend_pid() % 8, count(*)
+          FROM new_rows n
+         WHERE n.status IN ('success', 'error', 'timeout', 'cancelled')
+         GROUP BY n.workflow_name, n.status
+        ON CONFLICT (workflow_name, status, shard) DO UPDATE SET finished = s.finished + EXCLUDED.finished;
+    ELSE
+        INSERT INTO automation.execution_stats AS s (workflow_name, status, shard, finished)
+        SELECT n.workflow_name, n.status, pg_backend_pid() % 8, count(*)
+          FROM new_rows n JOIN old_rows o ON o.id = n.id
+         WHERE n.status IN ('success', 'error', 'timeout', 'cancelled') AND o.status IS DISTINCT FROM n.status
+         GROUP BY n.workflow_name, n.status
+        ON CONFLICT (workflow_name, status, shard) DO UPDATE SET finished = s.finished + EXCLUDED.finished;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+REVOKE EXECUTE ON FUNCTION automation.count_finished_executions() FROM PUBLIC;
+
+COMMENT ON FUNCTION automation.count_finished_executions() IS
+'Internal: statement triggers of workflow_executions that count executions entering a finished status in automation.execution_stats.';
 
 CREATE FUNCTION automation.check_definition_text(definition text)
 RETURNS boolean
@@ -3230,6 +3276,39 @@ REVOKE EXECUTE ON FUNCTION automation.step_attempt_failed(bigint, text, jsonb, b
 
 REVOKE EXECUTE ON FUNCTION automation.wake_step_workers(integer) FROM PUBLIC;
 
+CREATE FUNCTION automation.job_histograms()
+RETURNS TABLE (metric text, bounds double precision[], buckets bigint[], sum double precision, count bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH per_job AS (
+        SELECT k.metric, k.buckets, k.total
+          FROM automation.job_run_stats s JOIN automation.job j ON j.jobid OPERATOR(pg_catalog.=) s.jobid
+         CROSS JOIN LATERAL (VALUES ('automation_job_run_duration_seconds', s.duration_buckets, s.duration_sum),
+                                    ('automation_job_start_lateness_seconds', s.lateness_buckets, s.lateness_sum))
+                             k(metric, buckets, total)
+    ), per_bucket AS (
+        SELECT p.metric, u.i, sum(u.n)::bigint AS n
+          FROM per_job p CROSS JOIN LATERAL unnest(p.buckets) WITH ORDINALITY u(n, i)
+         GROUP BY p.metric, u.i
+    ), cumulative AS (
+        SELECT b.metric, b.i, (sum(b.n) OVER (PARTITION BY b.metric ORDER BY b.i))::bigint AS c FROM per_bucket b
+    ), names(metric) AS (
+        VALUES ('automation_job_run_duration_seconds'), ('automation_job_start_lateness_seconds')
+    )
+    SELECT n.metric, automation.job_run_histogram_bounds(),
+           coalesce((SELECT array_agg(c.c ORDER BY c.i) FROM cumulative c
+                      WHERE c.metric OPERATOR(pg_catalog.=) n.metric
+                        AND c.i OPERATOR(pg_catalog.<=) pg_catalog.array_length(automation.job_run_histogram_bounds(), 1)),
+                    pg_catalog.array_fill(0::bigint, ARRAY[pg_catalog.array_length(automation.job_run_histogram_bounds(), 1)])),
+           coalesce((SELECT sum(p.total) FROM per_job p WHERE p.metric OPERATOR(pg_catalog.=) n.metric), 0)::float8,
+           coalesce((SELECT sum(b.n) FROM per_bucket b WHERE b.metric OPERATOR(pg_catalog.=) n.metric), 0)::bigint
+      FROM names n
+$fn$;
+
+COMMENT ON FUNCTION automation.job_histograms() IS
+'The run-duration and start-lateness histograms of the jobs the caller sees, summed: finite bounds, cumulative counts at them, sum and count (for Prometheus).';
+
 CREATE OR REPLACE FUNCTION automation.job_check_target()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -3328,6 +3407,64 @@ COMMENT ON FUNCTION automation.job_check_target() IS
 REVOKE EXECUTE ON FUNCTION automation.job_check_target(), automation.job_check_schedule(),
                            automation.job_default_removed(), automation.job_cache_invalidate() FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION automation.scheduler_status()
+RETURNS TABLE (component text, pid integer, database name, state text, since timestamptz, detail text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH workers AS (
+        SELECT a.backend_type, a.pid, a.datname, a.backend_start, a.query, a.application_name, a.query_start, a.state
+          FROM pg_catalog.pg_stat_activity a
+         WHERE a.backend_type IN ('automation_ext launcher', 'automation_ext scheduler', 'automation_ext job')
+    ), preloaded AS (
+        -- (0.8.0) asked of the library, not of shared_preload_libraries,
+        -- which only superusers and pg_read_all_settings may read
+        SELECT automation.step_workers_available() AS yes
+    )
+    SELECT 'launcher', w.pid, NULL::name, 'running', w.backend_start, NULL::text
+      FROM workers w WHERE w.backend_type = 'automation_ext launcher'
+    UNION ALL
+    SELECT 'launcher', NULL, NULL,
+           CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'waiting: this server is a standby; scheduling starts after promotion'
+                WHEN NOT p.yes THEN 'not running: automation_ext is not in shared_preload_libraries'
+                WHEN pg_catalog.current_setting('automation.enabled') = 'off' THEN 'stopped: automation.enabled is off'
+                ELSE 'not running (restarting?)' END,
+           NULL, NULL
+      FROM preloaded p WHERE NOT EXISTS (SELECT FROM workers WHERE backend_type = 'automation_ext launcher')
+    UNION ALL
+    SELECT 'scheduler', w.pid, w.datname, 'running', w.backend_start, w.query
+      FROM workers w WHERE w.backend_type = 'automation_ext scheduler'
+    UNION ALL
+    SELECT 'database', NULL, d.datname,
+           CASE WHEN s.waiting_since IS NOT NULL THEN 'waiting for a scheduler'
+                WHEN s.runs_waiting > 0 THEN 'runs waiting for a worker'
+                ELSE 'idle' END,
+           COALESCE(s.waiting_since, s.next_due),
+           pg_catalog.format('next fire %s; %s run(s) waiting for a worker, %s running; up to %s runs and %s schedulers at once in the cluster (automation.max_workers, automation.scheduler_workers, within max_worker_processes)',
+                             COALESCE(s.next_due::text, 'not known'), s.runs_waiting, s.runs_running,
+                             s.max_workers, s.scheduler_workers)
+      FROM automation.scheduler_state() s JOIN pg_catalog.pg_database d ON d.oid = s.database_oid
+     WHERE s.extension = 'installed' AND s.scheduler_pid IS NULL
+    UNION ALL
+    SELECT 'database', NULL, d.datname, 'fires waiting for a slot', NULL,
+           pg_catalog.format('%s due fire(s) wait for a slot (automation.max_running_jobs = %s in this database; highest priority first, then oldest due)',
+                             s.fires_waiting, pg_catalog.current_setting('automation.max_running_jobs'))
+      FROM automation.scheduler_state() s JOIN pg_catalog.pg_database d ON d.oid = s.database_oid
+     WHERE s.fires_waiting > 0
+    UNION ALL
+    SELECT 'job', w.pid, w.datname, COALESCE(w.state, 'starting'), w.query_start,
+           w.application_name || ': ' || COALESCE(w.query, '')
+      FROM workers w WHERE w.backend_type = 'automation_ext job'
+    UNION ALL
+    SELECT 'next run', NULL, pg_catalog.current_database(), 'scheduled', j.next_run_at,
+           pg_catalog.format('job %s%s: %s', j.jobid, COALESCE(' (' || j.jobname || ')', ''), j.schedule)
+      FROM (SELECT * FROM automation.job WHERE active AND next_run_at IS NOT NULL
+             ORDER BY next_run_at, jobid LIMIT 1) j
+$fn$;
+
+COMMENT ON FUNCTION automation.scheduler_status() IS
+'The scheduler''s state: launcher (or why it is not running), each database''s scheduler with its next run, or (database) why none runs now (idle until its next fire, waiting for a scheduler, runs waiting for a worker), runs in progress, and this database''s next job.';
+
 CREATE OR REPLACE FUNCTION automation.table_growth(schema_name text DEFAULT NULL)
 RETURNS TABLE (schemaname name, tablename name, total_size text, table_size text,
                live_rows bigint, dead_rows bigint, total_bytes bigint, table_bytes bigint)
@@ -3354,6 +3491,130 @@ $fn$;
 
 COMMENT ON FUNCTION automation.table_growth(text) IS
 'User tables by total size (all schemas, or one), with live and dead row counts.';
+
+CREATE OR REPLACE FUNCTION automation.live_metrics()
+RETURNS TABLE (metric text, labels jsonb, value double precision)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF has_table_privilege('automation_workflows.execution_queue', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_queue_executions', jsonb_build_object('workflow', q.workflow_name, 'state', s.state),
+               count(*)::float8
+          FROM automation_workflows.execution_queue q
+         CROSS JOIN LATERAL (SELECT CASE WHEN q.claimed_by IS NULL THEN 'pending' ELSE 'running' END AS state) s
+         GROUP BY q.workflow_name, s.state;
+        RETURN QUERY
+        SELECT 'automation_queue_oldest_pending_seconds', jsonb_build_object('workflow', q.workflow_name),
+               GREATEST(0, extract(epoch FROM now() - min(q.run_after)))::float8
+          FROM automation_workflows.execution_queue q
+         WHERE q.claimed_by IS NULL AND q.run_after <= now()
+         GROUP BY q.workflow_name;
+    END IF;
+    IF has_table_privilege('automation_workflows.workflow_executions', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_workflow_executions_active', jsonb_build_object('workflow', e.workflow_name, 'status', e.status),
+               count(*)::float8
+          FROM automation_workflows.workflow_executions e
+         WHERE e.status IN ('pending', 'running')
+         GROUP BY e.workflow_name, e.status;
+    END IF;
+    IF has_table_privilege('automation_workflows.step_runs', 'SELECT') THEN
+        RETURN QUERY
+        -- (0.8.0) SQL steps have no queue: "(sql)", not "null"
+        SELECT 'automation_workflow_steps', jsonb_build_object('queue', coalesce(r.queue, '(sql)'), 'status', r.status), count(*)::float8
+          FROM automation_workflows.step_runs r
+         WHERE r.status IN ('pending', 'running')
+         GROUP BY r.queue, r.status;
+    END IF;
+    -- (0.8.0) what to alert on: executions finished by workflow and status
+    -- (counters), the share of executions of the last hour that succeeded,
+    -- open errors and dead letters
+    IF has_table_privilege('automation.execution_stats', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_executions_finished_total', jsonb_build_object('workflow', x.workflow_name, 'status', x.status),
+               sum(x.finished)::float8
+          FROM automation.execution_stats x
+         GROUP BY x.workflow_name, x.status;
+    END IF;
+    IF has_table_privilege('automation_workflows.workflow_executions', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_workflow_success_ratio', jsonb_build_object('workflow', e.workflow_name::text),
+               (count(*) FILTER (WHERE e.status = 'success'))::float8 / count(*)
+          FROM automation_workflows.workflow_executions e
+         WHERE e.completed_at > now() - interval '1 hour' AND e.status IN ('success', 'error', 'timeout')
+         GROUP BY e.workflow_name;
+    END IF;
+    IF has_table_privilege('automation.errors', 'SELECT') THEN
+        RETURN QUERY
+        SELECT c.metric, jsonb_build_object('workflow', coalesce(r.workflow_name::text, '')), c.n::float8
+          FROM (SELECT r.workflow_name,
+                       count(*) FILTER (WHERE r.dead_lettered_at IS NULL) AS open,
+                       count(*) FILTER (WHERE r.dead_lettered_at IS NOT NULL) AS dead
+                  FROM automation.errors r WHERE r.resolved_at IS NULL
+                 GROUP BY r.workflow_name) r
+         CROSS JOIN LATERAL (VALUES ('automation_errors_open', r.open), ('automation_dead_letters', r.dead)) c(metric, n)
+         WHERE c.n > 0;
+    END IF;
+    IF has_table_privilege('automation.pipeline_metrics', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_pipeline_success_ratio', jsonb_build_object('pipeline', m.pipeline_name::text),
+               (count(*) FILTER (WHERE m.status = 'success'))::float8 / count(*)
+          FROM automation.pipeline_metrics m
+         WHERE m.time > now() - interval '1 hour' AND m.time <= now()
+         GROUP BY m.pipeline_name;
+    END IF;
+    -- 0.6.0: runs counted by the scheduler (job_run_stats), whatever the
+    -- history keeps; histograms over every job of the database (0.8.0:
+    -- through job_histograms(), which the exporter file reads too)
+    IF has_table_privilege('automation.job_run_stats', 'SELECT') AND has_table_privilege('automation.job', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_job_runs_total', jsonb_build_object('job', coalesce(j.jobname, s.jobid::text), 'status', c.status),
+               c.n::float8
+          FROM automation.job_run_stats s JOIN automation.job j ON j.jobid = s.jobid
+         CROSS JOIN LATERAL (VALUES ('succeeded', s.succeeded), ('failed', s.failed), ('skipped', s.skipped)) c(status, n);
+        RETURN QUERY
+        SELECT x.metric, x.labels, x.value FROM (
+            SELECT h.metric || '_bucket' AS metric,
+                   jsonb_build_object('__name__', h.metric || '_bucket', 'le', b.bound::text) AS labels,
+                   b.n::float8 AS value, h.metric AS family, b.i AS ord
+              FROM automation.job_histograms() h
+             CROSS JOIN LATERAL unnest(h.bounds, h.buckets) WITH ORDINALITY b(bound, n, i)
+            UNION ALL
+            SELECT h.metric || '_bucket', jsonb_build_object('__name__', h.metric || '_bucket', 'le', '+Inf'), h.count::float8,
+                   h.metric, 1000000
+              FROM automation.job_histograms() h
+            UNION ALL
+            SELECT h.metric || '_sum', jsonb_build_object('__name__', h.metric || '_sum'), h.sum, h.metric, 1000001
+              FROM automation.job_histograms() h
+            UNION ALL
+            SELECT h.metric || '_count', jsonb_build_object('__name__', h.metric || '_count'), h.count::float8, h.metric, 1000002
+              FROM automation.job_histograms() h
+        ) x ORDER BY x.family, x.ord;
+    END IF;
+    IF has_table_privilege('automation.job_run_details', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_job_runs_active', '{}'::jsonb, count(*)::float8
+          FROM automation.job_run_details d WHERE d.status IN ('starting', 'running');
+    END IF;
+    -- (0.8.0) is the launcher running (1) or not (0): what an alert watches
+    -- (pg_stat_activity shows background workers to every role)
+    RETURN QUERY
+    SELECT 'automation_launcher_running', '{}'::jsonb,
+           (EXISTS (SELECT FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'automation_ext launcher'))::integer::float8;
+    -- (0 while the launcher does not know this database: nothing waits then)
+    RETURN QUERY
+    SELECT 'automation_jobs_waiting_for_slot', '{}'::jsonb,
+           COALESCE((SELECT (s.runs_waiting + s.fires_waiting)::float8
+                       FROM automation.scheduler_state() s
+                      WHERE s.database_oid = (SELECT d.oid FROM pg_catalog.pg_database d
+                                               WHERE d.datname = current_database())), 0);
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.live_metrics() IS
+'The live state that metrics_exposition() adds to the latest sample: queue depth and oldest pending age per workflow, active executions, pending and running steps, last-hour pipeline success ratio, job runs by job and status (counted by the scheduler), run-duration and start-lateness histograms, runs active, fires waiting for a slot (each part if the caller may read its table).';
 
 CREATE OR REPLACE FUNCTION automation.maintain_metrics_partitions()
 RETURNS TABLE (action text, partition_name text, range_start timestamptz, range_end timestamptz, row_count bigint)
@@ -3629,3 +3890,17 @@ GRANT SELECT ON automation_workflows.workflow_grants TO automation_monitor;
 CREATE TRIGGER job_trigger_sync
     AFTER UPDATE OF active OR DELETE ON automation.job
     FOR EACH ROW EXECUTE FUNCTION automation.trigger_job_changed();
+
+-- (issue 29) finished executions counted; the monitor reads jobs and counters
+CREATE TRIGGER workflow_executions_count_inserted
+    AFTER INSERT ON automation_workflows.workflow_executions
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION automation.count_finished_executions();
+CREATE TRIGGER workflow_executions_count_finished
+    AFTER UPDATE ON automation_workflows.workflow_executions
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION automation.count_finished_executions();
+CREATE POLICY job_monitor_read ON automation.job FOR SELECT TO automation_monitor
+    USING (true);
+GRANT SELECT ON automation.job, automation.job_run_details, automation.job_run_stats, automation.execution_stats
+   TO automation_monitor;

@@ -244,10 +244,40 @@ BEGIN
     END IF;
     IF has_table_privilege('automation_workflows.step_runs', 'SELECT') THEN
         RETURN QUERY
-        SELECT 'automation_workflow_steps', jsonb_build_object('queue', r.queue, 'status', r.status), count(*)::float8
+        -- (0.8.0) SQL steps have no queue: "(sql)", not "null"
+        SELECT 'automation_workflow_steps', jsonb_build_object('queue', coalesce(r.queue, '(sql)'), 'status', r.status), count(*)::float8
           FROM automation_workflows.step_runs r
          WHERE r.status IN ('pending', 'running')
          GROUP BY r.queue, r.status;
+    END IF;
+    -- (0.8.0) what to alert on: executions finished by workflow and status
+    -- (counters), the share of executions of the last hour that succeeded,
+    -- open errors and dead letters
+    IF has_table_privilege('automation.execution_stats', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_executions_finished_total', jsonb_build_object('workflow', x.workflow_name, 'status', x.status),
+               sum(x.finished)::float8
+          FROM automation.execution_stats x
+         GROUP BY x.workflow_name, x.status;
+    END IF;
+    IF has_table_privilege('automation_workflows.workflow_executions', 'SELECT') THEN
+        RETURN QUERY
+        SELECT 'automation_workflow_success_ratio', jsonb_build_object('workflow', e.workflow_name::text),
+               (count(*) FILTER (WHERE e.status = 'success'))::float8 / count(*)
+          FROM automation_workflows.workflow_executions e
+         WHERE e.completed_at > now() - interval '1 hour' AND e.status IN ('success', 'error', 'timeout')
+         GROUP BY e.workflow_name;
+    END IF;
+    IF has_table_privilege('automation.errors', 'SELECT') THEN
+        RETURN QUERY
+        SELECT c.metric, jsonb_build_object('workflow', coalesce(r.workflow_name::text, '')), c.n::float8
+          FROM (SELECT r.workflow_name,
+                       count(*) FILTER (WHERE r.dead_lettered_at IS NULL) AS open,
+                       count(*) FILTER (WHERE r.dead_lettered_at IS NOT NULL) AS dead
+                  FROM automation.errors r WHERE r.resolved_at IS NULL
+                 GROUP BY r.workflow_name) r
+         CROSS JOIN LATERAL (VALUES ('automation_errors_open', r.open), ('automation_dead_letters', r.dead)) c(metric, n)
+         WHERE c.n > 0;
     END IF;
     IF has_table_privilege('automation.pipeline_metrics', 'SELECT') THEN
         RETURN QUERY
@@ -258,7 +288,8 @@ BEGIN
          GROUP BY m.pipeline_name;
     END IF;
     -- 0.6.0: runs counted by the scheduler (job_run_stats), whatever the
-    -- history keeps; histograms over every job of the database
+    -- history keeps; histograms over every job of the database (0.8.0:
+    -- through job_histograms(), which the exporter file reads too)
     IF has_table_privilege('automation.job_run_stats', 'SELECT') AND has_table_privilege('automation.job', 'SELECT') THEN
         RETURN QUERY
         SELECT 'automation_job_runs_total', jsonb_build_object('job', coalesce(j.jobname, s.jobid::text), 'status', c.status),
@@ -266,36 +297,34 @@ BEGIN
           FROM automation.job_run_stats s JOIN automation.job j ON j.jobid = s.jobid
          CROSS JOIN LATERAL (VALUES ('succeeded', s.succeeded), ('failed', s.failed), ('skipped', s.skipped)) c(status, n);
         RETURN QUERY
-        WITH per_job AS (
-            SELECT k.metric, k.buckets, k.total
-              FROM automation.job_run_stats s JOIN automation.job j ON j.jobid = s.jobid
-             CROSS JOIN LATERAL (VALUES ('automation_job_run_duration_seconds', s.duration_buckets, s.duration_sum),
-                                        ('automation_job_start_lateness_seconds', s.lateness_buckets, s.lateness_sum))
-                                 k(metric, buckets, total)
-        ), per_bucket AS (
-            SELECT p.metric, u.i, sum(u.n) AS n
-              FROM per_job p CROSS JOIN LATERAL unnest(p.buckets) WITH ORDINALITY u(n, i)
-             GROUP BY p.metric, u.i
-        ), bounds AS (SELECT automation.job_run_histogram_bounds() AS b)
         SELECT x.metric, x.labels, x.value FROM (
-            SELECT p.metric || '_bucket' AS metric,
-                   jsonb_build_object('__name__', p.metric || '_bucket',
-                                      'le', CASE WHEN p.i > array_length(bounds.b, 1) THEN '+Inf' ELSE bounds.b[p.i]::text END) AS labels,
-                   (sum(p.n) OVER (PARTITION BY p.metric ORDER BY p.i))::float8 AS value, p.i AS ord
-              FROM per_bucket p, bounds
+            SELECT h.metric || '_bucket' AS metric,
+                   jsonb_build_object('__name__', h.metric || '_bucket', 'le', b.bound::text) AS labels,
+                   b.n::float8 AS value, h.metric AS family, b.i AS ord
+              FROM automation.job_histograms() h
+             CROSS JOIN LATERAL unnest(h.bounds, h.buckets) WITH ORDINALITY b(bound, n, i)
             UNION ALL
-            SELECT p.metric || '_sum', jsonb_build_object('__name__', p.metric || '_sum'), sum(p.total)::float8, 1000001
-              FROM per_job p GROUP BY p.metric
+            SELECT h.metric || '_bucket', jsonb_build_object('__name__', h.metric || '_bucket', 'le', '+Inf'), h.count::float8,
+                   h.metric, 1000000
+              FROM automation.job_histograms() h
             UNION ALL
-            SELECT p.metric || '_count', jsonb_build_object('__name__', p.metric || '_count'), sum(p.n)::float8, 1000002
-              FROM per_bucket p GROUP BY p.metric
-        ) x ORDER BY x.metric, x.ord;
+            SELECT h.metric || '_sum', jsonb_build_object('__name__', h.metric || '_sum'), h.sum, h.metric, 1000001
+              FROM automation.job_histograms() h
+            UNION ALL
+            SELECT h.metric || '_count', jsonb_build_object('__name__', h.metric || '_count'), h.count::float8, h.metric, 1000002
+              FROM automation.job_histograms() h
+        ) x ORDER BY x.family, x.ord;
     END IF;
     IF has_table_privilege('automation.job_run_details', 'SELECT') THEN
         RETURN QUERY
         SELECT 'automation_job_runs_active', '{}'::jsonb, count(*)::float8
           FROM automation.job_run_details d WHERE d.status IN ('starting', 'running');
     END IF;
+    -- (0.8.0) is the launcher running (1) or not (0): what an alert watches
+    -- (pg_stat_activity shows background workers to every role)
+    RETURN QUERY
+    SELECT 'automation_launcher_running', '{}'::jsonb,
+           (EXISTS (SELECT FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'automation_ext launcher'))::integer::float8;
     -- (0 while the launcher does not know this database: nothing waits then)
     RETURN QUERY
     SELECT 'automation_jobs_waiting_for_slot', '{}'::jsonb,

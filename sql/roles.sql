@@ -84,3 +84,12 @@ GRANT SELECT ON
       automation.pipeline_metrics,
       automation.v_workflow_status
    TO automation_monitor;
+
+-- (0.8.0, issue 29) the monitor reads what the exporter file and the
+-- dashboard count: every job (a policy: the others see the jobs of roles
+-- they may act as), their runs and counters (which follow the jobs a role
+-- sees), and the finished-execution counters
+CREATE POLICY job_monitor_read ON automation.job FOR SELECT TO automation_monitor
+    USING (true);
+GRANT SELECT ON automation.job, automation.job_run_details, automation.job_run_stats, automation.execution_stats
+   TO automation_monitor;

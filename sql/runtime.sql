@@ -1108,3 +1108,62 @@ CREATE POLICY errors_insert ON automation.errors FOR INSERT
     WITH CHECK (automation.may_act_as(owner));
 CREATE POLICY errors_update ON automation.errors FOR UPDATE
     USING (automation.may_act_as(owner)) WITH CHECK (automation.may_act_as(owner));
+
+-- 0.8.0 (issue 29): counters of finished executions, by workflow and
+-- status, for alerts (a rate of failures): every execution that enters a
+-- finished status in workflow_executions (the queue's, recorded from the
+-- log; the engine's; start_execution's) counts once, whatever the history
+-- keeps later. Sharded by backend (pid % 8) so that concurrent completions
+-- of one workflow do not queue on one row; read summed (live_metrics).
+-- Counters: not dumped (a restore starts them at 0, a counter reset).
+CREATE TABLE automation.execution_stats (
+    workflow_name text    NOT NULL,
+    status        text    NOT NULL,
+    shard         integer NOT NULL,
+    finished      bigint  NOT NULL DEFAULT 0,
+    since         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT execution_stats_pkey PRIMARY KEY (workflow_name, status, shard)
+);
+COMMENT ON TABLE automation.execution_stats IS
+    'Finished executions counted by workflow and status (summed over shards) since "since": the counters behind automation_executions_finished_total. Not dumped.';
+
+CREATE FUNCTION automation.count_finished_executions()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_RELID IS DISTINCT FROM 'automation_workflows.workflow_executions'::regclass OR TG_LEVEL <> 'STATEMENT' THEN
+        RAISE EXCEPTION 'automation.count_finished_executions() only runs as a statement trigger of automation_workflows.workflow_executions'
+              USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO automation.execution_stats AS s (workflow_name, status, shard, finished)
+        SELECT n.workflow_name, n.status, pg_backend_pid() % 8, count(*)
+          FROM new_rows n
+         WHERE n.status IN ('success', 'error', 'timeout', 'cancelled')
+         GROUP BY n.workflow_name, n.status
+        ON CONFLICT (workflow_name, status, shard) DO UPDATE SET finished = s.finished + EXCLUDED.finished;
+    ELSE
+        INSERT INTO automation.execution_stats AS s (workflow_name, status, shard, finished)
+        SELECT n.workflow_name, n.status, pg_backend_pid() % 8, count(*)
+          FROM new_rows n JOIN old_rows o ON o.id = n.id
+         WHERE n.status IN ('success', 'error', 'timeout', 'cancelled') AND o.status IS DISTINCT FROM n.status
+         GROUP BY n.workflow_name, n.status
+        ON CONFLICT (workflow_name, status, shard) DO UPDATE SET finished = s.finished + EXCLUDED.finished;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.count_finished_executions() FROM PUBLIC;
+COMMENT ON FUNCTION automation.count_finished_executions() IS
+'Internal: statement triggers of workflow_executions that count executions entering a finished status in automation.execution_stats.';
+
+CREATE TRIGGER workflow_executions_count_inserted
+    AFTER INSERT ON automation_workflows.workflow_executions
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION automation.count_finished_executions();
+CREATE TRIGGER workflow_executions_count_finished
+    AFTER UPDATE ON automation_workflows.workflow_executions
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION automation.count_finished_executions();

@@ -178,6 +178,42 @@ $fn$;
 COMMENT ON FUNCTION automation.job_run_histogram_bounds() IS
 'The upper bounds (seconds) of the buckets of automation.job_run_stats''s histograms; a last bucket holds what is above them.';
 
+-- (0.8.0) The histograms of every job of the database (the jobs the caller
+-- sees) as Prometheus wants them: the finite bounds, the cumulative count
+-- at each bound, the sum and the count (+Inf). What live_metrics() and the
+-- postgres_exporter's HISTOGRAM columns read.
+CREATE FUNCTION automation.job_histograms()
+RETURNS TABLE (metric text, bounds double precision[], buckets bigint[], sum double precision, count bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH per_job AS (
+        SELECT k.metric, k.buckets, k.total
+          FROM automation.job_run_stats s JOIN automation.job j ON j.jobid OPERATOR(pg_catalog.=) s.jobid
+         CROSS JOIN LATERAL (VALUES ('automation_job_run_duration_seconds', s.duration_buckets, s.duration_sum),
+                                    ('automation_job_start_lateness_seconds', s.lateness_buckets, s.lateness_sum))
+                             k(metric, buckets, total)
+    ), per_bucket AS (
+        SELECT p.metric, u.i, sum(u.n)::bigint AS n
+          FROM per_job p CROSS JOIN LATERAL unnest(p.buckets) WITH ORDINALITY u(n, i)
+         GROUP BY p.metric, u.i
+    ), cumulative AS (
+        SELECT b.metric, b.i, (sum(b.n) OVER (PARTITION BY b.metric ORDER BY b.i))::bigint AS c FROM per_bucket b
+    ), names(metric) AS (
+        VALUES ('automation_job_run_duration_seconds'), ('automation_job_start_lateness_seconds')
+    )
+    SELECT n.metric, automation.job_run_histogram_bounds(),
+           coalesce((SELECT array_agg(c.c ORDER BY c.i) FROM cumulative c
+                      WHERE c.metric OPERATOR(pg_catalog.=) n.metric
+                        AND c.i OPERATOR(pg_catalog.<=) pg_catalog.array_length(automation.job_run_histogram_bounds(), 1)),
+                    pg_catalog.array_fill(0::bigint, ARRAY[pg_catalog.array_length(automation.job_run_histogram_bounds(), 1)])),
+           coalesce((SELECT sum(p.total) FROM per_job p WHERE p.metric OPERATOR(pg_catalog.=) n.metric), 0)::float8,
+           coalesce((SELECT sum(b.n) FROM per_bucket b WHERE b.metric OPERATOR(pg_catalog.=) n.metric), 0)::bigint
+      FROM names n
+$fn$;
+COMMENT ON FUNCTION automation.job_histograms() IS
+'The run-duration and start-lateness histograms of the jobs the caller sees, summed: finite bounds, cumulative counts at them, sum and count (for Prometheus).';
+
 -- Called by the scheduler for each run it records (duration and lateness
 -- NULL when the run did not run: skipped, refused).
 CREATE FUNCTION automation.count_job_run(job bigint, status text, duration double precision,
@@ -688,8 +724,9 @@ AS $fn$
           FROM pg_catalog.pg_stat_activity a
          WHERE a.backend_type IN ('automation_ext launcher', 'automation_ext scheduler', 'automation_ext job')
     ), preloaded AS (
-        SELECT 'automation_ext' = ANY (pg_catalog.string_to_array(
-                   pg_catalog.replace(pg_catalog.current_setting('shared_preload_libraries'), ' ', ''), ',')) AS yes
+        -- (0.8.0) asked of the library, not of shared_preload_libraries,
+        -- which only superusers and pg_read_all_settings may read
+        SELECT automation.step_workers_available() AS yes
     )
     SELECT 'launcher', w.pid, NULL::name, 'running', w.backend_start, NULL::text
       FROM workers w WHERE w.backend_type = 'automation_ext launcher'
