@@ -1912,7 +1912,11 @@ BEGIN
                     HINT = CASE r.status
                            WHEN 'cancelled' THEN 'Its workflow execution ended (failed, timed out or was cancelled); discard this result.'
                            WHEN 'pending' THEN 'Claim it first, with automation.claim_steps().'
-                           ELSE 'Its lease expired and it was retried or failed; discard this result. Use automation.extend_step_lease() for long work.' END;
+                           -- (0.8.0) each state its own hint (0.7.0 said the lease
+                           -- expired for a step that had succeeded)
+                           WHEN 'success' THEN format('It succeeded already (completed by %s). The same complete_step again is ignored; a different result is refused.', coalesce(r.worker, 'a worker'))
+                           WHEN 'error' THEN 'It failed already (fail_step, or its retries ran out); its outcome stays. Run the execution again with automation.rerun_workflow().'
+                           ELSE 'Its lease or timeout expired and it was retried or failed; discard this result. Use automation.extend_step_lease() for long work.' END;
     ELSIF running_step.worker_id IS NOT NULL AND r.worker IS DISTINCT FROM running_step.worker_id THEN
         RAISE EXCEPTION 'cannot % step run %: it is claimed by %, not by %', running_step.verb, running_step.id,
                         r.worker, running_step.worker_id
@@ -1996,6 +2000,17 @@ AS $fn$
 DECLARE
     r automation_workflows.step_runs;
 BEGIN
+    -- (0.8.0) the same completion again (its acknowledgement was lost): a
+    -- no-op, as the first one was
+    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = complete_step_as.id;
+    IF FOUND AND r.status = 'success' AND r.output IS NOT DISTINCT FROM complete_step_as.output
+       AND r.worker IS NOT DISTINCT FROM coalesce(complete_step_as.worker_id, r.worker)
+       AND EXISTS (SELECT FROM automation_workflows.workflow_runs w
+                    WHERE w.execution_id = r.execution_id
+                      AND (automation.role_may_act_as(complete_step_as.caller, w.owner)
+                           OR automation.may_work_workflow(complete_step_as.caller, w.workflow_name))) THEN
+        RETURN;
+    END IF;
     r := automation.running_step(complete_step_as.caller, complete_step_as.id, complete_step_as.worker_id, 'complete');
     PERFORM automation.step_succeeded(r.id, complete_step_as.output);
 END
@@ -3400,6 +3415,194 @@ BEGIN
     RETURN NEW;
 END
 $fn$;
+
+CREATE OR REPLACE FUNCTION automation.schedule(job_name text, schedule text, command text,
+                                    timezone text DEFAULT NULL, retries integer DEFAULT NULL,
+                                    retry_backoff interval DEFAULT NULL, overlap text DEFAULT NULL,
+                                    priority integer DEFAULT NULL, log_runs text DEFAULT NULL,
+                                    keep_runs integer DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    state text;
+    msg text;
+    detail text;
+    hint text;
+    id bigint;
+BEGIN
+    PERFORM automation.check_job_privilege('INSERT');
+    -- the same name for the same role replaces the job (pg_cron's upsert),
+    -- options included: one left out is back to its default
+    BEGIN
+        INSERT INTO automation.job AS j (jobname, schedule, command, timezone, retries, retry_backoff, overlap,
+                                         priority, log_runs, keep_runs)
+        VALUES (job_name, schedule.schedule, command, schedule.timezone, COALESCE(schedule.retries, 0),
+                COALESCE(schedule.retry_backoff, interval '10 seconds'), COALESCE(schedule.overlap, 'skip'),
+                COALESCE(schedule.priority, 0), schedule.log_runs, schedule.keep_runs)
+        ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+           SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, timezone = EXCLUDED.timezone,
+               retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
+               priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
+        RETURNING j.jobid INTO id;
+    EXCEPTION WHEN OTHERS THEN
+        -- (0.8.0) the refusal (a bad schedule, a role or database the job
+        -- may not have) without the internal statement in its CONTEXT
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                hint = PG_EXCEPTION_HINT;
+        IF detail <> '' AND hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail, HINT = hint;
+        ELSIF detail <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail;
+        ELSIF hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, HINT = hint;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg;
+    END;
+    RETURN id;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.schedule(schedule text, command text)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT automation.check_job_privilege('INSERT');
+    INSERT INTO automation.job (schedule, command) VALUES (schedule, command) RETURNING jobid
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.schedule_in_database(job_name text, schedule text, command text, database text,
+                                                username text DEFAULT NULL, active boolean DEFAULT true,
+                                                timeout interval DEFAULT NULL,
+                                                timezone text DEFAULT NULL, retries integer DEFAULT NULL,
+                                                retry_backoff interval DEFAULT NULL, overlap text DEFAULT NULL,
+                                                priority integer DEFAULT NULL, log_runs text DEFAULT NULL,
+                                                keep_runs integer DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    state text;
+    msg text;
+    detail text;
+    hint text;
+    id bigint;
+    who text := COALESCE(username, CURRENT_USER::text);
+BEGIN
+    PERFORM automation.check_job_privilege('INSERT');
+    PERFORM automation.check_job_target(database, who);
+    BEGIN
+        INSERT INTO automation.job AS j (jobname, schedule, command, database, username, active, timeout,
+                                         timezone, retries, retry_backoff, overlap, priority, log_runs, keep_runs)
+        VALUES (job_name, schedule_in_database.schedule, command, database, who, COALESCE(active, true), timeout,
+                schedule_in_database.timezone, COALESCE(schedule_in_database.retries, 0),
+                COALESCE(schedule_in_database.retry_backoff, interval '10 seconds'),
+                COALESCE(schedule_in_database.overlap, 'skip'), COALESCE(schedule_in_database.priority, 0),
+                schedule_in_database.log_runs, schedule_in_database.keep_runs)
+        ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+           SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, database = EXCLUDED.database,
+               active = EXCLUDED.active, timeout = EXCLUDED.timeout, timezone = EXCLUDED.timezone,
+               retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
+               priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
+        RETURNING j.jobid INTO id;
+    EXCEPTION WHEN OTHERS THEN
+        -- (0.8.0) the refusal (a bad schedule, a role or database the job
+        -- may not have) without the internal statement in its CONTEXT
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                hint = PG_EXCEPTION_HINT;
+        IF detail <> '' AND hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail, HINT = hint;
+        ELSIF detail <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail;
+        ELSIF hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, HINT = hint;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg;
+    END;
+    RETURN id;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.alter_job(job_id bigint, schedule text DEFAULT NULL, command text DEFAULT NULL,
+                                     database text DEFAULT NULL, username text DEFAULT NULL,
+                                     active boolean DEFAULT NULL, timeout interval DEFAULT NULL,
+                                     timezone text DEFAULT NULL, retries integer DEFAULT NULL,
+                                     retry_backoff interval DEFAULT NULL, overlap text DEFAULT NULL,
+                                     priority integer DEFAULT NULL, log_runs text DEFAULT NULL,
+                                     keep_runs integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    state text;
+    msg text;
+    detail text;
+    hint text;
+    current automation.job;
+BEGIN
+    PERFORM automation.check_job_privilege('UPDATE');
+    SELECT * INTO current FROM automation.job j WHERE j.jobid = job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not find valid entry for job %', job_id
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'automation.job lists the jobs you own.';
+    END IF;
+    PERFORM automation.check_job_target(alter_job.database, COALESCE(alter_job.username, current.username));
+    BEGIN
+        UPDATE automation.job j
+           SET schedule = COALESCE(alter_job.schedule, j.schedule),
+               command  = COALESCE(alter_job.command, j.command),
+               database = COALESCE(alter_job.database, j.database),
+               username = COALESCE(alter_job.username, j.username),
+               active   = COALESCE(alter_job.active, j.active),
+               -- a zero timeout removes it
+               timeout  = CASE WHEN alter_job.timeout IS NULL THEN j.timeout
+                               WHEN alter_job.timeout = interval '0' THEN NULL
+                               ELSE alter_job.timeout END,
+               -- '' returns to automation.timezone / automation.log_runs; 0 removes the cap
+               timezone = CASE WHEN alter_job.timezone IS NULL THEN j.timezone
+                               ELSE NULLIF(alter_job.timezone, '') END,
+               retries = COALESCE(alter_job.retries, j.retries),
+               retry_backoff = COALESCE(alter_job.retry_backoff, j.retry_backoff),
+               overlap = COALESCE(alter_job.overlap, j.overlap),
+               priority = COALESCE(alter_job.priority, j.priority),
+               log_runs = CASE WHEN alter_job.log_runs IS NULL THEN j.log_runs
+                               ELSE NULLIF(alter_job.log_runs, '') END,
+               keep_runs = CASE WHEN alter_job.keep_runs IS NULL THEN j.keep_runs
+                                ELSE NULLIF(alter_job.keep_runs, 0) END
+         WHERE j.jobid = job_id;
+    EXCEPTION WHEN OTHERS THEN
+        -- (0.8.0) the refusal (a bad schedule, a role or database the job
+        -- may not have) without the internal statement in its CONTEXT
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                hint = PG_EXCEPTION_HINT;
+        IF detail <> '' AND hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail, HINT = hint;
+        ELSIF detail <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail;
+        ELSIF hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, HINT = hint;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg;
+    END;
+END
+$fn$;
+
+COMMENT ON FUNCTION automation.schedule(text, text, text, text, integer, interval, text, integer, text, integer) IS
+'pg_cron''s cron.schedule(job_name, schedule, command): schedule a command in this database as the current role; the same job_name again replaces that job. Optional: timezone (NULL: automation.timezone), retries and retry_backoff, overlap (skip, queue, parallel N), priority, log_runs (all, failures, none; NULL: automation.log_runs), keep_runs. Returns the jobid.';
+
+COMMENT ON FUNCTION automation.schedule(text, text) IS
+'pg_cron''s cron.schedule(schedule, command): an unnamed job. Returns the jobid.';
+
+COMMENT ON FUNCTION automation.schedule_in_database(text, text, text, text, text, boolean, interval, text, integer, interval, text, integer, text, integer) IS
+'pg_cron''s cron.schedule_in_database: run the command in another database (and, for superusers, as another role); timeout becomes the run''s statement_timeout; the other options as for schedule().';
+
+COMMENT ON FUNCTION automation.alter_job(bigint, text, text, text, text, boolean, interval, text, integer, interval, text, integer, text, integer) IS
+'pg_cron''s cron.alter_job: change what is not NULL; timeout => ''0'' removes the timeout, timezone => '''' and log_runs => '''' return to the settings, keep_runs => 0 removes the cap. Moving a job to another role needs superuser.';
 
 COMMENT ON FUNCTION automation.job_check_target() IS
 'Internal: trigger on automation.job checking, however a job is written, that the current role may schedule it as its role in its database; binds the job to the role''s oid and, for this database''s jobs, to this database.';

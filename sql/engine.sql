@@ -781,7 +781,11 @@ BEGIN
                     HINT = CASE r.status
                            WHEN 'cancelled' THEN 'Its workflow execution ended (failed, timed out or was cancelled); discard this result.'
                            WHEN 'pending' THEN 'Claim it first, with automation.claim_steps().'
-                           ELSE 'Its lease expired and it was retried or failed; discard this result. Use automation.extend_step_lease() for long work.' END;
+                           -- (0.8.0) each state its own hint (0.7.0 said the lease
+                           -- expired for a step that had succeeded)
+                           WHEN 'success' THEN format('It succeeded already (completed by %s). The same complete_step again is ignored; a different result is refused.', coalesce(r.worker, 'a worker'))
+                           WHEN 'error' THEN 'It failed already (fail_step, or its retries ran out); its outcome stays. Run the execution again with automation.rerun_workflow().'
+                           ELSE 'Its lease or timeout expired and it was retried or failed; discard this result. Use automation.extend_step_lease() for long work.' END;
     ELSIF running_step.worker_id IS NOT NULL AND r.worker IS DISTINCT FROM running_step.worker_id THEN
         RAISE EXCEPTION 'cannot % step run %: it is claimed by %, not by %', running_step.verb, running_step.id,
                         r.worker, running_step.worker_id
@@ -873,6 +877,17 @@ AS $fn$
 DECLARE
     r automation_workflows.step_runs;
 BEGIN
+    -- (0.8.0) the same completion again (its acknowledgement was lost): a
+    -- no-op, as the first one was
+    SELECT * INTO r FROM automation_workflows.step_runs s WHERE s.id = complete_step_as.id;
+    IF FOUND AND r.status = 'success' AND r.output IS NOT DISTINCT FROM complete_step_as.output
+       AND r.worker IS NOT DISTINCT FROM coalesce(complete_step_as.worker_id, r.worker)
+       AND EXISTS (SELECT FROM automation_workflows.workflow_runs w
+                    WHERE w.execution_id = r.execution_id
+                      AND (automation.role_may_act_as(complete_step_as.caller, w.owner)
+                           OR automation.may_work_workflow(complete_step_as.caller, w.workflow_name))) THEN
+        RETURN;
+    END IF;
     r := automation.running_step(complete_step_as.caller, complete_step_as.id, complete_step_as.worker_id, 'complete');
     PERFORM automation.step_succeeded(r.id, complete_step_as.output);
 END

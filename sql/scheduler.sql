@@ -499,21 +499,40 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    state text;
+    msg text;
+    detail text;
+    hint text;
     id bigint;
 BEGIN
     PERFORM automation.check_job_privilege('INSERT');
     -- the same name for the same role replaces the job (pg_cron's upsert),
     -- options included: one left out is back to its default
-    INSERT INTO automation.job AS j (jobname, schedule, command, timezone, retries, retry_backoff, overlap,
-                                     priority, log_runs, keep_runs)
-    VALUES (job_name, schedule.schedule, command, schedule.timezone, COALESCE(schedule.retries, 0),
-            COALESCE(schedule.retry_backoff, interval '10 seconds'), COALESCE(schedule.overlap, 'skip'),
-            COALESCE(schedule.priority, 0), schedule.log_runs, schedule.keep_runs)
-    ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
-       SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, timezone = EXCLUDED.timezone,
-           retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
-           priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
-    RETURNING j.jobid INTO id;
+    BEGIN
+        INSERT INTO automation.job AS j (jobname, schedule, command, timezone, retries, retry_backoff, overlap,
+                                         priority, log_runs, keep_runs)
+        VALUES (job_name, schedule.schedule, command, schedule.timezone, COALESCE(schedule.retries, 0),
+                COALESCE(schedule.retry_backoff, interval '10 seconds'), COALESCE(schedule.overlap, 'skip'),
+                COALESCE(schedule.priority, 0), schedule.log_runs, schedule.keep_runs)
+        ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+           SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, timezone = EXCLUDED.timezone,
+               retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
+               priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
+        RETURNING j.jobid INTO id;
+    EXCEPTION WHEN OTHERS THEN
+        -- (0.8.0) the refusal (a bad schedule, a role or database the job
+        -- may not have) without the internal statement in its CONTEXT
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                hint = PG_EXCEPTION_HINT;
+        IF detail <> '' AND hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail, HINT = hint;
+        ELSIF detail <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail;
+        ELSIF hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, HINT = hint;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg;
+    END;
     RETURN id;
 END
 $fn$;
@@ -539,24 +558,43 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    state text;
+    msg text;
+    detail text;
+    hint text;
     id bigint;
     who text := COALESCE(username, CURRENT_USER::text);
 BEGIN
     PERFORM automation.check_job_privilege('INSERT');
     PERFORM automation.check_job_target(database, who);
-    INSERT INTO automation.job AS j (jobname, schedule, command, database, username, active, timeout,
-                                     timezone, retries, retry_backoff, overlap, priority, log_runs, keep_runs)
-    VALUES (job_name, schedule_in_database.schedule, command, database, who, COALESCE(active, true), timeout,
-            schedule_in_database.timezone, COALESCE(schedule_in_database.retries, 0),
-            COALESCE(schedule_in_database.retry_backoff, interval '10 seconds'),
-            COALESCE(schedule_in_database.overlap, 'skip'), COALESCE(schedule_in_database.priority, 0),
-            schedule_in_database.log_runs, schedule_in_database.keep_runs)
-    ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
-       SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, database = EXCLUDED.database,
-           active = EXCLUDED.active, timeout = EXCLUDED.timeout, timezone = EXCLUDED.timezone,
-           retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
-           priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
-    RETURNING j.jobid INTO id;
+    BEGIN
+        INSERT INTO automation.job AS j (jobname, schedule, command, database, username, active, timeout,
+                                         timezone, retries, retry_backoff, overlap, priority, log_runs, keep_runs)
+        VALUES (job_name, schedule_in_database.schedule, command, database, who, COALESCE(active, true), timeout,
+                schedule_in_database.timezone, COALESCE(schedule_in_database.retries, 0),
+                COALESCE(schedule_in_database.retry_backoff, interval '10 seconds'),
+                COALESCE(schedule_in_database.overlap, 'skip'), COALESCE(schedule_in_database.priority, 0),
+                schedule_in_database.log_runs, schedule_in_database.keep_runs)
+        ON CONFLICT ON CONSTRAINT job_jobname_owner_key DO UPDATE
+           SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, database = EXCLUDED.database,
+               active = EXCLUDED.active, timeout = EXCLUDED.timeout, timezone = EXCLUDED.timezone,
+               retries = EXCLUDED.retries, retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
+               priority = EXCLUDED.priority, log_runs = EXCLUDED.log_runs, keep_runs = EXCLUDED.keep_runs
+        RETURNING j.jobid INTO id;
+    EXCEPTION WHEN OTHERS THEN
+        -- (0.8.0) the refusal (a bad schedule, a role or database the job
+        -- may not have) without the internal statement in its CONTEXT
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                hint = PG_EXCEPTION_HINT;
+        IF detail <> '' AND hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail, HINT = hint;
+        ELSIF detail <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail;
+        ELSIF hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, HINT = hint;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg;
+    END;
     RETURN id;
 END
 $fn$;
@@ -609,6 +647,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    state text;
+    msg text;
+    detail text;
+    hint text;
     current automation.job;
 BEGIN
     PERFORM automation.check_job_privilege('UPDATE');
@@ -619,28 +661,43 @@ BEGIN
                     HINT = 'automation.job lists the jobs you own.';
     END IF;
     PERFORM automation.check_job_target(alter_job.database, COALESCE(alter_job.username, current.username));
-    UPDATE automation.job j
-       SET schedule = COALESCE(alter_job.schedule, j.schedule),
-           command  = COALESCE(alter_job.command, j.command),
-           database = COALESCE(alter_job.database, j.database),
-           username = COALESCE(alter_job.username, j.username),
-           active   = COALESCE(alter_job.active, j.active),
-           -- a zero timeout removes it
-           timeout  = CASE WHEN alter_job.timeout IS NULL THEN j.timeout
-                           WHEN alter_job.timeout = interval '0' THEN NULL
-                           ELSE alter_job.timeout END,
-           -- '' returns to automation.timezone / automation.log_runs; 0 removes the cap
-           timezone = CASE WHEN alter_job.timezone IS NULL THEN j.timezone
-                           ELSE NULLIF(alter_job.timezone, '') END,
-           retries = COALESCE(alter_job.retries, j.retries),
-           retry_backoff = COALESCE(alter_job.retry_backoff, j.retry_backoff),
-           overlap = COALESCE(alter_job.overlap, j.overlap),
-           priority = COALESCE(alter_job.priority, j.priority),
-           log_runs = CASE WHEN alter_job.log_runs IS NULL THEN j.log_runs
-                           ELSE NULLIF(alter_job.log_runs, '') END,
-           keep_runs = CASE WHEN alter_job.keep_runs IS NULL THEN j.keep_runs
-                            ELSE NULLIF(alter_job.keep_runs, 0) END
-     WHERE j.jobid = job_id;
+    BEGIN
+        UPDATE automation.job j
+           SET schedule = COALESCE(alter_job.schedule, j.schedule),
+               command  = COALESCE(alter_job.command, j.command),
+               database = COALESCE(alter_job.database, j.database),
+               username = COALESCE(alter_job.username, j.username),
+               active   = COALESCE(alter_job.active, j.active),
+               -- a zero timeout removes it
+               timeout  = CASE WHEN alter_job.timeout IS NULL THEN j.timeout
+                               WHEN alter_job.timeout = interval '0' THEN NULL
+                               ELSE alter_job.timeout END,
+               -- '' returns to automation.timezone / automation.log_runs; 0 removes the cap
+               timezone = CASE WHEN alter_job.timezone IS NULL THEN j.timezone
+                               ELSE NULLIF(alter_job.timezone, '') END,
+               retries = COALESCE(alter_job.retries, j.retries),
+               retry_backoff = COALESCE(alter_job.retry_backoff, j.retry_backoff),
+               overlap = COALESCE(alter_job.overlap, j.overlap),
+               priority = COALESCE(alter_job.priority, j.priority),
+               log_runs = CASE WHEN alter_job.log_runs IS NULL THEN j.log_runs
+                               ELSE NULLIF(alter_job.log_runs, '') END,
+               keep_runs = CASE WHEN alter_job.keep_runs IS NULL THEN j.keep_runs
+                                ELSE NULLIF(alter_job.keep_runs, 0) END
+         WHERE j.jobid = job_id;
+    EXCEPTION WHEN OTHERS THEN
+        -- (0.8.0) the refusal (a bad schedule, a role or database the job
+        -- may not have) without the internal statement in its CONTEXT
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                hint = PG_EXCEPTION_HINT;
+        IF detail <> '' AND hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail, HINT = hint;
+        ELSIF detail <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, DETAIL = detail;
+        ELSIF hint <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg, HINT = hint;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = state, MESSAGE = msg;
+    END;
 END
 $fn$;
 

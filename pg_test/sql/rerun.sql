@@ -21,6 +21,17 @@ EXCEPTION WHEN OTHERS THEN
     RETURN state || ': ' || regexp_replace(msg, '[0-9a-f]{8}-[0-9a-f-]{27}', '<id>', 'g');
 END $$;
 GRANT EXECUTE ON FUNCTION pg_temp.try(text) TO PUBLIC;
+-- try_hint(sql): the SQLSTATE and hint of the error sql raises
+CREATE FUNCTION pg_temp.try_hint(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE state text; hint text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, hint = PG_EXCEPTION_HINT;
+    RETURN state || ': ' || hint;
+END $$;
+GRANT EXECUTE ON FUNCTION pg_temp.try_hint(text) TO PUBLIC;
 -- work(queue, outcome): claim every claimable step of a queue and complete
 -- it with its element's value, or fail it (outcome 'fail', or 'fail-odd':
 -- the odd items), non-retryable
@@ -186,6 +197,22 @@ SELECT pg_temp.try($$INSERT INTO automation_workflows.definitions (name, definit
     {"name": "a", "queue": "q", "max_failures": 2}]}')$$);
 SELECT pg_temp.try($$INSERT INTO automation_workflows.definitions (name, definition) VALUES ('rr-bad', '{"steps": [
     {"name": "a", "queue": "q"}, {"name": "b", "after": ["a"], "queue": "q", "map": "$.a", "max_failures": 1.5}]}')$$);
+RESET ROLE;
+
+------------------------------------------------------------------------------
+-- 8. messages: the same complete_step again (a lost acknowledgement) is a
+-- no-op; a different result for a step that succeeded is refused, and the
+-- hint says it succeeded (0.7.0: "its lease expired")
+SET ROLE regress_rr_alice;
+INSERT INTO automation_workflows.definitions (name, definition) VALUES ('rr-msg', '{"steps": [{"name": "a", "queue": "rr-msg"}, {"name": "b", "after": ["a"], "queue": "rr-msg"}]}');
+SELECT automation.run_workflow('rr-msg') AS msg_exec \gset
+SELECT c.id AS msg_step FROM automation.claim_steps('rr-msg', 'w1') c \gset
+SELECT automation.complete_step(:msg_step, '{"n": 1}', 'w1');
+SELECT automation.complete_step(:msg_step, '{"n": 1}', 'w1') AS again_is_a_no_op;
+SELECT count(*) AS one_b FROM automation_workflows.step_runs WHERE execution_id = :'msg_exec' AND step = 'b';
+SELECT pg_temp.try_hint(format($$SELECT automation.complete_step(%s, '{"n": 2}', 'w1')$$, :msg_step)) AS different_output;
+SELECT pg_temp.try_hint(format($$SELECT automation.complete_step(%s, '{"n": 1}', 'w2')$$, :msg_step)) AS other_worker;
+SELECT automation.cancel_workflow(:'msg_exec');
 RESET ROLE;
 
 ------------------------------------------------------------------------------

@@ -332,6 +332,12 @@ pub fn serve(dsm: u32) -> Result<u64> {
             )),
         };
         running_step(dsm, 0);
+        if let Err(e) = &outcome {
+            // (0.8.0) a SQL step's failure reaches the server log, as a
+            // job's does (its record is in step_runs and, when it fails the
+            // execution, automation.errors)
+            log!("automation_ext step run {} (execution {}): {} [SQLSTATE {}]", step.id, step.execution, e.message, e.sqlstate());
+        }
         // the session as the role connected, without the step's settings,
         // temporary tables, SET ROLE... before recording as that role
         if let Err(e) = runner::run_catching(runner::SESSION_RESET) {

@@ -286,3 +286,18 @@ fn a_database_with_the_extension_can_be_cloned() {
     admin.batch_execute("DROP DATABASE IF EXISTS it_rb_copy WITH (FORCE)").unwrap();
     admin.batch_execute("DROP DATABASE it_rb_source WITH (FORCE)").unwrap();
 }
+
+/// (0.8.0, issue 29) a SQL step's failure reaches the server log, as a
+/// job's does (0.7.0: only step_runs knew).
+#[test]
+fn a_failed_sql_step_is_logged() {
+    let mut c = connect();
+    define(&mut c, "rb_logged", r#"{"steps": [{"name": "boom", "sql": "SELECT 1 / 0 AS rb_logged_step"}]}"#);
+    let from = log_size();
+    let id: String = c.query_one("SELECT automation.run_workflow('rb_logged')::text", &[]).unwrap().get(0);
+    assert_eq!(wait_finished(&mut c, &id), "error");
+    std::thread::sleep(Duration::from_millis(500));
+    if let Some(n) = log_lines_since(from, "division by zero [SQLSTATE 22012]") {
+        assert!(n >= 1, "the step's failure is in the server log");
+    }
+}
