@@ -15,7 +15,7 @@ use automation_ext_integration::{connect_retrying, conninfo_for, Client, NoTls};
 
 const CLONES: usize = 60;
 const PERIOD_S: f64 = 10.0;
-const WATCH: Duration = Duration::from_secs(45);
+const WATCH: Duration = Duration::from_secs(60);
 
 fn admin() -> Client {
     connect_retrying(&conninfo_for("postgres"), Duration::from_secs(60))
@@ -146,7 +146,7 @@ fn watch(names: &[String], label: &str) {
     );
     assert!(short.is_empty(), "{label}: databases whose job never ran: {short:?}");
     // first come, first served: no database is served much less than another
-    assert!(most - least <= 2, "{label}: unfair: {least} to {most} runs per database");
+    assert!(most - least <= 3, "{label}: unfair: {least} to {most} runs per database");
 }
 
 #[test]
