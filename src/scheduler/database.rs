@@ -462,19 +462,25 @@ fn dispatch_sql_steps(dboid: u32) -> Option<i64> {
             }
             continue;
         }
-        let want = ready.min(workers) as usize;
-        let active: Vec<i32> = SHARED
-            .share()
-            .runs
-            .iter()
-            .filter(|r| {
-                r.dboid == dboid
-                    && r.role == role.to_u32()
-                    && r.jobid == crate::engine::steps::STEP_POOL
-                    && matches!(r.state, RunState::Requested | RunState::Started)
-            })
-            .map(|r| r.pid)
-            .collect();
+        // (0.8.0) a worker busy with a step (a long one) serves no other:
+        // the ready steps want idle workers beside the busy ones, up to the
+        // limit (0.7.0 counted busy workers too, so one step sleeping for
+        // ten minutes held up every other step of its role)
+        let (active, busy): (Vec<i32>, usize) = {
+            let shared = SHARED.share();
+            let mine: Vec<&RunSlot> = shared
+                .runs
+                .iter()
+                .filter(|r| {
+                    r.dboid == dboid
+                        && r.role == role.to_u32()
+                        && r.jobid == crate::engine::steps::STEP_POOL
+                        && matches!(r.state, RunState::Requested | RunState::Started)
+                })
+                .collect();
+            (mine.iter().map(|r| r.pid).collect(), mine.iter().filter(|r| r.step_id != 0).count())
+        };
+        let want = (ready as usize + busy).min(workers as usize);
         for &pid in &active {
             shared::signal(pid); // (0 while it starts: it looks anyway)
         }

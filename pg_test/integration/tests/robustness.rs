@@ -301,3 +301,26 @@ fn a_failed_sql_step_is_logged() {
         assert!(n >= 1, "the step's failure is in the server log");
     }
 }
+
+/// (0.8.0) a long SQL step does not hold up the other steps of its role:
+/// the ready steps get idle workers beside the busy one (0.7.0 counted the
+/// busy worker as available, and a step sleeping ten minutes blocked them).
+#[test]
+fn a_long_sql_step_does_not_hold_up_the_others() {
+    let mut c = connect();
+    define(&mut c, "rb_long", r#"{"steps": [{"name": "long", "sql": "SELECT pg_sleep(60) /* rb_long_step */"}]}"#);
+    define(&mut c, "rb_short", r#"{"steps": [{"name": "short", "sql": "SELECT 1"}]}"#);
+    let long: String = c.query_one("SELECT automation.run_workflow('rb_long')::text", &[]).unwrap().get(0);
+    wait_for(
+        &mut c,
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%rb_long_step%' AND state = 'active' AND pid <> pg_backend_pid()",
+        Duration::from_secs(20),
+        "the long step runs",
+    );
+    let t = Instant::now();
+    let short: String = c.query_one("SELECT automation.run_workflow('rb_short')::text", &[]).unwrap().get(0);
+    assert_eq!(wait_finished(&mut c, &short), "success");
+    println!("a short step beside a long one of the same role finished in {:.2} s", t.elapsed().as_secs_f64());
+    assert!(t.elapsed() < Duration::from_secs(15), "the short step did not wait for the long one");
+    c.execute("SELECT automation.cancel_workflow($1::text::uuid)", &[&long]).unwrap();
+}
