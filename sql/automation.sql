@@ -156,6 +156,8 @@ CREATE TABLE automation.errors (
 CREATE INDEX errors_unresolved_workflow_time
     ON automation.errors (workflow_name, error_time)
     WHERE resolved_at IS NULL AND dead_lettered_at IS NULL;
+-- (0.8.0) newest first, keyset-paginated (the console's list)
+CREATE INDEX errors_recent ON automation.errors (error_time DESC, id DESC);
 -- A successful retry resolves its error through this.
 CREATE INDEX errors_retry_execution
     ON automation.errors (retry_execution_id)

@@ -269,6 +269,16 @@ CREATE TABLE automation.execution_stats (
 COMMENT ON TABLE automation.execution_stats IS
     'Finished executions counted by workflow and status (summed over shards) since "since": the counters behind automation_executions_finished_total. Not dumped.';
 
+-- (issue 30) newest first, keyset-paginated: the console's lists
+CREATE INDEX workflow_executions_recent
+    ON automation_workflows.workflow_executions (started_at DESC, id DESC);
+CREATE INDEX workflow_executions_failed_recent
+    ON automation_workflows.workflow_executions (started_at DESC, id DESC)
+    WHERE status IN ('error', 'timeout', 'cancelled');
+CREATE INDEX workflow_executions_workflow_recent
+    ON automation_workflows.workflow_executions (workflow_name, started_at DESC, id DESC);
+CREATE INDEX errors_recent ON automation.errors (error_time DESC, id DESC);
+
 -- functions new or changed in 0.8.0 (as in the install files)
 
 CREATE FUNCTION automation.invoker()

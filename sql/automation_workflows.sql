@@ -102,6 +102,16 @@ CREATE INDEX workflow_executions_retry_of
     ON automation_workflows.workflow_executions (retry_of)
     WHERE retry_of IS NOT NULL;
 
+-- (0.8.0) newest first, keyset-paginated (the console's lists): every
+-- execution, the failed ones, and one workflow's
+CREATE INDEX workflow_executions_recent
+    ON automation_workflows.workflow_executions (started_at DESC, id DESC);
+CREATE INDEX workflow_executions_failed_recent
+    ON automation_workflows.workflow_executions (started_at DESC, id DESC)
+    WHERE status IN ('error', 'timeout', 'cancelled');
+CREATE INDEX workflow_executions_workflow_recent
+    ON automation_workflows.workflow_executions (workflow_name, started_at DESC, id DESC);
+
 COMMENT ON TABLE automation_workflows.workflow_executions IS
     'One row per workflow run; status is one of pending, running, success, error, timeout, cancelled, retrying.';
 
