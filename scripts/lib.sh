@@ -12,7 +12,7 @@ PG_CONF_DIR=/etc/postgresql/$PG_MAJOR/$PG_CLUSTER
 PG_PORT=${PG_PORT:-5432}
 PGRX_VERSION=0.18.0
 APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib
-              libclang-dev clang pkg-config sudo)
+              libclang-dev clang pkg-config sudo curl)
 
 log() { printf '\n==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -48,7 +48,22 @@ ensure_packages() {
 
 # What only the tests need: promtool (Debian's prometheus package) checks
 # monitoring/alerts.yaml. Without recommends: the server is not wanted.
-APT_TEST_PACKAGES=(prometheus)
+APT_TEST_PACKAGES=(prometheus chromium curl python3-venv)
+# Playwright (PyPI) drives Debian's Chromium in the console's browser test;
+# no browser is downloaded. In a venv of its own under the test directory.
+PLAYWRIGHT_VERSION=1.65.2
+VENV=/var/tmp/automation_ext-test/venv
+
+ensure_playwright() {
+    if "$VENV/bin/python" -c "import playwright, sys; from importlib.metadata import version; sys.exit(version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
+        log "playwright $PLAYWRIGHT_VERSION present"
+        return
+    fi
+    log "installing playwright $PLAYWRIGHT_VERSION (PyPI) into $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION"
+}
 
 ensure_test_packages() {
     local missing=()

@@ -22,4 +22,31 @@ psql_admin -d "$DEMO_DB" -qc "CREATE EXTENSION automation_ext"
 log "demo (scripts/demo.sql)"
 psql_admin -d "$DEMO_DB" -f scripts/demo.sql
 
+# The web console (console/, docs/console.md): built in release mode,
+# installed as /usr/local/bin/automation-console, and (re)started serving the
+# demo database on loopback as the postgres OS user (peer authentication).
+CONSOLE_LISTEN=${CONSOLE_LISTEN:-127.0.0.1:8787}
+CONSOLE_PID=/var/tmp/automation-console.pid
+CONSOLE_LOG=/var/tmp/automation-console.log
+log "building the console (console/, release)"
+(cd console && cargo build --release --quiet)
+install -m 755 console/target/release/automation-console /usr/local/bin/automation-console
+if [ -f "$CONSOLE_PID" ] && kill -0 "$(cat "$CONSOLE_PID")" 2>/dev/null; then
+    log "stopping the console started before (pid $(cat "$CONSOLE_PID"))"
+    kill "$(cat "$CONSOLE_PID")"
+    for _ in $(seq 50); do kill -0 "$(cat "$CONSOLE_PID")" 2>/dev/null || break; sleep 0.1; done
+fi
+rm -f "$CONSOLE_PID"
+touch "$CONSOLE_LOG" && chown postgres:postgres "$CONSOLE_LOG"
+setsid runuser -u postgres -- /usr/local/bin/automation-console \
+    --database "host=/var/run/postgresql port=$PG_PORT dbname=$DEMO_DB" --listen "$CONSOLE_LISTEN" --allow-actions \
+    >>"$CONSOLE_LOG" 2>&1 < /dev/null &
+echo $! >"$CONSOLE_PID"
+for _ in $(seq 100); do
+    curl -fsS "http://$CONSOLE_LISTEN/healthz" >/dev/null 2>&1 && break
+    kill -0 "$(cat "$CONSOLE_PID")" 2>/dev/null || { tail -5 "$CONSOLE_LOG"; die "the console did not start (log: $CONSOLE_LOG)"; }
+    sleep 0.1
+done
+
 log "done: connect with  runuser -u postgres -- psql $DEMO_DB"
+log "the console serves $DEMO_DB at http://$CONSOLE_LISTEN/ (log: $CONSOLE_LOG; bash scripts/setup.sh again restarts it)"

@@ -23,6 +23,7 @@
 #
 # One regression file:   bash scripts/test.sh regress <name> [<name> ...]
 # The alerting rules:    bash scripts/test.sh monitoring
+# The web console:       bash scripts/test.sh console
 # One integration test:  bash scripts/test.sh integration <binary> [<test name filter>]
 # (both still build and start the throw-away cluster, and skip the other steps)
 set -euo pipefail
@@ -189,4 +190,39 @@ if [ "$ONLY" = all ] || [ "$ONLY" = integration ]; then
             AUTOMATION_PROGRESS_WORKERS="${AUTOMATION_PROGRESS_WORKERS:-}" "$bin" "${filter[@]}"
     done
 fi
+# the web console: its unit tests, then a real browser (Debian's headless
+# Chromium, driven by Playwright from PyPI in a venv of its own) against a
+# database of the test cluster; screenshots under target/console-screenshots
+if [ "$ONLY" = all ] || [ "$ONLY" = console ]; then
+    log "console: unit tests (console/)"
+    (cd console && CARGO_TARGET_DIR="$PWD/../target/console" cargo test --quiet)
+    (cd console && CARGO_TARGET_DIR="$PWD/../target/console" cargo build --quiet)
+    ensure_playwright
+    log "console: a real browser against the test cluster (pg_test/console/browser_test.py)"
+    tpsql -q -d postgres -c "DROP DATABASE IF EXISTS automation_console_test" -c "CREATE DATABASE automation_console_test" >/dev/null
+    tpsql -q -d automation_console_test -f pg_test/console/fixture.sql >/dev/null
+    CPORT=$(free_port)
+    CLOG=$(mktemp /tmp/automation_ext-console.XXXXXX)
+    target/console/debug/automation-console --database "host=$TSOCK port=$TPORT user=postgres dbname=automation_console_test" \
+        --listen "127.0.0.1:$CPORT" --allow-actions --refresh-seconds 2 >"$CLOG" 2>&1 &
+    console_pid=$!
+    for _ in $(seq 100); do
+        curl -fsS "http://127.0.0.1:$CPORT/healthz" >/dev/null 2>&1 && break
+        kill -0 "$console_pid" 2>/dev/null || { cat "$CLOG"; die "the console did not start"; }
+        sleep 0.1
+    done
+    rm -rf target/console-screenshots
+    status=0
+    CONSOLE_URL="http://127.0.0.1:$CPORT" PSQL="$PBIN/psql -h $TSOCK -p $TPORT -U postgres -d automation_console_test" \
+        CHROMIUM=/usr/bin/chromium SHOTS="$PWD/target/console-screenshots" \
+        "$VENV/bin/python" pg_test/console/browser_test.py || status=$?
+    kill "$console_pid" 2>/dev/null || true
+    wait "$console_pid" 2>/dev/null || true
+    if [ $status -ne 0 ]; then
+        cat "$CLOG"
+        die "the console's browser test failed (screenshots in target/console-screenshots)"
+    fi
+    rm -f "$CLOG"
+fi
+
 log "all tests passed"
