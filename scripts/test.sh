@@ -177,6 +177,20 @@ if [ "$ONLY" = all ] || [ "$ONLY" = integration ]; then
         cargo test --manifest-path pg_test/integration/Cargo.toml --no-run --message-format=json \
         | grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/')
     [ -n "$binaries" ] || die "no integration test binaries were built"
+    # (0.8.0) the postgres OS user runs them: from a copy it can reach, so
+    # that a checkout it cannot traverse (root's home, 0700) works too
+    TBIN=$TDATA/bin
+    mkdir -p "$TBIN"
+    copied=""
+    for bin in $binaries; do
+        install -m 755 "$bin" "$TBIN/"
+        copied="$copied $TBIN/$(basename "$bin")"
+    done
+    chown -R postgres:postgres "$TBIN"
+    first=$(echo $copied | awk '{print $1}')
+    runuser -u postgres -- test -x "$first" \
+        || die "the postgres OS user cannot run the integration binaries copied to $TBIN"
+    binaries=$copied
     for bin in $binaries; do
         if [ "$ONLY" = integration ] && [ $# -gt 0 ] && [ "$(basename "$bin" | sed 's/-[0-9a-f]*$//')" != "$1" ]; then
             continue
@@ -200,7 +214,8 @@ if [ "$ONLY" = all ] || [ "$ONLY" = console ]; then
     ensure_playwright
     log "console: a real browser against the test cluster (pg_test/console/browser_test.py)"
     tpsql -q -d postgres -c "DROP DATABASE IF EXISTS automation_console_test" -c "CREATE DATABASE automation_console_test" >/dev/null
-    tpsql -q -d automation_console_test -f pg_test/console/fixture.sql >/dev/null
+    # (on standard input: psql runs as postgres, which may not read the checkout)
+    tpsql -q -d automation_console_test <pg_test/console/fixture.sql >/dev/null
     CPORT=$(free_port)
     CLOG=$(mktemp /tmp/automation_ext-console.XXXXXX)
     target/console/debug/automation-console --database "host=$TSOCK port=$TPORT user=postgres dbname=automation_console_test" \
