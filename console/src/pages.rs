@@ -209,13 +209,13 @@ async fn overview(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Que
     let scheduler = rows(&c, "SELECT * FROM automation.scheduler_status()", &[]).await;
     let queue = rows(
         &c,
-        "SELECT labels->>'workflow' AS workflow,
-                max(value) FILTER (WHERE metric = 'automation_queue_executions' AND labels->>'state' = 'pending') AS pending,
-                max(value) FILTER (WHERE metric = 'automation_queue_executions' AND labels->>'state' = 'running') AS running,
-                max(value) FILTER (WHERE metric = 'automation_queue_oldest_pending_seconds') AS oldest_pending_seconds
-           FROM automation.live_metrics()
-          WHERE metric IN ('automation_queue_executions', 'automation_queue_oldest_pending_seconds')
-          GROUP BY 1 ORDER BY 1",
+        "SELECT q.workflow_name AS workflow,
+                count(*) FILTER (WHERE q.claimed_by IS NULL) AS pending,
+                count(*) FILTER (WHERE q.claimed_by IS NOT NULL) AS running,
+                extract(epoch FROM now() - min(q.run_after) FILTER (WHERE q.claimed_by IS NULL AND q.run_after <= now()))
+                    AS oldest_pending_seconds
+           FROM automation_workflows.execution_queue q
+          GROUP BY 1 ORDER BY 1 LIMIT 100",
         &[],
     )
     .await;
@@ -293,7 +293,7 @@ async fn workflows(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Qu
                       count(*) FILTER (WHERE e.status IN ('error', 'timeout')) AS failed,
                       max(e.started_at) AS latest
                  FROM automation_workflows.workflow_executions e
-                WHERE e.workflow_name = d.name AND e.started_at > now() - interval '7 days') s ON true
+                WHERE e.workflow_name = d.name AND e.started_at > now() - interval '24 hours') s ON true
           ORDER BY d.name",
         &[],
     )
@@ -352,7 +352,7 @@ async fn workflow(
                 count(*) FILTER (WHERE e.status IN ('error', 'timeout')) AS failed,
                 max(e.started_at) AS latest
            FROM automation_workflows.workflow_executions e
-          WHERE e.workflow_name = $1 AND e.started_at > now() - interval '30 days'
+          WHERE e.workflow_name = $1 AND e.started_at > now() - interval '7 days'
           GROUP BY 1 ORDER BY 1 DESC NULLS LAST",
         &[&name],
     )
