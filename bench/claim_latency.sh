@@ -86,7 +86,7 @@ done
 
 echo "enqueue-to-claim latency, one idle worker, $N executions (or workflows) started 50-70 ms apart:"
 psql_admin -d "$DB" -At -F ' ' -c "
-    SELECT format('  %s p50 %s ms   p95 %s ms   max %s ms   (%s claims)', rpad(mode, 8),
+    SELECT format('  %s p50 %s ms   p95 %s ms   max %s ms   (%s claims)', rpad(mode, 13),
                   round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
                   round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 2),
                   round(max(ms)::numeric, 2), count(*))
