@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 mod audit;
 mod catalog;
 mod civil;
+mod compat;
 mod discovery;
 mod engine;
 mod error;

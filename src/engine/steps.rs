@@ -364,7 +364,7 @@ fn reload_config_on_sighup() {
     let _same_signature: unsafe fn(std::ffi::c_int) = pg_sys::SignalHandlerForConfigReload;
     // SAFETY: installs PostgreSQL's own handler, which only sets
     // ConfigReloadPending and this process's latch.
-    unsafe { pg_sys::pqsignal(pg_sys::SIGHUP as std::ffi::c_int, Some(postgres_reload_handler)) };
+    unsafe { crate::compat::set_signal_handler(pg_sys::SIGHUP as std::ffi::c_int, Some(postgres_reload_handler)) };
 }
 
 /// Reload the configuration if SIGHUP asked for it.

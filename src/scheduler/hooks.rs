@@ -109,7 +109,7 @@ unsafe fn before_drop(name: &CStr) {
     // SAFETY: catalog look-ups in the current transaction.
     let (dboid, owner) = unsafe {
         let dboid = pg_sys::get_database_oid(name.as_ptr(), true);
-        (dboid, dboid != pg_sys::InvalidOid && pg_sys::pg_database_ownercheck(dboid, pg_sys::GetUserId()))
+        (dboid, dboid != pg_sys::InvalidOid && crate::compat::database_owned_by(dboid, pg_sys::GetUserId()))
     };
     if !owner {
         return; // DROP DATABASE itself will refuse
@@ -126,7 +126,7 @@ unsafe fn before_drop(name: &CStr) {
     unsafe {
         let n = pg_sys::pgstat_fetch_stat_numbackends();
         for i in 1..=n {
-            let entry = pg_sys::pgstat_fetch_stat_local_beentry(i);
+            let entry = crate::compat::local_backend(i);
             if entry.is_null() {
                 continue;
             }
@@ -212,7 +212,7 @@ unsafe fn our_workers(dboid: pg_sys::Oid) -> Vec<(i32, String, bool)> {
         pg_sys::pgstat_clear_snapshot();
         let n = pg_sys::pgstat_fetch_stat_numbackends();
         for i in 1..=n {
-            let entry = pg_sys::pgstat_fetch_stat_local_beentry(i);
+            let entry = crate::compat::local_backend(i);
             if entry.is_null() {
                 continue;
             }

@@ -46,7 +46,7 @@ pub fn handle_sigterm_like_a_backend() {
     let _same_signature: unsafe fn(c_int) = pg_sys::die;
     // SAFETY: installs PostgreSQL's own handler for a signal that is still
     // blocked (background workers start with signals blocked).
-    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as c_int, Some(postgres_die)) };
+    unsafe { crate::compat::set_signal_handler(pg_sys::SIGTERM as c_int, Some(postgres_die)) };
 }
 
 /// A dynamic worker's handle as PostgreSQL keeps it (bgworker.c's

@@ -653,7 +653,7 @@ unsafe fn run_top_level(sql: &str, capture: bool) -> (String, Option<FirstValue>
                 r
             };
             let mut qc = pg_sys::QueryCompletion::default();
-            pg_sys::PortalRun(portal, i64::MAX as _, true, true, receiver, receiver, &mut qc);
+            crate::compat::portal_run_to_end(portal, receiver, &mut qc);
             if let Some(destroy) = (*receiver).rDestroy {
                 destroy(receiver);
             }
@@ -699,7 +699,7 @@ unsafe fn first_value(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDe
         }
         let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
         let found = if pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
-            let type_oid = (*(*desc).attrs.as_ptr()).atttypid;
+            let type_oid = crate::compat::column_type(desc, 0);
             let mut isnull = false;
             let datum = pg_sys::slot_getattr(slot, 1, &mut isnull);
             let text = (!isnull).then(|| {
