@@ -1,3 +1,4 @@
+-- PostgreSQL 18 writes the bounds of an out-of-range setting with their unit ("0 s .. 2147483647 s"): expected/retention_never_drops_current_data_1.out
 -- Issue 15 (1): a negative retention dropped every partition, today's too;
 -- '0' meant "keep nothing" for metrics but "keep all" for monitoring.
 -- One rule now: 0 keeps everything, a negative retention is refused (22023).

@@ -37,7 +37,8 @@ INSERT INTO automation_workflows.definitions (name, definition) VALUES ('sql-cha
 SELECT automation.run_workflow('sql-chain', '{"day": "2026-01-01"}') AS chain_id \gset
 SELECT pg_temp.finished(:'chain_id');
 SELECT step, map_index, status, output, queue IS NULL AS sql_step, worker LIKE 'step worker %' AS by_step_worker
-  FROM automation_workflows.step_runs WHERE execution_id = :'chain_id' ORDER BY id;
+  FROM automation_workflows.step_runs WHERE execution_id = :'chain_id'
+ ORDER BY array_position(ARRAY['extract', 'double', 'load', 'nothing'], step), map_index;
 SELECT done, running, pending, waiting, failed FROM automation.workflow_progress WHERE execution_id = :'chain_id';
 SELECT stage, status, count(*) FROM automation.pipeline_metrics WHERE pipeline_name = 'sql-chain' GROUP BY 1, 2 ORDER BY 1;
 

@@ -19,7 +19,11 @@ SELECT count(*) AS instants,
   FROM generate_series('1850-01-01'::timestamptz, '2250-01-01', interval '7 days 5 hours') t;
 
 -- fixed widths with odd origins against exact arithmetic on microseconds
--- (extract(epoch ...) is numeric: no rounding), and against date_bin
+-- (extract(epoch ...) is numeric: no rounding), and against date_bin where
+-- the instant is not before the origin (date_bin of PostgreSQL 16.2, the
+-- build tested for 16, puts an instant before the origin that falls on a
+-- bucket's start into the bucket before: 1970-01-01 00:00 in hourly buckets
+-- from 1999-12-29 gives 1969-12-31 23:00; Debian's 15.20 and 18.6 do not)
 WITH cases AS (
     SELECT w, o, t, extract(epoch FROM w) AS ew, extract(epoch FROM o) AS eo, extract(epoch FROM t) AS et
       FROM unnest(ARRAY[interval '1 hour', '7 minutes 3 seconds', '3 days 5 microseconds', '999999 microseconds']) w,
@@ -29,7 +33,7 @@ WITH cases AS (
 SELECT count(*) AS cases,
        count(*) FILTER (WHERE extract(epoch FROM automation.time_bucket(w, t, o))
                               IS DISTINCT FROM eo + floor((et - eo) / ew) * ew) AS wrong,
-       count(*) FILTER (WHERE automation.time_bucket(w, t, o) IS DISTINCT FROM date_bin(w, t, o)) AS differs_from_date_bin
+       count(*) FILTER (WHERE t >= o AND automation.time_bucket(w, t, o) IS DISTINCT FROM date_bin(w, t, o)) AS differs_from_date_bin
   FROM cases;
 
 -- infinities as date_bin: an infinite ts comes back, an infinite origin is 22008
