@@ -45,6 +45,9 @@ BEGIN
                    pg_catalog.array_agg(con.conname ORDER BY con.conname) AS names
               FROM pg_catalog.pg_constraint con
              WHERE con.conrelid = c.oid AND a.attnum = ANY (con.conkey)
+               -- (0.9.0) PostgreSQL 18 catalogs NOT NULL as constraints
+               -- (contype 'n'); is_nullable says it already
+               AND con.contype <> 'n'
       ) k ON true
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
        AND NOT c.relispartition

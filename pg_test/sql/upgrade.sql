@@ -420,3 +420,26 @@ ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
 DROP ROLE regress_up_etl;
 DROP ROLE regress_up_other;
+
+------------------------------------------------------------------------------
+-- 0.8.0 -> current: 0.9.0 (PostgreSQL 16 and 18). describe_tables leaves
+-- out PostgreSQL 18's NOT NULL constraints (is_nullable says it), and on 18
+-- the NOT NULL constraints of the columns 0.8.0 renamed get a fresh
+-- install's names (the catalogs compared below would differ on 18 otherwise).
+CREATE EXTENSION automation_ext VERSION '0.8.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+CREATE TABLE public.up_090 (id int PRIMARY KEY, label text NOT NULL);
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT column_name, is_nullable, constraint_types
+  FROM automation.describe_tables('public') WHERE table_name = 'up_090';
+DROP TABLE public.up_090;
+CREATE TEMP TABLE upgraded_080 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_080 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.8.0' AS difference, * FROM upgraded_080 EXCEPT SELECT 'only after upgrade from 0.8.0', * FROM fresh_080)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_080 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_080)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;
