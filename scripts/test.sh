@@ -21,6 +21,13 @@
 # The cluster is stopped and removed at the end, also when a test fails or
 # the run is interrupted.
 #
+# PostgreSQL majors: every test runs on 15 (Debian's), 16 and 18 (pinned PyPI
+# wheels, see lib.sh), one after the other, each with its own private
+# installation, pgrx home, build directory and throw-away cluster. One major:
+#                        bash scripts/test.sh --pg 16 [what]
+# (the console's browser test and the alerting rules do not depend on the
+# major: they run in the PostgreSQL 15 pass, or with --pg N console.)
+#
 # One regression file:   bash scripts/test.sh regress <name> [<name> ...]
 # The alerting rules:    bash scripts/test.sh monitoring
 # The web console:       bash scripts/test.sh console
@@ -30,6 +37,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+MAJORS=()
+while [ "${1:-}" = --pg ]; do
+    [ -n "${2:-}" ] || die "--pg needs a major version (${SUPPORTED_MAJORS[*]})"
+    [[ " ${SUPPORTED_MAJORS[*]} " == *" $2 "* ]] || die "PostgreSQL $2: not supported (majors: ${SUPPORTED_MAJORS[*]})"
+    MAJORS+=("$2")
+    shift 2
+done
+[ ${#MAJORS[@]} -gt 0 ] || MAJORS=("${SUPPORTED_MAJORS[@]}")
+if [ ${#MAJORS[@]} -gt 1 ]; then
+    # one pass per major, each in a process of its own (its own cluster and
+    # clean-up); the first failure stops the run
+    summary=""
+    for major in "${MAJORS[@]}"; do
+        started=$(date +%s)
+        bash "$0" --pg "$major" "$@" || die "the tests failed on PostgreSQL $major"
+        summary="$summary  PostgreSQL $major: $(( $(date +%s) - started )) s"
+    done
+    log "all tests passed on PostgreSQL ${MAJORS[*]} ($summary )"
+    exit 0
+fi
 ONLY=${1:-all}
 shift || true
 
@@ -37,44 +64,15 @@ require_root
 ensure_packages
 ensure_test_packages
 ensure_cargo_pgrx
-
-PRIVATE=/var/tmp/automation_ext-test
-PREFIX=$PRIVATE/prefix
-PBIN=$PREFIX/usr/lib/postgresql/$PG_MAJOR/bin
-PPG_CONFIG=$PBIN/pg_config
-
-# 2. the private installation: a copy of Debian's, made again when Debian's changes
-ensure_private_install() {
-    local want have
-    want=$("$PG_CONFIG" --version)
-    have=$([ -x "$PPG_CONFIG" ] && "$PPG_CONFIG" --version || true)
-    if [ "$want" != "$have" ] || [ "$("$PPG_CONFIG" --bindir 2>/dev/null)" != "$PBIN" ]; then
-        log "private PostgreSQL installation under $PREFIX ($want)"
-        rm -rf "$PREFIX"
-        mkdir -p "$PREFIX/usr/lib/postgresql" "$PREFIX/usr/share/postgresql" "$PREFIX/usr/include"
-        cp -a "/usr/lib/postgresql/$PG_MAJOR" "$PREFIX/usr/lib/postgresql/"
-        cp -a "/usr/share/postgresql/$PG_MAJOR" "$PREFIX/usr/share/postgresql/"
-        cp -a /usr/include/postgresql "$PREFIX/usr/include/"
-    else
-        log "private PostgreSQL installation present ($have)"
-    fi
-    [ "$("$PPG_CONFIG" --sharedir)" = "$PREFIX/usr/share/postgresql/$PG_MAJOR" ] \
-        || die "the copy's pg_config does not report the private prefix ($("$PPG_CONFIG" --sharedir))"
-    # pgrx, pointed at the copy in a home of its own (setup.sh's stays on Debian's)
-    export PGRX_HOME=$PRIVATE/pgrx-home
-    mkdir -p "$PGRX_HOME"
-    if ! grep -q "^pg$PG_MAJOR = \"$PPG_CONFIG\"" "$PGRX_HOME/config.toml" 2>/dev/null; then
-        log "cargo pgrx init --pg$PG_MAJOR $PPG_CONFIG (PGRX_HOME=$PGRX_HOME)"
-        cargo pgrx init --pg$PG_MAJOR "$PPG_CONFIG"
-    fi
-    # builds against the copy go to a target directory of their own, so that
-    # setup.sh's builds against Debian's installation are not redone each time
-    export CARGO_TARGET_DIR=$PWD/target/private
-}
-ensure_private_install
+# from here on, PG_MAJOR is the major under test (lib.sh's is Debian's)
+PG_MAJOR=${MAJORS[0]}
+# 2. its private installation (lib.sh: use_major)
+use_major "$PG_MAJOR"
+log "PostgreSQL $PG_MAJOR: $("$PPG_CONFIG" --version) at $PBIN"
 
 # the alerting rules: valid, and each alert fires (and only) where it should
-if [ "$ONLY" = all ] || [ "$ONLY" = monitoring ]; then
+# (in the PostgreSQL 15 pass only: they do not depend on the major)
+if { [ "$ONLY" = all ] && [ "$PG_MAJOR" = 15 ]; } || [ "$ONLY" = monitoring ]; then
     log "alerting rules: promtool check rules, promtool test rules (monitoring/)"
     promtool check rules monitoring/alerts.yaml
     (cd monitoring && promtool test rules alerts_test.yaml)
@@ -83,15 +81,34 @@ fi
 
 if [ "$ONLY" = all ]; then
     log "cargo pgrx test pg$PG_MAJOR (unit tests and #[pg_test]s, on pgrx's own cluster)"
-    PGRX_TEST_DATA=$PRIVATE/pgrx-data
+    PGRX_TEST_DATA=$MPRIVATE/pgrx-data
     mkdir -p "$PGRX_TEST_DATA"
     chown postgres:postgres "$PGRX_TEST_DATA"
     cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$PGRX_TEST_DATA"
 fi
 
-# 4. the release build in the copy, and a throw-away cluster from it
-log "building (release) and installing automation_ext into the private installation"
-cargo pgrx install --release --pg-config "$PPG_CONFIG"
+# 4. the release build, packaged (scripts/package.sh) and installed from its
+# package into the private installation, and a throw-away cluster from it
+bash scripts/package.sh --pg "$PG_MAJOR"
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+if [ "$PG_MAJOR" = 15 ]; then
+    deb=target/packages/postgresql-15-automation-ext_${VERSION}-1_amd64.deb
+    log "the .deb: its dependencies resolve (apt-get install --simulate), then unpacked into the private copy"
+    apt-get install --simulate "./$deb" >/tmp/automation_ext-deb-simulate.log 2>&1 \
+        || { cat /tmp/automation_ext-deb-simulate.log; die "apt cannot install $deb"; }
+    grep -q "^Inst postgresql-15-automation-ext" /tmp/automation_ext-deb-simulate.log \
+        || { cat /tmp/automation_ext-deb-simulate.log; die "apt would not install $deb"; }
+    # the private copy has Debian's layout under $PREFIX: the .deb's paths land there
+    dpkg-deb -x "$deb" "$PREFIX"
+else
+    log "the archive: installed with its install.sh into the private installation"
+    unpack=$(mktemp -d)
+    tar -C "$unpack" -xzf "target/packages/automation_ext-$VERSION-pg$PG_MAJOR-linux-x86_64.tar.gz"
+    PG_CONFIG=$PPG_CONFIG sh "$unpack/automation_ext-$VERSION-pg$PG_MAJOR-linux-x86_64/install.sh"
+    rm -rf "$unpack"
+fi
+cmp -s "$("$PPG_CONFIG" --pkglibdir)/automation_ext.so" "$CARGO_TARGET_DIR/release/libautomation_ext.so" \
+    || die "the installed library is not the one just built"
 install -m 644 pg_test/releases/automation_ext--*.sql "$("$PPG_CONFIG" --sharedir)/extension/"
 
 free_port() {
@@ -207,7 +224,7 @@ fi
 # the web console: its unit tests, then a real browser (Debian's headless
 # Chromium, driven by Playwright from PyPI in a venv of its own) against a
 # database of the test cluster; screenshots under target/console-screenshots
-if [ "$ONLY" = all ] || [ "$ONLY" = console ]; then
+if { [ "$ONLY" = all ] && [ "$PG_MAJOR" = 15 ]; } || [ "$ONLY" = console ]; then
     log "console: unit tests (console/)"
     (cd console && CARGO_TARGET_DIR="$PWD/../target/console" cargo test --quiet)
     (cd console && CARGO_TARGET_DIR="$PWD/../target/console" cargo build --quiet)
@@ -240,4 +257,4 @@ if [ "$ONLY" = all ] || [ "$ONLY" = console ]; then
     rm -f "$CLOG"
 fi
 
-log "all tests passed"
+log "all tests passed (PostgreSQL $PG_MAJOR)"
