@@ -49,9 +49,21 @@ if [ ${#MAJORS[@]} -gt 1 ]; then
     # one pass per major, each in a process of its own (its own cluster and
     # clean-up); the first failure stops the run
     summary=""
+    rest=("${MAJORS[@]:1}")
     for major in "${MAJORS[@]}"; do
         started=$(date +%s)
-        bash "$0" --pg "$major" "$@" || die "the tests failed on PostgreSQL $major"
+        # the first pass builds the others' release packages while its
+        # integration tests run (mostly waiting on workers), at the lowest
+        # CPU priority
+        prebuild=""
+        [ "$major" = "${MAJORS[0]}" ] && prebuild="${rest[*]}"
+        # 16 between 15 and 18: regression and integration suites (the
+        # #[pg_test]s, the same Rust code, run on 15 and 18), to keep CI
+        # under 45 minutes; `--pg 16` alone runs them too
+        skip=""
+        [ "$major" = 16 ] && skip=1
+        AUTOMATION_TEST_SKIP_PG_TEST=$skip AUTOMATION_TEST_PREBUILD=$prebuild bash "$0" --pg "$major" "$@" \
+            || die "the tests failed on PostgreSQL $major"
         summary="$summary  PostgreSQL $major: $(( $(date +%s) - started )) s"
     done
     log "all tests passed on PostgreSQL ${MAJORS[*]} ($summary )"
@@ -79,7 +91,9 @@ if { [ "$ONLY" = all ] && [ "$PG_MAJOR" = 15 ]; } || [ "$ONLY" = monitoring ]; t
     [ "$ONLY" = monitoring ] && { log "all tests passed"; exit 0; }
 fi
 
-if [ "$ONLY" = all ]; then
+if [ "$ONLY" = all ] && [ -n "${AUTOMATION_TEST_SKIP_PG_TEST:-}" ]; then
+    log "cargo pgrx test pg$PG_MAJOR: left out in this run (they run on 15 and 18; bash scripts/test.sh --pg $PG_MAJOR runs them)"
+elif [ "$ONLY" = all ]; then
     log "cargo pgrx test pg$PG_MAJOR (unit tests and #[pg_test]s, on pgrx's own cluster)"
     PGRX_TEST_DATA=$MPRIVATE/pgrx-data
     mkdir -p "$PGRX_TEST_DATA"
@@ -131,6 +145,9 @@ as_postgres_env() {
 }
 cleanup() {
     local status=$?
+    if [ $status -ne 0 ] && [ -n "${prebuild_pid:-}" ]; then
+        kill -- -"$prebuild_pid" 2>/dev/null || true
+    fi
     as_postgres_env "$PBIN/pg_ctl" -D "$TDATA/data" -m immediate -w stop >/dev/null 2>&1 || true
     if [ $status -ne 0 ] && [ -f "$TLOG" ]; then
         cp "$TLOG" /tmp/automation_ext-test-server.log
@@ -186,6 +203,19 @@ if [ "$ONLY" = all ] || [ "$ONLY" = regress ]; then
         die "SQL regression suite failed (output kept in $work)"
     fi
     rm -rf "$work"
+fi
+
+prebuild_pid=""
+if [ "$ONLY" = all ] && [ -n "${AUTOMATION_TEST_PREBUILD:-}" ]; then
+    ensure_venv   # (here, not in both at once: pip downloads the wheels)
+    prebuild_args=()
+    for m in $AUTOMATION_TEST_PREBUILD; do prebuild_args+=(--pg "$m"); done
+    log "meanwhile, at the lowest CPU priority: the release packages for PostgreSQL $AUTOMATION_TEST_PREBUILD (log: $PRIVATE/prebuild.log)"
+    # (a failure here shows again, in full, when that major's pass packages)
+    # (in a session of its own, so that a failing pass can stop all of it)
+    setsid env -u CARGO_TARGET_DIR -u PGRX_HOME nice -n 19 bash scripts/package.sh "${prebuild_args[@]}" \
+        >"$PRIVATE/prebuild.log" 2>&1 </dev/null &
+    prebuild_pid=$!
 fi
 
 if [ "$ONLY" = all ] || [ "$ONLY" = integration ]; then
@@ -257,4 +287,8 @@ if { [ "$ONLY" = all ] && [ "$PG_MAJOR" = 15 ]; } || [ "$ONLY" = console ]; then
     rm -f "$CLOG"
 fi
 
+if [ -n "$prebuild_pid" ]; then
+    log "waiting for the packages built meanwhile"
+    wait "$prebuild_pid" || true
+fi
 log "all tests passed (PostgreSQL $PG_MAJOR)"
