@@ -12,7 +12,7 @@ PG_CONF_DIR=/etc/postgresql/$PG_MAJOR/$PG_CLUSTER
 PG_PORT=${PG_PORT:-5432}
 PGRX_VERSION=0.18.0
 APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib
-              libclang-dev clang pkg-config sudo curl)
+              libclang-dev clang pkg-config sudo curl python3-venv)
 
 log() { printf '\n==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
