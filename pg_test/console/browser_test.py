@@ -116,6 +116,9 @@ def main():
         html = visit("/jobs", "jobs")
         jobid = sql("SELECT jobid FROM automation.job WHERE jobname = 'console-job'")
         check("console-job" in html, "the jobs page lists the job")
+        check(page.locator("tr.error", has_text="console-failing-job").count() == 1
+              and "division by zero" in page.locator("tr.error").first.inner_text(),
+              "a job whose last run failed stands out, with the reason")
         html = visit(f"/jobs/{jobid}", "job")
         check(page.locator(".runs .run").count() >= 2, "the job's runs are on its timeline")
         html = visit("/triggers", "triggers")

@@ -33,3 +33,5 @@ SELECT 'schedule', '{"cron": "2 seconds", "overlap": "parallel", "input": {"by":
   FROM automation_workflows.definitions WHERE name = 'wait-flow';
 -- a job
 SELECT automation.schedule('console-job', '1 seconds', 'SELECT 1');
+-- a job that fails: the jobs page shows why at a glance
+SELECT automation.schedule('console-failing-job', '1 seconds', 'SELECT 1/0');
