@@ -19,15 +19,14 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
     getrandom::getrandom(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
 /// Is `hash` a PHC string we can check passwords against?
 pub fn check_hash(hash: &str) -> Result<(), String> {
-    PasswordHash::new(hash).map(|_| ()).map_err(|e| format!("not an Argon2 PHC string ({e}); make one with `automation-console hash-password`"))
+    PasswordHash::new(hash)
+        .map(|_| ())
+        .map_err(|e| format!("not an Argon2 PHC string ({e}); make one with `automation-console hash-password`"))
 }
 
 /// Does `password` match `hash`?

@@ -19,7 +19,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "automation-console", version, about = "A web console for automation_ext: runs, schedules and failures, and acting on them.")]
+#[command(
+    name = "automation-console",
+    version,
+    about = "A web console for automation_ext: runs, schedules and failures, and acting on them."
+)]
 struct Cli {
     /// libpq connection string of the database to show (its role decides
     /// what the console sees and may do)
@@ -88,8 +92,10 @@ async fn main() {
 }
 
 async fn serve(cli: Cli) -> Result<(), String> {
-    let addr: SocketAddr =
-        cli.listen.parse().map_err(|e| format!("--listen {}: not an address such as 127.0.0.1:8787 ({e})", cli.listen))?;
+    let addr: SocketAddr = cli
+        .listen
+        .parse()
+        .map_err(|e| format!("--listen {}: not an address such as 127.0.0.1:8787 ({e})", cli.listen))?;
     if let Some(hash) = &cli.password_hash {
         auth::check_hash(hash)?;
     } else if !auth::is_loopback(&addr) {
@@ -128,7 +134,10 @@ async fn serve(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("could not query the database: {e}"))?;
         let version: Option<String> = row.get(2);
         let Some(version) = version else {
-            return Err(format!("database {} has no automation_ext (CREATE EXTENSION automation_ext)", row.get::<_, String>(1)));
+            return Err(format!(
+                "database {} has no automation_ext (CREATE EXTENSION automation_ext)",
+                row.get::<_, String>(1)
+            ));
         };
         println!(
             "automation-console: database {} as {} (automation_ext {version}); {}",

@@ -41,9 +41,7 @@ pub fn templates() -> minijinja::Environment<'static> {
         env.add_template(name, text).expect("the console's templates parse");
     }
     env.add_filter("ts", ts);
-    env.add_filter("json", |v: minijinja::Value| -> String {
-        serde_json::to_string_pretty(&v).unwrap_or_default()
-    });
+    env.add_filter("json", |v: minijinja::Value| -> String { serde_json::to_string_pretty(&v).unwrap_or_default() });
     env
 }
 
@@ -72,8 +70,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/triggers", get(triggers))
         .route("/errors", get(errors))
         .route("/queue", get(queue))
-        .route("/static/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], include_str!("../static/app.js")) }))
-        .route("/static/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css")], include_str!("../static/app.css")) }))
+        .route(
+            "/static/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], include_str!("../static/app.js")) }),
+        )
+        .route(
+            "/static/app.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], include_str!("../static/app.css")) }),
+        )
         .route("/healthz", get(|| async { "ok" }));
     if app.allow_actions {
         r = r
@@ -110,11 +114,14 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
     );
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     if app.allow_actions {
-        if let Ok(v) = HeaderValue::from_str(&format!("{CSRF_COOKIE}={}; Path=/; SameSite=Strict; HttpOnly", app.csrf)) {
+        if let Ok(v) = HeaderValue::from_str(&format!("{CSRF_COOKIE}={}; Path=/; SameSite=Strict; HttpOnly", app.csrf))
+        {
             h.append(header::SET_COOKIE, v);
         }
     }
@@ -159,7 +166,10 @@ async fn one(client: &deadpool_postgres::Object, sql: &str, params: &[&(dyn ToSq
 
 async fn session(app: &App) -> Result<deadpool_postgres::Object, Response> {
     app.pool.get().await.map_err(|e| {
-        (StatusCode::SERVICE_UNAVAILABLE, Html(format!("<p>the database is not reachable: {}</p>", escape(&e.to_string()))))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html(format!("<p>the database is not reachable: {}</p>", escape(&e.to_string()))),
+        )
             .into_response()
     })
 }
@@ -170,7 +180,14 @@ fn escape(s: &str) -> String {
 
 /// Render `name` with `ctx` plus what every page has; only the live part
 /// (block `content`) when the page's own script asks (X-Fragment).
-fn render(app: &App, headers: &HeaderMap, name: &str, page: &str, mut ctx: Value, flash: &HashMap<String, String>) -> Response {
+fn render(
+    app: &App,
+    headers: &HeaderMap,
+    name: &str,
+    page: &str,
+    mut ctx: Value,
+    flash: &HashMap<String, String>,
+) -> Response {
     if let Value::Object(m) = &mut ctx {
         m.insert("page".into(), json!(page));
         m.insert("allow_actions".into(), json!(app.allow_actions));
@@ -190,7 +207,8 @@ fn render(app: &App, headers: &HeaderMap, name: &str, page: &str, mut ctx: Value
     });
     match result {
         Ok(html) => ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<pre>{}</pre>", escape(&format!("{e:#}"))))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<pre>{}</pre>", escape(&format!("{e:#}")))))
+            .into_response(),
     }
 }
 
@@ -200,7 +218,11 @@ fn not_found(what: &str) -> Response {
 
 // ---------------------------------------------------------------- pages
 
-async fn overview(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn overview(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let c = match session(&app).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -255,6 +277,17 @@ async fn overview(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Que
         &[],
     )
     .await;
+    // jobs failing now (their last fire failed) and jobs the scheduler
+    // deactivated: what needs a person, from automation.job alone
+    let failing_jobs = rows(
+        &c,
+        "SELECT j.jobid, j.jobname, j.consecutive_failures, j.last_run_at, j.active, j.inactive_reason
+           FROM automation.job j
+          WHERE (j.active AND j.last_status = 'failed') OR (NOT j.active AND j.inactive_reason IS NOT NULL)
+          ORDER BY j.last_run_at DESC NULLS LAST LIMIT 30",
+        &[],
+    )
+    .await;
     let max = hours
         .rows
         .as_array()
@@ -270,12 +303,16 @@ async fn overview(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Que
         "overview.html",
         "overview",
         json!({"health": health, "scheduler": scheduler, "queue": queue, "hours": hours, "hours_max": max,
-               "pipelines": pipelines, "problems": problems}),
+               "pipelines": pipelines, "problems": problems, "failing_jobs": failing_jobs}),
         &q,
     )
 }
 
-async fn workflows(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn workflows(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let c = match session(&app).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -379,7 +416,11 @@ fn filter(q: &HashMap<String, String>, key: &str) -> Option<String> {
     q.get(key).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-async fn executions(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn executions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let c = match session(&app).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -409,9 +450,10 @@ async fn executions(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Q
         &[&statuses, &wf, &since, &t, &id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok())],
     )
     .await;
-    let next = list.rows.as_array().filter(|a| a.len() as i64 == PAGE).and_then(|a| a.last()).map(|r| {
-        format!("{}|{}", r["started_at"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())
-    });
+    let next =
+        list.rows.as_array().filter(|a| a.len() as i64 == PAGE).and_then(|a| a.last()).map(|r| {
+            format!("{}|{}", r["started_at"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())
+        });
     render(
         &app,
         &headers,
@@ -600,11 +642,16 @@ async fn job(
                 .collect()
         })
         .unwrap_or_default();
-    let next = runs.rows.as_array().filter(|a| a.len() as i64 == PAGE).and_then(|a| a.last()).map(|r| r["runid"].clone());
+    let next =
+        runs.rows.as_array().filter(|a| a.len() as i64 == PAGE).and_then(|a| a.last()).map(|r| r["runid"].clone());
     render(&app, &headers, "job.html", "jobs", json!({"job": j, "runs": runs, "bars": bars, "next": next}), &q)
 }
 
-async fn triggers(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn triggers(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let c = match session(&app).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -646,10 +693,18 @@ async fn errors(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query
         &[&state, &wf, &t, &id.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok())],
     )
     .await;
-    let next = list.rows.as_array().filter(|a| a.len() as i64 == PAGE).and_then(|a| a.last()).map(|r| {
-        format!("{}|{}", r["error_time"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())
-    });
-    render(&app, &headers, "errors.html", "errors", json!({"errors": list, "state": state, "workflow": wf, "next": next}), &q)
+    let next =
+        list.rows.as_array().filter(|a| a.len() as i64 == PAGE).and_then(|a| a.last()).map(|r| {
+            format!("{}|{}", r["error_time"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())
+        });
+    render(
+        &app,
+        &headers,
+        "errors.html",
+        "errors",
+        json!({"errors": list, "state": state, "workflow": wf, "next": next}),
+        &q,
+    )
 }
 
 async fn queue(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -721,7 +776,12 @@ fn forbidden() -> Response {
     (StatusCode::FORBIDDEN, "the form is stale or not from this console: reload the page and try again").into_response()
 }
 
-async fn rerun(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<ActionForm>) -> Response {
+async fn rerun(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
     if !csrf_ok(&app, &headers, &form) {
         return forbidden();
     }
@@ -742,7 +802,12 @@ async fn rerun(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<S
     }
 }
 
-async fn cancel(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<ActionForm>) -> Response {
+async fn cancel(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
     if !csrf_ok(&app, &headers, &form) {
         return forbidden();
     }
@@ -753,15 +818,21 @@ async fn cancel(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<
         Ok(c) => c,
         Err(r) => return r,
     };
-    let outcome = match c.query_one("SELECT automation.cancel_workflow($1, 'cancelled from the console')", &[&uuid]).await {
-        Ok(row) if row.get::<_, bool>(0) => Ok("cancelled".to_owned()),
-        Ok(_) => Err("it had already ended".to_owned()),
-        Err(e) => Err(db_error(&e)),
-    };
+    let outcome =
+        match c.query_one("SELECT automation.cancel_workflow($1, 'cancelled from the console')", &[&uuid]).await {
+            Ok(row) if row.get::<_, bool>(0) => Ok("cancelled".to_owned()),
+            Ok(_) => Err("it had already ended".to_owned()),
+            Err(e) => Err(db_error(&e)),
+        };
     back(&format!("/executions/{id}"), outcome)
 }
 
-async fn trigger_enabled(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<i32>, Form(form): Form<ActionForm>) -> Response {
+async fn trigger_enabled(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<i32>,
+    Form(form): Form<ActionForm>,
+) -> Response {
     if !csrf_ok(&app, &headers, &form) {
         return forbidden();
     }
@@ -770,18 +841,21 @@ async fn trigger_enabled(State(app): State<Arc<App>>, headers: HeaderMap, Path(i
         Ok(c) => c,
         Err(r) => return r,
     };
-    let outcome = match c
-        .execute("UPDATE automation_triggers.registry SET enabled = $2 WHERE id = $1", &[&id, &enabled])
-        .await
-    {
-        Ok(1) => Ok(format!("trigger {id} {}", if enabled { "resumed" } else { "paused" })),
-        Ok(_) => Err(format!("trigger {id} does not exist, or you may not change it")),
-        Err(e) => Err(db_error(&e)),
-    };
+    let outcome =
+        match c.execute("UPDATE automation_triggers.registry SET enabled = $2 WHERE id = $1", &[&id, &enabled]).await {
+            Ok(1) => Ok(format!("trigger {id} {}", if enabled { "resumed" } else { "paused" })),
+            Ok(_) => Err(format!("trigger {id} does not exist, or you may not change it")),
+            Err(e) => Err(db_error(&e)),
+        };
     back("/triggers", outcome)
 }
 
-async fn job_active(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<i64>, Form(form): Form<ActionForm>) -> Response {
+async fn job_active(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<ActionForm>,
+) -> Response {
     if !csrf_ok(&app, &headers, &form) {
         return forbidden();
     }
@@ -824,8 +898,11 @@ mod tests {
         let empty = json!({"rows": [], "error": null});
         let failing = json!({"rows": [], "error": "permission denied for table job (42501)"});
         for (name, ctx) in [
-            ("overview.html", json!({"health": empty, "scheduler": failing, "queue": empty, "hours": empty, "hours_max": 0,
-                                     "pipelines": empty, "problems": empty})),
+            (
+                "overview.html",
+                json!({"health": empty, "scheduler": failing, "queue": empty, "hours": empty, "hours_max": 0,
+                                     "pipelines": empty, "problems": empty, "failing_jobs": empty}),
+            ),
             ("workflows.html", json!({"workflows": empty})),
             ("executions.html", json!({"executions": empty})),
             ("jobs.html", json!({"jobs": failing})),

@@ -86,9 +86,16 @@ def main():
             page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
             return page.content()
 
+        # the fixture's failing job has failed once (it fires every second)
+        for _ in range(100):
+            if sql("SELECT last_status FROM automation.job WHERE jobname = 'console-failing-job'") == "failed":
+                break
+            time.sleep(0.1)
         html = visit("/", "overview")
         check("Executions, last 24 hours" in html and "Scheduler" in html, "the overview shows its sections")
         check("launcher" in html, "the overview shows the scheduler's launcher")
+        check("console-failing-job" in page.locator("section", has_text="Failing jobs").inner_text(),
+              "the overview lists the failing job")
         html = visit("/workflows", "workflows")
         for name in ["ok-flow", "fail-flow", "wait-flow", "slow-flow"]:
             check(name in html, f"the workflows page lists {name}")
