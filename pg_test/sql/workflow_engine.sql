@@ -181,6 +181,18 @@ SELECT count(*) AS runs_before FROM automation_workflows.workflow_runs;
 DELETE FROM automation_workflows.workflow_executions WHERE id = :'diamond_id';
 SELECT count(*) AS runs_of_the_deleted FROM automation_workflows.workflow_runs WHERE execution_id = :'diamond_id';
 SELECT count(*) AS step_runs_of_the_deleted FROM automation_workflows.step_runs WHERE execution_id = :'diamond_id';
+-- (first let the step workers finish sqlwf: a TRUNCATE while a worker holds a
+-- claimed step and waits to mark its execution running is a deadlock, which
+-- PostgreSQL resolves by failing one of the two)
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN NOT EXISTS (SELECT FROM automation_workflows.workflow_executions
+                               WHERE workflow_name = 'sqlwf' AND status IN ('pending', 'running'));
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
 TRUNCATE automation_workflows.workflow_executions;
 SELECT (SELECT count(*) FROM automation_workflows.workflow_runs) + (SELECT count(*) FROM automation_workflows.step_runs) AS left_after_truncate;
 DELETE FROM automation_workflows.definitions;
