@@ -1,4 +1,5 @@
-//! Small catalog look-ups shared by the functions that take a `regclass`.
+//! Small catalog look-ups shared by the functions that take a `regclass`,
+//! and whether this database's extension is one our workers can serve.
 
 use pgrx::prelude::*;
 
@@ -78,5 +79,46 @@ pub fn relation_owner(schema: &str, name: &str) -> Result<pg_sys::Oid> {
         let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
         pg_sys::ReleaseSysCache(tuple);
         Ok(owner)
+    }
+}
+
+/// (For our background workers.) Is the extension installed here, at a
+/// version whose tables this library reads (0.6.0's, with `next_attempt` and the other per-job
+/// options)? Older versions had other columns or none: such a database
+/// waits, unscheduled, for its ALTER EXTENSION automation_ext UPDATE (whose
+/// script wakes the launcher).
+pub fn extension_ready() -> bool {
+    // SAFETY: syscache lookups inside the caller's transaction; the
+    // attribute tuple is read as pg_attribute's row struct and released.
+    unsafe {
+        if pg_sys::get_extension_oid(c"automation_ext".as_ptr(), true) == pg_sys::InvalidOid {
+            return false;
+        }
+        let nsp = pg_sys::get_namespace_oid(c"automation".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid
+            || pg_sys::get_relname_relid(c"job_run_details".as_ptr(), nsp) == pg_sys::InvalidOid
+        {
+            return false;
+        }
+        let job = pg_sys::get_relname_relid(c"job".as_ptr(), nsp);
+        // 0.6.0's job columns and 0.8.0's engine (this library uses them:
+        // an older schema would make every load, recording or dispatch
+        // fail, and the scheduler exit, again and again). 0.8.0 is marked
+        // by workflow_runs.owner (executions owned by oid).
+        let workflows = pg_sys::get_namespace_oid(c"automation_workflows".as_ptr(), true);
+        let runs = if workflows == pg_sys::InvalidOid {
+            pg_sys::InvalidOid
+        } else {
+            pg_sys::get_relname_relid(c"workflow_runs".as_ptr(), workflows)
+        };
+        let owned = runs != pg_sys::InvalidOid
+            && pg_sys::get_attnum(runs, c"owner".as_ptr()) != pg_sys::InvalidAttrNumber as i16;
+        let ready = job != pg_sys::InvalidOid
+            && pg_sys::get_attnum(job, c"next_attempt".as_ptr()) != pg_sys::InvalidAttrNumber as i16
+            && owned;
+        if !ready {
+            debug1!("automation_ext scheduler: this database has an older version of the extension; its jobs wait for ALTER EXTENSION automation_ext UPDATE");
+        }
+        ready
     }
 }

@@ -13,12 +13,12 @@ mod compat;
 mod discovery;
 mod engine;
 mod error;
+mod jobs;
 mod maintenance;
 mod monitoring;
 mod notify;
 mod queue;
 mod runtime;
-mod scheduler;
 mod schema;
 mod settings;
 mod subxact;
@@ -27,6 +27,9 @@ mod tenancy;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;
 mod timeseries;
+mod toplevel;
+mod triggers;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -37,7 +40,23 @@ mod timeseries;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
-    scheduler::init();
+    if settings::preloaded() {
+        queue::init_shared_memory();
+        tenancy::init_shared_memory();
+    }
+    worker::init(worker::Wiring { duties, serve_steps: engine::steps::serve });
+}
+
+/// The duties of a database's worker, in the order of its turns: the jobs
+/// first (fires are the most time-critical), then SQL steps and deadlines,
+/// then recording finished queue executions, then the trigger inbox.
+fn duties(dboid: u32) -> Vec<Box<dyn worker::Duty>> {
+    vec![
+        Box::new(jobs::schedule::Scheduler::new(dboid)),
+        Box::new(engine::dispatch::SqlSteps::default()),
+        Box::new(queue::record::Recorder::default()),
+        Box::new(triggers::Inbox),
+    ]
 }
 
 /// Required by `cargo pgrx test`: the options of the throw-away test cluster.

@@ -8,7 +8,7 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
 use crate::error::{in_worker_transaction, Context, Error, OrRaise, Result};
-use crate::scheduler::runner;
+use crate::toplevel;
 
 /// B-tree size arithmetic, after the statistical estimate the widely used
 /// bloat queries make (ioguix's btree bloat query): how many pages an index
@@ -307,7 +307,7 @@ fn start_worker() -> bool {
     // SAFETY: this backend's database and top-level transaction id (the
     // queue insert that precedes this call assigned it).
     let (db, xid) = unsafe { (pg_sys::MyDatabaseId, pg_sys::GetTopFullTransactionId().value) };
-    crate::scheduler::start_worker(
+    crate::worker::start_worker(
         "automation_ext index maintenance",
         "automation_ext index maintenance",
         "automation_index_main",
@@ -348,7 +348,7 @@ pub extern "C-unwind" fn automation_index_main(arg: pg_sys::Datum) {
     let xid = BackgroundWorker::get_extra().to_string();
     // SIGTERM ends the worker at the next interrupt check (never inside a
     // critical section); SIGINT cancels the statement.
-    crate::scheduler::handle_sigterm_like_a_backend();
+    crate::worker::handle_sigterm_like_a_backend();
     // SAFETY: standard start-up, handlers installed.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
@@ -469,11 +469,11 @@ fn carry_out(task: &Task) {
     let started = std::time::Instant::now();
     let (outcome, leftovers) = match task.action.as_str() {
         "reindex" => {
-            let outcome = runner::run_catching(&format!("REINDEX INDEX CONCURRENTLY {}", target.index));
+            let outcome = toplevel::run_catching(&format!("REINDEX INDEX CONCURRENTLY {}", target.index));
             let leftovers = if outcome.is_err() { drop_leftovers(target.table_oid) } else { Vec::new() };
             (outcome, leftovers)
         }
-        _ => (runner::run_catching(&format!("DROP INDEX CONCURRENTLY IF EXISTS {}", target.index)), Vec::new()),
+        _ => (toplevel::run_catching(&format!("DROP INDEX CONCURRENTLY IF EXISTS {}", target.index)), Vec::new()),
     };
     let after = if task.action == "reindex" {
         in_worker_transaction(|| {
@@ -521,7 +521,7 @@ fn drop_leftovers(table: pg_sys::Oid) -> Vec<String> {
     });
     names
         .into_iter()
-        .filter(|name| runner::run_catching(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}")).is_ok())
+        .filter(|name| toplevel::run_catching(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}")).is_ok())
         .collect()
 }
 

@@ -609,7 +609,10 @@ mod tests {
                 out
             })
             .collect();
-        assert!(exporter.len() >= 13 && dashboard.len() >= 11 && alerts.len() >= 6, "{exporter:?} {dashboard:?} {alerts:?}");
+        assert!(
+            exporter.len() >= 13 && dashboard.len() >= 11 && alerts.len() >= 6,
+            "{exporter:?} {dashboard:?} {alerts:?}"
+        );
         for name in exporter.iter().chain(dashboard.iter()).chain(alerts.iter()) {
             assert!(exposed.contains(name.as_str()), "{name} is not in the exposition:\n{text}");
         }

@@ -1,7 +1,8 @@
 //! Every GUC of the extension, under the `automation.` prefix, in one place.
 //! `register()` is called from `_PG_init`; it is safe whether the library is
 //! preloaded or loaded on first use (a value SET before the library loaded is
-//! kept: PostgreSQL turns the placeholder into the real setting).
+//! kept: PostgreSQL turns the placeholder into the real setting). It also
+//! notes whether the library is being preloaded (`preloaded()`).
 
 use std::ffi::{c_char, c_void, CStr, CString};
 
@@ -162,7 +163,22 @@ pub static METRICS_PARTITION_INTERVAL: GucSetting<Option<CString>> = GucSetting:
 pub static METRICS_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"90 days"));
 pub static METRICS_PARTITIONS_AHEAD: GucSetting<i32> = GucSetting::<i32>::new(3);
 
+/// Set in the postmaster by `_PG_init` while preloading and inherited by
+/// every process it forks; false when the library was loaded lazily (no
+/// shared memory, no workers).
+static PRELOADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Was the library loaded by shared_preload_libraries (shared memory, the
+/// launcher and the workers exist)?
+pub fn preloaded() -> bool {
+    PRELOADED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn register() {
+    // SAFETY: reading a postmaster-set global flag.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        PRELOADED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let int = |name, short, setting, min, max, flags| {
         GucRegistry::define_int_guc(name, short, c"", setting, min, max, GucContext::Userset, flags)
     };

@@ -145,9 +145,7 @@ pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
         pg_sys::SetUserIdAndSecContext(
             role,
-            saved_context
-                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
         let result = with_pinned_search_path(f);
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
@@ -161,8 +159,7 @@ pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 /// of a role that may not (the table trigger's inbox, the recorder called
 /// by a runner).
 pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = crate::catalog::relation_owner("automation_workflows", "execution_log")
-        .unwrap_or_else(|e| e.raise());
+    let owner = crate::catalog::relation_owner("automation_workflows", "execution_log").unwrap_or_else(|e| e.raise());
     // SAFETY: as in as_role, without the restriction: the code run is the
     // extension's own (fixed, schema-qualified statements).
     unsafe {
@@ -249,9 +246,8 @@ pub unsafe extern "C-unwind" fn act_as(fcinfo: pg_sys::FunctionCallInfo) -> pg_s
         let flinfo = (*fcinfo).flinfo;
         if (*flinfo).fn_extra.is_null() {
             let inner = inner_function((*flinfo).fn_oid);
-            let cache =
-                pg_sys::MemoryContextAllocZero((*flinfo).fn_mcxt, std::mem::size_of::<pg_sys::FmgrInfo>())
-                    as *mut pg_sys::FmgrInfo;
+            let cache = pg_sys::MemoryContextAllocZero((*flinfo).fn_mcxt, std::mem::size_of::<pg_sys::FmgrInfo>())
+                as *mut pg_sys::FmgrInfo;
             pg_sys::fmgr_info_cxt(inner, cache, (*flinfo).fn_mcxt);
             (*flinfo).fn_extra = cache as *mut c_void;
         }
@@ -263,7 +259,9 @@ pub unsafe extern "C-unwind" fn act_as(fcinfo: pg_sys::FunctionCallInfo) -> pg_s
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 format!("permission denied: role {name} may not run workflows"),
             )
-            .with_hint(format!("Running workflows needs membership in automation_runner: GRANT automation_runner TO {name};"))
+            .with_hint(format!(
+                "Running workflows needs membership in automation_runner: GRANT automation_runner TO {name};"
+            ))
             .raise();
         }
         let nargs = (*fcinfo).nargs as usize;
@@ -322,7 +320,7 @@ fn forget_rights() {
 
 /// The shared generation (None without shared memory).
 fn generation() -> Option<u64> {
-    crate::scheduler::shared::preloaded().then(|| GENERATION.get().load(std::sync::atomic::Ordering::Acquire))
+    crate::settings::preloaded().then(|| GENERATION.get().load(std::sync::atomic::Ordering::Acquire))
 }
 
 #[pg_guard]
@@ -330,7 +328,7 @@ unsafe extern "C-unwind" fn forget_at_transaction_end(event: pg_sys::XactEvent::
     match event {
         pg_sys::XactEvent::XACT_EVENT_COMMIT => {
             if CHANGED.replace(false) {
-                if crate::scheduler::shared::preloaded() {
+                if crate::settings::preloaded() {
                     GENERATION.get().fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 }
                 forget_rights();

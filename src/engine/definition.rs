@@ -32,8 +32,7 @@ pub const MAX_ATTEMPTS: i64 = 100;
 pub const MAX_STEPS: usize = 1000;
 
 const WORKFLOW_KEYS: &[&str] = &["steps", "timeout", "concurrency", "description"];
-const STEP_KEYS: &[&str] =
-    &["name", "after", "sql", "queue", "timeout", "retry", "map", "max_failures", "description"];
+const STEP_KEYS: &[&str] = &["name", "after", "sql", "queue", "timeout", "retry", "map", "max_failures", "description"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff", "max_backoff"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,8 +90,24 @@ pub enum MapShape {
 
 /// Methods that make a path yield one scalar: such a path is never a list.
 const SCALAR_METHODS: &[&str] = &[
-    "size", "type", "double", "abs", "floor", "ceiling", "datetime", "boolean", "string", "integer", "number",
-    "bigint", "decimal", "date", "time", "time_tz", "timestamp", "timestamp_tz",
+    "size",
+    "type",
+    "double",
+    "abs",
+    "floor",
+    "ceiling",
+    "datetime",
+    "boolean",
+    "string",
+    "integer",
+    "number",
+    "bigint",
+    "decimal",
+    "date",
+    "time",
+    "time_tz",
+    "timestamp",
+    "timestamp_tz",
 ];
 
 /// The shape of a map path (see [`MapShape`]), or why it can never yield a
@@ -684,8 +699,11 @@ mod unit {
         assert_eq!(e.to_string(), "step \"a\", max_failures: applies to a mapped step (one with map) only");
         let e = parse(&json!({"steps": [{"name": "f", "queue": "q"},
                                         {"name": "m", "after": ["f"], "queue": "q", "map": "$.f.items.size()"}]}))
-            .unwrap_err();
-        assert_eq!(e.to_string(), "step \"m\", map: $.f.items.size() ends in .size(), which yields one value, never a list");
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "step \"m\", map: $.f.items.size() ends in .size(), which yields one value, never a list"
+        );
     }
 
     #[test]

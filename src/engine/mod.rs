@@ -4,11 +4,18 @@
 //! execution can run the version it started with.
 //!
 //! - `definition`: the format, parsed and validated in plain Rust;
+//! - `steps`: SQL steps (0.7.0), and the step workers' serving loop;
+//! - `dispatch`: the SQL steps duty of a database's worker (hand ready
+//!   steps to step workers, recover lost ones, keep deadlines);
 //! - this file: the edge, `automation.check_definition(jsonb)`, which adds
 //!   what only PostgreSQL can check (interval syntax) and raises 22023.
+//!
+//! Executions' runtime (start, complete, claim) is sql/engine.sql's and
+//! sql/runtime.sql's; table triggers are in triggers/, the queue's
+//! recording in queue/.
 
 pub mod definition;
-pub mod inbox;
+pub mod dispatch;
 pub mod steps;
 
 use pgrx::prelude::*;
@@ -152,7 +159,7 @@ extension_sql_file!(
         steps::automation::stop_sql_step,
         steps::automation::in_step_worker,
         steps::automation::note_deadline,
-        inbox::automation::drain_trigger_inbox,
-        inbox::automation::workflow_table_trigger
+        crate::triggers::inbox::automation::drain_trigger_inbox,
+        crate::triggers::inbox::automation::workflow_table_trigger
     ]
 );

@@ -6,11 +6,11 @@
 //!   transaction that makes one (run_workflow, a completion, a retry) calls
 //!   `wake_step_workers()`; at its commit the database's scheduler is told
 //!   (`shared::steps_ready`).
-//! - The scheduler (`scheduler::database::dispatch_sql_steps`) asks for up
+//! - The database's worker (`dispatch.rs`, the SQL steps duty) asks for up
 //!   to `automation.step_workers` step workers per role that has steps
 //!   ready, through the same run slots, cluster-wide budget and resident
-//!   workers as job runs (`runner.rs`); a step worker is a job runner whose
-//!   run is "serve the SQL steps of this role" (`STEP_POOL`).
+//!   workers as job runs (worker/runner.rs); a step worker is a run worker
+//!   whose run is "serve the SQL steps of this role" (`STEP_POOL`).
 //! - A step worker (`serve`) claims one step at a time
 //!   (`automation.claim_sql_step`), runs its SQL at top level like a job's
 //!   command (so COMMIT, VACUUM and CREATE INDEX CONCURRENTLY work), with
@@ -25,7 +25,7 @@
 //!   `stop_sql_step(id)` cancels that worker's query at commit
 //!   (`shared::stop_step`).
 //! - A worker that dies mid-step (SIGKILL, a crash, pg_terminate_backend)
-//!   leaves its step running; the scheduler's `recover_sql_steps()` fails
+//!   leaves its step running; the SQL steps duty's recovery fails
 //!   that attempt (retried while attempts remain) once the worker's process
 //!   is gone.
 
@@ -36,11 +36,8 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
 use crate::error::{Error, OrRaise, Result};
-use crate::scheduler::runner::{self, FirstValue};
-use crate::scheduler::shared;
-
-/// The job id of a run slot that serves SQL steps instead of running a job.
-pub const STEP_POOL: i64 = -1;
+use crate::toplevel::{self, FirstValue};
+use crate::worker::shared;
 
 /// A step worker stops serving after this long without a ready step of its
 /// role (it then stays as a resident run worker for LINGER_MS more).
@@ -97,7 +94,7 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
 /// Can SQL steps run in this cluster? (The library is preloaded: the
 /// workers exist. `automation.enabled = off` only pauses them.)
 pub fn available() -> bool {
-    shared::preloaded()
+    crate::settings::preloaded()
 }
 
 #[pg_schema]
@@ -117,7 +114,7 @@ mod automation {
     /// more than one, or runs for later.
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
     fn wake_step_workers(ready_now: i32) {
-        if shared::preloaded() {
+        if crate::settings::preloaded() {
             if STEP_WORKER.get() && ready_now > 0 {
                 READY_MADE.set(READY_MADE.get() + i64::from(ready_now));
             } else {
@@ -132,7 +129,7 @@ mod automation {
     /// runs it then).
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
     fn stop_sql_step(id: i64, role: pg_sys::Oid) {
-        if shared::preloaded() {
+        if crate::settings::preloaded() {
             STOP.with_borrow_mut(|v| v.push((id, role)));
             register_callback();
         }
@@ -144,7 +141,7 @@ mod automation {
     /// deadline). True, so that it can stand in a WHERE clause.
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
     fn note_deadline() -> bool {
-        if shared::preloaded() {
+        if crate::settings::preloaded() {
             STEPS.set(true);
             register_callback();
         }
@@ -243,31 +240,10 @@ fn finish_and_claim(
     })
 }
 
-/// Mark the run slot of this worker as running step `id` (0: none). Under
-/// the exclusive lock: `shared::stop_step` signals under it, so a cancel of
-/// the previous step was delivered before we get here, and is dropped.
-fn running_step(dsm: u32, id: i64) {
-    // SAFETY: reading this process's pid.
-    let me = unsafe { pg_sys::MyProcPid };
-    let mut s = shared::SHARED.exclusive();
-    if let Some(slot) = s.runs.iter_mut().find(|r| r.state == shared::RunState::Started && r.dsm == dsm) {
-        slot.pid = me;
-        slot.step_id = id;
-        slot.stop_at = 0;
-    }
-    // SAFETY: plain stores to this process's interrupt flags: a query
-    // cancel meant for the step that ended (sent before we took the lock)
-    // must not cancel the next one. A termination request (ProcDiePending)
-    // is kept.
-    unsafe {
-        pg_sys::QueryCancelPending = 0;
-    }
-}
-
 /// Serve the SQL steps of this worker's role (the run of a STEP_POOL slot):
 /// claim, run, record, until none has been ready for IDLE_MS. Returns how
 /// many steps ran, or the error that stopped the worker (which then exits:
-/// a step it could not record is found by recover_sql_steps once its
+/// a step it could not record is found by the SQL steps duty once its
 /// process is gone).
 pub fn serve(dsm: u32) -> Result<u64> {
     /// Marks this process a step worker while it serves (a job it runs
@@ -323,7 +299,7 @@ pub fn serve(dsm: u32) -> Result<u64> {
                 }
             },
         };
-        running_step(dsm, step.id);
+        shared::running_step(dsm, step.id);
         let outcome = match &step.sql {
             Some(sql) => run_step(step.id, sql, step.timeout_ms),
             None => Err(Error::new(
@@ -331,16 +307,22 @@ pub fn serve(dsm: u32) -> Result<u64> {
                 "this step run has no SQL in its execution's definition",
             )),
         };
-        running_step(dsm, 0);
+        shared::running_step(dsm, 0);
         if let Err(e) = &outcome {
             // (0.8.0) a SQL step's failure reaches the server log, as a
             // job's does (its record is in step_runs and, when it fails the
             // execution, automation.errors)
-            log!("automation_ext step run {} (execution {}): {} [SQLSTATE {}]", step.id, step.execution, e.message, e.sqlstate());
+            log!(
+                "automation_ext step run {} (execution {}): {} [SQLSTATE {}]",
+                step.id,
+                step.execution,
+                e.message,
+                e.sqlstate()
+            );
         }
         // the session as the role connected, without the step's settings,
         // temporary tables, SET ROLE... before recording as that role
-        if let Err(e) = runner::run_catching(runner::SESSION_RESET) {
+        if let Err(e) = toplevel::run_catching(toplevel::SESSION_RESET) {
             finish_and_claim(&step, &worker, &Err(e.clone()), false)?;
             return Err(e);
         }
@@ -401,5 +383,5 @@ fn run_step(id: i64, sql: &str, timeout_ms: i32) -> std::result::Result<Option<F
             pg_sys::GucSource::PGC_S_SESSION,
         );
     }
-    runner::run_catching_first_value(sql)
+    toplevel::run_catching_first_value(sql)
 }

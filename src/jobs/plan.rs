@@ -435,82 +435,6 @@ impl Timetable {
     }
 }
 
-/// Longest sleep between ticks: how soon a change to automation.job, a
-/// settings reload or a finished run is noticed at the latest (finished runs
-/// and signals also wake the scheduler at once).
-pub const MAX_NAP_US: i64 = 1_000_000;
-/// The sleep while a due fire waits for a free slot (a run's end wakes the
-/// scheduler sooner).
-pub const BLOCKED_NAP_US: i64 = 100_000;
-
-/// How to sleep until the next tick: on the latch to the millisecond, then
-/// the last fraction of a millisecond without it, so that a fire is launched
-/// within microseconds of its due time.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Nap {
-    pub latch_ms: u64,
-    pub spin_us: u64,
-}
-
-pub fn nap(next: Option<i64>, now: i64) -> Nap {
-    let us = match next {
-        Some(ts) if ts <= now => BLOCKED_NAP_US,
-        Some(ts) => (ts - now).min(MAX_NAP_US),
-        None => MAX_NAP_US,
-    };
-    let latch_ms = (us / 1000) as u64;
-    let spin_us = match next {
-        Some(ts) if ts > now && ts - now < MAX_NAP_US => ((ts - now) % 1000) as u64,
-        _ => 0,
-    };
-    Nap { latch_ms, spin_us }
-}
-
-/// A scheduler stays while a fire is due within this, and leaves (its next
-/// due time in shared memory, for the launcher) when none is: worker slots
-/// follow the work, not the number of databases.
-pub const LINGER_US: i64 = 2_000_000;
-/// How long a scheduler waits for a run it asked for to end, to record it.
-pub const RUN_LINGER_US: i64 = 500_000;
-/// A fire due within this keeps a scheduler even when other databases wait
-/// (the launcher starts one this long before a fire: launcher.rs LEAD_US).
-pub const IMMINENT_US: i64 = 150_000;
-
-/// What the scheduler knows of the cluster when it decides whether to stay.
-#[derive(Copy, Clone, Debug, Default)]
-pub struct Crowd {
-    /// another database waits for a scheduler the budget does not allow
-    pub others_wait: bool,
-    /// more databases have the extension than schedulers may run at once
-    pub crowded: bool,
-    /// when this database's most recent run in flight was asked for, if any
-    pub last_request: Option<i64>,
-    /// (0.8.0) a due fire found no free run slot at the last tick: the
-    /// slots are held by runs that other databases' schedulers must record
-    pub blocked: bool,
-}
-
-/// Stay for a fire due in a moment always; otherwise leave when other
-/// databases need the slot (or might: crowded); else stay while a fire is
-/// due soon or a run asked for a moment ago may end soon (it is recorded
-/// sooner, and without starting a scheduler again, if we wait).
-pub fn stays(next: Option<i64>, now: i64, crowd: Crowd) -> bool {
-    // (0.8.0) never hold a scheduler slot waiting for a run slot that only
-    // a database waiting for that scheduler slot can free (issue 28; the
-    // model in progress.rs): the due fire stays due, and the launcher
-    // starts this database again in its turn
-    if crowd.blocked && (crowd.others_wait || crowd.crowded) {
-        return false;
-    }
-    if next.is_some_and(|ts| ts - now <= IMMINENT_US) {
-        return true;
-    }
-    if crowd.others_wait || crowd.crowded {
-        return false;
-    }
-    next.is_some_and(|ts| ts - now <= LINGER_US) || crowd.last_request.is_some_and(|t| now - t < RUN_LINGER_US)
-}
-
 /// How a run's worker left its result (runner.rs's segment states).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Report {
@@ -551,7 +475,8 @@ pub const ORPHANED_MESSAGE: &str = "the scheduler restarted while this run was i
 mod tests {
     use super::*;
     use crate::civil::FixedOffset;
-    use crate::scheduler::cron;
+    use crate::jobs::cron;
+    use crate::worker::visit::{nap, Nap};
 
     const SEC: i64 = 1_000_000;
     const MIN: i64 = 60 * SEC;
@@ -1031,38 +956,6 @@ mod tests {
         // a changed zone is an altered job: its fire is computed afresh
         let nexts = t.load([daily9(1, None), daily9(2, None)], false, 8 * 60 * MIN, &UTC);
         assert_eq!(nexts[1], (2, Some(9 * 60 * MIN), 1));
-    }
-
-    #[test]
-    fn naps() {
-        assert_eq!(nap(None, 0), Nap { latch_ms: 1000, spin_us: 0 });
-        assert_eq!(nap(Some(5 * SEC), 0), Nap { latch_ms: 1000, spin_us: 0 });
-        assert_eq!(nap(Some(2_500), 0), Nap { latch_ms: 2, spin_us: 500 });
-        assert_eq!(nap(Some(400), 0), Nap { latch_ms: 0, spin_us: 400 });
-        // due (waits for a slot): a short sleep, no spin
-        assert_eq!(nap(Some(0), 0), Nap { latch_ms: 100, spin_us: 0 });
-        assert_eq!(nap(Some(-5 * SEC), 0), Nap { latch_ms: 100, spin_us: 0 });
-    }
-
-    #[test]
-    fn staying() {
-        let quiet = Crowd::default();
-        let busy = Crowd { others_wait: true, ..quiet };
-        let crowded = Crowd { crowded: true, ..quiet };
-        assert!(stays(Some(100_000), 0, busy), "a fire in a moment keeps the scheduler");
-        assert!(stays(Some(100_000), 0, crowded));
-        assert!(!stays(Some(SEC), 0, busy), "others wait: leave");
-        assert!(!stays(Some(SEC), 0, crowded));
-        assert!(stays(Some(SEC), 0, quiet));
-        assert!(!stays(Some(3 * SEC), 0, quiet), "nothing soon: leave");
-        assert!(!stays(None, 0, quiet));
-        assert!(stays(None, SEC, Crowd { last_request: Some(SEC - 100_000), ..quiet }), "a run just asked for");
-        assert!(!stays(None, SEC, Crowd { last_request: Some(0), ..quiet }));
-        // a due fire blocked on run slots: leave when others need the scheduler slot
-        let blocked = Crowd { blocked: true, ..quiet };
-        assert!(stays(Some(0), 0, blocked), "alone: wait for a slot here");
-        assert!(!stays(Some(0), 0, Crowd { others_wait: true, ..blocked }), "others wait: give them the slot");
-        assert!(!stays(Some(0), 0, Crowd { crowded: true, ..blocked }));
     }
 
     #[test]

@@ -7,11 +7,11 @@ use pgrx::prelude::*;
 use pgrx::{PgTrigger, PgTriggerError};
 
 use super::cron::{self, Schedule};
-use super::shared;
 use crate::civil::pg_zone::PgZone;
 use crate::civil::USECS_PER_DAY;
 use crate::error::{Error, OrRaise};
 use crate::settings;
+use crate::worker::shared;
 
 fn parse_or_raise(schedule: &str) -> Schedule {
     match cron::parse(schedule) {
@@ -141,7 +141,7 @@ mod automation {
             name!(scheduler_workers, i32),
         ),
     > {
-        if !shared::preloaded() {
+        if !crate::settings::preloaded() {
             return TableIterator::new(Vec::new());
         }
         let shared = shared::SHARED.share();

@@ -12,6 +12,8 @@
 //!   scheduler to do it (library not preloaded, `automation.enabled` off) the
 //!   completing transaction records its own executions before it commits.
 
+pub mod record;
+
 use std::cell::Cell;
 use std::ffi::c_void;
 
@@ -20,8 +22,8 @@ use pgrx::Uuid;
 
 use crate::error::{Context, OrRaise, Result};
 use crate::notify::{self, Completion};
-use crate::scheduler::shared;
 use crate::settings;
+use crate::worker::shared;
 
 /// Version-7 UUIDs: pure, so that their layout and ordering are tested
 /// without PostgreSQL.
@@ -198,7 +200,7 @@ fn register_callback() {
 /// Executions of `workflow_name` were enqueued: wake its waiting claimers
 /// when this transaction commits.
 fn enqueued(workflow_name: &str) {
-    if !shared::preloaded() {
+    if !crate::settings::preloaded() {
         return;
     }
     let key = waiters::key(workflow_name);
@@ -270,12 +272,12 @@ fn wait_step(workflow_name: &str, deadline: i64) {
     let key = waiters::key(workflow_name);
     // SAFETY: the database this backend is connected to, and its pid.
     let (db, me) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::MyProcPid) };
-    let registered = shared::preloaded()
+    let registered = crate::settings::preloaded()
         && WAIT_SLOT.get().is_some_and(|i| {
             let w = waiters::WAITERS.share().slots[i];
             w.pid == me && w.dboid == db && w.key == key
         });
-    if !registered && shared::preloaded() {
+    if !registered && crate::settings::preloaded() {
         release_wait_slot();
         let mut w = waiters::WAITERS.exclusive();
         if let Some(i) = w.slots.iter().position(|s| s.pid == 0) {
@@ -338,7 +340,7 @@ fn logged(ids: Vec<Uuid>) -> Result<()> {
 /// runs (it starts a scheduler for a database whose executions wait), the
 /// scheduler is enabled, and the database is one the launcher manages.
 fn recorder_running() -> bool {
-    shared::preloaded()
+    crate::settings::preloaded()
         && settings::SCHEDULER_ENABLED.get()
         && shared::SHARED.share().launcher_pid > 0
         // SAFETY: the database this backend is connected to.
@@ -480,7 +482,9 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
             let mut set_aside = 0i64;
             let mut recorded = Vec::new();
             for id in each.into_iter().flatten() {
-                match crate::subxact::run(|| move_logged("l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0", Some(vec![id]), 1)) {
+                match crate::subxact::run(|| {
+                    move_logged("l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0", Some(vec![id]), 1)
+                }) {
                     Ok((n, r)) => {
                         moved += n;
                         recorded.extend(r);

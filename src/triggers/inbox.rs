@@ -59,7 +59,11 @@ fn start_slice(entry: &Entry, rows: &Rows) -> Result<i64> {
     if !tenancy::role_exists(entry.owner) {
         return Err(Error::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("the role (oid {}) that owns table trigger {} no longer exists", entry.owner.to_u32(), entry.trigger_id),
+            format!(
+                "the role (oid {}) that owns table trigger {} no longer exists",
+                entry.owner.to_u32(),
+                entry.trigger_id
+            ),
         ));
     }
     // the trigger must still be there, running, and allowed to start its workflow
@@ -104,7 +108,9 @@ fn start_slice(entry: &Entry, rows: &Rows) -> Result<i64> {
     )
     .ok()
     .flatten()
-    .ok_or_else(|| Error::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("table {} does not exist", entry.table)))?;
+    .ok_or_else(|| {
+        Error::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("table {} does not exist", entry.table))
+    })?;
     let changed_by = entry.changed_by.map(|r| {
         // SAFETY: a syscache look-up by oid; noerr gives NULL for a dropped role.
         let name = unsafe { pg_sys::GetUserNameFromId(r, true) };
@@ -339,8 +345,7 @@ fn table_trigger(trigger: &PgTrigger<'_>) -> Result<()> {
                 ));
             }
             let attached_name = format!("automation_workflow_{id}_{}", op.to_ascii_lowercase());
-            let Some((owner, enabled, workflow, same_table)) = found.filter(|f| f.3 && name == attached_name)
-            else {
+            let Some((owner, enabled, workflow, same_table)) = found.filter(|f| f.3 && name == attached_name) else {
                 let table = crate::catalog::describe_relation(relid).map(|t| t.0).unwrap_or_default();
                 return Err(Error::new(
                     PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
@@ -373,7 +378,9 @@ fn table_trigger(trigger: &PgTrigger<'_>) -> Result<()> {
             // entry up to a million rows (a value may not exceed 1 GB), else
             // 100,000 an entry; with the old rows of an UPDATE in the same order
             let rows = match old_name {
-                None => format!("SELECT c::text AS r, pg_catalog.row_number() OVER () AS i, NULL::text AS o FROM {rows_name} c"),
+                None => format!(
+                    "SELECT c::text AS r, pg_catalog.row_number() OVER () AS i, NULL::text AS o FROM {rows_name} c"
+                ),
                 Some(old) => format!(
                     "SELECT n.r, n.i, o.r AS o
                        FROM (SELECT c::text AS r, pg_catalog.row_number() OVER () AS i FROM {rows_name} c) n
@@ -381,7 +388,11 @@ fn table_trigger(trigger: &PgTrigger<'_>) -> Result<()> {
                          ON o.i OPERATOR(pg_catalog.=) n.i"
                 ),
             };
-            let group = if how_many <= 1_000_000 { "" } else { "GROUP BY (p.i OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog./) 100000" };
+            let group = if how_many <= 1_000_000 {
+                ""
+            } else {
+                "GROUP BY (p.i OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog./) 100000"
+            };
             let old_rows = if old_name.is_some() { "pg_catalog.array_agg(p.o ORDER BY p.i)" } else { "NULL" };
             client
                 .update(

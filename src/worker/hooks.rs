@@ -242,7 +242,7 @@ unsafe fn before_clone(name: &CStr) {
     // SAFETY: a catalog look-up in the current transaction.
     let dboid = unsafe { pg_sys::get_database_oid(name.as_ptr(), true) };
     // SAFETY: as documented for may_clone.
-    if dboid == pg_sys::InvalidOid || !super::shared::preloaded() || !unsafe { may_clone(dboid) } {
+    if dboid == pg_sys::InvalidOid || !crate::settings::preloaded() || !unsafe { may_clone(dboid) } {
         return;
     }
     {
@@ -256,7 +256,8 @@ unsafe fn before_clone(name: &CStr) {
     loop {
         // SAFETY: as documented for our_workers.
         let workers = unsafe { our_workers(dboid) };
-        let busy: Vec<&(i32, String, bool)> = workers.iter().filter(|w| w.2 && w.1 != "automation_ext scheduler").collect();
+        let busy: Vec<&(i32, String, bool)> =
+            workers.iter().filter(|w| w.2 && w.1 != "automation_ext scheduler").collect();
         for (pid, _, _) in workers.iter().filter(|w| !w.2 || w.1 == "automation_ext scheduler") {
             // SAFETY: SIGTERM to a background worker of ours that runs
             // nothing (the scheduler, a worker waiting for work): it leaves.

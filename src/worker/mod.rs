@@ -1,26 +1,30 @@
-//! The built-in scheduler (pg_cron's job model, run by our own background
-//! workers):
+//! The process layer: every background process of the extension, and
+//! nothing of what they serve. It knows worker slots, shared memory,
+//! latches, signals and budgets; the domains it drives (jobs, the workflow
+//! engine's SQL steps and deadlines, the queue's recording, the trigger
+//! inbox) each own their SQL and their decisions, and are wired in by
+//! lib.rs (`Wiring`): the process layer imports none of them.
 //!
-//! - `cron`: schedule parsing and next-fire times (pure Rust);
-//! - `launcher`: one static worker that starts a database's scheduler when
-//!   its jobs are due, and the workers of runs, within cluster-wide budgets;
-//! - `database`: the per-database scheduler loop (runs only while needed);
-//! - `progress`: which databases need a scheduler, and the proof (a model
+//! - `launcher`: one static worker that starts a database's worker when it
+//!   has work due, and the workers of runs, within cluster-wide budgets;
+//! - `database`: the per-database worker (runs only while needed), which
+//!   gives each duty (`Duty`) its slices;
+//! - `visit`: when that worker sleeps, stays or leaves (pure Rust);
+//! - `progress`: which databases need a worker, and the proof (a model
 //!   explored in its tests) that no budget can stall them;
-//! - `runner`: the dynamic worker that runs one job, as its owner, at top level;
-//! - `shared`: the shared memory they coordinate through;
-//! - `hooks`: DROP DATABASE stops our workers in that database first;
-//! - `sql`: the SQL-callable functions (schedule validation, wake-up, settings).
+//! - `runner`: the run worker (one job's command, or a role's SQL steps),
+//!   and the run segments and slots it is handed through;
+//! - `shared`: the shared memory they coordinate through, and the wake-ups
+//!   backends send;
+//! - `hooks`: DROP DATABASE stops our workers in that database first.
 
-pub mod cron;
 pub mod database;
 pub mod hooks;
 pub mod launcher;
-pub mod plan;
 pub mod progress;
 pub mod runner;
 pub mod shared;
-pub mod sql;
+pub mod visit;
 
 use std::ffi::c_int;
 
@@ -135,17 +139,86 @@ pub fn start_worker(
     }
 }
 
-/// From `_PG_init`: shared memory and the launcher, when preloading.
-pub fn init() {
-    shared::init();
-    if shared::preloaded() {
+/// The current time (PostgreSQL's clock, µs since 2000-01-01).
+pub fn now() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// `f` in a transaction of its own; an ERROR (the extension being dropped,
+/// a lock not granted) is logged at DEBUG1 and gives None: it is tried again
+/// at the next occasion, and never ends the worker.
+pub fn guarded<T>(what: &str, f: impl FnOnce() -> std::result::Result<T, pgrx::spi::SpiError>) -> Option<T> {
+    match crate::error::in_worker_transaction(|| Ok(crate::subxact::run(f))) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            debug1!("automation_ext scheduler: could not {what}: {}", crate::subxact::message(&e));
+            None
+        }
+    }
+}
+
+/// What a visit of the per-database worker knows and passes between its
+/// duties.
+#[derive(Debug)]
+pub struct Visit {
+    /// the database's oid
+    pub dboid: u32,
+    /// the first turn of the loop in this visit: what was left from before
+    /// (a restart, a restore, a commit while no worker ran) is looked at
+    pub first: bool,
+    /// a step worker of this database ended since the last turn
+    pub step_worker_ended: bool,
+    /// (0.8.0) a due fire found no free run slot at this turn: the slots
+    /// are held by runs that other databases' workers must record
+    pub blocked: bool,
+}
+
+/// One duty of the per-database worker, as the process layer drives it:
+/// "is there work for me" and "do a slice of it" are one call (`turn`),
+/// made at every turn of the worker's loop in the order lib.rs gives.
+pub trait Duty {
+    /// At the start of a visit, in a transaction: recover what a crash left
+    /// (an error ends the worker; the launcher starts another).
+    fn begin(&mut self, _visit: &mut Visit) -> crate::error::Result<()> {
+        Ok(())
+    }
+    /// A slice of work, if there is some now (each duty runs its own
+    /// transactions, and keeps its slices short: fires are not held up).
+    fn turn(&mut self, visit: &mut Visit);
+    /// When it next needs a turn without being woken (None: only when woken).
+    fn next_due(&mut self) -> Option<i64>;
+    /// Whether it keeps the worker in its database although nothing is due
+    /// (the recorder under a stream of completions).
+    fn lingers(&self) -> bool {
+        false
+    }
+    /// The configuration was reloaded (SIGHUP).
+    fn reload_config(&mut self) {}
+}
+
+/// What the process layer is wired to (lib.rs): the duties of a database's
+/// worker, and what a step worker serves.
+pub struct Wiring {
+    /// the duties of the worker of database `dboid`, in turn order
+    pub duties: fn(dboid: u32) -> Vec<Box<dyn Duty>>,
+    /// serve the SQL steps of the role a step worker is connected as (the
+    /// run segment's handle); how many it ran
+    pub serve_steps: fn(dsm: u32) -> crate::error::Result<u64>,
+}
+
+static WIRING: std::sync::OnceLock<Wiring> = std::sync::OnceLock::new();
+
+fn wiring() -> &'static Wiring {
+    WIRING.get().expect("_PG_init wires the process layer before any worker starts")
+}
+
+/// From `_PG_init`: the wiring, the hooks and the launcher (when preloading).
+pub fn init(wiring: Wiring) {
+    let _ = WIRING.set(wiring);
+    if crate::settings::preloaded() {
+        shared::init_shared_memory();
         hooks::install();
     }
     launcher::register();
 }
-
-extension_sql_file!(
-    "../../sql/scheduler.sql",
-    name = "scheduler",
-    requires = ["automation_schema", "runtime", "monitoring", sql::automation::job_cache_invalidate]
-);

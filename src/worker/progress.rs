@@ -15,7 +15,7 @@
 //! - a database with finished runs to record always gets a scheduler when
 //!   the budget allows, whether or not a run slot is free ([`needs_scheduler`]);
 //! - a scheduler whose fires wait for a run slot leaves when other
-//!   databases wait for a scheduler (`plan::stays`, `Crowd::blocked`): not
+//!   databases wait for a scheduler (`visit::stays`, `Crowd::blocked`): not
 //!   needed for progress in the model, but a database with many jobs should
 //!   not hold a scheduler slot to wait.
 //!
@@ -101,7 +101,7 @@ mod model {
     use std::collections::{HashMap, HashSet, VecDeque};
 
     use super::*;
-    use crate::scheduler::plan::{self, Crowd};
+    use crate::worker::visit::{self, Crowd};
 
     /// A configuration: databases, run slots, schedulers and workers.
     #[derive(Copy, Clone, Debug)]
@@ -138,7 +138,9 @@ mod model {
     }
 
     fn in_flight(s: &State, db: usize) -> bool {
-        s.slots.iter().any(|x| matches!(*x, Slot::Requested(d) | Slot::Started(d) | Slot::Finished(d) if d as usize == db))
+        s.slots
+            .iter()
+            .any(|x| matches!(*x, Slot::Requested(d) | Slot::Started(d) | Slot::Finished(d) if d as usize == db))
     }
 
     fn needs(s: &State, db: usize, rules: Rules) -> bool {
@@ -212,7 +214,7 @@ mod model {
         }
         // a scheduler's tick: record its database's ended runs, launch its
         // due fire (skipped while its run is in flight; waiting with no free
-        // run slot), then stay or leave as plan::stays says
+        // run slot), then stay or leave as visit::stays says
         for db in 0..b.dbs {
             if !s.scheduler[db] {
                 continue;
@@ -247,7 +249,7 @@ mod model {
                 blocked: matches!(rules, Rules::Current) && blocked,
             };
             let next = if t.due[db] { Some(now) } else { Some(now + 60_000_000) };
-            if !plan::stays(next, now, crowd) {
+            if !visit::stays(next, now, crowd) {
                 t.scheduler[db] = false;
             }
             if t != *s || served.is_some() {
@@ -342,7 +344,7 @@ mod model {
             "the stall seen in the field: no scheduler runs, every run slot is held"
         );
         // with 0.8.0's launcher, a scheduler left blocked by another's request
-        // in the same moment is not a stall either (it leaves, by plan::stays,
+        // in the same moment is not a stall either (it leaves, by visit::stays,
         // when others wait; and without that, the runs it waits for belong to
         // databases the launcher still serves)
         for b in CONFIGS {
@@ -380,7 +382,10 @@ mod model {
             "runs to record, no fire: after the due ones"
         );
         assert_eq!(
-            needs_scheduler(&DbView { finished_runs: true, next_due: now + 2_000_000, free_run_slot: false, ..base }, now),
+            needs_scheduler(
+                &DbView { finished_runs: true, next_due: now + 2_000_000, free_run_slot: false, ..base },
+                now
+            ),
             None,
             "a fire soon: its visit records them (then it is due, and eligible with no slot free)"
         );

@@ -15,8 +15,6 @@
 //!   record the outcome and free the slot. Runs that find no free worker wait
 //!   here, in order of their due time; they never fail for want of a slot.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
@@ -202,24 +200,30 @@ unsafe impl PGRXSharedMemory for Shared {}
 
 pub static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"automation_ext scheduler") };
 
-/// Set in the postmaster by `_PG_init` while preloading and inherited by every
-/// process it forks; false when the library was loaded lazily (no shared
-/// memory, no workers).
-static PRELOADED: AtomicBool = AtomicBool::new(false);
-
-/// Called from `_PG_init`.
-pub fn init() {
-    // SAFETY: reading a postmaster-set global flag.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        pg_shmem_init!(SHARED);
-        crate::queue::init_shared_memory();
-        crate::tenancy::init_shared_memory();
-        PRELOADED.store(true, Ordering::Relaxed);
-    }
+/// Called from `_PG_init` while preloading.
+pub fn init_shared_memory() {
+    pg_shmem_init!(SHARED);
 }
 
-pub fn preloaded() -> bool {
-    PRELOADED.load(Ordering::Relaxed)
+/// The runs of database `dboid` in the run slots (index, slot).
+pub fn in_flight(dboid: u32) -> Vec<(usize, RunSlot)> {
+    let shared = SHARED.share();
+    shared
+        .runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.state != RunState::Free && r.dboid == dboid)
+        .map(|(i, r)| (i, *r))
+        .collect()
+}
+
+/// Free run slot `i` if it still holds the finished run of segment `dsm`
+/// (not reused meanwhile).
+pub fn free_finished(i: usize, dsm: u32) {
+    let mut shared = SHARED.exclusive();
+    if shared.runs[i].dsm == dsm && shared.runs[i].state == RunState::Finished {
+        shared.free_run(i);
+    }
 }
 
 impl Shared {
@@ -333,7 +337,7 @@ pub fn signal_launcher() {
 /// Ask the launcher for a scheduler in `dboid` now. Returns false when the
 /// scheduler is not running (library not preloaded).
 pub fn wake(dboid: pg_sys::Oid) -> bool {
-    if !preloaded() {
+    if !crate::settings::preloaded() {
         return false;
     }
     let launcher = {
@@ -360,7 +364,7 @@ pub fn wake(dboid: pg_sys::Oid) -> bool {
 /// when one runs: it may be leaving before it reads the change; one more
 /// visit costs little.)
 pub fn jobs_changed(dboid: pg_sys::Oid) {
-    if !preloaded() {
+    if !crate::settings::preloaded() {
         return;
     }
     let launcher = {
@@ -375,7 +379,7 @@ pub fn jobs_changed(dboid: pg_sys::Oid) {
 
 /// A scheduler reports what it found in its database.
 pub fn report_extension(dboid: pg_sys::Oid, extension: Extension) {
-    if !preloaded() {
+    if !crate::settings::preloaded() {
         return;
     }
     let mut shared = SHARED.exclusive();
@@ -388,7 +392,7 @@ pub fn report_extension(dboid: pg_sys::Oid, extension: Extension) {
 /// its scheduler record them (signal it, or have the launcher start one).
 /// Cheap when a wake-up is already on its way: one shared lock.
 pub fn executions_logged(dboid: pg_sys::Oid) {
-    if !preloaded() {
+    if !crate::settings::preloaded() {
         return;
     }
     let db = dboid.to_u32();
@@ -422,7 +426,7 @@ pub fn executions_logged(dboid: pg_sys::Oid) {
 /// A transaction that appended to the trigger inbox of `dboid` committed:
 /// have its scheduler drain it (woken as for recording).
 pub fn inbox_filled(dboid: pg_sys::Oid) {
-    if !preloaded() {
+    if !crate::settings::preloaded() {
         return;
     }
     if let Some(slot) = SHARED.exclusive().slot_mut(dboid.to_u32()) {
@@ -435,7 +439,7 @@ pub fn inbox_filled(dboid: pg_sys::Oid) {
 /// scheduler hand them to step workers (woken as for recording; the step
 /// workers already running find them by themselves).
 pub fn steps_ready(dboid: pg_sys::Oid) {
-    if !preloaded() {
+    if !crate::settings::preloaded() {
         return;
     }
     let pid = {
@@ -474,7 +478,7 @@ pub fn take_steps_ready(dboid: u32) -> bool {
 /// so it never reaches the worker's next step (the worker drops a cancel
 /// that arrives between steps: see src/engine/steps.rs).
 pub fn stop_step(dboid: u32, role: u32, step_id: i64) -> bool {
-    if !preloaded() || step_id == 0 {
+    if !crate::settings::preloaded() || step_id == 0 {
         return false;
     }
     let mut shared = SHARED.exclusive();
@@ -499,6 +503,27 @@ pub fn stop_step(dboid: u32, role: u32, step_id: i64) -> bool {
     }
 }
 
+/// Mark the run slot of this worker as running step `id` (0: none). Under
+/// the exclusive lock: `stop_step` signals under it, so a cancel of
+/// the previous step was delivered before we get here, and is dropped.
+pub fn running_step(dsm: u32, id: i64) {
+    // SAFETY: reading this process's pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    let mut s = SHARED.exclusive();
+    if let Some(slot) = s.runs.iter_mut().find(|r| r.state == RunState::Started && r.dsm == dsm) {
+        slot.pid = me;
+        slot.step_id = id;
+        slot.stop_at = 0;
+    }
+    // SAFETY: plain stores to this process's interrupt flags: a query
+    // cancel meant for the step that ended (sent before we took the lock)
+    // must not cancel the next one. A termination request (ProcDiePending)
+    // is kept.
+    unsafe {
+        pg_sys::QueryCancelPending = 0;
+    }
+}
+
 /// How long a step worker has to stop its step's query after the cancel.
 pub const STOP_GRACE_US: i64 = 1_000_000;
 
@@ -509,7 +534,12 @@ pub const STOP_GRACE_US: i64 = 1_000_000;
 pub fn terminate_unstopped(now: i64) {
     let mut shared = SHARED.exclusive();
     for run in shared.runs.iter_mut() {
-        if run.state == RunState::Started && run.step_id != 0 && run.stop_at > 0 && now - run.stop_at >= STOP_GRACE_US && run.pid > 0 {
+        if run.state == RunState::Started
+            && run.step_id != 0
+            && run.stop_at > 0
+            && now - run.stop_at >= STOP_GRACE_US
+            && run.pid > 0
+        {
             log!(
                 "automation_ext: terminating the step worker (pid {}) whose SQL step {} did not stop when cancelled",
                 run.pid,

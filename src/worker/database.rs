@@ -1,0 +1,174 @@
+//! The worker of one database: a dynamic background worker started by the
+//! launcher while the database has work due (a fire, a SQL step, a
+//! deadline, completions to record, a trigger inbox to drain), which leaves
+//! when nothing is due for a moment, writing when it is next needed to
+//! shared memory (0.3.0: worker slots follow the work, not the number of
+//! databases).
+//!
+//! It knows no domain: at each turn of its loop it gives each duty wired in
+//! by lib.rs (`super::Duty`: jobs, SQL steps and deadlines, recording, the
+//! trigger inbox) a turn, reaps the run slots of its step workers, and
+//! decides from the duties' next due times and the cluster's crowd
+//! (`visit.rs`) how long to sleep and whether to stay.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+
+use super::runner::{self, RunSegment, STEP_POOL};
+use super::shared::{self, Extension, RunState, SHARED};
+use super::visit::{self, Crowd};
+use super::{now, Duty, Visit};
+use crate::error::in_worker_transaction;
+use crate::settings;
+
+/// Entry point (bgw_main_arg: the database oid; bgw_extra: how many ms to
+/// wait for the extension to appear, for a CREATE EXTENSION not yet committed).
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
+    let dboid = pg_sys::Oid::from(arg.value() as u32);
+    let patience_ms: i64 = BackgroundWorker::get_extra().parse().unwrap_or(0);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    // (The worker's commits stay synchronous: with them asynchronous, a
+    // crash right after a run started could lose its row, and recovery would
+    // not know the run was ever in flight.)
+    // SAFETY: reports this process's application name (copied by PostgreSQL).
+    unsafe { pg_sys::pgstat_report_appname(c"automation_ext scheduler".as_ptr()) };
+
+    // Wait (briefly) for the extension.
+    let deadline = now() + patience_ms * 1000;
+    loop {
+        if BackgroundWorker::transaction(crate::catalog::extension_ready) {
+            break;
+        }
+        if now() >= deadline || BackgroundWorker::sigterm_received() {
+            shared::report_extension(dboid, Extension::Missing);
+            return;
+        }
+        BackgroundWorker::wait_latch(Some(Duration::from_millis(250)));
+    }
+    shared::report_extension(dboid, Extension::Installed);
+
+    let mut visit = Visit { dboid: dboid.to_u32(), first: true, step_worker_ended: false, blocked: false };
+    let mut duties = (super::wiring().duties)(visit.dboid);
+    // SAFETY: reading this process's pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    if let Some(slot) = SHARED.exclusive().slot_mut(visit.dboid) {
+        slot.scheduler_pid = me;
+        slot.waiting_since = 0;
+    }
+    // the edge: an error here is raised as an ERROR (the worker exits; the
+    // launcher starts another when the database's work is due)
+    for duty in &mut duties {
+        in_worker_transaction(|| duty.begin(&mut visit));
+    }
+    debug1!("automation_ext scheduler started");
+
+    loop {
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: what PostgreSQL's own processes do on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            duties.iter_mut().for_each(|d| d.reload_config());
+        }
+        if !settings::SCHEDULER_ENABLED.get() {
+            log!("automation_ext scheduler stopping: automation.enabled is off");
+            break;
+        }
+        // SAFETY: reads shared recovery state; callable in any process.
+        if unsafe { pg_sys::RecoveryInProgress() } {
+            break;
+        }
+        if reap_step_workers(visit.dboid) {
+            visit.step_worker_ended = true;
+        }
+        if !BackgroundWorker::transaction(crate::catalog::extension_ready) {
+            shared::report_extension(dboid, Extension::Missing);
+            log!("automation_ext scheduler stopping: the extension was dropped");
+            break;
+        }
+        for duty in &mut duties {
+            duty.turn(&mut visit);
+        }
+        visit.first = false;
+        let next = next_due(&mut duties);
+        let crowd = crowd(&visit);
+        let lingering = !crowd.others_wait && duties.iter().any(|d| d.lingers());
+        if !visit::stays(next, now(), crowd) && !lingering {
+            break;
+        }
+        // a fire still due after the turn waits for a slot: the launcher
+        // sets our latch when a run of ours ends; no busy loop meanwhile
+        let nap = visit::nap(next, now());
+        if nap.latch_ms > 0 && !BackgroundWorker::wait_latch(Some(Duration::from_millis(nap.latch_ms))) {
+            break; // postmaster died
+        }
+        if let Some(ts) = next {
+            // the last fraction of a millisecond, without the latch
+            let left = ts - now();
+            if (1..1000).contains(&left) {
+                std::thread::sleep(Duration::from_micros(left as u64));
+            }
+        }
+    }
+    // leaving: when this database needs a worker again (the launcher starts
+    // one then; a change to its jobs wakes it sooner)
+    let next = next_due(&mut duties).unwrap_or(0);
+    let mut shared = SHARED.exclusive();
+    if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
+        if slot.scheduler_pid == me {
+            slot.scheduler_pid = 0;
+        }
+        slot.next_due = next;
+        slot.fires_waiting = 0;
+        if slot.executions_logged {
+            // logged after our last look: the launcher starts another
+            slot.woken = true;
+        }
+    }
+}
+
+/// The earliest time a duty next needs a turn.
+fn next_due(duties: &mut [Box<dyn Duty>]) -> Option<i64> {
+    duties.iter_mut().filter_map(|d| d.next_due()).min()
+}
+
+/// What `visit::stays` needs to know of the cluster.
+fn crowd(visit: &Visit) -> Crowd {
+    let (others_wait, crowded) = {
+        let shared = SHARED.share();
+        let installed = shared.dbs.iter().filter(|d| d.dboid != 0 && d.extension == Extension::Installed).count();
+        (
+            shared.dbs.iter().any(|d| d.dboid != 0 && d.dboid != visit.dboid && d.waiting_since != 0),
+            installed > shared.scheduler_workers as usize,
+        )
+    };
+    let last_request = shared::in_flight(visit.dboid).iter().map(|(_, r)| r.requested_at).max();
+    Crowd { others_wait, crowded, last_request, blocked: visit.blocked }
+}
+
+/// Free the run slots of this database's step workers that ended (a step
+/// worker is not a job's run: nothing to record); true when one did.
+fn reap_step_workers(dboid: u32) -> bool {
+    let mut ended = false;
+    for (i, run) in shared::in_flight(dboid) {
+        if run.jobid != STEP_POOL || run.state != RunState::Finished {
+            continue;
+        }
+        if let Some(seg) = RunSegment::attach(run.dsm) {
+            if seg.header().state.load(Ordering::Acquire) != runner::STATE_SUCCEEDED {
+                log!("automation_ext scheduler: a SQL step worker ended: {}", seg.message());
+            }
+            seg.release();
+        }
+        shared::free_finished(i, run.dsm);
+        ended = true;
+    }
+    ended
+}
