@@ -159,7 +159,7 @@ extension_sql_file!(
         steps::automation::stop_sql_step,
         steps::automation::in_step_worker,
         steps::automation::note_deadline,
-        crate::triggers::inbox::automation::drain_trigger_inbox,
-        crate::triggers::inbox::automation::workflow_table_trigger
+        triggers::inbox::automation::drain_trigger_inbox,
+        triggers::inbox::automation::workflow_table_trigger
     ]
 );
