@@ -1677,7 +1677,7 @@ COMMENT ON FUNCTION automation.wake_recorder() IS
 
 -- Start the executions of the oldest inbox entries, 2,500 rows at a time,
 -- up to `batch` such slices (so the scheduler is never busy for long: an
--- entry may hold a million rows). 0.8.0: native (src/engine/inbox.rs). Each
+-- entry may hold a million rows). 0.8.0: native (src/triggers/inbox.rs). Each
 -- slice's rows are cast to the table's row type and turned into inputs as
 -- the trigger's owner, in a security-restricted operation (a domain's CHECK
 -- or a cast function reached from there runs as that role, and cannot SET
@@ -1699,7 +1699,7 @@ REVOKE EXECUTE ON FUNCTION automation.drain_trigger_inbox(integer) FROM PUBLIC;
 -- per changed row, its input {"op", "table", "new" and/or "old", "changed_by"}.
 -- 0.6.0: the rows go to the trigger inbox, and the scheduler starts the
 -- executions after the commit (when no scheduler will: here, at once).
--- 0.8.0: native (src/engine/inbox.rs), and it asks nothing of the writer: a
+-- 0.8.0: native (src/triggers/inbox.rs), and it asks nothing of the writer: a
 -- role with only INSERT, UPDATE or DELETE on the table writes as before (the
 -- rows are appended as the extension's owner; the executions start as the
 -- trigger's owner). It refuses to run for a table its registry row does not

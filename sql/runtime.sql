@@ -14,7 +14,7 @@
 --       by the transaction that completes, fails or times them out
 --   automation_workflows.workflow_executions  the history users query: the
 --       database's scheduler moves logged executions here in bulk,
---       milliseconds later, and sends their completion NOTIFYs (src/queue.rs);
+--       milliseconds later, and sends their completion NOTIFYs (src/queue/);
 --       start_execution's executions live here from the start, as before
 --   automation.executions                  all three as one view
 --

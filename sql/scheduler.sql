@@ -1,4 +1,4 @@
--- The built-in scheduler (src/scheduler/): pg_cron 1.6's tables and SQL API
+-- The built-in scheduler (src/jobs/, run by the workers of src/worker/): pg_cron 1.6's tables and SQL API
 -- under the schema automation, so that `cron.schedule(...)` ports by changing
 -- the schema name; plus per-job timeouts, run-state columns, skipped runs.
 --
@@ -7,7 +7,7 @@
 -- another role needs superuser. The API functions are SECURITY INVOKER, so
 -- those rules are the table's, not a definer's.
 
--- Rust functions (src/scheduler/sql.rs).
+-- Rust functions (src/jobs/sql.rs).
 CREATE FUNCTION automation.next_run(schedule text, after timestamptz DEFAULT pg_catalog.now(),
                                     timezone text DEFAULT NULL)
 RETURNS timestamptz
@@ -756,7 +756,7 @@ REVOKE EXECUTE ON FUNCTION automation.job_check_target(), automation.job_check_s
                            automation.job_default_removed(), automation.job_cache_invalidate() FROM PUBLIC;
 
 
--- What the launcher and the schedulers share (0.3.0; src/scheduler/sql.rs).
+-- What the launcher and the schedulers share (0.3.0; src/jobs/sql.rs).
 CREATE FUNCTION automation.scheduler_state()
 RETURNS TABLE (database_oid oid, extension text, scheduler_pid integer, next_due timestamptz,
                waiting_since timestamptz, runs_waiting integer, runs_running integer,
