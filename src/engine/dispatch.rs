@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 use crate::settings;
 use crate::worker::runner::{self, RunSegment, STEP_POOL};
 use crate::worker::shared::{self, RunSlot, RunState, SHARED};
-use crate::worker::{guarded, now, Duty, Visit};
+use crate::worker::{guarded, now, Duty, Flow, Visit};
 
 /// SQL steps and deadlines, for one database.
 #[derive(Default)]
@@ -23,7 +23,7 @@ pub struct SqlSteps {
 }
 
 impl Duty for SqlSteps {
-    fn turn(&mut self, visit: &mut Visit) {
+    fn turn(&mut self, visit: &mut Visit) -> Flow {
         // SQL steps of workflows (0.7.0): when a commit made some, a step
         // worker ended, a retry's backoff ended, and at the first turn of a
         // visit (workers lost in a crash first)
@@ -40,6 +40,7 @@ impl Duty for SqlSteps {
             expire_deadlines();
             self.deadline_due = next_deadline();
         }
+        Flow::Continue
     }
 
     fn next_due(&mut self) -> Option<i64> {

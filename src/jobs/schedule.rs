@@ -33,7 +33,7 @@ use crate::error::{in_worker_transaction, Context, Error, Result};
 use crate::settings::{self, LogRuns};
 use crate::worker::runner::{self, RunSegment, STEP_POOL};
 use crate::worker::shared::{self, RunSlot, RunState, SHARED};
-use crate::worker::{now, Duty, Visit};
+use crate::worker::{now, Duty, Flow, Visit};
 
 static JOBS_DIRTY: AtomicBool = AtomicBool::new(true);
 static JOB_RELID: AtomicU32 = AtomicU32::new(0);
@@ -163,7 +163,12 @@ impl Scheduler {
         Ok(())
     }
 
-    fn tick(&mut self, visit: &mut Visit) -> Result<()> {
+    fn tick(&mut self, visit: &mut Visit) -> Result<Flow> {
+        // (in the tick's transaction: a check of its own would cost a
+        // transaction at every turn of the worker's loop)
+        if !crate::catalog::extension_ready() {
+            return Ok(Flow::ExtensionGone);
+        }
         if self.names_checked.is_none_or(|t| t.elapsed() >= NAMES_EVERY) {
             // once per NAMES_EVERY per database, also across short visits
             let due = {
@@ -187,7 +192,7 @@ impl Scheduler {
         self.reap()?;
         visit.blocked = self.launch_due(now())?;
         self.report_activity();
-        Ok(())
+        Ok(Flow::Continue)
     }
 
     fn reload(&mut self) -> Result<()> {
@@ -465,8 +470,8 @@ impl Duty for Scheduler {
         self.recover()
     }
 
-    fn turn(&mut self, visit: &mut Visit) {
-        in_worker_transaction(|| self.tick(visit));
+    fn turn(&mut self, visit: &mut Visit) -> Flow {
+        in_worker_transaction(|| self.tick(visit))
     }
 
     fn next_due(&mut self) -> Option<i64> {

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 
 use crate::error::in_worker_transaction;
 use crate::worker::shared;
-use crate::worker::{Duty, Visit};
+use crate::worker::{Duty, Flow, Visit};
 
 /// Recording, for one database.
 #[derive(Default)]
@@ -18,7 +18,7 @@ pub struct Recorder {
 }
 
 impl Duty for Recorder {
-    fn turn(&mut self, visit: &mut Visit) {
+    fn turn(&mut self, visit: &mut Visit) -> Flow {
         // finished executions to record: at the first turn of a visit (left
         // from before a restart, or logged while no worker ran), and
         // whenever a completing transaction commits
@@ -35,6 +35,7 @@ impl Duty for Recorder {
             record_executions(visit.dboid);
             self.recorded_at = Some(Instant::now());
         }
+        Flow::Continue
     }
 
     fn next_due(&mut self) -> Option<i64> {

@@ -11,19 +11,20 @@ use pgrx::prelude::*;
 
 use crate::error::in_worker_transaction;
 use crate::worker::shared;
-use crate::worker::{Duty, Visit};
+use crate::worker::{Duty, Flow, Visit};
 
 /// The trigger inbox, for one database.
 pub struct Inbox;
 
 impl Duty for Inbox {
-    fn turn(&mut self, visit: &mut Visit) {
+    fn turn(&mut self, visit: &mut Visit) -> Flow {
         // when a commit filled it, and at the first turn of a visit (left
         // from before a restart, a restore, or a commit while no worker
         // could be told)
         if shared::take_inbox_filled(visit.dboid) || visit.first {
             drain(visit.dboid);
         }
+        Flow::Continue
     }
 
     fn next_due(&mut self) -> Option<i64> {

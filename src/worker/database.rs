@@ -20,7 +20,7 @@ use pgrx::prelude::*;
 use super::runner::{self, RunSegment, STEP_POOL};
 use super::shared::{self, Extension, RunState, SHARED};
 use super::visit::{self, Crowd};
-use super::{now, Duty, Visit};
+use super::{now, Duty, Flow, Visit};
 use crate::error::in_worker_transaction;
 use crate::settings;
 
@@ -88,13 +88,11 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         if reap_step_workers(visit.dboid) {
             visit.step_worker_ended = true;
         }
-        if !BackgroundWorker::transaction(crate::catalog::extension_ready) {
+        // (the jobs duty, first, says when the extension is gone)
+        if duties.iter_mut().any(|d| d.turn(&mut visit) == Flow::ExtensionGone) {
             shared::report_extension(dboid, Extension::Missing);
             log!("automation_ext scheduler stopping: the extension was dropped");
             break;
-        }
-        for duty in &mut duties {
-            duty.turn(&mut visit);
         }
         visit.first = false;
         let next = next_due(&mut duties);

@@ -174,6 +174,15 @@ pub struct Visit {
     pub blocked: bool,
 }
 
+/// What a duty's turn says about the visit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// leave: this database's extension is gone, or too old for this
+    /// library (`crate::catalog::extension_ready`)
+    ExtensionGone,
+}
+
 /// One duty of the per-database worker, as the process layer drives it:
 /// "is there work for me" and "do a slice of it" are one call (`turn`),
 /// made at every turn of the worker's loop in the order lib.rs gives.
@@ -185,7 +194,7 @@ pub trait Duty {
     }
     /// A slice of work, if there is some now (each duty runs its own
     /// transactions, and keeps its slices short: fires are not held up).
-    fn turn(&mut self, visit: &mut Visit);
+    fn turn(&mut self, visit: &mut Visit) -> Flow;
     /// When it next needs a turn without being woken (None: only when woken).
     fn next_due(&mut self) -> Option<i64>;
     /// Whether it keeps the worker in its database although nothing is due
