@@ -62,10 +62,7 @@ fn next_deadline() -> Option<i64> {
 /// SQL step cancelled), steps past their lease or timeout are retried or
 /// failed: at the deadline, within a second.
 fn expire_deadlines() {
-    let expired = guarded("keep deadlines", || {
-        Spi::run("SET LOCAL lock_timeout = '100ms'")?;
-        Spi::get_one::<i32>("SELECT automation.expire_steps(NULL, 1000)")
-    });
+    let expired = guarded("keep deadlines", || Spi::get_one::<i32>("SELECT automation.expire_steps(NULL, 1000)"));
     if let Some(n) = expired.flatten().filter(|&n| n > 0) {
         debug1!("automation_ext scheduler: {n} step(s) or execution(s) timed out");
     }
@@ -74,10 +71,7 @@ fn expire_deadlines() {
 /// SQL steps whose worker is gone (a crash, a restart, a terminated
 /// worker) fail that attempt, and are retried while attempts remain.
 fn recover() {
-    let recovered = guarded("recover SQL steps", || {
-        Spi::run("SET LOCAL lock_timeout = '100ms'")?;
-        Spi::get_one::<i32>("SELECT automation.recover_sql_steps()")
-    });
+    let recovered = guarded("recover SQL steps", || Spi::get_one::<i32>("SELECT automation.recover_sql_steps()"));
     if let Some(n) = recovered.flatten().filter(|&n| n > 0) {
         log!("automation_ext scheduler: {n} SQL step(s) whose worker was gone will be retried or failed");
     }

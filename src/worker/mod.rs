@@ -145,10 +145,18 @@ pub fn now() -> i64 {
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
-/// `f` in a transaction of its own; an ERROR (the extension being dropped,
-/// a lock not granted) is logged at DEBUG1 and gives None: it is tried again
-/// at the next occasion, and never ends the worker.
+/// `f` in a transaction of its own that waits at most 100 ms for a lock; an
+/// ERROR (the extension being dropped, a lock not granted) is logged at
+/// DEBUG1 and gives None: it is tried again at the next occasion, and never
+/// ends the worker. The short wait makes the worker, not a DBA's DDL, give
+/// way: reading the engine's tables one after the other while DROP EXTENSION
+/// took them one by one, it deadlocked with the DROP, and the deadlock
+/// detector cancelled the DROP (seen in CI, hostile_install.sql on 16).
 pub fn guarded<T>(what: &str, f: impl FnOnce() -> std::result::Result<T, pgrx::spi::SpiError>) -> Option<T> {
+    let f = || {
+        Spi::run("SET LOCAL lock_timeout = '100ms'")?;
+        f()
+    };
     match crate::error::in_worker_transaction(|| Ok(crate::subxact::run(f))) {
         Ok(v) => Some(v),
         Err(e) => {
