@@ -10,25 +10,42 @@
 #      and a 10-second job, for MINUTES minutes (default 2): every fire of
 #      every database, runs that failed (none may fail for want of a slot),
 #      start lateness p50/p95/max over all runs, the most automation_ext
-#      processes seen at once (sampled every 0.2 s), and WARNING lines logged.
+#      processes seen at once (sampled every 0.2 s), and WARNING lines logged;
+#      meanwhile a 1-second job in one more database (issue 34): the error
+#      of the interval between its consecutive runs' starts, p50/p95/max,
+#      against the same job alone in section 1;
+#   3. the DBS databases idle (their 10-second jobs unscheduled, the default
+#      jobs kept): CPU of the launcher, and of the whole machine, over 60 s;
+#   4. pg_cron 1.4 (Debian's postgresql-15-cron; it has no second schedules,
+#      so both systems get a 1-minute job in each of the DBS databases, pg_cron's
+#      spread by cron.schedule_in_database from one database) for 3 minutes:
+#      start lateness (start - the minute) p50/p95/max, side by side.
 #
 # Needs root and scripts/setup.sh's install (it uses the installed library).
 # Usage: bash bench/many_databases.sh [minutes, default 2] [databases, default 100]
+#        SECTIONS="1 2" bash bench/many_databases.sh   (only some: 1, 2 (with 3), 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root
 MINUTES=${1:-2}
 DBS=${2:-100}
+SECTIONS=" ${SECTIONS:-1 2 4} "
+want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 CLUSTER=automation_manydb
 PORT=5435
 
 if ! pg_lsclusters -h | awk '{print $2}' | grep -qx "$CLUSTER"; then
     pg_createcluster 15 "$CLUSTER" --port "$PORT" >/dev/null
 fi
+dpkg-query -W -f='${Status}' postgresql-15-cron 2>/dev/null | grep -q "install ok installed" \
+    || { log "installing postgresql-15-cron"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15-cron >/dev/null; }
 cat >/etc/postgresql/15/$CLUSTER/conf.d/bench.conf <<EOF
-shared_preload_libraries = 'automation_ext'
+shared_preload_libraries = 'automation_ext,pg_cron'
 max_worker_processes = 16
+cron.database_name = 'postgres'
+cron.host = '/var/run/postgresql'
+cron.max_running_jobs = 8
 EOF
 LOGFILE=/var/log/postgresql/postgresql-15-$CLUSTER.log
 pg_ctlcluster 15 "$CLUSTER" restart
@@ -43,21 +60,45 @@ stats() { # "p50 p95 max" in ms over the lateness of a database's runs of job 't
                 WHERE status = 'succeeded' AND jobid = (SELECT jobid FROM automation.job WHERE jobname = 'tick')) s" "$1"
 }
 
+interval_error() { # "p50 p95 max n" in ms: |(start - the previous run's start) - 1 s| of job 'tick'
+    q "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY e)::numeric, 1) || ' ' ||
+              round(percentile_cont(0.95) WITHIN GROUP (ORDER BY e)::numeric, 1) || ' ' || round(max(e)::numeric, 1) || ' ' || count(*)
+         FROM (SELECT abs(extract(epoch FROM start_time - lag(start_time) OVER (ORDER BY scheduled_for)) * 1000 - 1000) AS e
+                 FROM automation.job_run_details
+                WHERE status = 'succeeded' AND jobid = (SELECT jobid FROM automation.job WHERE jobname = 'tick')
+                  AND scheduled_for > now() - interval '$2 seconds') s WHERE e IS NOT NULL" "$1"
+}
+cpu_ms() { # CPU time (user + system) of process $1 so far, in ms
+    awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$1/stat"
+}
+machine_busy_ms() { # busy CPU time of the whole machine so far, in ms (all cores)
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print int(($2 + $3 + $4 + $7 + $8) * 1000 / hz)}' /proc/stat
+}
+q "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pg_cron" >/dev/null
+q "SELECT cron.unschedule(jobid) FROM cron.job" >/dev/null
+
+if want 1; then
 log "1. one database, a 1-second job, 30 s"
 q "CREATE DATABASE many_one"
 q "CREATE EXTENSION automation_ext; SELECT automation.schedule('tick', '1 second', 'SELECT 1')" many_one >/dev/null
 sleep 31
 read -r p50 p95 max <<<"$(stats many_one)"
 echo "   1-second job, 1 database: start lateness p50 $p50 ms, p95 $p95 ms, max $max ms"
+read -r p50 p95 max n <<<"$(interval_error many_one 30)"
+echo "   1-second job, 1 database: interval error p50 $p50 ms, p95 $p95 ms, max $max ms (n=$n)"
 q "DROP DATABASE many_one WITH (FORCE)"
+fi
 
-log "2. $DBS databases, a 10-second job each (and the default jobs), $MINUTES min, max_worker_processes = 16"
+if want 2; then
+log "2. $DBS databases, a 10-second job each (and the default jobs), $MINUTES min, max_worker_processes = 16; a 1-second job in one more"
+q "CREATE DATABASE many_precise"
 for i in $(seq -w 1 "$DBS"); do
     q "CREATE DATABASE many_$i"
     q "CREATE EXTENSION automation_ext;
        CREATE TABLE public.ticks (at timestamptz DEFAULT clock_timestamp());
        SELECT automation.schedule('tick', '10 seconds', 'INSERT INTO public.ticks DEFAULT VALUES')" "many_$i" >/dev/null
 done
+q "CREATE EXTENSION automation_ext; SELECT automation.schedule('tick', '1 second', 'SELECT 1')" many_precise >/dev/null
 warnings_before=$(grep -c "WARNING" "$LOGFILE" || true)
 start=$(q "SELECT now()")
 most=0
@@ -92,5 +133,54 @@ echo "   runs of any job that failed: $failed ($starved of them for want of a wo
 echo "   start lateness over all runs: $lat"
 echo "   most automation_ext processes at once: $most (max_worker_processes = 16)"
 echo "   WARNING lines logged meanwhile: $warnings"
+read -r p50 p95 max n <<<"$(interval_error many_precise $((MINUTES * 60)))"
+echo "   the 1-second job beside them: interval error p50 $p50 ms, p95 $p95 ms, max $max ms (n=$n)"
+
+log "3. the $DBS databases idle (10-second jobs unscheduled, default jobs kept), 60 s"
+q "DROP DATABASE many_precise WITH (FORCE)"
+for i in $(seq -w 1 "$DBS"); do q "SELECT automation.unschedule('tick')" "many_$i" >/dev/null; done
+sleep 15
+launcher=$(q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'automation_ext launcher'")
+l0=$(cpu_ms "$launcher"); m0=$(machine_busy_ms)
+sleep 60
+l1=$(cpu_ms "$launcher"); m1=$(machine_busy_ms)
+echo "   idle, $DBS databases: launcher $((l1 - l0)) ms CPU in 60 s; the whole machine $((m1 - m0)) ms CPU in 60 s (2 cores: 120,000 ms)"
 for d in $(q "SELECT datname FROM pg_database WHERE datname LIKE 'many_%'"); do q "DROP DATABASE $d WITH (FORCE)"; done
+fi
+
+if want 4; then
+log "4. $DBS databases, a 1-minute job each: automation_ext, then pg_cron 1.4 (schedule_in_database), 3 min each"
+for i in $(seq -w 1 "$DBS"); do
+    q "CREATE DATABASE many_$i"
+    q "CREATE EXTENSION automation_ext; CREATE TABLE public.ticks (at timestamptz DEFAULT clock_timestamp())" "many_$i" >/dev/null
+done
+for i in $(seq -w 1 "$DBS"); do
+    q "SELECT automation.schedule('minute', '* * * * *', 'INSERT INTO public.ticks DEFAULT VALUES')" "many_$i" >/dev/null
+done
+sleep $(( 60 - $(date +%S | sed 's/^0//') + 2 ))
+start=$(q "SELECT date_trunc('minute', now())")
+sleep 180
+rm -f /tmp/many_minute.txt
+for i in $(seq -w 1 "$DBS"); do
+    q "SELECT extract(epoch FROM start_time - scheduled_for) * 1000 FROM automation.job_run_details
+        WHERE status = 'succeeded' AND jobid = (SELECT jobid FROM automation.job WHERE jobname = 'minute')
+          AND scheduled_for >= '$start'" "many_$i" >>/tmp/many_minute.txt
+    q "SELECT automation.unschedule('minute')" "many_$i" >/dev/null
+done
+ours=$(sort -n /tmp/many_minute.txt | awk '{a[NR]=$1} END {printf "p50 %.0f ms, p95 %.0f ms, max %.0f ms (n=%d)", a[int(NR*0.5)+1], a[int(NR*0.95)], a[NR], NR}')
+q "TRUNCATE cron.job_run_details"
+for i in $(seq -w 1 "$DBS"); do
+    q "SELECT cron.schedule_in_database('minute-$i', '* * * * *', 'INSERT INTO public.ticks DEFAULT VALUES', 'many_$i')" >/dev/null
+done
+sleep $(( 60 - $(date +%S | sed 's/^0//') + 2 ))
+start=$(q "SELECT date_trunc('minute', now())")
+sleep 180
+q "SELECT count(cron.unschedule(jobid)) FROM cron.job" >/dev/null
+cron=$(q "SELECT extract(epoch FROM start_time - date_trunc('minute', start_time)) * 1000 FROM cron.job_run_details
+           WHERE status = 'succeeded' AND start_time >= '$start'" | sort -n |
+       awk '{a[NR]=$1} END {printf "p50 %.0f ms, p95 %.0f ms, max %.0f ms (n=%d)", a[int(NR*0.5)+1], a[int(NR*0.95)], a[NR], NR}')
+echo "   1-minute job in each of $DBS databases, start lateness: automation_ext $ours"
+echo "   1-minute job in each of $DBS databases, start lateness: pg_cron 1.4     $cron"
+for d in $(q "SELECT datname FROM pg_database WHERE datname LIKE 'many_%'"); do q "DROP DATABASE $d WITH (FORCE)"; done
+fi
 pg_ctlcluster 15 "$CLUSTER" stop
