@@ -277,12 +277,16 @@ async fn overview(
         &[],
     )
     .await;
-    // jobs failing now (their last fire failed) and jobs the scheduler
-    // deactivated: what needs a person, from automation.job alone
+    // jobs failing now (their last fire failed, with its message) and jobs
+    // the scheduler deactivated (with why): what needs a person
     let failing_jobs = rows(
         &c,
-        "SELECT j.jobid, j.jobname, j.consecutive_failures, j.last_run_at, j.active, j.inactive_reason
+        "SELECT j.jobid, j.jobname, j.consecutive_failures, j.last_run_at, j.active, j.inactive_reason,
+                l.return_message AS last_message
            FROM automation.job j
+           LEFT JOIN LATERAL (SELECT d.return_message FROM automation.job_run_details d
+                               WHERE d.jobid = j.jobid AND d.status = 'failed'
+                               ORDER BY d.runid DESC LIMIT 1) l ON j.active
           WHERE (j.active AND j.last_status = 'failed') OR (NOT j.active AND j.inactive_reason IS NOT NULL)
           ORDER BY j.last_run_at DESC NULLS LAST LIMIT 30",
         &[],

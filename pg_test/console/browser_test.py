@@ -94,8 +94,9 @@ def main():
         html = visit("/", "overview")
         check("Executions, last 24 hours" in html and "Scheduler" in html, "the overview shows its sections")
         check("launcher" in html, "the overview shows the scheduler's launcher")
-        check("console-failing-job" in page.locator("section", has_text="Failing jobs").inner_text(),
-              "the overview lists the failing job")
+        failing = page.locator("section", has_text="Failing jobs").inner_text()
+        check("console-failing-job" in failing and "division by zero" in failing,
+              "the overview lists the failing job, with why its last run failed")
         html = visit("/workflows", "workflows")
         for name in ["ok-flow", "fail-flow", "wait-flow", "slow-flow"]:
             check(name in html, f"the workflows page lists {name}")
