@@ -5,6 +5,28 @@ CREATE EXTENSION IF NOT EXISTS automation_ext;
 SET timezone = 'UTC';
 -- the scheduler's own maintenance jobs would race this test
 UPDATE automation.job SET active = false WHERE jobname LIKE 'automation: %';
+-- ... and a run of them launched just before (the hourly refresh fires every
+-- minute) would still change the rollup under the test: wait until none is
+-- starting or running, three looks in a row 0.1 s apart
+DO $$ DECLARE quiet int := 0; BEGIN
+    FOR i IN 1..300 LOOP
+        IF EXISTS (SELECT FROM automation.job_run_details d JOIN automation.job j USING (jobid)
+                    WHERE j.jobname LIKE 'automation: %' AND d.status IN ('starting', 'running')) THEN
+            quiet := 0;
+        ELSE
+            quiet := quiet + 1;
+            EXIT WHEN quiet >= 3;
+        END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    IF quiet < 3 THEN RAISE EXCEPTION 'a maintenance job is still running after 30 s'; END IF;
+END $$;
+-- hours and days below are counted from now(), each statement's own: a test
+-- running across the top of an hour (or midnight) would see them change
+-- between statements, so it starts after the top of the hour when that is
+-- less than 15 s away
+SELECT pg_sleep(extract(epoch FROM date_trunc('hour', clock_timestamp()) + interval '1 hour' - clock_timestamp()) + 0.1)
+ WHERE clock_timestamp() > date_trunc('hour', clock_timestamp()) + interval '59 minutes 45 seconds';
 TRUNCATE automation.pipeline_metrics;
 SELECT automation.refresh_pipeline_metrics_hourly(true) IS NOT NULL AS reset;
 
