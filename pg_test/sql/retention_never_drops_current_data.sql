@@ -11,6 +11,17 @@ EXCEPTION WHEN OTHERS THEN
     RETURN SQLSTATE || ': ' || SQLERRM;
 END $$;
 
+-- the scheduler's partition job (every 10 minutes, default settings) would
+-- race this test: off, and a run launched just before it is waited out
+UPDATE automation.job SET active = false WHERE jobname = 'automation: maintain pipeline_metrics partitions';
+DO $$ BEGIN
+    FOR i IN 1..300 LOOP
+        EXIT WHEN NOT EXISTS (SELECT FROM automation.job_run_details d JOIN automation.job j USING (jobid)
+                               WHERE j.jobname = 'automation: maintain pipeline_metrics partitions'
+                                 AND d.status IN ('starting', 'running'));
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
 TRUNCATE automation.pipeline_metrics;
 SELECT count(*) > 0 AS made_partitions FROM automation.maintain_metrics_partitions();
 INSERT INTO automation.pipeline_metrics (time, pipeline_name, stage, status)
@@ -67,3 +78,4 @@ SELECT pg_sleep(0.5);
 CALL automation.purge_job_run_details();
 SELECT count(*) AS old_run_purged FROM automation.job_run_details WHERE jobid = 0;
 TRUNCATE automation.pipeline_metrics;
+UPDATE automation.job SET active = true WHERE jobname = 'automation: maintain pipeline_metrics partitions';
