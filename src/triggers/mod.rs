@@ -9,9 +9,8 @@ use std::time::Instant;
 
 use pgrx::prelude::*;
 
-use crate::error::in_worker_transaction;
 use crate::worker::shared;
-use crate::worker::{Duty, Flow, Visit};
+use crate::worker::{guarded, Duty, Flow, Visit};
 
 /// The trigger inbox, for one database.
 pub struct Inbox;
@@ -51,30 +50,25 @@ fn drain(dboid: u32) {
         // None: empty; Some(true): executions started; Some(false): entries
         // left that this pass could not start (another drainer holds them,
         // or they failed and went to automation.errors)
-        let outcome = in_worker_transaction(|| {
-            Ok(crate::subxact::run(|| {
-                Spi::run("SET LOCAL lock_timeout = '100ms'")?;
-                let waiting = Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM automation_workflows.trigger_inbox)")?
-                    .unwrap_or(false);
-                if !waiting {
-                    return Ok::<_, pgrx::spi::SpiError>(None);
-                }
-                let started =
-                    Spi::get_one_with_args::<i64>("SELECT automation.drain_trigger_inbox($1)", &[DRAIN_BATCH.into()])?
-                        .unwrap_or(0);
-                Ok(Some(started > 0))
-            }))
+        // (an ERROR, a lock not granted at once: logged at DEBUG1 by
+        // `guarded`, and the inbox waits for the next turn)
+        let outcome = guarded("drain the trigger inbox", || {
+            let waiting = Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM automation_workflows.trigger_inbox)")?
+                .unwrap_or(false);
+            if !waiting {
+                return Ok(None);
+            }
+            let started =
+                Spi::get_one_with_args::<i64>("SELECT automation.drain_trigger_inbox($1)", &[DRAIN_BATCH.into()])?
+                    .unwrap_or(0);
+            Ok(Some(started > 0))
         });
         match outcome {
-            Ok(None) => break,
-            Ok(Some(true)) if started.elapsed() < DRAIN_SLICE => continue,
-            Ok(Some(_)) => {
-                // more, at the next turn of the loop (or after the other drainer)
-                shared::inbox_filled(pg_sys::Oid::from(dboid));
-                break;
-            }
-            Err(e) => {
-                debug1!("automation_ext scheduler: the trigger inbox waits: {}", crate::subxact::message(&e));
+            Some(None) => break,
+            Some(Some(true)) if started.elapsed() < DRAIN_SLICE => continue,
+            // more, at the next turn of the loop (or after the other
+            // drainer), or the drain failed
+            Some(Some(_)) | None => {
                 shared::inbox_filled(pg_sys::Oid::from(dboid));
                 break;
             }

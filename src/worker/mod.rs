@@ -154,7 +154,22 @@ pub fn now() -> i64 {
 /// detector cancelled the DROP (seen in CI, hostile_install.sql on 16).
 pub fn guarded<T>(what: &str, f: impl FnOnce() -> std::result::Result<T, pgrx::spi::SpiError>) -> Option<T> {
     let f = || {
-        Spi::run("SET LOCAL lock_timeout = '100ms'")?;
+        // SAFETY: what `SET LOCAL lock_timeout = '100ms'` executes, without
+        // a statement to parse and plan: inside the transaction just begun,
+        // a NUL-terminated name and value; the setting goes at its end
+        // (also when f raises, with the subtransaction's abort).
+        unsafe {
+            pg_sys::set_config_option(
+                c"lock_timeout".as_ptr(),
+                c"100ms".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                0,
+                false,
+            );
+        }
         f()
     };
     match crate::error::in_worker_transaction(|| Ok(crate::subxact::run(f))) {
