@@ -149,6 +149,10 @@ CREATE TABLE automation.errors (
     dead_lettered_at   timestamptz,
     -- 0.8.0: the role whose execution failed (or who recorded it by hand)
     owner              regrole      NOT NULL DEFAULT automation.invoker(),
+    -- 0.10.0: the failed execution's input (its metadata), which its
+    -- retries are enqueued with: the history may not keep the execution
+    -- (a queue's history mode, retention)
+    retry_input        jsonb,
     CONSTRAINT errors_retry_count_check CHECK (retry_count >= 0)
 );
 

@@ -93,3 +93,7 @@ CREATE POLICY job_monitor_read ON automation.job FOR SELECT TO automation_monito
     USING (true);
 GRANT SELECT ON automation.job, automation.job_run_details, automation.job_run_stats, automation.execution_stats
    TO automation_monitor;
+
+-- (0.10.0, issue 33) what the history keeps of a queue: read by who may read
+-- the workflow (row-level security), written only by set_queue_history
+GRANT SELECT ON automation.queue_settings TO automation_runner, automation_monitor;

@@ -502,7 +502,7 @@ BEGIN
               USING ERRCODE = 'null_value_not_allowed',
                     HINT = 'Failures are recorded by automation.fail_execution() and automation.timeout_stale_executions().';
     END IF;
-    SELECT e.workflow_name, e.status, e.owner INTO failed
+    SELECT e.workflow_name, e.status, e.owner, e.metadata INTO failed
       FROM automation.executions e WHERE e.id = record_failure.execution_id;
     IF NOT FOUND OR failed.status NOT IN ('error', 'timeout') THEN
         RAISE EXCEPTION 'workflow execution % has not failed', record_failure.execution_id
@@ -518,15 +518,17 @@ BEGIN
        SET error_type = record_failure.error_type,
            error_message = record_failure.error_message,
            error_context = record_failure.error_context,
-           next_retry_at = now() + automation.retry_delay(r.retry_count)
+           next_retry_at = now() + automation.retry_delay(r.retry_count),
+           retry_input = coalesce(failed.metadata, r.retry_input)
      WHERE r.retry_execution_id = record_failure.execution_id AND r.resolved_at IS NULL
     RETURNING r.id INTO error_id;
     IF NOT FOUND THEN
         INSERT INTO automation.errors AS r
-               (workflow_name, error_type, error_message, error_context, execution_id, next_retry_at, owner)
+               (workflow_name, error_type, error_message, error_context, execution_id, next_retry_at, owner,
+                retry_input)
         VALUES (record_failure.workflow_name, record_failure.error_type, record_failure.error_message,
                 record_failure.error_context, record_failure.execution_id, now() + automation.retry_delay(0),
-                failed.owner)
+                failed.owner, failed.metadata)
         RETURNING r.id INTO error_id;
     END IF;
     RETURN error_id;
@@ -547,6 +549,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     wf text;
+    error_id uuid;
     details jsonb := jsonb_build_object('error_type', fail_execution_as.error_type,
                                         'error_message', fail_execution_as.error_message,
                                         'error_context', fail_execution_as.error_context);
@@ -566,7 +569,12 @@ BEGIN
       FROM failed f
     RETURNING l.workflow_name INTO wf;
     IF FOUND THEN
+        -- (0.10.0) the failure is recorded first, while the execution is
+        -- still in the log: recording it may drop it (history modes)
+        error_id := automation.record_failure(fail_execution_as.id, wf, fail_execution_as.error_type,
+                                              fail_execution_as.error_message, fail_execution_as.error_context);
         PERFORM automation.executions_logged(ARRAY[fail_execution_as.id]);
+        RETURN error_id;
     ELSE
         UPDATE automation_workflows.workflow_executions e
            SET status = 'error',
@@ -841,9 +849,8 @@ BEGIN
           FROM timed_out t
         RETURNING l.id, l.workflow_name)
     SELECT array_agg(moved.id), array_agg(moved.workflow_name) INTO logged, logged_names FROM moved;
-    IF logged IS NOT NULL THEN
-        PERFORM automation.executions_logged(logged);
-    END IF;
+    -- (0.10.0) failures first, while the executions are in the log:
+    -- recording them may drop them (history modes)
     FOR stale IN
         SELECT u.execution_id, u.workflow_name FROM unnest(logged, logged_names) AS u(execution_id, workflow_name)
     LOOP
@@ -852,6 +859,9 @@ BEGIN
         id := stale.execution_id;
         RETURN NEXT;
     END LOOP;
+    IF logged IS NOT NULL THEN
+        PERFORM automation.executions_logged(logged);
+    END IF;
     IF coalesce(cardinality(logged), 0) >= batch THEN
         RETURN;
     END IF;
@@ -932,10 +942,16 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    -- re-enqueue with the failed execution's own metadata (errors recorded by
-    -- hand, with no execution, retry with their error_context)
-    SELECT e.metadata INTO original_metadata
-      FROM automation.executions e WHERE e.id = err.execution_id;
+    -- re-enqueue with the failed execution's own metadata: kept in the error
+    -- since 0.10.0 (the history may not keep the execution: history modes,
+    -- retention), else read from the execution; errors recorded by hand,
+    -- with no execution, retry with their error_context
+    IF err.retry_input IS NOT NULL THEN
+        original_metadata := err.retry_input;
+    ELSE
+        SELECT e.metadata INTO original_metadata
+          FROM automation.executions e WHERE e.id = err.execution_id;
+    END IF;
     original_metadata := coalesce(original_metadata, err.error_context, '{}');
     INSERT INTO automation_workflows.execution_queue AS q
            (workflow_name, run_after, visible_at, metadata, retry_of, owner)
@@ -1167,3 +1183,83 @@ CREATE TRIGGER workflow_executions_count_finished
     AFTER UPDATE ON automation_workflows.workflow_executions
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION automation.count_finished_executions();
+
+-- 0.10.0 (issue 33): what the history keeps of a queue's finished
+-- executions, per workflow. The recorder (src/queue/) reads it when it moves
+-- the log into workflow_executions:
+--   full    every finished execution (the default: no row here)
+--   errors  failures, timeouts, cancellations (and so dead letters); a
+--           success is counted in execution_stats and notified, not kept
+--   none    nothing: every finished execution is counted and notified only
+-- The completion NOTIFY, the counters, automation.errors (retries, dead
+-- letters) and automation.executions (until recorded) work in every mode.
+-- Only the queue's executions (enqueue_execution) are concerned: the
+-- workflow engine's and start_execution's live in the history from the start.
+-- Written only by set_queue_history (by who may manage the workflow);
+-- read by whoever may read the workflow. Dumped.
+CREATE TABLE automation.queue_settings (
+    workflow_name text        NOT NULL,
+    history       text        NOT NULL,
+    set_by        regrole     NOT NULL,
+    set_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT queue_settings_pkey PRIMARY KEY (workflow_name),
+    CONSTRAINT queue_settings_history_check CHECK (history IN ('errors', 'none')),
+    -- a workflow's settings go with its definition (and its name)
+    CONSTRAINT queue_settings_workflow_name_fkey FOREIGN KEY (workflow_name)
+        REFERENCES automation_workflows.definitions (name) ON UPDATE CASCADE ON DELETE CASCADE
+);
+COMMENT ON TABLE automation.queue_settings IS
+    'What the history keeps of the finished executions of a queue (workflow), when not everything: errors (failures only) or none (counters and NOTIFYs only). Set with automation.set_queue_history().';
+SELECT pg_catalog.pg_extension_config_dump('automation.queue_settings', '');
+ALTER TABLE automation.queue_settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY queue_settings_read ON automation.queue_settings FOR SELECT
+    USING (automation.may_read_workflow(workflow_name));
+
+CREATE FUNCTION automation.set_queue_history(workflow_name text, mode text)
+RETURNS text
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'act_as';
+CREATE FUNCTION automation.set_queue_history_as(caller oid, workflow_name text, mode text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    def automation_workflows.definitions;
+    previous text;
+BEGIN
+    IF set_queue_history_as.mode IS NULL OR set_queue_history_as.mode NOT IN ('full', 'errors', 'none') THEN
+        RAISE EXCEPTION 'history mode must be full, errors or none, not %', coalesce(set_queue_history_as.mode, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'full: keep every finished execution; errors: keep failures, timeouts and cancellations, count successes; none: count and notify only.';
+    ELSIF set_queue_history_as.workflow_name IS NULL THEN
+        RAISE EXCEPTION 'workflow_name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO def FROM automation_workflows.definitions d WHERE d.name = set_queue_history_as.workflow_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow % has no definition', set_queue_history_as.workflow_name
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'A queue''s settings belong to the owner of its workflow''s definition; a queue-only workflow may have a definition without steps: INSERT INTO automation_workflows.definitions (name, definition) VALUES (''...'', ''{}'').';
+    ELSIF NOT automation.role_may_act_as(set_queue_history_as.caller, def.owner) THEN
+        RAISE EXCEPTION 'permission denied for workflow %', set_queue_history_as.workflow_name
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'Only the owner of the workflow''s definition (and roles that may SET ROLE to it) set what its history keeps.';
+    END IF;
+    SELECT s.history INTO previous FROM automation.queue_settings s
+     WHERE s.workflow_name = set_queue_history_as.workflow_name FOR UPDATE;
+    IF set_queue_history_as.mode = 'full' THEN
+        DELETE FROM automation.queue_settings s WHERE s.workflow_name = set_queue_history_as.workflow_name;
+    ELSE
+        INSERT INTO automation.queue_settings AS s (workflow_name, history, set_by)
+        VALUES (set_queue_history_as.workflow_name, set_queue_history_as.mode, set_queue_history_as.caller::regrole)
+        ON CONFLICT ON CONSTRAINT queue_settings_pkey
+        DO UPDATE SET history = EXCLUDED.history, set_by = EXCLUDED.set_by, set_at = now();
+    END IF;
+    RETURN coalesce(previous, 'full');
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION automation.set_queue_history_as(oid, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION automation.set_queue_history(text, text) IS
+'Set what the history (workflow_executions) keeps of the queue''s finished executions of workflow_name: full (every one, the default), errors (failures, timeouts and cancellations; successes are counted and notified only) or none (counted and notified only). Applies to executions recorded from now on. Returns the previous mode. For the owner of the workflow''s definition.';
+COMMENT ON FUNCTION automation.set_queue_history_as(oid, text, text) IS
+'Internal: set_queue_history as caller (SECURITY DEFINER; nobody may execute it directly).';

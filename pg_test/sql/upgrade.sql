@@ -443,3 +443,32 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_080 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_080)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.9.0 -> current: 0.10.0 (queue history modes). An error recorded before
+-- the upgrade has no retry_input: its retry still takes the failed
+-- execution's input from the history; a failure after the upgrade keeps it.
+CREATE EXTENSION automation_ext VERSION '0.9.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT automation.enqueue_execution('up-100', '{"input": "before"}') IS NOT NULL AS queued;
+SELECT count(*) AS claimed FROM automation.claim_executions('up-100', 'w', 1);
+SELECT automation.fail_execution(id, 'E', 'broke before the upgrade', NULL, 'w') IS NOT NULL AS failed
+  FROM automation_workflows.execution_queue WHERE workflow_name = 'up-100';
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT retry_input IS NULL AS no_input_kept_before FROM automation.errors WHERE workflow_name = 'up-100';
+UPDATE automation.errors SET next_retry_at = now() - interval '1 second' WHERE workflow_name = 'up-100';
+SELECT automation.retry_failed_workflow('up-100') AS retried;
+SELECT metadata->>'input' AS retry_input FROM automation_workflows.execution_queue WHERE workflow_name = 'up-100';
+INSERT INTO automation_workflows.definitions (name, definition) VALUES ('up-100', '{}');
+SELECT automation.set_queue_history('up-100', 'none') AS previous;
+CREATE TEMP TABLE upgraded_090 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_090 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.9.0' AS difference, * FROM upgraded_090 EXCEPT SELECT 'only after upgrade from 0.9.0', * FROM fresh_090)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_090 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_090)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;

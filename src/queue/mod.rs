@@ -11,6 +11,9 @@
 //!   scheduler does it, woken when a completing transaction commits; with no
 //!   scheduler to do it (library not preloaded, `automation.enabled` off) the
 //!   completing transaction records its own executions before it commits.
+//!   (0.10.0) A queue's history mode (`automation.queue_settings`, set by
+//!   `set_queue_history`) decides which of them the history keeps: those it
+//!   does not keep are counted in `execution_stats` and notified all the same.
 
 pub mod record;
 
@@ -523,6 +526,13 @@ fn move_logged(which: &str, ids: Option<Vec<Uuid>>, batch: i32) -> Result<(i64, 
                 "WITH moved AS (
                  DELETE FROM automation_workflows.execution_log l WHERE {which}
                  RETURNING l.*),
+             -- (0.10.0) what the queue's history mode keeps: everything
+             -- (full, no settings row), failures (errors), nothing (none)
+             sorted AS (
+                 SELECT m.*, s.history IS NULL OR (s.history OPERATOR(pg_catalog.=) 'errors'
+                                                   AND m.status OPERATOR(pg_catalog.<>) 'success') AS kept
+                   FROM moved m
+                   LEFT JOIN automation.queue_settings s ON s.workflow_name OPERATOR(pg_catalog.=) m.workflow_name),
              recorded AS (
                  INSERT INTO automation_workflows.workflow_executions AS e
                         (id, workflow_name, status, started_at, completed_at, metadata, error_details,
@@ -530,12 +540,25 @@ fn move_logged(which: &str, ids: Option<Vec<Uuid>>, batch: i32) -> Result<(i64, 
                  SELECT m.id, m.workflow_name, m.status, m.started_at,
                         GREATEST(m.completed_at, m.started_at), m.metadata, m.error_details,
                         m.run_after, m.claimed_by, m.attempts, m.retry_of, m.owner
-                   FROM moved m
+                   FROM sorted m WHERE m.kept
                  ON CONFLICT (id) DO NOTHING
-                 RETURNING e.id, e.workflow_name, e.status, e.started_at, e.completed_at)
-             SELECT (SELECT pg_catalog.count(*) FROM moved), r.id, r.workflow_name::text, r.status::text,
+                 RETURNING e.id, e.workflow_name::text, e.status::text, e.started_at, e.completed_at),
+             dropped AS (
+                 SELECT m.id, m.workflow_name, m.status, m.started_at, GREATEST(m.completed_at, m.started_at) AS completed_at
+                   FROM sorted m WHERE NOT m.kept),
+             -- what the history's statement trigger counts for the kept ones
+             counted AS (
+                 INSERT INTO automation.execution_stats AS x (workflow_name, status, shard, finished)
+                 SELECT d.workflow_name, d.status, pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.%) 8, pg_catalog.count(*)
+                   FROM dropped d
+                  WHERE d.status OPERATOR(pg_catalog.=) ANY ('{{success,error,timeout,cancelled}}'::text[])
+                  GROUP BY d.workflow_name, d.status
+                 ON CONFLICT (workflow_name, status, shard)
+                 DO UPDATE SET finished = x.finished OPERATOR(pg_catalog.+) EXCLUDED.finished)
+             SELECT (SELECT pg_catalog.count(*) FROM moved), r.id, r.workflow_name, r.status,
                     r.started_at, r.completed_at
-               FROM (SELECT 1) one LEFT JOIN recorded r ON true"
+               FROM (SELECT 1) one
+               LEFT JOIN (SELECT * FROM recorded UNION ALL SELECT * FROM dropped) r ON true"
             )
             .as_str(),
             None,
