@@ -299,3 +299,113 @@ fn drop_extension_succeeds_while_the_scheduler_is_recording() {
     }
     admin.batch_execute("DROP DATABASE automation_it_drop WITH (FORCE)").unwrap();
 }
+
+/// Issue 33: in each history mode, four workers drain a queue (one in ten
+/// executions fails) while the real scheduler records: every execution is
+/// claimed once, a LISTEN client hears each completion exactly once, the
+/// history keeps what the mode says, and the counters count every one.
+#[test]
+fn every_history_mode_notifies_and_counts_every_completion_and_keeps_what_it_says() {
+    const N: i64 = 300;
+    let _serial = serial();
+    for mode in ["full", "errors", "none"] {
+        let name = format!("it-history-{mode}");
+        let mut setup = connect();
+        setup
+            .batch_execute(&format!(
+                "DELETE FROM automation_workflows.definitions WHERE name = '{name}';
+                 DELETE FROM automation_workflows.workflow_executions WHERE workflow_name = '{name}';
+                 DELETE FROM automation.execution_stats WHERE workflow_name = '{name}';
+                 INSERT INTO automation_workflows.definitions (name, definition) VALUES ('{name}', '{{}}');
+                 SELECT automation.set_queue_history('{name}', '{mode}');
+                 SELECT automation.enqueue_execution('{name}', jsonb_build_object('n', n)) FROM generate_series(1, {N}) n;"
+            ))
+            .unwrap();
+        let mut listener = connect();
+        listener.batch_execute("LISTEN workflow_completed").unwrap();
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let name = name.clone();
+                thread::spawn(move || {
+                    let mut c = connect();
+                    let mut mine = Vec::new();
+                    loop {
+                        let claimed: Vec<(String, i32)> = c
+                            .query(
+                                "SELECT id::text, (metadata->>'n')::int FROM automation.claim_executions($1, $2, 5)",
+                                &[&name, &format!("w{w}")],
+                            )
+                            .unwrap()
+                            .iter()
+                            .map(|r| (r.get(0), r.get(1)))
+                            .collect();
+                        if claimed.is_empty() {
+                            break mine;
+                        }
+                        let (fail, ok): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|(_, n)| n % 10 == 0);
+                        let ok_ids: Vec<String> = ok.iter().map(|(id, _)| id.clone()).collect();
+                        c.execute("SELECT automation.complete_executions($1::text[]::uuid[], NULL, $2)", &[
+                            &ok_ids,
+                            &format!("w{w}"),
+                        ])
+                        .unwrap();
+                        for (id, _) in &fail {
+                            c.execute("SELECT automation.fail_execution($1::text::uuid, 'E', 'broke', NULL, $2)", &[
+                                id,
+                                &format!("w{w}"),
+                            ])
+                            .unwrap();
+                        }
+                        mine.extend(ok.into_iter().map(|(id, _)| (id, "success")));
+                        mine.extend(fail.into_iter().map(|(id, _)| (id, "error")));
+                    }
+                })
+            })
+            .collect();
+        let mut done: Vec<(String, &str)> = workers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        done.sort();
+        let claimed_once: HashSet<&String> = done.iter().map(|(id, _)| id).collect();
+        assert_eq!((done.len() as i64, claimed_once.len() as i64), (N, N), "{mode}: each execution claimed once");
+        let mut heard: Vec<(String, String)> = drain(&mut listener, Duration::from_millis(1500), LIMIT)
+            .into_iter()
+            .map(|(_, p)| serde_json::from_str::<Value>(&p).unwrap())
+            .filter(|v| v["workflow_name"] == name.as_str())
+            .map(|v| (v["workflow_id"].as_str().unwrap().to_owned(), v["status"].as_str().unwrap().to_owned()))
+            .collect();
+        heard.sort();
+        let want: Vec<(String, String)> = done.iter().map(|(id, s)| (id.clone(), s.to_string())).collect();
+        assert_eq!(heard, want, "{mode}: one completion NOTIFY per finished execution");
+        wait_for(
+            &mut setup,
+            &format!("SELECT NOT EXISTS (SELECT FROM automation_workflows.execution_log WHERE workflow_name = '{name}')"),
+            LIMIT,
+            "recorded",
+        );
+        let row = setup
+            .query_one(
+                "SELECT (SELECT count(*) FILTER (WHERE status = 'success') FROM automation_workflows.workflow_executions WHERE workflow_name = $1),
+                        (SELECT count(*) FILTER (WHERE status = 'error') FROM automation_workflows.workflow_executions WHERE workflow_name = $1),
+                        (SELECT coalesce(sum(finished) FILTER (WHERE status = 'success'), 0)::bigint FROM automation.execution_stats WHERE workflow_name = $1),
+                        (SELECT coalesce(sum(finished) FILTER (WHERE status = 'error'), 0)::bigint FROM automation.execution_stats WHERE workflow_name = $1),
+                        (SELECT count(*) FROM automation.errors WHERE workflow_name = $1 AND retry_input IS NOT NULL),
+                        (SELECT count(*) FROM automation_workflows.execution_queue WHERE workflow_name = $1)",
+                &[&name],
+            )
+            .unwrap();
+        let got: Vec<i64> = (0..6).map(|i| row.get::<_, i64>(i)).collect();
+        let (ok, failed) = (N - N / 10, N / 10);
+        let kept = match mode {
+            "full" => (ok, failed),
+            "errors" => (0, failed),
+            _ => (0, 0),
+        };
+        assert_eq!(got, vec![kept.0, kept.1, ok, failed, failed, 0], "{mode}: kept, counted, errors, queue");
+        setup
+            .batch_execute(&format!(
+                "DELETE FROM automation.errors WHERE workflow_name = '{name}';
+                 DELETE FROM automation_workflows.workflow_executions WHERE workflow_name = '{name}';
+                 DELETE FROM automation_workflows.definitions WHERE name = '{name}';"
+            ))
+            .unwrap();
+    }
+}
