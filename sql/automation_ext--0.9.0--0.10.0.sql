@@ -13,6 +13,10 @@
 -- * fail_execution and timeout_stale_executions record the failure before
 --   the execution may be recorded (and, in a history mode that does not
 --   keep it, dropped).
+-- * claim_executions and complete_executions keep their plans from call to
+--   call (plan_cache_mode = force_generic_plan; the claim's UPDATE takes its
+--   ids as = ANY (ARRAY(...)) so that the generic plan is an index walk);
+--   claim_limited stays on auto.
 
 ALTER TABLE automation.errors ADD COLUMN retry_input jsonb;
 
@@ -274,6 +278,252 @@ BEGIN
            retry_execution_id = retry_id
      WHERE r.id = err.id;
     RETURN true;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.complete_executions_as(caller oid, ids uuid[], metadata_patch jsonb, worker_id text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- (0.10.0, issue 33) every statement here finds its rows by id: a kept
+-- generic plan is as good as a custom one, and planning each call anew
+-- (what "auto" chose) was a quarter of the hot path (bench/claim.sh)
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    done uuid[];
+    legacy uuid[];
+    retried boolean;
+    refused uuid;
+BEGIN
+    IF complete_executions_as.ids IS NULL OR array_position(complete_executions_as.ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'ids must not be NULL or contain NULL'
+              USING ERRCODE = 'null_value_not_allowed',
+                    HINT = 'Pass the ids returned by start_execution(), enqueue_execution() or claim_executions().';
+    END IF;
+    IF complete_executions_as.metadata_patch IS NOT NULL AND jsonb_typeof(complete_executions_as.metadata_patch) <> 'object' THEN
+        PERFORM automation.check_metadata(complete_executions_as.metadata_patch);
+    END IF;
+    -- the queue's: out of the queue, into the log, in one statement
+    WITH finished AS (
+        DELETE FROM automation_workflows.execution_queue q
+         WHERE q.id = ANY (complete_executions_as.ids)
+           AND q.claimed_by IS NOT NULL
+           AND (complete_executions_as.worker_id IS NULL OR q.claimed_by = complete_executions_as.worker_id)
+           AND automation.may_work(complete_executions_as.caller, q.owner, q.workflow_name)
+        RETURNING q.*),
+    logged AS (
+        INSERT INTO automation_workflows.execution_log AS l
+               (id, workflow_name, status, started_at, completed_at, metadata, run_after, claimed_by, attempts, retry_of,
+                owner)
+        SELECT f.id, f.workflow_name, 'success', f.started_at, GREATEST(now(), f.started_at),
+               CASE WHEN complete_executions_as.metadata_patch IS NULL THEN f.metadata
+                    ELSE f.metadata || complete_executions_as.metadata_patch END,
+               f.run_after, f.claimed_by, f.attempts, f.retry_of, f.owner
+          FROM finished f
+        RETURNING l.id, l.retry_of)
+    SELECT array_agg(logged.id), bool_or(logged.retry_of IS NOT NULL) INTO done, retried FROM logged;
+    IF coalesce(cardinality(done), 0) < cardinality(complete_executions_as.ids) THEN
+        -- the others: started by start_execution() (or queued before 0.4.0)
+        WITH completed AS (
+            UPDATE automation_workflows.workflow_executions e
+               SET status = 'success',
+                   completed_at = now(),
+                   lease_expires_at = NULL,
+                   metadata = CASE WHEN complete_executions_as.metadata_patch IS NULL THEN e.metadata
+                                   ELSE coalesce(e.metadata, '{}') || complete_executions_as.metadata_patch END
+             WHERE e.id = ANY (complete_executions_as.ids)
+               AND e.status = 'running'
+               AND (complete_executions_as.worker_id IS NULL OR e.claimed_by = complete_executions_as.worker_id)
+               AND automation.may_work(complete_executions_as.caller, e.owner, e.workflow_name)
+               -- (executions of the workflow engine end with their steps)
+               AND NOT EXISTS (SELECT FROM automation_workflows.workflow_runs w WHERE w.execution_id = e.id)
+            RETURNING e.id)
+        SELECT array_agg(completed.id) INTO legacy FROM completed;
+        -- all or nothing: an id that could not be completed fails the whole call
+        SELECT x INTO refused
+          FROM (SELECT unnest(complete_executions_as.ids) EXCEPT SELECT unnest(done || legacy)) AS r(x)
+         LIMIT 1;
+        IF refused IS NOT NULL THEN
+            PERFORM automation.raise_not_running(complete_executions_as.caller, refused, complete_executions_as.worker_id, 'complete');
+        END IF;
+        retried := true;
+    END IF;
+    -- a retry that succeeds resolves the error it retried
+    IF retried THEN
+        UPDATE automation.errors r
+           SET resolved_at = now()
+         WHERE r.retry_execution_id = ANY (done || legacy) AND r.resolved_at IS NULL;
+    END IF;
+    IF done IS NOT NULL THEN
+        PERFORM automation.executions_logged(done);
+    END IF;
+    RETURN coalesce(cardinality(done), 0) + coalesce(cardinality(legacy), 0);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.claim_executions_as(caller oid, workflow_name text, worker_id text, batch integer,
+                                               lease interval, wait interval)
+RETURNS SETOF automation_workflows.workflow_executions
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- (0.10.0, issue 33) plans kept from call to call: the claim is written so
+-- that its generic plan walks the claim index and updates by id (see below)
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    claimed integer;
+    deadline timestamptz;
+    cutoff timestamptz;
+    -- (0.8.0) caller may work every execution of the workflow, or only
+    -- those of the roles it may act as
+    everyone boolean := automation.may_work_workflow(claim_executions_as.caller, claim_executions_as.workflow_name);
+BEGIN
+    IF coalesce(claim_executions_as.workflow_name, '') = '' THEN
+        RAISE EXCEPTION 'workflow_name must not be empty'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Claim the executions of one workflow: the name given to enqueue_execution().';
+    END IF;
+    IF coalesce(worker_id, '') = '' THEN
+        RAISE EXCEPTION 'worker_id must not be empty'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Identify the worker, for example host:pid; complete_execution() and fail_execution() can check it.';
+    END IF;
+    IF batch IS NULL OR batch < 1 OR batch > 10000 THEN
+        RAISE EXCEPTION 'batch must be between 1 and 10000, not %', batch
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease IS NULL OR lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', lease
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF wait < interval '0' OR wait > interval '1 hour' THEN
+        RAISE EXCEPTION 'wait must be between 0 and 1 hour, not %', wait
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'NULL or 0 returns at once; a wait returns as soon as an execution can be claimed.';
+    END IF;
+    deadline := clock_timestamp() + wait;
+    LOOP
+        -- the time of this attempt (now() stays at the transaction's start,
+        -- and a waiting claim's attempts are later)
+        cutoff := clock_timestamp();
+        IF EXISTS (SELECT FROM automation_workflows.execution_queue q
+                    WHERE q.workflow_name = claim_executions_as.workflow_name AND q.concurrency_key IS NOT NULL) THEN
+            RETURN QUERY SELECT * FROM automation.claim_limited(claim_executions_as.caller, everyone,
+                                                                claim_executions_as.workflow_name,
+                                                                claim_executions_as.worker_id,
+                                                                claim_executions_as.batch, claim_executions_as.lease,
+                                                                cutoff);
+        ELSE
+            -- in priority order, oldest due first (an execution whose lease
+            -- expired is claimable again, in its place); rows another
+            -- claimer holds are skipped, never waited for
+            RETURN QUERY
+            WITH taken AS (
+                UPDATE automation_workflows.execution_queue q
+                   SET claimed_by = claim_executions_as.worker_id,
+                       visible_at = cutoff + claim_executions_as.lease,
+                       started_at = cutoff,
+                       attempts = q.attempts + 1
+                 -- (0.10.0) = ANY (ARRAY(...)), not IN (...): with the batch
+                 -- size unknown to a generic plan, IN made it a hash join
+                 -- over a scan of the whole queue
+                 WHERE q.id = ANY (ARRAY(SELECT c.id FROM automation_workflows.execution_queue c
+                                 WHERE c.workflow_name = claim_executions_as.workflow_name AND c.visible_at <= cutoff
+                                   AND (everyone OR automation.role_may_act_as(claim_executions_as.caller, c.owner))
+                                 ORDER BY c.priority DESC, c.run_after, c.id
+                                 LIMIT claim_executions_as.batch
+                                   FOR UPDATE SKIP LOCKED))
+                RETURNING q.*)
+            SELECT t.id, t.workflow_name::varchar(255), 'running'::varchar(50), t.started_at, NULL::timestamptz,
+                   t.metadata, NULL::jsonb, t.run_after, t.claimed_by, t.visible_at, t.attempts, t.retry_of, t.owner
+              FROM taken t
+             ORDER BY t.priority DESC, t.run_after, t.id;
+        END IF;
+        GET DIAGNOSTICS claimed = ROW_COUNT;
+        EXIT WHEN claimed > 0 OR deadline IS NULL OR clock_timestamp() >= deadline;
+        -- until an enqueue of the workflow commits, or the deadline; no
+        -- later than the next second while some of its executions are
+        -- delayed or leased (they come due without waking anybody)
+        PERFORM automation.wait_for_executions(
+            claim_executions_as.workflow_name,
+            CASE WHEN EXISTS (SELECT FROM automation_workflows.execution_queue q
+                               WHERE q.workflow_name = claim_executions_as.workflow_name
+                                 AND q.visible_at > clock_timestamp())
+                 THEN least(deadline, clock_timestamp() + interval '1 second')
+                 ELSE deadline END);
+    END LOOP;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION automation.claim_limited(caller oid, everyone boolean, workflow_name text, worker_id text,
+                                         batch integer, lease interval, cutoff timestamptz)
+RETURNS SETOF automation_workflows.workflow_executions
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- (0.10.0) not its caller's forced generic plans: these depend on the keys
+SET plan_cache_mode = auto
+AS $fn$
+DECLARE
+    candidates uuid[];
+    accepted uuid[];
+    k record;
+    room integer;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'executions with a concurrency key can only be claimed at READ COMMITTED isolation, not %',
+                        upper(current_setting('transaction_isolation'))
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Claim in a transaction of its own, at the default isolation level.';
+    END IF;
+    SELECT array_agg(c.id) INTO candidates FROM (
+        SELECT c.id FROM automation_workflows.execution_queue c
+         WHERE c.workflow_name = claim_limited.workflow_name AND c.visible_at <= claim_limited.cutoff
+           AND (claim_limited.everyone OR automation.role_may_act_as(claim_limited.caller, c.owner))
+           AND (c.concurrency_key IS NULL
+                OR (SELECT count(*) FROM automation_workflows.execution_queue r
+                     WHERE r.workflow_name = c.workflow_name AND r.concurrency_key = c.concurrency_key
+                       AND r.claimed_by IS NOT NULL AND r.visible_at > claim_limited.cutoff) < c.concurrency_limit)
+         ORDER BY c.priority DESC, c.run_after, c.id
+         LIMIT claim_limited.batch
+           FOR UPDATE SKIP LOCKED) c;
+    IF candidates IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(c.id) INTO accepted
+      FROM automation_workflows.execution_queue c
+     WHERE c.id = ANY (candidates) AND c.concurrency_key IS NULL;
+    FOR k IN SELECT c.concurrency_key AS key, min(c.concurrency_limit) AS lim
+               FROM automation_workflows.execution_queue c
+              WHERE c.id = ANY (candidates) AND c.concurrency_key IS NOT NULL
+              GROUP BY c.concurrency_key ORDER BY c.concurrency_key
+    LOOP
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtext('automation_ext concurrency key'),
+                                                    hashtext(claim_limited.workflow_name || '/' || k.key));
+        SELECT k.lim - count(*) INTO room FROM automation_workflows.execution_queue r
+         WHERE r.workflow_name = claim_limited.workflow_name AND r.concurrency_key = k.key
+           AND r.claimed_by IS NOT NULL AND r.visible_at > claim_limited.cutoff;
+        IF room > 0 THEN
+            accepted := accepted || ARRAY(
+                SELECT c.id FROM automation_workflows.execution_queue c
+                 WHERE c.id = ANY (candidates) AND c.concurrency_key = k.key
+                 ORDER BY c.priority DESC, c.run_after, c.id
+                 LIMIT room);
+        END IF;
+    END LOOP;
+    RETURN QUERY
+    WITH taken AS (
+        UPDATE automation_workflows.execution_queue q
+           SET claimed_by = claim_limited.worker_id,
+               visible_at = claim_limited.cutoff + claim_limited.lease,
+               started_at = claim_limited.cutoff,
+               attempts = q.attempts + 1
+         WHERE q.id = ANY (accepted)
+        RETURNING q.*)
+    SELECT t.id, t.workflow_name::varchar(255), 'running'::varchar(50), t.started_at, NULL::timestamptz,
+           t.metadata, NULL::jsonb, t.run_after, t.claimed_by, t.visible_at, t.attempts, t.retry_of, t.owner
+      FROM taken t
+     ORDER BY t.priority DESC, t.run_after, t.id;
 END
 $fn$;
 

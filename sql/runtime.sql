@@ -397,6 +397,10 @@ CREATE FUNCTION automation.complete_executions_as(caller oid, ids uuid[], metada
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- (0.10.0, issue 33) every statement here finds its rows by id: a kept
+-- generic plan is as good as a custom one, and planning each call anew
+-- (what "auto" chose) was a quarter of the hot path (bench/claim.sh)
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
     done uuid[];
@@ -608,6 +612,9 @@ CREATE FUNCTION automation.claim_executions_as(caller oid, workflow_name text, w
 RETURNS SETOF automation_workflows.workflow_executions
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- (0.10.0, issue 33) plans kept from call to call: the claim is written so
+-- that its generic plan walks the claim index and updates by id (see below)
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
     claimed integer;
@@ -663,12 +670,15 @@ BEGIN
                        visible_at = cutoff + claim_executions_as.lease,
                        started_at = cutoff,
                        attempts = q.attempts + 1
-                 WHERE q.id IN (SELECT c.id FROM automation_workflows.execution_queue c
+                 -- (0.10.0) = ANY (ARRAY(...)), not IN (...): with the batch
+                 -- size unknown to a generic plan, IN made it a hash join
+                 -- over a scan of the whole queue
+                 WHERE q.id = ANY (ARRAY(SELECT c.id FROM automation_workflows.execution_queue c
                                  WHERE c.workflow_name = claim_executions_as.workflow_name AND c.visible_at <= cutoff
                                    AND (everyone OR automation.role_may_act_as(claim_executions_as.caller, c.owner))
                                  ORDER BY c.priority DESC, c.run_after, c.id
                                  LIMIT claim_executions_as.batch
-                                   FOR UPDATE SKIP LOCKED)
+                                   FOR UPDATE SKIP LOCKED))
                 RETURNING q.*)
             SELECT t.id, t.workflow_name::varchar(255), 'running'::varchar(50), t.started_at, NULL::timestamptz,
                    t.metadata, NULL::jsonb, t.run_after, t.claimed_by, t.visible_at, t.attempts, t.retry_of, t.owner
@@ -702,6 +712,8 @@ CREATE FUNCTION automation.claim_limited(caller oid, everyone boolean, workflow_
 RETURNS SETOF automation_workflows.workflow_executions
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- (0.10.0) not its caller's forced generic plans: these depend on the keys
+SET plan_cache_mode = auto
 AS $fn$
 DECLARE
     candidates uuid[];

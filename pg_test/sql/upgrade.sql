@@ -454,9 +454,13 @@ SELECT automation.enqueue_execution('up-100', '{"input": "before"}') IS NOT NULL
 SELECT count(*) AS claimed FROM automation.claim_executions('up-100', 'w', 1);
 SELECT automation.fail_execution(id, 'E', 'broke before the upgrade', NULL, 'w') IS NOT NULL AS failed
   FROM automation_workflows.execution_queue WHERE workflow_name = 'up-100';
+-- this library records under 0.9.0's SQL (no queue_settings yet) as 0.9.0
+-- did: into the history, nothing set aside as RecordingFailed
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT status FROM automation_workflows.workflow_executions WHERE workflow_name = 'up-100';
+SELECT count(*) AS set_aside FROM automation.errors WHERE error_type = 'RecordingFailed';
 ALTER EXTENSION automation_ext UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
-SELECT automation.record_executions() >= 0 AS recorded;
 SELECT retry_input IS NULL AS no_input_kept_before FROM automation.errors WHERE workflow_name = 'up-100';
 UPDATE automation.errors SET next_retry_at = now() - interval '1 second' WHERE workflow_name = 'up-100';
 SELECT automation.retry_failed_workflow('up-100') AS retried;

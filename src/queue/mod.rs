@@ -392,10 +392,14 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
 struct Facts {
     tables: [Option<pg_sys::Oid>; 2],
     channel: Option<String>,
+    /// `automation.queue_settings` exists (0.10.0): the library may run
+    /// before `ALTER EXTENSION automation_ext UPDATE` reached this database,
+    /// and then records everything, as the version it runs under did
+    modes: bool,
 }
 
 fn facts(relaxed: bool) -> Result<Facts> {
-    let (tables, trigger, argument) = Spi::connect(|client| {
+    let (tables, trigger, argument, modes) = Spi::connect(|client| {
         let row = client
             .select(
                 "SELECT 'automation_workflows.workflow_executions'::pg_catalog.regclass::pg_catalog.oid,
@@ -403,7 +407,8 @@ fn facts(relaxed: bool) -> Result<Facts> {
                         t.tgname IS NOT NULL,
                         CASE WHEN t.tgnargs > 0
                              THEN pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\\000', 1) END,
-                        CASE WHEN $2 THEN pg_catalog.set_config('synchronous_commit', 'off', true) END
+                        CASE WHEN $2 THEN pg_catalog.set_config('synchronous_commit', 'off', true) END,
+                        pg_catalog.to_regclass('automation.queue_settings') IS NOT NULL
                    FROM (SELECT 1) one
                    LEFT JOIN pg_catalog.pg_trigger t
                      ON t.tgrelid = 'automation_workflows.workflow_executions'::pg_catalog.regclass
@@ -416,6 +421,7 @@ fn facts(relaxed: bool) -> Result<Facts> {
             [row.get::<pg_sys::Oid>(1)?, row.get::<pg_sys::Oid>(2)?],
             row.get::<bool>(3)?.unwrap_or(false),
             row.get::<String>(4)?,
+            row.get::<bool>(6)?.unwrap_or(false),
         ))
     })
     .context("could not read the execution tables and their completion trigger")?;
@@ -424,7 +430,7 @@ fn facts(relaxed: bool) -> Result<Facts> {
             settings::NOTIFY_CHANNEL.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
         })
     });
-    Ok(Facts { tables, channel })
+    Ok(Facts { tables, channel, modes })
 }
 
 /// Move up to `batch` logged executions (only `ids`, when given) into
@@ -441,7 +447,7 @@ fn facts(relaxed: bool) -> Result<Facts> {
 /// `None` (the scheduler's recordings only): one of the two tables is locked
 /// by somebody else (DROP EXTENSION, TRUNCATE, ALTER TABLE); nothing was done.
 pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Option<i64>> {
-    let Facts { tables, channel } = facts(relaxed)?;
+    let Facts { tables, channel, modes } = facts(relaxed)?;
     if relaxed {
         // The scheduler never waits for these locks: holding the log's while
         // waiting for the history's, it deadlocked with DROP EXTENSION (which
@@ -467,7 +473,7 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
     // not allow, say) must not stop recording for everyone: the batch is
     // tried in a subtransaction, and when it fails, row by row, a refused
     // row set aside in automation.errors with its content
-    let (moved, recorded, set_aside) = match crate::subxact::run(|| move_logged(which, ids.clone(), batch)) {
+    let (moved, recorded, set_aside) = match crate::subxact::run(|| move_logged(which, ids.clone(), batch, modes)) {
         Ok((moved, recorded)) => (moved, recorded, 0i64),
         Err(_) => {
             let each = Spi::connect(|client| {
@@ -486,7 +492,7 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
             let mut recorded = Vec::new();
             for id in each.into_iter().flatten() {
                 match crate::subxact::run(|| {
-                    move_logged("l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0", Some(vec![id]), 1)
+                    move_logged("l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0", Some(vec![id]), 1, modes)
                 }) {
                     Ok((n, r)) => {
                         moved += n;
@@ -519,7 +525,13 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
 
 /// Move the logged executions `which` names into workflow_executions:
 /// how many left the log, and the completions to notify.
-fn move_logged(which: &str, ids: Option<Vec<Uuid>>, batch: i32) -> Result<(i64, Vec<Completion>)> {
+fn move_logged(which: &str, ids: Option<Vec<Uuid>>, batch: i32, modes: bool) -> Result<(i64, Vec<Completion>)> {
+    // before 0.10.0's SQL (no queue_settings), the history keeps everything
+    let settings = if modes {
+        "LEFT JOIN automation.queue_settings s ON s.workflow_name OPERATOR(pg_catalog.=) m.workflow_name"
+    } else {
+        "LEFT JOIN (SELECT NULL::text AS history) s ON false"
+    };
     Spi::connect_mut(|client| {
         let rows = client.update(
             format!(
@@ -532,7 +544,7 @@ fn move_logged(which: &str, ids: Option<Vec<Uuid>>, batch: i32) -> Result<(i64, 
                  SELECT m.*, s.history IS NULL OR (s.history OPERATOR(pg_catalog.=) 'errors'
                                                    AND m.status OPERATOR(pg_catalog.<>) 'success') AS kept
                    FROM moved m
-                   LEFT JOIN automation.queue_settings s ON s.workflow_name OPERATOR(pg_catalog.=) m.workflow_name),
+                   {settings}),
              recorded AS (
                  INSERT INTO automation_workflows.workflow_executions AS e
                         (id, workflow_name, status, started_at, completed_at, metadata, error_details,
