@@ -142,3 +142,17 @@ impl Drop for SystemSettings {
         }
     }
 }
+
+/// SIGKILL the scheduler of `client`'s database (the postmaster then
+/// restarts the cluster: every session ends). Panics if there is none.
+pub fn kill_scheduler(client: &mut Client) {
+    let pid: i32 = client
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'automation_ext scheduler' AND datname = current_database()",
+            &[],
+        )
+        .expect("this database's scheduler is running")
+        .get(0);
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill runs");
+    assert!(killed.success(), "kill -9 {pid}");
+}

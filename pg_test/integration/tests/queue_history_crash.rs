@@ -7,13 +7,12 @@
 //! crash restart ends every session of the cluster.)
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use automation_ext_integration::{connect, connect_retrying, conninfo, wait_for};
+use automation_ext_integration::{connect, connect_retrying, conninfo, kill_scheduler, wait_for};
 
 type Done = Arc<Mutex<Vec<(String, String, &'static str)>>>;
 
@@ -75,14 +74,7 @@ fn a_crash_while_recording_loses_no_completion_in_full_or_errors() {
         Duration::from_secs(60),
         "recordings under way",
     );
-    let scheduler: i32 = c
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'automation_ext scheduler' AND datname = current_database()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert!(Command::new("kill").args(["-9", &scheduler.to_string()]).status().unwrap().success());
+    kill_scheduler(&mut c);
     drop(c);
     stop.store(true, Ordering::Relaxed);
     for w in workers {

@@ -3,10 +3,9 @@
 //! as failed rather than left 'running', and jobs resume. (One test in its
 //! own binary: the crash restart ends every session of the cluster.)
 
-use std::process::Command;
 use std::time::Duration;
 
-use automation_ext_integration::{connect, connect_retrying, conninfo, wait_for};
+use automation_ext_integration::{connect, connect_retrying, conninfo, kill_scheduler, wait_for};
 
 #[test]
 fn jobs_resume_after_the_scheduler_is_killed() {
@@ -23,16 +22,8 @@ fn jobs_resume_after_the_scheduler_is_killed() {
         limit,
         "the slow run in flight",
     );
-    let scheduler: i32 = c
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'automation_ext scheduler' AND datname = current_database()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
     let killed_at: std::time::SystemTime = std::time::SystemTime::now();
-    let status = Command::new("kill").args(["-9", &scheduler.to_string()]).status().unwrap();
-    assert!(status.success());
+    kill_scheduler(&mut c);
     drop(c);
 
     // the postmaster reinitializes; sessions come back
