@@ -163,6 +163,8 @@ fn source(admin: &mut Client) -> Client {
          INSERT INTO automation_triggers.registry (trigger_type, config, workflow_id)
          SELECT 'manual', '{}', id FROM automation_workflows.definitions WHERE name = 'owned';
          SELECT automation.grant_workflow('owned', 'it_dump_grantee', 'work');
+         -- (0.10.0) what its queue's history keeps
+         SELECT automation.set_queue_history('owned', 'errors');
          SELECT automation.run_workflow('owned', '{\"by\": \"owner\"}');
          RESET ROLE;
          -- DBA choices about the default jobs
@@ -189,6 +191,12 @@ fn restored_ok(dst: &str, src_counts: &[(String, i64)]) {
     let definitions = "SELECT string_agg(name || ':' || version, ',' ORDER BY name) FROM automation_workflows.definitions";
     let restored: String = d.query_one(definitions, &[]).unwrap().get(0);
     assert_eq!(restored, "dag:2,etl:1,odd:1,owned:1,sqlwf:1", "definitions of {dst}");
+    // (0.10.0) a queue's history mode comes back, with who set it
+    let history: String = d
+        .query_one("SELECT string_agg(workflow_name || ':' || history || ':' || set_by::text, ',') FROM automation.queue_settings", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(history, "owned:errors:it_dump_owner", "queue settings of {dst}");
     // (0.8.0) owners come back, by name: the definition, its trigger, its
     // grant, its execution; and the grantee works it, the owner fires it
     let owners: String = d
