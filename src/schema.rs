@@ -132,6 +132,6 @@ mod tests {
             "SELECT pg_catalog.cardinality(extconfig)::bigint FROM pg_catalog.pg_extension
               WHERE extname = 'automation_ext'",
         );
-        assert_eq!(n, 24, "0.8.0 added automation_workflows.workflow_grants");
+        assert_eq!(n, 25, "0.10.0 added automation.queue_settings");
     }
 }
