@@ -142,7 +142,7 @@ fill() { # variant rows
 TRUNCATE automation_workflows.execution_queue, automation_workflows.execution_log,
          automation_workflows.workflow_executions, automation.errors, automation.execution_stats;
 INSERT INTO automation_workflows.definitions (name, definition) VALUES ('bench', '{}') ON CONFLICT DO NOTHING;
-SELECT automation.set_queue_history('bench', CASE '$1' WHEN 'errors' THEN 'errors' WHEN 'none' THEN 'none' ELSE 'full' END);
+SELECT automation.set_queue_history('bench', '$([ "$1" = runtime ] && echo full || echo "$1")');
 INSERT INTO automation_workflows.execution_queue (workflow_name, run_after, visible_at, metadata)
 SELECT 'bench', now() - interval '1 hour' + n * interval '1 ms', now() - interval '1 hour' + n * interval '1 ms',
        jsonb_build_object('n', n)
@@ -160,6 +160,10 @@ CHECKPOINT;
 SQL
     fi
 }
+
+# successes of the benchmark's queue, as the counters have them (every
+# history mode counts them; a purge does not uncount)
+COUNTED="(SELECT coalesce(sum(finished), 0) FROM automation.execution_stats WHERE workflow_name = 'bench' AND status = 'success')"
 
 recorded() { # -> ms until the scheduler has recorded every finished execution
     local t0 left
@@ -179,8 +183,7 @@ check() { # variant rows: every item completed once, none claimed twice
         # the history keeps no success: the counters count them, and a second
         # claim of an execution would have failed its first claimer's
         # completion (worker_id given), which pgbench reports
-        got=$(psql_admin -d "$DB" -Atc "SELECT (SELECT coalesce(sum(finished), 0) FROM automation.execution_stats
-                                                 WHERE workflow_name = 'bench' AND status = 'success')
+        got=$(psql_admin -d "$DB" -Atc "SELECT $COUNTED
                                           || ' ' || (SELECT count(*) FROM automation_workflows.execution_queue)
                                           || ' ' || (SELECT count(*) FROM automation_workflows.workflow_executions)")
         got=${got% 0 0}' 1'
@@ -247,10 +250,7 @@ quick() {
 
 completed() { # variant -> items completed so far
     if [ "$1" != lean ]; then
-        # the counters (every mode counts; a purge does not uncount)
-        psql_admin -d "$DB" -Atc "SELECT (SELECT coalesce(sum(finished), 0) FROM automation.execution_stats
-                                           WHERE workflow_name = 'bench' AND status = 'success')
-                                          + (SELECT count(*) FROM automation_workflows.execution_log)"
+        psql_admin -d "$DB" -Atc "SELECT $COUNTED + (SELECT count(*) FROM automation_workflows.execution_log)"
     else
         psql_admin -d "$DB" -Atc "SELECT count(*) FROM lean_archive"
     fi
@@ -321,7 +321,7 @@ sustained() { # MINUTES (10) of continuous load: 2 enqueueing clients, CLIENTS w
                 || ', execution_log ' || pg_size_pretty(pg_total_relation_size('automation_workflows.execution_log'))
                 || ', workflow_executions ' || pg_size_pretty(pg_table_size('automation_workflows.workflow_executions'))
                 || ' table + ' || pg_size_pretty(pg_indexes_size('automation_workflows.workflow_executions')) || ' indexes, '
-                || (SELECT sum(finished) FROM automation.execution_stats WHERE workflow_name = 'bench' AND status = 'success') || ' completed, '
+                || $COUNTED || ' completed, '
                 || (SELECT count(*) FROM automation_workflows.execution_queue) || ' waiting'"
             [ -z "${RETENTION:-}" ] && bounded_history
         else

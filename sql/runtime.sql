@@ -553,6 +553,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     wf text;
+    logged boolean;
     error_id uuid;
     details jsonb := jsonb_build_object('error_type', fail_execution_as.error_type,
                                         'error_message', fail_execution_as.error_message,
@@ -572,14 +573,8 @@ BEGIN
            f.attempts, f.retry_of, f.owner
       FROM failed f
     RETURNING l.workflow_name INTO wf;
-    IF FOUND THEN
-        -- (0.10.0) the failure is recorded first, while the execution is
-        -- still in the log: recording it may drop it (history modes)
-        error_id := automation.record_failure(fail_execution_as.id, wf, fail_execution_as.error_type,
-                                              fail_execution_as.error_message, fail_execution_as.error_context);
-        PERFORM automation.executions_logged(ARRAY[fail_execution_as.id]);
-        RETURN error_id;
-    ELSE
+    logged := FOUND;
+    IF NOT logged THEN
         UPDATE automation_workflows.workflow_executions e
            SET status = 'error',
                completed_at = now(),
@@ -595,8 +590,15 @@ BEGIN
             PERFORM automation.raise_not_running(fail_execution_as.caller, fail_execution_as.id, fail_execution_as.worker_id, 'fail');
         END IF;
     END IF;
-    RETURN automation.record_failure(fail_execution_as.id, wf, fail_execution_as.error_type,
-                                     fail_execution_as.error_message, fail_execution_as.error_context);
+    error_id := automation.record_failure(fail_execution_as.id, wf, fail_execution_as.error_type,
+                                          fail_execution_as.error_message, fail_execution_as.error_context);
+    -- (0.10.0) handed to the recorder after its failure is recorded: with
+    -- no scheduler, recording happens here, and may drop the execution
+    -- (history modes) that record_failure reads
+    IF logged THEN
+        PERFORM automation.executions_logged(ARRAY[fail_execution_as.id]);
+    END IF;
+    RETURN error_id;
 END
 $fn$;
 REVOKE EXECUTE ON FUNCTION automation.fail_execution_as(oid, uuid, text, text, jsonb, text) FROM PUBLIC;
@@ -958,13 +960,9 @@ BEGIN
     -- since 0.10.0 (the history may not keep the execution: history modes,
     -- retention), else read from the execution; errors recorded by hand,
     -- with no execution, retry with their error_context
-    IF err.retry_input IS NOT NULL THEN
-        original_metadata := err.retry_input;
-    ELSE
-        SELECT e.metadata INTO original_metadata
-          FROM automation.executions e WHERE e.id = err.execution_id;
-    END IF;
-    original_metadata := coalesce(original_metadata, err.error_context, '{}');
+    original_metadata := coalesce(err.retry_input,
+                                  (SELECT e.metadata FROM automation.executions e WHERE e.id = err.execution_id),
+                                  err.error_context, '{}');
     INSERT INTO automation_workflows.execution_queue AS q
            (workflow_name, run_after, visible_at, metadata, retry_of, owner)
     VALUES (err.workflow_name, now(), now(),
