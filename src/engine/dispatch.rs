@@ -159,7 +159,7 @@ fn dispatch(dboid: u32) -> Option<i64> {
             let database = unsafe { pg_sys::MyDatabaseId };
             let seg = RunSegment::create(STEP_POOL, database, role, 0, 0, "");
             let Some(slot) =
-                SHARED.exclusive().request_run(dboid, role.to_u32(), STEP_POOL, seg.handle(), now(), 0, now())
+                SHARED.exclusive().request_run(dboid, role.to_u32(), STEP_POOL, seg.handle(), now(), 0, now(), now())
             else {
                 seg.release();
                 break;

@@ -85,6 +85,15 @@ pub fn next_fire(schedule: &Schedule, due: i64, now: i64, zone: &dyn Zone) -> Op
     }
 }
 
+/// (issue 34) A fire's deadline: the job's next fire after it, by when a
+/// run still not started is moot (that fire coalesces it). Runs waiting
+/// for a worker start earliest deadline first, so a 1-second job's run goes
+/// before a 10-second job's that is due as early or a little earlier. A
+/// schedule without a next fire gets a minute.
+pub fn deadline(schedule: &Schedule, due: i64, zone: &dyn Zone) -> i64 {
+    schedule.next_after(due, zone).unwrap_or(due + 60_000_000)
+}
+
 /// Where a job's first fire comes from when its jobs are (re)loaded.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Known {
@@ -251,7 +260,9 @@ pub enum Started {
 /// The side effects of launching, carried out by the caller.
 pub trait Launcher {
     type Error;
-    fn start(&mut self, jobid: i64, due: i64, attempt: u32) -> Result<Started, Self::Error>;
+    /// Start a run of `jobid` for its fire `due`; `deadline` (see
+    /// [`deadline`]) orders it among runs waiting for a worker.
+    fn start(&mut self, jobid: i64, due: i64, deadline: i64, attempt: u32) -> Result<Started, Self::Error>;
     fn skip(&mut self, jobid: i64, due: i64, running_runid: i64) -> Result<(), Self::Error>;
 }
 
@@ -267,6 +278,10 @@ pub struct Launched {
     pub waiting_for_slot: usize,
     /// (0.8.0) some of them because the cluster had no free run slot
     pub no_run_slot: bool,
+    /// (issue 34) the shortest time from a fire started here to its job's
+    /// next fire: a database whose jobs fire every second keeps its
+    /// scheduler (visit.rs `resident`)
+    pub shortest_gap: Option<i64>,
 }
 
 impl Timetable {
@@ -414,8 +429,11 @@ impl Timetable {
                     continue;
                 }
                 Action::Skip { runid } => fx.skip(jobid, ts, runid)?,
-                Action::Start => match fx.start(jobid, ts, timing.attempt)? {
+                Action::Start => {
+                    let deadline = deadline(&timing.schedule, ts, timing.zone.as_deref().unwrap_or(zone));
+                    match fx.start(jobid, ts, deadline, timing.attempt)? {
                     Started::Done => {
+                        launched.shortest_gap = Some(launched.shortest_gap.map_or(deadline - ts, |g| g.min(deadline - ts)));
                         running.entry(jobid).or_default().push(0);
                         total += 1;
                     }
@@ -426,7 +444,8 @@ impl Timetable {
                         held.push((ts, jobid));
                         continue;
                     }
-                },
+                    }
+                }
             }
             launched.advanced.push(self.advance(jobid, ts, now, zone));
         }
@@ -492,16 +511,18 @@ mod tests {
         started: Vec<(i64, i64)>,
         skipped: Vec<(i64, i64, i64)>,
         attempts: Vec<u32>,
+        deadlines: Vec<i64>,
         slots: Option<usize>,
     }
 
     impl Launcher for Fake {
         type Error = std::convert::Infallible;
-        fn start(&mut self, jobid: i64, due: i64, attempt: u32) -> Result<Started, Self::Error> {
+        fn start(&mut self, jobid: i64, due: i64, deadline: i64, attempt: u32) -> Result<Started, Self::Error> {
             if self.slots.is_some_and(|s| self.started.len() >= s) {
                 return Ok(Started::NoSlot);
             }
             self.started.push((jobid, due));
+            self.deadlines.push(deadline);
             self.attempts.push(attempt);
             Ok(Started::Done)
         }
@@ -616,6 +637,18 @@ mod tests {
     }
 
     #[test]
+    fn a_fires_deadline_is_the_jobs_next_fire() {
+        let (_, every_second) = sched("1 seconds");
+        let (_, ten) = sched("10 seconds");
+        let (_, reboot) = sched("@reboot");
+        assert_eq!(deadline(&every_second, 600 * MIN, &UTC), 600 * MIN + SEC);
+        assert_eq!(deadline(&ten, 600 * MIN, &UTC), 600 * MIN + 10 * SEC);
+        // due in the same instant, the 1-second job's run goes first
+        assert!(deadline(&every_second, 600 * MIN, &UTC) < deadline(&ten, 600 * MIN, &UTC));
+        assert_eq!(deadline(&reboot, 600 * MIN, &UTC), 601 * MIN, "no next fire: a minute");
+    }
+
+    #[test]
     fn due_jobs_start_in_order_of_their_fires() {
         let now = 600 * MIN + 1;
         let mut t = table(&[(1, "*/2 * * * *"), (2, "* * * * *"), (3, "*/10 * * * *")], 599 * MIN);
@@ -624,6 +657,14 @@ mod tests {
         let moved = moves(t.launch_due(now, &UTC, &mut running, 10, &mut fx).unwrap());
         assert_eq!(fx.started, vec![(1, 600 * MIN), (2, 600 * MIN), (3, 600 * MIN)]);
         assert_eq!(moved, vec![(1, Some(602 * MIN)), (2, Some(601 * MIN)), (3, Some(610 * MIN))]);
+        // each run's deadline is its job's next fire (the worker order)
+        assert_eq!(fx.deadlines, vec![602 * MIN, 601 * MIN, 610 * MIN]);
+        let mut both = table(&[(1, "10 seconds"), (2, "1 seconds")], 600 * MIN - 1);
+        let l = both.launch_due(600 * MIN, &UTC, &mut runs(&[]), 10, &mut Fake::default()).unwrap();
+        assert_eq!(l.shortest_gap, Some(SEC), "the 1-second job makes the database one that fires every second");
+        let mut ten = table(&[(1, "10 seconds")], 600 * MIN - 1);
+        let l = ten.launch_due(600 * MIN, &UTC, &mut runs(&[]), 10, &mut Fake::default()).unwrap();
+        assert_eq!(l.shortest_gap, Some(10 * SEC));
         // nothing more is due until 10:01
         assert!(t.launch_due(now + 10 * SEC, &UTC, &mut running, 10, &mut fx).unwrap().advanced.is_empty());
         assert_eq!(t.next(), Some((601 * MIN, 2)));

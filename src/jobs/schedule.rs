@@ -190,7 +190,11 @@ impl Scheduler {
             self.reload()?;
         }
         self.reap()?;
-        visit.blocked = self.launch_due(now())?;
+        let launched = self.launch_due(now())?;
+        visit.blocked = launched.no_run_slot;
+        if let Some(gap) = launched.shortest_gap {
+            visit.frequent = gap <= crate::worker::visit::RESIDENT_US;
+        }
         self.report_activity();
         Ok(Flow::Continue)
     }
@@ -341,7 +345,7 @@ impl Scheduler {
     }
 
     /// Start the due fires; true when one found no free run slot.
-    fn launch_due(&mut self, now: i64) -> Result<bool> {
+    fn launch_due(&mut self, now: i64) -> Result<plan::Launched> {
         let max = settings::MAX_RUNNING_JOBS.get().max(1) as usize;
         let mut running: HashMap<i64, Vec<i64>> = HashMap::new();
         for (_, r) in self.in_flight() {
@@ -355,7 +359,7 @@ impl Scheduler {
             slot.fires_waiting = launched.waiting_for_slot as u32;
         }
         write_next_runs(&launched.advanced)?;
-        Ok(launched.no_run_slot)
+        Ok(launched)
     }
     /// Record what the runs of this database did: running ones once, ended
     /// ones with their outcome (then their slot is free again).
@@ -508,7 +512,7 @@ impl plan::Launcher for Effects<'_> {
         Ok(())
     }
 
-    fn start(&mut self, jobid: i64, due: i64, attempt: u32) -> Result<Started> {
+    fn start(&mut self, jobid: i64, due: i64, deadline: i64, attempt: u32) -> Result<Started> {
         let job = &self.jobs[&jobid];
         // Who and where, checked here so that a refusal is a clear failed
         // run rather than a worker dying on connect.
@@ -530,6 +534,7 @@ impl plan::Launcher for Effects<'_> {
                     seg.handle(),
                     due,
                     job.priority,
+                    deadline,
                     now(),
                 ) else {
                     // another scheduler took the last slot meanwhile
@@ -693,7 +698,7 @@ mod tests {
         struct Log(Vec<(i64, i64)>);
         impl Launcher for Log {
             type Error = ();
-            fn start(&mut self, jobid: i64, due: i64, _: u32) -> Result<Started, ()> {
+            fn start(&mut self, jobid: i64, due: i64, _: i64, _: u32) -> Result<Started, ()> {
                 self.0.push((jobid, due));
                 Ok(Started::Done)
             }

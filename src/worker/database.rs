@@ -53,7 +53,8 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     }
     shared::report_extension(dboid, Extension::Installed);
 
-    let mut visit = Visit { dboid: dboid.to_u32(), first: true, step_worker_ended: false, blocked: false };
+    let mut visit =
+        Visit { dboid: dboid.to_u32(), first: true, step_worker_ended: false, blocked: false, frequent: false };
     let mut duties = (super::wiring().duties)(visit.dboid);
     // SAFETY: reading this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
@@ -96,9 +97,8 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         }
         visit.first = false;
         let next = next_due(&mut duties);
-        let crowd = crowd(&visit);
-        let lingering = !crowd.others_wait && duties.iter().any(|d| d.lingers());
-        if !visit::stays(next, now(), crowd) && !lingering {
+        let lingering = duties.iter().any(|d| d.lingers());
+        if !stay(&visit, next, lingering) {
             break;
         }
         // a fire still due after the turn waits for a slot: the launcher
@@ -122,6 +122,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
         if slot.scheduler_pid == me {
             slot.scheduler_pid = 0;
+            slot.resident = false;
         }
         slot.next_due = next;
         slot.fires_waiting = 0;
@@ -137,18 +138,29 @@ fn next_due(duties: &mut [Box<dyn Duty>]) -> Option<i64> {
     duties.iter_mut().filter_map(|d| d.next_due()).min()
 }
 
-/// What `visit::stays` needs to know of the cluster.
-fn crowd(visit: &Visit) -> Crowd {
-    let (others_wait, crowded) = {
-        let shared = SHARED.share();
-        let installed = shared.dbs.iter().filter(|d| d.dboid != 0 && d.extension == Extension::Installed).count();
-        (
-            shared.dbs.iter().any(|d| d.dboid != 0 && d.dboid != visit.dboid && d.waiting_since != 0),
-            installed > shared.scheduler_workers as usize,
-        )
-    };
+/// Whether this database's scheduler stays for another turn (`visit::stays`
+/// on what it knows of the cluster; a duty that lingers keeps it while no
+/// other database waits). Decided under the exclusive lock, with the
+/// resident flag set or cleared in the same hold, so that two schedulers
+/// deciding at once cannot both take the last resident place.
+fn stay(visit: &Visit, next: Option<i64>, lingering: bool) -> bool {
     let last_request = shared::in_flight(visit.dboid).iter().map(|(_, r)| r.requested_at).max();
-    Crowd { others_wait, crowded, last_request, blocked: visit.blocked }
+    let now = now();
+    let mut shared = SHARED.exclusive();
+    let installed = shared.dbs.iter().filter(|d| d.dboid != 0 && d.extension == Extension::Installed).count();
+    let crowd = Crowd {
+        others_wait: shared.dbs.iter().any(|d| d.dboid != 0 && d.dboid != visit.dboid && d.waiting_since != 0),
+        crowded: installed > shared.scheduler_workers as usize,
+        last_request,
+        blocked: visit.blocked,
+        frequent: visit.frequent,
+        resident_room: shared.residents_besides(visit.dboid) < visit::resident_budget(shared.scheduler_workers),
+    };
+    let stays = visit::stays(next, now, crowd) || (lingering && !crowd.others_wait);
+    if let Some(slot) = shared.slot_mut(visit.dboid) {
+        slot.resident = stays && visit::resident(next, now, crowd);
+    }
+    stays
 }
 
 /// Free the run slots of this database's step workers that ended (a step

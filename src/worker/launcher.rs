@@ -236,8 +236,16 @@ fn watch_runs() {
     }
 }
 
-/// Start the workers of requested runs, highest priority then oldest due
-/// first, while fewer than
+/// The order in which waiting runs get a worker: highest priority, then
+/// earliest deadline (issue 34; before, oldest due: a 1-second job's run
+/// waited behind every overdue 10-second job's), then oldest due, then
+/// first asked for.
+fn run_order(r: &shared::RunSlot) -> (std::cmp::Reverse<i32>, i64, i64, i64) {
+    (std::cmp::Reverse(r.priority), r.deadline, r.due, r.requested_at)
+}
+
+/// Start the workers of requested runs, highest priority then earliest
+/// deadline first, while fewer than
 /// `max_workers` run; returns since when the longest-waiting run has waited.
 fn start_runs(max_workers: u32) -> Option<i64> {
     // SAFETY: reading this process's pid.
@@ -259,7 +267,7 @@ fn start_runs(max_workers: u32) -> Option<i64> {
                 .filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
         };
         let first =
-            waiting().min_by_key(|(_, r)| (std::cmp::Reverse(r.priority), r.due, r.requested_at)).map(|(i, r)| (i, *r));
+            waiting().min_by_key(|(_, r)| run_order(r)).map(|(i, r)| (i, *r));
         let longest = waiting().map(|(_, r)| r.requested_at).min();
         let (i, run) = match first {
             None => return None,
@@ -271,6 +279,13 @@ fn start_runs(max_workers: u32) -> Option<i64> {
                     continue;
                 }
                 if running >= max_workers {
+                    // idle runners of other databases hold the budget: one
+                    // leaves now (its exit wakes us) instead of at the end of
+                    // its linger
+                    if let Some(pid) = shared.evict_idle() {
+                        drop(shared);
+                        shared::signal(pid);
+                    }
                     return longest;
                 }
                 (i, shared.runs[i])
@@ -308,6 +323,7 @@ fn supervise(databases: &[u32], tracked: &mut HashMap<u32, Tracked>, scheduler_w
                     let mut shared = SHARED.exclusive();
                     let mut gone = false;
                     if let Some(slot) = shared.find_slot(*db) {
+                        slot.resident = false;
                         if slot.scheduler_pid != 0 {
                             slot.scheduler_pid = 0;
                             t.crashed_at = Some(Instant::now());

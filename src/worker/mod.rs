@@ -195,6 +195,10 @@ pub struct Visit {
     /// (0.8.0) a due fire found no free run slot at this turn: the slots
     /// are held by runs that other databases' workers must record
     pub blocked: bool,
+    /// (issue 34) its work comes often: the last fire it started was
+    /// followed by its job's next within `visit::RESIDENT_US` (a 1-second
+    /// job); such a database's worker may stay as a resident
+    pub frequent: bool,
 }
 
 /// What a duty's turn says about the visit.

@@ -19,6 +19,10 @@
 //!   needed for progress in the model, but a database with many jobs should
 //!   not hold a scheduler slot to wait.
 //!
+//! - (issue 34) a scheduler whose next fire is within a moment may stay as
+//!   a *resident* (`visit::resident`), but at most half the schedulers do
+//!   (`visit::resident_budget`): in the model database 0 has a 1-second job.
+//!
 //! The `#[test]`s below explore every interleaving of a small model (three
 //! or four databases; one or two schedulers, workers; one to three run
 //! slots) and check that from every reachable state each waiting fire can
@@ -126,6 +130,8 @@ mod model {
         scheduler: Vec<bool>,
         waiting: Vec<bool>,
         slots: Vec<Slot>,
+        /// (issue 34) its scheduler stays as a resident
+        resident: Vec<bool>,
     }
 
     /// The rules in force: 0.8.0's, 0.7.0's (to show the model finds the
@@ -135,6 +141,9 @@ mod model {
         Current,
         Old,
         OldSchedulers,
+        /// (issue 34) today's rules with every scheduler allowed to stay
+        /// as a resident (no resident budget)
+        ResidentsUnbounded,
     }
 
     fn in_flight(s: &State, db: usize) -> bool {
@@ -158,7 +167,7 @@ mod model {
             reprobe_due: false,
         };
         match rules {
-            Rules::Current | Rules::OldSchedulers => needs_scheduler(&v, now).is_some(),
+            Rules::Current | Rules::OldSchedulers | Rules::ResidentsUnbounded => needs_scheduler(&v, now).is_some(),
             // 0.7.0: a due fire only with a free run slot; finished runs
             // only when no fire is near
             Rules::Old => (s.due[db] && free) || (finished && !s.due[db]),
@@ -242,14 +251,32 @@ mod model {
                 }
             }
             let now = 1_000_000_000;
+            let current = matches!(rules, Rules::Current | Rules::ResidentsUnbounded);
+            let residents = (0..b.dbs).filter(|&d| d != db && t.resident[d] && t.scheduler[d]).count() as u32;
             let crowd = Crowd {
                 others_wait: (0..b.dbs).any(|d| d != db && t.waiting[d]),
                 crowded: b.dbs > b.schedulers,
                 last_request: requested.then_some(now),
-                blocked: matches!(rules, Rules::Current) && blocked,
+                blocked: current && blocked,
+                frequent: db == 0,
+                resident_room: match rules {
+                    Rules::Current => residents < visit::resident_budget(b.schedulers as u32),
+                    Rules::ResidentsUnbounded => true,
+                    _ => false,
+                },
             };
-            let next = if t.due[db] { Some(now) } else { Some(now + 60_000_000) };
-            if !visit::stays(next, now, crowd) {
+            // database 0 has a 1-second job: its next fire is always near
+            // (the others' are a minute off once served)
+            let next = if t.due[db] {
+                Some(now)
+            } else if db == 0 && current {
+                Some(now + 1_000_000)
+            } else {
+                Some(now + 60_000_000)
+            };
+            let stays = visit::stays(next, now, crowd);
+            t.resident[db] = stays && visit::resident(next, now, crowd);
+            if !stays {
                 t.scheduler[db] = false;
             }
             if t != *s || served.is_some() {
@@ -268,6 +295,7 @@ mod model {
             scheduler: vec![false; b.dbs],
             waiting: vec![false; b.dbs],
             slots: vec![Slot::Free; b.run_slots],
+            resident: vec![false; b.dbs],
         };
         let mut index: HashMap<State, usize> = HashMap::new();
         let mut states = vec![start.clone()];
@@ -330,6 +358,17 @@ mod model {
             assert!(explored > 100, "{b:?}: the model explores the interleavings ({explored} states)");
             assert!(stuck.is_empty(), "{b:?}: stuck states, e.g. {:?}", &stuck[..stuck.len().min(3)]);
         }
+    }
+
+    #[test]
+    fn residents_without_a_budget_starve_the_others() {
+        // one scheduler, and a database with a 1-second job allowed to stay
+        // for ever: the other databases' fires are never served
+        let (_, unbounded) = stuck(CONFIGS[0], Rules::ResidentsUnbounded);
+        assert!(
+            unbounded.iter().any(|(db, s)| *db != 0 && s.scheduler[0] && s.resident[0]),
+            "the model must find the resident holding the only scheduler"
+        );
     }
 
     #[test]

@@ -402,7 +402,7 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
                     dboid: database.to_u32(),
                     role: role.to_u32(),
                     worker: run.worker,
-                    assigned: -1,
+                    assigned: shared::IDLE_WAITING,
                 };
             })
         } else {
@@ -419,7 +419,9 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
         // to leave the idle list (assigned, or time is up)
         // SAFETY: reads the clock.
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
-        if SHARED.share().idle[k].assigned >= 0 || now >= deadline {
+        // (or asked to leave: a run of another database needs the worker budget)
+        let assigned = SHARED.share().idle[k].assigned;
+        if assigned >= 0 || assigned == shared::IDLE_EVICTED || now >= deadline {
             let mut s = SHARED.exclusive();
             let assigned = s.idle[k].assigned;
             s.idle[k] = IdleRunner::FREE;

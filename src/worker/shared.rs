@@ -52,10 +52,12 @@ pub struct RunSlot {
     /// scheduler that made it, until the run is recorded)
     pub dsm: u32,
     /// when the run was due, its job's priority, and when it was asked for
-    /// (the order of runs waiting for a worker: highest priority, then
-    /// oldest due)
     pub due: i64,
     pub priority: i32,
+    /// (issue 34) by when it is moot: its job's next fire (plan.rs
+    /// `deadline`; a SQL step's: when it was asked for). Runs waiting for
+    /// a worker start highest priority first, then earliest deadline.
+    pub deadline: i64,
     pub requested_at: i64,
     /// the worker's process id once it runs, else 0
     pub pid: i32,
@@ -82,6 +84,7 @@ impl RunSlot {
         dsm: 0,
         due: 0,
         priority: 0,
+        deadline: 0,
         requested_at: 0,
         pid: 0,
         worker: WorkerHandle::NONE,
@@ -90,6 +93,11 @@ impl RunSlot {
         stop_at: 0,
     };
 }
+
+/// `IdleRunner::assigned` of a runner waiting for a run.
+pub const IDLE_WAITING: i32 = -1;
+/// `IdleRunner::assigned` of a runner asked to leave (`evict_idle`).
+pub const IDLE_EVICTED: i32 = -2;
 
 /// A run worker that finished its run and stays a moment for the next run
 /// of the same database and role (0.6.0): starting a worker costs a fork
@@ -149,6 +157,9 @@ pub struct DbSlot {
     /// (0.7.0) a committed transaction made SQL step runs: its scheduler
     /// hands them to step workers (src/engine/steps.rs)
     pub steps_ready: bool,
+    /// (issue 34) its scheduler stays as a resident (visit.rs `resident`),
+    /// counted against the resident budget while `scheduler_pid` is set
+    pub resident: bool,
 }
 
 #[derive(Copy, Clone)]
@@ -179,7 +190,16 @@ impl DbSlot {
         fires_waiting: 0,
         inbox_filled: false,
         steps_ready: false,
+        resident: false,
     };
+}
+
+impl Shared {
+    /// Schedulers staying as residents, other than `dboid`'s.
+    pub fn residents_besides(&self, dboid: u32) -> u32 {
+        self.dbs.iter().filter(|d| d.dboid != 0 && d.dboid != dboid && d.resident && d.scheduler_pid != 0).count()
+            as u32
+    }
 }
 
 impl Default for Shared {
@@ -252,6 +272,7 @@ impl Shared {
         dsm: u32,
         due: i64,
         priority: i32,
+        deadline: i64,
         now: i64,
     ) -> Option<usize> {
         let i = self.runs.iter().position(|r| r.state == RunState::Free)?;
@@ -263,6 +284,7 @@ impl Shared {
             dsm,
             due,
             priority,
+            deadline,
             requested_at: now,
             ..RunSlot::FREE
         };
@@ -290,6 +312,19 @@ impl Shared {
             + self.idle.iter().filter(|w| w.pid != 0 && w.assigned < 0).count()) as u32
     }
 
+    /// (issue 34) Every worker is busy and a run waits that no idle runner
+    /// can take (another database or role): ask one idle runner to leave
+    /// now rather than at the end of its linger, so that the waiting run's
+    /// worker starts at once. One at a time; the pid to signal, or None.
+    pub fn evict_idle(&mut self) -> Option<i32> {
+        if self.idle.iter().any(|w| w.pid != 0 && w.assigned == IDLE_EVICTED) {
+            return None; // one is leaving: its exit wakes the launcher
+        }
+        let w = self.idle.iter().position(|w| w.pid != 0 && w.assigned == IDLE_WAITING)?;
+        self.idle[w].assigned = IDLE_EVICTED;
+        Some(self.idle[w].pid)
+    }
+
     /// Hand the requested run `i` to an idle runner of its database and
     /// role, if one is waiting (and alive); true when handed. The runner is
     /// woken by the caller (`signal(pid)` of the returned runner).
@@ -301,7 +336,7 @@ impl Shared {
         let w = self
             .idle
             .iter()
-            .position(|w| w.pid != 0 && w.assigned < 0 && w.dboid == run.dboid && w.role == run.role)?;
+            .position(|w| w.pid != 0 && w.assigned == IDLE_WAITING && w.dboid == run.dboid && w.role == run.role)?;
         let idle = self.idle[w];
         if !matches!(idle.worker.status(), super::WorkerStatus::Running(_)) {
             self.idle[w] = IdleRunner::FREE; // it died while idle

@@ -43,6 +43,20 @@ pub const RUN_LINGER_US: i64 = 500_000;
 /// A fire due within this keeps a scheduler even when other databases wait
 /// (the launcher starts one this long before a fire: launcher.rs LEAD_US).
 pub const IMMINENT_US: i64 = 150_000;
+/// (issue 34) A database whose next fire is due within this keeps its
+/// scheduler in a crowded cluster too, as a *resident*, while the resident
+/// budget allows (`resident_budget`): a 1-second job is fired by a process
+/// that is already connected and has its jobs loaded, instead of waiting
+/// every second for a scheduler slot behind the minutely visits of every
+/// other database, and paying a process start and a connection each time.
+pub const RESIDENT_US: i64 = LINGER_US;
+
+/// How many schedulers may be residents at once: half of them (none with a
+/// single scheduler), so the other half always serves the databases that
+/// wait (progress.rs's model explores it).
+pub fn resident_budget(scheduler_workers: u32) -> u32 {
+    scheduler_workers / 2
+}
 
 /// What the scheduler knows of the cluster when it decides whether to stay.
 #[derive(Copy, Clone, Debug, Default)]
@@ -56,6 +70,11 @@ pub struct Crowd {
     /// (0.8.0) a due fire found no free run slot at the last tick: the
     /// slots are held by runs that other databases' schedulers must record
     pub blocked: bool,
+    /// (issue 34) this database's work comes often (`Visit::frequent`)
+    pub frequent: bool,
+    /// (issue 34) this database's scheduler is a resident, or may become
+    /// one: fewer other residents than the budget
+    pub resident_room: bool,
 }
 
 /// Stay for a fire due in a moment always; otherwise leave when other
@@ -73,10 +92,22 @@ pub fn stays(next: Option<i64>, now: i64, crowd: Crowd) -> bool {
     if next.is_some_and(|ts| ts - now <= IMMINENT_US) {
         return true;
     }
+    if resident(next, now, crowd) {
+        return true;
+    }
     if crowd.others_wait || crowd.crowded {
         return false;
     }
     next.is_some_and(|ts| ts - now <= LINGER_US) || crowd.last_request.is_some_and(|t| now - t < RUN_LINGER_US)
+}
+
+/// Whether the scheduler stays as a resident: its work comes often, the
+/// next is soon, and there is room for it (also in a quiet cluster, where
+/// it would stay anyway: then it counts against the budget, so that a crowd
+/// arriving finds the budget in force). A database whose 10-second job's
+/// fire happens to be 2 s off does not take a resident's place.
+pub fn resident(next: Option<i64>, now: i64, crowd: Crowd) -> bool {
+    crowd.frequent && crowd.resident_room && next.is_some_and(|ts| ts - now <= RESIDENT_US)
 }
 
 #[cfg(test)]
@@ -115,5 +146,25 @@ mod tests {
         assert!(stays(Some(0), 0, blocked), "alone: wait for a slot here");
         assert!(!stays(Some(0), 0, Crowd { others_wait: true, ..blocked }), "others wait: give them the slot");
         assert!(!stays(Some(0), 0, Crowd { crowded: true, ..blocked }));
+    }
+
+    #[test]
+    fn residents() {
+        let crowded = Crowd { crowded: true, others_wait: true, frequent: true, ..Crowd::default() };
+        let room = Crowd { resident_room: true, ..crowded };
+        assert!(!stays(Some(SEC), 0, Crowd { frequent: false, ..room }), "work that comes seldom: no resident");
+        assert!(!stays(Some(SEC), 0, crowded), "no room: a 1-second job's scheduler leaves");
+        assert!(stays(Some(SEC), 0, room), "room: it stays for its next fire");
+        assert!(resident(Some(SEC), 0, room));
+        assert!(resident(Some(RESIDENT_US), 0, room));
+        assert!(!stays(Some(RESIDENT_US + 1), 0, room), "a fire further off: it leaves");
+        assert!(!resident(None, 0, room));
+        // a resident never waits for a run slot that only others can free
+        assert!(!stays(Some(0), 0, Crowd { blocked: true, ..room }));
+        assert!(!resident(Some(SEC), 0, Crowd { resident_room: false, ..room }));
+        // half the schedulers at most, none when there is one
+        assert_eq!(resident_budget(1), 0);
+        assert_eq!(resident_budget(4), 2);
+        assert_eq!(resident_budget(5), 2);
     }
 }
