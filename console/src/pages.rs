@@ -256,6 +256,13 @@ async fn overview(
         &[],
     )
     .await;
+    // (0.10.0) workflows whose history keeps no successes: said under the chart
+    let not_kept = rows(
+        &c,
+        "SELECT workflow_name, history FROM automation.queue_settings ORDER BY 1 LIMIT 20",
+        &[],
+    )
+    .await;
     let pipelines = rows(
         &c,
         "SELECT pipeline_name, sum(successes)::float8 / nullif(sum(executions), 0) AS success_rate,
@@ -306,7 +313,7 @@ async fn overview(
         &headers,
         "overview.html",
         "overview",
-        json!({"health": health, "scheduler": scheduler, "queue": queue, "hours": hours, "hours_max": max,
+        json!({"health": health, "scheduler": scheduler, "queue": queue, "hours": hours, "hours_max": max, "not_kept": not_kept,
                "pipelines": pipelines, "problems": problems, "failing_jobs": failing_jobs}),
         &q,
     )
@@ -326,8 +333,16 @@ async fn workflows(
         "SELECT d.name, d.version, d.is_active, d.owner::text AS owner, d.updated_at,
                 jsonb_array_length(coalesce(d.definition->'steps', '[]')) AS steps,
                 (SELECT count(*) FROM automation_triggers.registry r WHERE r.workflow_id = d.id) AS triggers,
-                s.finished, s.succeeded, s.failed, s.latest
+                s.finished, s.succeeded, s.failed, s.latest,
+                coalesce(h.history, 'full') AS history, c.counted, c.counted_ok, c.since AS counted_since
            FROM automation_workflows.definitions d
+           -- (0.10.0) what its history keeps, and the counters, which count
+           -- every finished execution whatever the history keeps
+           LEFT JOIN automation.queue_settings h ON h.workflow_name = d.name
+           LEFT JOIN LATERAL (
+               SELECT sum(x.finished) AS counted, sum(x.finished) FILTER (WHERE x.status = 'success') AS counted_ok,
+                      min(x.since) AS since
+                 FROM automation.execution_stats x WHERE x.workflow_name = d.name) c ON true
            LEFT JOIN LATERAL (
                SELECT count(*) FILTER (WHERE e.status IN ('success', 'error', 'timeout')) AS finished,
                       count(*) FILTER (WHERE e.status = 'success') AS succeeded,
@@ -894,6 +909,45 @@ mod tests {
         assert!(!html.contains("<script>alert(1)"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)"), "{html}");
         assert!(!html.contains("<img src=x"));
+    }
+
+    #[test]
+    fn history_modes_show_on_workflows_and_under_the_chart() {
+        let env = templates();
+        let render = |name: &str, mut ctx: serde_json::Value| {
+            ctx["page"] = json!("x");
+            ctx["refresh"] = json!(0);
+            env.get_template(name).unwrap().render(minijinja::Value::from_serialize(&ctx)).unwrap()
+        };
+        let row = |name: &str, history: &str| {
+            json!({"name": name, "version": 1, "is_active": true, "steps": 1, "triggers": 0, "owner": "o",
+                   "finished": 2, "succeeded": 1, "failed": 1, "latest": null,
+                   "history": history, "counted": 40, "counted_ok": 30, "counted_since": null})
+        };
+        let html = render(
+            "workflows.html",
+            json!({"workflows": {"rows": [row("kept", "full"), row("lean", "errors")], "error": null}}),
+        );
+        let lean = &html[html.find(">lean<").unwrap()..];
+        let lean = &lean[..lean.find("</tr>").unwrap()];
+        assert!(lean.contains(">errors</span>") && lean.contains("successes not kept"), "{lean}");
+        assert!(lean.contains(">40<") && lean.contains("75.0%"), "counted: 30 of 40 succeeded: {lean}");
+        assert!(!lean.contains("50.0%"), "no success rate from a history that keeps no successes: {lean}");
+        let kept = &html[html.find(">kept<").unwrap()..];
+        let kept = &kept[..kept.find("</tr>").unwrap()];
+        assert!(kept.contains("50.0%") && !kept.contains("successes not kept"), "{kept}");
+
+        let empty = json!({"rows": [], "error": null});
+        let overview = |not_kept| {
+            render(
+                "overview.html",
+                json!({"health": empty, "scheduler": empty, "queue": empty, "hours": empty, "hours_max": 0,
+                       "pipelines": empty, "problems": empty, "failing_jobs": empty, "not_kept": not_kept}),
+            )
+        };
+        let html = overview(json!({"rows": [{"workflow_name": "lean", "history": "none"}], "error": null}));
+        assert!(html.contains("Not in the chart: the successes of") && html.contains(">lean</a> (none)"));
+        assert!(!overview(empty.clone()).contains("Not in the chart"));
     }
 
     #[test]

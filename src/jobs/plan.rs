@@ -209,6 +209,9 @@ pub struct Loaded {
 pub struct Timetable {
     jobs: HashMap<i64, Timing>,
     heap: BinaryHeap<Reverse<(i64, i64)>>,
+    /// (issue 34) the shortest time from an active job's next fire to the
+    /// one after, as of the last load
+    shortest_period: Option<i64>,
 }
 
 /// What to do with a fire that is due.
@@ -278,10 +281,6 @@ pub struct Launched {
     pub waiting_for_slot: usize,
     /// (0.8.0) some of them because the cluster had no free run slot
     pub no_run_slot: bool,
-    /// (issue 34) the shortest time from a fire started here to its job's
-    /// next fire: a database whose jobs fire every second keeps its
-    /// scheduler (visit.rs `resident`)
-    pub shortest_gap: Option<i64>,
 }
 
 impl Timetable {
@@ -320,9 +319,22 @@ impl Timetable {
             );
         }
         self.heap = self.jobs.iter().filter_map(|(id, t)| t.next.map(|n| Reverse((n, *id)))).collect();
+        self.shortest_period = self
+            .jobs
+            .values()
+            .filter_map(|t| t.next.map(|n| deadline(&t.schedule, n, t.zone.as_deref().unwrap_or(zone)) - n))
+            .min();
         let mut nexts: Vec<Next> = self.jobs.iter().map(|(id, t)| (*id, t.next, t.attempt)).collect();
         nexts.sort_unstable();
         nexts
+    }
+
+    /// (issue 34) The shortest time between two fires of a job, as of the
+    /// last load (from each job's next fire to the one after): a database
+    /// with a job firing every second keeps its scheduler (visit.rs
+    /// `resident`) from its first turn on.
+    pub fn shortest_period(&self) -> Option<i64> {
+        self.shortest_period
     }
 
     /// The earliest fire and its job (stale heap entries dropped first).
@@ -433,7 +445,6 @@ impl Timetable {
                     let deadline = deadline(&timing.schedule, ts, timing.zone.as_deref().unwrap_or(zone));
                     match fx.start(jobid, ts, deadline, timing.attempt)? {
                     Started::Done => {
-                        launched.shortest_gap = Some(launched.shortest_gap.map_or(deadline - ts, |g| g.min(deadline - ts)));
                         running.entry(jobid).or_default().push(0);
                         total += 1;
                     }
@@ -659,12 +670,11 @@ mod tests {
         assert_eq!(moved, vec![(1, Some(602 * MIN)), (2, Some(601 * MIN)), (3, Some(610 * MIN))]);
         // each run's deadline is its job's next fire (the worker order)
         assert_eq!(fx.deadlines, vec![602 * MIN, 601 * MIN, 610 * MIN]);
-        let mut both = table(&[(1, "10 seconds"), (2, "1 seconds")], 600 * MIN - 1);
-        let l = both.launch_due(600 * MIN, &UTC, &mut runs(&[]), 10, &mut Fake::default()).unwrap();
-        assert_eq!(l.shortest_gap, Some(SEC), "the 1-second job makes the database one that fires every second");
-        let mut ten = table(&[(1, "10 seconds")], 600 * MIN - 1);
-        let l = ten.launch_due(600 * MIN, &UTC, &mut runs(&[]), 10, &mut Fake::default()).unwrap();
-        assert_eq!(l.shortest_gap, Some(10 * SEC));
+        // known from the load, before any fire
+        let both = table(&[(1, "10 seconds"), (2, "1 seconds")], 600 * MIN - 1);
+        assert_eq!(both.shortest_period(), Some(SEC), "the 1-second job makes the database one that fires every second");
+        assert_eq!(table(&[(1, "10 seconds"), (2, "* * * * *")], 600 * MIN).shortest_period(), Some(10 * SEC));
+        assert_eq!(table(&[(1, "@reboot")], 600 * MIN).shortest_period(), None, "fired at boot: none left");
         // nothing more is due until 10:01
         assert!(t.launch_due(now + 10 * SEC, &UTC, &mut running, 10, &mut fx).unwrap().advanced.is_empty());
         assert_eq!(t.next(), Some((601 * MIN, 2)));

@@ -190,11 +190,9 @@ impl Scheduler {
             self.reload()?;
         }
         self.reap()?;
-        let launched = self.launch_due(now())?;
-        visit.blocked = launched.no_run_slot;
-        if let Some(gap) = launched.shortest_gap {
-            visit.frequent = gap <= crate::worker::visit::RESIDENT_US;
-        }
+        visit.blocked = self.launch_due(now())?.no_run_slot;
+        // (issue 34) a job firing every second or two: this worker may stay
+        visit.frequent = self.timetable.shortest_period().is_some_and(|p| p <= crate::worker::visit::RESIDENT_US);
         self.report_activity();
         Ok(Flow::Continue)
     }

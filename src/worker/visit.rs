@@ -86,7 +86,9 @@ pub fn stays(next: Option<i64>, now: i64, crowd: Crowd) -> bool {
     // a database waiting for that scheduler slot can free (issue 28; the
     // model in progress.rs): the due fire stays due, and the launcher
     // starts this database again in its turn
-    if crowd.blocked && (crowd.others_wait || crowd.crowded) {
+    // (issue 34) except a resident: at most half the schedulers are, and the
+    // others record the runs that free the slots (progress.rs's model)
+    if crowd.blocked && (crowd.others_wait || crowd.crowded) && !resident(next, now, crowd) {
         return false;
     }
     if next.is_some_and(|ts| ts - now <= IMMINENT_US) {
@@ -159,8 +161,11 @@ mod tests {
         assert!(resident(Some(RESIDENT_US), 0, room));
         assert!(!stays(Some(RESIDENT_US + 1), 0, room), "a fire further off: it leaves");
         assert!(!resident(None, 0, room));
-        // a resident never waits for a run slot that only others can free
-        assert!(!stays(Some(0), 0, Crowd { blocked: true, ..room }));
+        // a resident waits for a run slot (every run slot taken at a minute's
+        // turn, when every database's default jobs are due): the other
+        // schedulers record the runs that free them
+        assert!(stays(Some(0), 0, Crowd { blocked: true, ..room }));
+        assert!(!stays(Some(0), 0, Crowd { blocked: true, resident_room: false, ..room }));
         assert!(!resident(Some(SEC), 0, Crowd { resident_room: false, ..room }));
         // half the schedulers at most, none when there is one
         assert_eq!(resident_budget(1), 0);

@@ -31,8 +31,12 @@ fn name(i: usize) -> String {
 
 /// The database of the 1-second job.
 const SECONDLY: &str = "automation_it_many_secondly";
-/// From when (after the start of the watch) its scheduler must be resident.
-const SETTLE_S: u64 = 5;
+/// From how long after its scheduler is first seen (its first visit may
+/// wait behind the hundred, and it becomes a resident at its first fire)
+/// that scheduler must be there at every sample.
+const SETTLE_S: u64 = 3;
+/// Its scheduler is first seen within this of the start of the watch.
+const FIRST_SEEN_S: u64 = 15;
 
 /// The budgets for the test, back to the defaults when dropped.
 /// (The test's databases are dropped first, then the settings reset.)
@@ -87,7 +91,8 @@ fn a_hundred_databases_share_four_schedulers_and_eight_workers() {
             .unwrap();
     }
 
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {SECONDLY} WITH (FORCE); CREATE DATABASE {SECONDLY}")).unwrap();
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {SECONDLY} WITH (FORCE)")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {SECONDLY}")).unwrap();
     db(SECONDLY)
         .batch_execute(
             "CREATE EXTENSION automation_ext;
@@ -102,6 +107,7 @@ fn a_hundred_databases_share_four_schedulers_and_eight_workers() {
     let (mut most_schedulers, mut most_runs) = (0i64, 0i64);
     let (mut samples, mut absent) = (0u32, 0u32);
     let mut resident_pids: Vec<i32> = Vec::new();
+    let mut first_seen: Option<Duration> = None;
     while started.elapsed() < Duration::from_secs(WATCH_S) {
         let r = admin
             .query_one(
@@ -114,20 +120,32 @@ fn a_hundred_databases_share_four_schedulers_and_eight_workers() {
             .unwrap();
         most_schedulers = most_schedulers.max(r.get(0));
         most_runs = most_runs.max(r.get(1));
-        if started.elapsed() >= Duration::from_secs(SETTLE_S) {
+        let pids: Option<Vec<i32>> = r.get(2);
+        if first_seen.is_none() && pids.is_some() {
+            first_seen = Some(started.elapsed());
+        }
+        if first_seen.is_some_and(|t| started.elapsed() >= t + Duration::from_secs(SETTLE_S)) {
             samples += 1;
-            match r.get::<_, Option<Vec<i32>>>(2) {
-                Some(pids) => pids.into_iter().filter(|p| !resident_pids.contains(p)).for_each(|p| resident_pids.push(p)),
+            match pids {
+                Some(pids) => {
+                    for p in pids {
+                        if !resident_pids.contains(&p) {
+                            resident_pids.push(p);
+                        }
+                    }
+                }
                 None => absent += 1,
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(most_schedulers <= SCHEDULERS, "{most_schedulers} schedulers at once, budget {SCHEDULERS}");
+    let first_seen = first_seen.expect("the 1-second job's database got a scheduler");
+    assert!(first_seen <= Duration::from_secs(FIRST_SEEN_S), "its first scheduler came after {first_seen:?}");
     assert_eq!(
         (resident_pids.len(), absent),
         (1, 0),
-        "the 1-second job's scheduler stays (one process, present in all {samples} samples from {SETTLE_S} s): pids {resident_pids:?}, absent {absent} times"
+        "the 1-second job's scheduler stays (one process, present in all {samples} samples from {SETTLE_S} s after it came): pids {resident_pids:?}, absent {absent} times"
     );
     assert!(most_runs <= WORKERS, "{most_runs} runs at once, budget {WORKERS}");
     assert!(most_runs >= 1, "the run workers were seen at work");
@@ -175,7 +193,8 @@ fn a_hundred_databases_share_four_schedulers_and_eight_workers() {
         .unwrap();
     let (ok, failed, mut errors): (i64, i64, Vec<f64>) = (r.get(0), r.get(1), r.get(2));
     assert_eq!(failed, 0);
-    assert!(ok >= (WATCH_S - SETTLE_S) as i64, "{SECONDLY}: {ok} runs of a 1-second job in {WATCH_S} s");
+    let least = (WATCH_S - first_seen.as_secs() - SETTLE_S) as i64;
+    assert!(ok >= least, "{SECONDLY}: {ok} runs of a 1-second job in {WATCH_S} s (its scheduler came after {first_seen:?})");
     errors.sort_by(|a, b| a.total_cmp(b));
     println!(
         "the 1-second job beside them: {ok} runs, interval error p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
