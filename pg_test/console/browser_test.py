@@ -102,6 +102,22 @@ def main():
             check(name in html, f"the workflows page lists {name}")
         # markup stored as a workflow name is text, not markup
         check("&lt;script&gt;alert" in html and "<script>alert" not in html, "a workflow name with <script> renders as text")
+        # (0.10.0) a workflow whose history keeps only its errors: the page
+        # says so, and shows the counted executions instead of a success
+        # rate made of failures only; the overview says its successes are
+        # not in the chart
+        check(sql("SELECT automation.set_queue_history('fail-flow', 'errors')") == "full", "fail-flow: history errors")
+        visit("/workflows", "workflows-history")
+        row = page.locator("table.list tbody tr", has_text="fail-flow").inner_text()
+        check("errors" in row and "successes not kept" in row, f"the workflows page shows fail-flow's history mode ({row!r})")
+        counted = sql("SELECT coalesce(sum(finished), 0) FROM automation.execution_stats WHERE workflow_name = 'ok-flow'")
+        cells = page.locator("table.list tbody tr", has_text="ok-flow").locator("td")
+        shown = (cells.nth(5).inner_text().strip(), cells.nth(8).inner_text().strip())
+        check(counted != "0" and shown == ("full", counted), f"ok-flow: history full, {counted} counted executions ({shown!r})")
+        visit("/", "overview-history")
+        note = page.locator("p.not-kept").inner_text()
+        check("fail-flow" in note and "errors" in note, f"the overview says whose successes the chart cannot show ({note!r})")
+        sql("SELECT automation.set_queue_history('fail-flow', 'full')")
         html = visit("/workflows/ok-flow", "workflow")
         check(page.locator("svg.dag g.node").count() == 3, "the DAG of ok-flow has its 3 steps")
         check(page.locator("svg.dag path.edge").count() == 2, "and its 2 edges")

@@ -259,39 +259,39 @@ fn start_runs(max_workers: u32) -> Option<i64> {
         // SAFETY: reads the clock.
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
         let holding: Vec<u32> = shared.dbs.iter().filter(|d| d.hold_until > now).map(|d| d.dboid).collect();
-        let waiting = || {
-            shared
-                .runs
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
+        let waiting: Vec<(usize, shared::RunSlot)> = shared
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.state == RunState::Requested && !holding.contains(&r.dboid))
+            .map(|(i, r)| (i, *r))
+            .collect();
+        let longest = waiting.iter().map(|(_, r)| r.requested_at).min();
+        let Some(&(first, _)) = waiting.iter().min_by_key(|(_, r)| run_order(r)) else {
+            return None;
         };
-        let first =
-            waiting().min_by_key(|(_, r)| run_order(r)).map(|(i, r)| (i, *r));
-        let longest = waiting().map(|(_, r)| r.requested_at).min();
-        let (i, run) = match first {
-            None => return None,
-            Some((i, _)) if shared.idle.iter().any(|w| w.pid != 0 && w.assigned < 0) => {
-                // a worker that stayed after its run takes it if it can
-                if let Some(pid) = shared.hand_to_idle(i) {
-                    drop(shared);
-                    shared::signal(pid);
-                    continue;
-                }
-                if running >= max_workers {
-                    // idle runners of other databases hold the budget: one
-                    // leaves now (its exit wakes us) instead of at the end of
-                    // its linger
-                    if let Some(pid) = shared.evict_idle() {
-                        drop(shared);
-                        shared::signal(pid);
-                    }
-                    return longest;
-                }
-                (i, shared.runs[i])
+        // a worker that stayed after its run takes it if it can
+        if let Some(pid) = shared.hand_to_idle(first) {
+            drop(shared);
+            shared::signal(pid);
+            continue;
+        }
+        // (issue 34) the first in order that the budget allows: workers held
+        // for residents (a database firing every second) are theirs only
+        let lacking = shared.residents_lacking_a_worker();
+        let startable = waiting
+            .iter()
+            .filter(|(_, r)| running + shared.reserved_for_residents(&lacking, r.dboid) < max_workers)
+            .min_by_key(|(_, r)| run_order(r))
+            .copied();
+        let Some((i, run)) = startable else {
+            // idle runners of other databases hold the budget: one leaves
+            // now (its exit wakes us) instead of at the end of its linger
+            if let Some(pid) = shared.evict_idle() {
+                drop(shared);
+                shared::signal(pid);
             }
-            Some(_) if running >= max_workers => return longest,
-            Some(found) => found,
+            return longest;
         };
         match runner::start_run_worker(run.jobid, run.dsm, me) {
             Some(worker) => {

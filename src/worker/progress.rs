@@ -194,11 +194,19 @@ mod model {
                 }
             }
         }
-        // the launcher starts a requested run's worker, within budget
+        // the launcher starts a requested run's worker, within budget; (issue
+        // 34) workers are held for residents whose database has none, at
+        // most half of them (shared.rs `reserved_for_residents`)
         let started = s.slots.iter().filter(|x| matches!(x, Slot::Started(_))).count();
+        let reserved = |d: usize| {
+            let lacking = (0..b.dbs)
+                .filter(|&r| r != d && s.resident[r] && s.scheduler[r] && !s.slots.contains(&Slot::Started(r as u8)))
+                .count();
+            lacking.min(b.workers / 2)
+        };
         for i in 0..b.run_slots {
             if let Slot::Requested(d) = s.slots[i] {
-                if started < b.workers {
+                if started + reserved(d as usize) < b.workers {
                     let mut t = s.clone();
                     t.slots[i] = Slot::Started(d);
                     out.push((t, None));

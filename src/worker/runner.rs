@@ -204,7 +204,8 @@ pub fn start_now(i: usize) -> bool {
     let waiting = shared.runs.iter().filter(|r| r.state == RunState::Requested).count();
     // (the launcher may have started it meanwhile: then it is not ours to start)
     if shared.runs[i].state != RunState::Requested
-        || started >= shared.max_workers
+        || started + shared.reserved_for_residents(&shared.residents_lacking_a_worker(), shared.runs[i].dboid)
+            >= shared.max_workers
         || waiting > 1
         || shared.launcher_pid == 0
     {
@@ -226,6 +227,12 @@ pub fn start_now(i: usize) -> bool {
 /// same minute) then costs a latch per run instead of a fork and a
 /// connection; a lone run's worker leaves a moment later than before.
 const LINGER_MS: i64 = 250;
+/// (issue 34) How long it stays when its database's scheduler is a
+/// resident (a job firing every second or two): until the next fire, which
+/// it then runs without a fork and a connection. It holds the worker that
+/// the budget keeps for that resident anyway (shared.rs
+/// `reserved_for_residents`).
+const RESIDENT_LINGER_MS: i64 = super::visit::RESIDENT_US / 1000 + 500;
 
 /// Entry point of a job run (bgw_main_arg: the run's dsm handle). After the
 /// run it stays up to LINGER_MS for the next run of its database and role,
@@ -385,7 +392,7 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
     // job or serving SQL steps (renamed before its slot is released, so that
     // the step workers it shows never exceed automation.step_workers)
     set_application_name(c"automation_ext worker (idle)");
-    let (scheduler, place) = {
+    let (scheduler, place, linger_ms) = {
         let mut s = SHARED.exclusive();
         let Some(i) = s.runs.iter().position(|r| r.state == RunState::Started && r.dsm == done) else {
             // not followed by a slot (the launcher restarted): just leave
@@ -408,12 +415,13 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
         } else {
             None
         };
-        (scheduler, place)
+        let linger_ms = if s.is_resident(database.to_u32()) { RESIDENT_LINGER_MS } else { LINGER_MS };
+        (scheduler, place, linger_ms)
     };
     shared::signal(if scheduler > 0 { scheduler } else { SHARED.share().launcher_pid });
     let k = place?;
     // SAFETY: reads the clock.
-    let deadline = unsafe { pg_sys::GetCurrentTimestamp() } + LINGER_MS * 1000;
+    let deadline = unsafe { pg_sys::GetCurrentTimestamp() } + linger_ms * 1000;
     loop {
         // a shared look while nothing has happened; the exclusive lock only
         // to leave the idle list (assigned, or time is up)

@@ -195,6 +195,33 @@ impl DbSlot {
 }
 
 impl Shared {
+    /// Whether `dboid`'s scheduler is there as a resident.
+    pub fn is_resident(&self, dboid: u32) -> bool {
+        self.dbs.iter().any(|d| d.dboid == dboid && d.resident && d.scheduler_pid != 0)
+    }
+
+    /// (issue 34) The residents whose database has no worker: no run
+    /// started, no runner of its own waiting for its next fire.
+    pub fn residents_lacking_a_worker(&self) -> Vec<u32> {
+        self.dbs
+            .iter()
+            .filter(|d| d.dboid != 0 && d.resident && d.scheduler_pid != 0)
+            .filter(|d| {
+                !self.runs.iter().any(|r| r.dboid == d.dboid && r.state == RunState::Started)
+                    && !self.idle.iter().any(|w| w.pid != 0 && w.dboid == d.dboid && w.assigned == IDLE_WAITING)
+            })
+            .map(|d| d.dboid)
+            .collect()
+    }
+
+    /// (issue 34) Workers held for residents other than `dboid` (`lacking`:
+    /// `residents_lacking_a_worker`): one for each, so that its next fire
+    /// finds one — at most half the worker budget, so the other databases
+    /// always have the other half.
+    pub fn reserved_for_residents(&self, lacking: &[u32], dboid: u32) -> u32 {
+        (lacking.iter().filter(|&&d| d != dboid).count() as u32).min(self.max_workers / 2)
+    }
+
     /// Schedulers staying as residents, other than `dboid`'s.
     pub fn residents_besides(&self, dboid: u32) -> u32 {
         self.dbs.iter().filter(|d| d.dboid != 0 && d.dboid != dboid && d.resident && d.scheduler_pid != 0).count()
@@ -315,12 +342,13 @@ impl Shared {
     /// (issue 34) Every worker is busy and a run waits that no idle runner
     /// can take (another database or role): ask one idle runner to leave
     /// now rather than at the end of its linger, so that the waiting run's
-    /// worker starts at once. One at a time; the pid to signal, or None.
+    /// worker starts at once — not a resident's, which waits for its next
+    /// fire. One at a time; the pid to signal, or None.
     pub fn evict_idle(&mut self) -> Option<i32> {
         if self.idle.iter().any(|w| w.pid != 0 && w.assigned == IDLE_EVICTED) {
             return None; // one is leaving: its exit wakes the launcher
         }
-        let w = self.idle.iter().position(|w| w.pid != 0 && w.assigned == IDLE_WAITING)?;
+        let w = self.idle.iter().position(|w| w.pid != 0 && w.assigned == IDLE_WAITING && !self.is_resident(w.dboid))?;
         self.idle[w].assigned = IDLE_EVICTED;
         Some(self.idle[w].pid)
     }
