@@ -959,7 +959,7 @@ mod tests {
             (
                 "overview.html",
                 json!({"health": empty, "scheduler": failing, "queue": empty, "hours": empty, "hours_max": 0,
-                                     "pipelines": empty, "problems": empty, "failing_jobs": empty}),
+                                     "pipelines": empty, "problems": empty, "failing_jobs": empty, "not_kept": failing}),
             ),
             ("workflows.html", json!({"workflows": empty})),
             ("executions.html", json!({"executions": empty})),
