@@ -752,7 +752,22 @@ async fn queue(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<
         &[],
     )
     .await;
-    render(&app, &headers, "queue.html", "queue", json!({"queue": list, "steps": steps, "workflow": wf}), &q)
+    // (0.10.0) what the history keeps of each queue that keeps less than all
+    let history = rows(
+        &c,
+        "SELECT h.workflow_name, h.history, h.set_by::text AS set_by, h.set_at
+           FROM automation.queue_settings h ORDER BY 1 LIMIT 200",
+        &[],
+    )
+    .await;
+    render(
+        &app,
+        &headers,
+        "queue.html",
+        "queue",
+        json!({"queue": list, "steps": steps, "workflow": wf, "history": history}),
+        &q,
+    )
 }
 
 // ---------------------------------------------------------------- actions
@@ -966,7 +981,7 @@ mod tests {
             ("jobs.html", json!({"jobs": failing})),
             ("triggers.html", json!({"triggers": empty})),
             ("errors.html", json!({"errors": empty, "state": "open"})),
-            ("queue.html", json!({"queue": empty, "steps": empty})),
+            ("queue.html", json!({"queue": empty, "steps": empty, "history": failing})),
         ] {
             let mut ctx = ctx;
             ctx["page"] = json!("x");

@@ -117,7 +117,13 @@ def main():
         visit("/", "overview-history")
         note = page.locator("p.not-kept").inner_text()
         check("fail-flow" in note and "errors" in note, f"the overview says whose successes the chart cannot show ({note!r})")
+        visit("/queue", "queue-history")
+        row = page.locator("tr", has_text="fail-flow").filter(has_text="successes are counted only").inner_text()
+        check("errors" in row and "postgres" in row, f"the queue page lists fail-flow's history mode and who set it ({row!r})")
         sql("SELECT automation.set_queue_history('fail-flow', 'full')")
+        visit("/queue", "queue-history-full")
+        check(page.locator("tr", has_text="every workflow keeps its whole history").count() == 1,
+              "back to full: the queue page says every workflow keeps its whole history")
         html = visit("/workflows/ok-flow", "workflow")
         check(page.locator("svg.dag g.node").count() == 3, "the DAG of ok-flow has its 3 steps")
         check(page.locator("svg.dag path.edge").count() == 2, "and its 2 edges")
