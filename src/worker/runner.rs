@@ -432,8 +432,15 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
         if assigned >= 0 || assigned == shared::IDLE_EVICTED || now >= deadline {
             let mut s = SHARED.exclusive();
             let assigned = s.idle[k].assigned;
-            s.idle[k] = IdleRunner::FREE;
-            return (assigned >= 0).then(|| s.runs[assigned as usize].dsm);
+            if assigned >= 0 {
+                s.idle[k] = IdleRunner::FREE; // the run's slot counts us now
+                return Some(s.runs[assigned as usize].dsm);
+            }
+            // leaving: the entry stays, counted against the worker budget,
+            // until this process has exited (`reap_idle` frees it then) — a
+            // worker started for the budget meanwhile would be one too many
+            s.idle[k].assigned = shared::IDLE_EVICTED;
+            return None;
         }
         // SAFETY: waiting on this process's latch, set by SIGUSR1 (a
         // scheduler handing us a run) or by SIGTERM's handler; then the

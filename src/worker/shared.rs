@@ -96,7 +96,9 @@ impl RunSlot {
 
 /// `IdleRunner::assigned` of a runner waiting for a run.
 pub const IDLE_WAITING: i32 = -1;
-/// `IdleRunner::assigned` of a runner asked to leave (`evict_idle`).
+/// `IdleRunner::assigned` of a runner asked to leave (`evict_idle`), or
+/// leaving at the end of its linger: still counted against the worker
+/// budget until its process has exited (`reap_idle`).
 pub const IDLE_EVICTED: i32 = -2;
 
 /// A run worker that finished its run and stays a moment for the next run
