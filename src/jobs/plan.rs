@@ -444,17 +444,17 @@ impl Timetable {
                 Action::Start => {
                     let deadline = deadline(&timing.schedule, ts, timing.zone.as_deref().unwrap_or(zone));
                     match fx.start(jobid, ts, deadline, timing.attempt)? {
-                    Started::Done => {
-                        running.entry(jobid).or_default().push(0);
-                        total += 1;
-                    }
-                    Started::NoSlot => {
-                        no_slot = true;
-                        launched.no_run_slot = true;
-                        launched.waiting_for_slot += 1;
-                        held.push((ts, jobid));
-                        continue;
-                    }
+                        Started::Done => {
+                            running.entry(jobid).or_default().push(0);
+                            total += 1;
+                        }
+                        Started::NoSlot => {
+                            no_slot = true;
+                            launched.no_run_slot = true;
+                            launched.waiting_for_slot += 1;
+                            held.push((ts, jobid));
+                            continue;
+                        }
                     }
                 }
             }
@@ -672,7 +672,11 @@ mod tests {
         assert_eq!(fx.deadlines, vec![602 * MIN, 601 * MIN, 610 * MIN]);
         // known from the load, before any fire
         let both = table(&[(1, "10 seconds"), (2, "1 seconds")], 600 * MIN - 1);
-        assert_eq!(both.shortest_period(), Some(SEC), "the 1-second job makes the database one that fires every second");
+        assert_eq!(
+            both.shortest_period(),
+            Some(SEC),
+            "the 1-second job makes the database one that fires every second"
+        );
         assert_eq!(table(&[(1, "10 seconds"), (2, "* * * * *")], 600 * MIN).shortest_period(), Some(10 * SEC));
         assert_eq!(table(&[(1, "@reboot")], 600 * MIN).shortest_period(), None, "fired at boot: none left");
         // nothing more is due until 10:01

@@ -350,7 +350,8 @@ impl Shared {
         if self.idle.iter().any(|w| w.pid != 0 && w.assigned == IDLE_EVICTED) {
             return None; // one is leaving: its exit wakes the launcher
         }
-        let w = self.idle.iter().position(|w| w.pid != 0 && w.assigned == IDLE_WAITING && !self.is_resident(w.dboid))?;
+        let w =
+            self.idle.iter().position(|w| w.pid != 0 && w.assigned == IDLE_WAITING && !self.is_resident(w.dboid))?;
         self.idle[w].assigned = IDLE_EVICTED;
         Some(self.idle[w].pid)
     }
