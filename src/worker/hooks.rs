@@ -11,6 +11,16 @@
 //! scheduler, workers waiting for work); a job or SQL step *running* in y
 //! is not cut short: the hook waits for it a few seconds, then refuses the
 //! clone with a message naming it and a hint on how to pause the work.
+//!
+//! DROP EXTENSION automation_ext must not fail with "deadlock detected"
+//! because the engine's tables are in use (seen in CI: the extension's own
+//! minute job, `timeout_stale_executions()`, held one table and wanted
+//! another that the DROP had taken, while the DROP waited for the first).
+//! PostgreSQL's DROP locks the objects one by one as it deletes them; for
+//! the extension's owner, the hook first takes every relation of the
+//! extension (and their partitions) at once, never waiting for one while
+//! it holds another — so the DROP itself waits for nothing it could
+//! deadlock on, and whoever uses the tables waits for it.
 
 use std::ffi::{c_char, CStr};
 
@@ -78,12 +88,105 @@ unsafe extern "C-unwind" fn process_utility(
         if !stmt.is_null() && (*stmt).type_ == pg_sys::NodeTag::T_CreatedbStmt {
             create_database_requested(stmt as *mut pg_sys::CreatedbStmt);
         }
+        if !stmt.is_null() && (*stmt).type_ == pg_sys::NodeTag::T_DropStmt && drops_us(stmt as *const pg_sys::DropStmt)
+        {
+            drop_extension_requested();
+        }
         match PREV_PROCESS_UTILITY {
             Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
             None => {
                 raw_standard_process_utility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
             }
         }
+    }
+}
+
+/// Is `stmt` a DROP EXTENSION that names automation_ext?
+///
+/// # Safety
+/// `stmt` is a valid DropStmt.
+unsafe fn drops_us(stmt: *const pg_sys::DropStmt) -> bool {
+    // SAFETY: a DropStmt of extensions lists its names as String nodes.
+    unsafe {
+        if (*stmt).removeType != pg_sys::ObjectType::OBJECT_EXTENSION {
+            return false;
+        }
+        let list = (*stmt).objects;
+        if list.is_null() {
+            return false;
+        }
+        (0..(*list).length as usize).any(|i| {
+            let node = (*(*list).elements.add(i)).ptr_value as *const pg_sys::Node;
+            !node.is_null()
+                && (*node).type_ == pg_sys::NodeTag::T_String
+                && !(*(node as *const pg_sys::String)).sval.is_null()
+                && CStr::from_ptr((*(node as *const pg_sys::String)).sval).to_bytes() == b"automation_ext"
+        })
+    }
+}
+
+/// The relations of the extension in this database (its tables, views,
+/// sequences, and the partitions and children of its tables), when the
+/// role in effect may drop it (owns it, or is a member of its owner, or a
+/// superuser): others get PostgreSQL's own refusal and take no lock here.
+const OUR_RELATIONS: &str = "
+    WITH RECURSIVE rels(oid) AS (
+        SELECT d.objid
+          FROM pg_catalog.pg_extension e
+          JOIN pg_catalog.pg_depend d
+            ON d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.refobjid = e.oid
+           AND d.deptype = 'e' AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+         WHERE e.extname = 'automation_ext' AND pg_catalog.pg_has_role(e.extowner, 'USAGE')
+        UNION
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN rels ON i.inhparent = rels.oid
+    )
+    SELECT pg_catalog.array_agg(c.oid ORDER BY c.oid)
+      FROM rels JOIN pg_catalog.pg_class c ON c.oid = rels.oid
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')";
+
+/// Before DROP EXTENSION automation_ext (see the module comment): take an
+/// ACCESS EXCLUSIVE lock on every relation of the extension, all at once.
+/// Each round, in a subtransaction, waits for the one lock the previous
+/// round found taken (holding no other of ours meanwhile), then tries the
+/// others without waiting; if one is taken, the round is rolled back (its
+/// locks released) and the next waits for that one. A waiting round honours
+/// lock_timeout, statement_timeout and a cancel, as the DROP itself would.
+#[pg_guard]
+extern "C-unwind" fn drop_extension_requested() {
+    let Ok(Some(rels)) = Spi::get_one::<Vec<pg_sys::Oid>>(OUR_RELATIONS) else {
+        return;
+    };
+    let lock = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
+    let mut wait_for: Option<pg_sys::Oid> = None;
+    loop {
+        let taken = std::cell::Cell::new(None);
+        let round = crate::subxact::run(|| {
+            // SAFETY: heavyweight lock calls inside the subtransaction just
+            // begun (its abort releases what they took); an oid whose
+            // relation is gone is locked harmlessly.
+            unsafe {
+                if let Some(rel) = wait_for {
+                    pg_sys::LockRelationOid(rel, lock);
+                }
+                for &rel in rels.iter().filter(|&&rel| Some(rel) != wait_for) {
+                    if !pg_sys::ConditionalLockRelationOid(rel, lock) {
+                        taken.set(Some(rel));
+                        return Err(crate::error::Error::new(
+                            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                            "a relation of automation_ext is in use",
+                        ));
+                    }
+                }
+            }
+            Ok::<(), crate::error::Error>(())
+        });
+        match (round, taken.get()) {
+            (Ok(()), _) => return,
+            (Err(_), Some(rel)) => wait_for = Some(rel),
+            // lock_timeout, a cancel: the DROP fails as it would have
+            (Err(e), None) => crate::subxact::rethrow(e),
+        }
+        pgrx::check_for_interrupts!();
     }
 }
 
