@@ -45,7 +45,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         if BackgroundWorker::transaction(crate::catalog::extension_ready) {
             break;
         }
-        if now() >= deadline || BackgroundWorker::sigterm_received() {
+        if now() >= deadline || super::stop_requested() {
             shared::report_extension(dboid, Extension::Missing);
             return;
         }
@@ -70,7 +70,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     debug1!("automation_ext scheduler started");
 
     loop {
-        if BackgroundWorker::sigterm_received() {
+        if super::stop_requested() {
             break;
         }
         if BackgroundWorker::sighup_received() {
@@ -105,7 +105,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         // sets our latch when a run of ours ends; no busy loop meanwhile
         let nap = visit::nap(next, now());
         if nap.latch_ms > 0 && !BackgroundWorker::wait_latch(Some(Duration::from_millis(nap.latch_ms))) {
-            break; // postmaster died
+            break; // asked to stop (SIGTERM)
         }
         if let Some(ts) = next {
             // the last fraction of a millisecond, without the latch

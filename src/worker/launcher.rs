@@ -136,7 +136,7 @@ pub extern "C-unwind" fn automation_launcher_main(_arg: pg_sys::Datum) {
     let mut budgets: Option<Budget> = None;
     let mut logged_shortage: Option<Instant> = None;
     loop {
-        if BackgroundWorker::sigterm_received() {
+        if super::stop_requested() {
             break;
         }
         if BackgroundWorker::sighup_received() {

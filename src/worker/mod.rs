@@ -139,6 +139,18 @@ pub fn start_worker(
     }
 }
 
+/// Has this worker been asked to stop (SIGTERM)? pgrx's handler sets
+/// PostgreSQL's `ShutdownRequestPending`, which, unlike pgrx's
+/// `sigterm_received()` (and `wait_latch()`, which calls it), is not reset
+/// by reading it: a SIGTERM that arrives while the worker waits on its latch
+/// in one loop is still seen by the next. (A scheduler waiting for its
+/// extension lost the SIGTERM of DROP DATABASE ... WITH (FORCE) that way,
+/// stayed connected, and the DROP failed: "being accessed by other users".)
+pub fn stop_requested() -> bool {
+    // SAFETY: a sig_atomic_t written by the signal handler, read volatile.
+    unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 }
+}
+
 /// The current time (PostgreSQL's clock, µs since 2000-01-01).
 pub fn now() -> i64 {
     // SAFETY: reads the clock.
