@@ -204,8 +204,7 @@ pub fn start_now(i: usize) -> bool {
     let waiting = shared.runs.iter().filter(|r| r.state == RunState::Requested).count();
     // (the launcher may have started it meanwhile: then it is not ours to start)
     if shared.runs[i].state != RunState::Requested
-        || started + shared.reserved_for_residents(&shared.residents_lacking_a_worker(), shared.runs[i].dboid)
-            >= shared.max_workers
+        || started + shared.reserved_for_residents_besides(shared.runs[i].dboid) >= shared.max_workers
         || waiting > 1
         || shared.launcher_pid == 0
     {
@@ -442,14 +441,20 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
             s.idle[k].assigned = shared::IDLE_EVICTED;
             return None;
         }
-        // SAFETY: waiting on this process's latch, set by SIGUSR1 (a
-        // scheduler handing us a run) or by SIGTERM's handler; then the
-        // interrupt check ends the process on SIGTERM, as in a backend.
+        // SAFETY: waiting on this process's latch until the linger ends:
+        // every change of our entry (a run handed to us: `hand_to_idle`;
+        // asked to leave: `evict_idle`) is followed by SIGUSR1, which sets
+        // the latch, and SIGTERM's handler sets it too; the entry is read
+        // again after each wake-up, so a signal between the read and the
+        // wait is not lost. Then the interrupt check ends the process on
+        // SIGTERM, as in a backend. (Before: a 20 ms poll, 125 wake-ups
+        // in a resident's 2.5 s linger.)
         unsafe {
+            let left_ms = ((deadline - now) / 1000).clamp(1, 1000);
             pg_sys::WaitLatch(
                 pg_sys::MyLatch,
                 (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                20,
+                left_ms,
                 pg_sys::PG_WAIT_EXTENSION,
             );
             pg_sys::ResetLatch(pg_sys::MyLatch);

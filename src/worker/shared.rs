@@ -202,18 +202,20 @@ impl Shared {
         self.dbs.iter().any(|d| d.dboid == dboid && d.resident && d.scheduler_pid != 0)
     }
 
-    /// (issue 34) The residents whose database has no worker: no run
-    /// started, no runner of its own waiting for its next fire.
+    /// (issue 34) Whether `d` is a resident whose database has no worker:
+    /// no run started, no runner of its own waiting for its next fire.
+    fn lacks_a_worker(&self, d: &DbSlot) -> bool {
+        d.dboid != 0
+            && d.resident
+            && d.scheduler_pid != 0
+            && !self.runs.iter().any(|r| r.dboid == d.dboid && r.state == RunState::Started)
+            && !self.idle.iter().any(|w| w.pid != 0 && w.dboid == d.dboid && w.assigned == IDLE_WAITING)
+    }
+
+    /// (issue 34) The residents whose database has no worker (see
+    /// `lacks_a_worker`), for the launcher's pass over the waiting runs.
     pub fn residents_lacking_a_worker(&self) -> Vec<u32> {
-        self.dbs
-            .iter()
-            .filter(|d| d.dboid != 0 && d.resident && d.scheduler_pid != 0)
-            .filter(|d| {
-                !self.runs.iter().any(|r| r.dboid == d.dboid && r.state == RunState::Started)
-                    && !self.idle.iter().any(|w| w.pid != 0 && w.dboid == d.dboid && w.assigned == IDLE_WAITING)
-            })
-            .map(|d| d.dboid)
-            .collect()
+        self.dbs.iter().filter(|d| self.lacks_a_worker(d)).map(|d| d.dboid).collect()
     }
 
     /// (issue 34) Workers held for residents other than `dboid` (`lacking`:
@@ -222,6 +224,14 @@ impl Shared {
     /// always have the other half.
     pub fn reserved_for_residents(&self, lacking: &[u32], dboid: u32) -> u32 {
         (lacking.iter().filter(|&&d| d != dboid).count() as u32).min(self.max_workers / 2)
+    }
+
+    /// `reserved_for_residents` for one run start (a scheduler's
+    /// `start_now`, under the exclusive lock): counted in place, without
+    /// building the list.
+    pub fn reserved_for_residents_besides(&self, dboid: u32) -> u32 {
+        (self.dbs.iter().filter(|d| d.dboid != dboid && self.lacks_a_worker(d)).count() as u32)
+            .min(self.max_workers / 2)
     }
 
     /// Schedulers staying as residents, other than `dboid`'s.
@@ -642,4 +652,39 @@ pub fn executions_logged_pending(dboid: u32) -> bool {
 pub fn can_record(dboid: pg_sys::Oid) -> bool {
     let db = dboid.to_u32();
     SHARED.share().dbs.iter().any(|s| s.dboid == db || s.dboid == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scheduler's count in place (`reserved_for_residents_besides`) and
+    /// the launcher's from the list agree, whoever asks; and the reserve
+    /// never takes more than half the worker budget.
+    #[test]
+    fn the_reserve_counted_in_place_is_the_launchers() {
+        let mut s = Shared { max_workers: 4, ..Default::default() };
+        // databases 1..=5: residents (with a scheduler) except 5; 2 has a
+        // run started, 3 a runner of its own waiting
+        for (k, dboid) in (1..=5u32).enumerate() {
+            s.dbs[k].dboid = dboid;
+            s.dbs[k].scheduler_pid = 100 + dboid as i32;
+            s.dbs[k].resident = dboid != 5;
+        }
+        s.runs[0] = RunSlot { state: RunState::Started, dboid: 2, ..RunSlot::FREE };
+        s.idle[0] = IdleRunner { pid: 7, dboid: 3, role: 1, worker: WorkerHandle::NONE, assigned: IDLE_WAITING };
+        assert_eq!(s.residents_lacking_a_worker(), vec![1, 4]);
+        for asker in [0u32, 1, 2, 4, 5, 9] {
+            let lacking = s.residents_lacking_a_worker();
+            assert_eq!(s.reserved_for_residents_besides(asker), s.reserved_for_residents(&lacking, asker), "asked by {asker}");
+        }
+        assert_eq!(s.reserved_for_residents_besides(9), 2);
+        assert_eq!(s.reserved_for_residents_besides(1), 1);
+        // a runner leaving (asked to) is no longer one of its database's
+        s.idle[0].assigned = IDLE_EVICTED;
+        assert_eq!(s.residents_lacking_a_worker(), vec![1, 3, 4]);
+        // at most half the budget: 2 of 4
+        assert_eq!(s.reserved_for_residents_besides(9), 2);
+        assert_eq!(s.reserved_for_residents_besides(1), 2);
+    }
 }
