@@ -193,7 +193,7 @@ impl Scheduler {
         visit.blocked = self.launch_due(now())?.no_run_slot;
         // (issue 34) a job firing every second or two: this worker may stay
         visit.frequent = self.timetable.shortest_period().is_some_and(|p| p <= crate::worker::visit::RESIDENT_US);
-        self.report_activity();
+        self.report_activity(visit.resident);
         Ok(Flow::Continue)
     }
 
@@ -445,10 +445,12 @@ impl Scheduler {
         shared::free_finished(i, run.dsm);
     }
 
-    /// What pg_stat_activity shows for this scheduler (and scheduler_status()).
-    fn report_activity(&mut self) {
+    /// What pg_stat_activity shows for this scheduler (and scheduler_status()):
+    /// its jobs, its runs, its next fire, and (issue 34) whether it stays as
+    /// a resident (as decided at its last turn).
+    fn report_activity(&mut self, resident: bool) {
         let in_flight = self.in_flight().len();
-        let text = match self.timetable.next() {
+        let mut text = match self.timetable.next() {
             Some((ts, id)) => {
                 let name =
                     self.jobs.get(&id).and_then(|j| j.name.clone()).map(|n| format!(" ({n})")).unwrap_or_default();
@@ -456,6 +458,9 @@ impl Scheduler {
             }
             None => format!("{} jobs, {} running; nothing scheduled", self.jobs.len(), in_flight),
         };
+        if resident {
+            text.push_str("; resident (its jobs fire every 2 s or more often: this scheduler stays)");
+        }
         if text != self.activity {
             // job names cannot hold NUL (text), so neither can the report
             if let Ok(c) = CString::new(text.as_str()) {

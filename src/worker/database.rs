@@ -53,8 +53,14 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     }
     shared::report_extension(dboid, Extension::Installed);
 
-    let mut visit =
-        Visit { dboid: dboid.to_u32(), first: true, step_worker_ended: false, blocked: false, frequent: false };
+    let mut visit = Visit {
+        dboid: dboid.to_u32(),
+        first: true,
+        step_worker_ended: false,
+        blocked: false,
+        frequent: false,
+        resident: false,
+    };
     let mut duties = (super::wiring().duties)(visit.dboid);
     // SAFETY: reading this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
@@ -98,7 +104,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         visit.first = false;
         let next = next_due(&mut duties);
         let lingering = duties.iter().any(|d| d.lingers());
-        if !stay(&visit, next, lingering) {
+        if !stay(&mut visit, next, lingering) {
             break;
         }
         // a fire still due after the turn waits for a slot: the launcher
@@ -143,7 +149,7 @@ fn next_due(duties: &mut [Box<dyn Duty>]) -> Option<i64> {
 /// other database waits). Decided under the exclusive lock, with the
 /// resident flag set or cleared in the same hold, so that two schedulers
 /// deciding at once cannot both take the last resident place.
-fn stay(visit: &Visit, next: Option<i64>, lingering: bool) -> bool {
+fn stay(visit: &mut Visit, next: Option<i64>, lingering: bool) -> bool {
     let last_request = shared::in_flight(visit.dboid).iter().map(|(_, r)| r.requested_at).max();
     let now = now();
     let mut shared = SHARED.exclusive();
@@ -157,8 +163,9 @@ fn stay(visit: &Visit, next: Option<i64>, lingering: bool) -> bool {
         resident_room: shared.residents_besides(visit.dboid) < visit::resident_budget(shared.scheduler_workers),
     };
     let stays = visit::stays(next, now, crowd) || (lingering && !crowd.others_wait);
+    visit.resident = stays && visit::resident(next, now, crowd);
     if let Some(slot) = shared.slot_mut(visit.dboid) {
-        slot.resident = stays && visit::resident(next, now, crowd);
+        slot.resident = visit.resident;
     }
     stays
 }

@@ -211,6 +211,9 @@ pub struct Visit {
     /// followed by its job's next within `visit::RESIDENT_US` (a 1-second
     /// job); such a database's worker may stay as a resident
     pub frequent: bool,
+    /// (issue 34) the worker stayed as a resident at its last turn (shown in
+    /// its activity line: pg_stat_activity, scheduler_status())
+    pub resident: bool,
 }
 
 /// What a duty's turn says about the visit.

@@ -108,12 +108,18 @@ fn a_hundred_databases_share_four_schedulers_and_eight_workers() {
     let (mut samples, mut absent) = (0u32, 0u32);
     let mut resident_pids: Vec<i32> = Vec::new();
     let mut first_seen: Option<Duration> = None;
+    // its activity line says it stays as a resident; no other says so
+    let (mut said_resident, mut others_said_resident) = (0u32, 0i64);
     while started.elapsed() < Duration::from_secs(WATCH_S) {
         let r = admin
             .query_one(
                 "SELECT count(*) FILTER (WHERE backend_type = 'automation_ext scheduler'),
                         count(*) FILTER (WHERE backend_type = 'automation_ext job'),
-                        array_agg(pid) FILTER (WHERE backend_type = 'automation_ext scheduler' AND datname = $1)
+                        array_agg(pid) FILTER (WHERE backend_type = 'automation_ext scheduler' AND datname = $1),
+                        coalesce(bool_or(query LIKE '%resident%')
+                                 FILTER (WHERE backend_type = 'automation_ext scheduler' AND datname = $1), false),
+                        count(*) FILTER (WHERE backend_type = 'automation_ext scheduler' AND datname <> $1
+                                           AND query LIKE '%resident%')
                    FROM pg_stat_activity",
                 &[&SECONDLY],
             )
@@ -121,11 +127,16 @@ fn a_hundred_databases_share_four_schedulers_and_eight_workers() {
         most_schedulers = most_schedulers.max(r.get(0));
         most_runs = most_runs.max(r.get(1));
         let pids: Option<Vec<i32>> = r.get(2);
+        let says_resident: bool = r.get(3);
+        others_said_resident += r.get::<_, i64>(4);
         if first_seen.is_none() && pids.is_some() {
             first_seen = Some(started.elapsed());
         }
         if first_seen.is_some_and(|t| started.elapsed() >= t + Duration::from_secs(SETTLE_S)) {
             samples += 1;
+            if says_resident {
+                said_resident += 1;
+            }
             match pids {
                 Some(pids) => {
                     for p in pids {
@@ -147,6 +158,21 @@ fn a_hundred_databases_share_four_schedulers_and_eight_workers() {
         (1, 0),
         "the 1-second job's scheduler stays (one process, present in all {samples} samples from {SETTLE_S} s after it came): pids {resident_pids:?}, absent {absent} times"
     );
+    // (the line is written at each turn, from the previous turn's decision)
+    assert!(
+        said_resident * 10 >= samples * 9,
+        "its activity line says it is a resident in {said_resident} of {samples} samples"
+    );
+    assert_eq!(others_said_resident, 0, "the 10-second jobs' schedulers are not residents");
+    let detail: String = db(SECONDLY)
+        .query_one(
+            "SELECT coalesce(string_agg(detail, ' | '), '') FROM automation.scheduler_status()
+              WHERE component = 'scheduler' AND database = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(detail.contains("resident"), "scheduler_status() shows the resident: {detail:?}");
     assert!(most_runs <= WORKERS, "{most_runs} runs at once, budget {WORKERS}");
     assert!(most_runs >= 1, "the run workers were seen at work");
 
