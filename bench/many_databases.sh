@@ -19,18 +19,23 @@
 #   4. pg_cron 1.4 (Debian's postgresql-15-cron; it has no second schedules,
 #      so both systems get a 1-minute job in each of the DBS databases, pg_cron's
 #      spread by cron.schedule_in_database from one database) for 3 minutes:
-#      start lateness (start - the minute) p50/p95/max, side by side.
+#      start lateness (start - the minute) p50/p95/max, side by side;
+#   5. the floor under any design that starts a process in its database for
+#      each fire (ours, pg_cron's): how many fresh backends a second this
+#      machine starts (pgbench -C, a new connection for each SELECT 1, 8
+#      clients as automation.max_workers), and so how long 95 fires due in
+#      the same instant take at least to start.
 #
 # Needs root and scripts/setup.sh's install (it uses the installed library).
 # Usage: bash bench/many_databases.sh [minutes, default 2] [databases, default 100]
-#        SECTIONS="1 2" bash bench/many_databases.sh   (only some: 1, 2 (with 3), 4)
+#        SECTIONS="1 2" bash bench/many_databases.sh   (only some: 1, 2 (with 3), 4, 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root
 MINUTES=${1:-2}
 DBS=${2:-100}
-SECTIONS=" ${SECTIONS:-1 2 4} "
+SECTIONS=" ${SECTIONS:-1 2 4 5} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 CLUSTER=automation_manydb
 PORT=5435
@@ -182,5 +187,17 @@ cron=$(q "SELECT extract(epoch FROM start_time - date_trunc('minute', start_time
 echo "   1-minute job in each of $DBS databases, start lateness: automation_ext $ours"
 echo "   1-minute job in each of $DBS databases, start lateness: pg_cron 1.4     $cron"
 for d in $(q "SELECT datname FROM pg_database WHERE datname LIKE 'many_%'"); do q "DROP DATABASE $d WITH (FORCE)"; done
+fi
+if want 5; then
+log "5. fresh backends a second (pgbench -C, 8 clients, SELECT 1, 20 s)"
+echo "SELECT 1;" >/tmp/many_select1.sql
+chmod 644 /tmp/many_select1.sql
+out=$(runuser -u postgres -- /usr/lib/postgresql/15/bin/pgbench -n -C -c 8 -j 2 -T 20 -f /tmp/many_select1.sql \
+      -h /var/run/postgresql -p "$PORT" postgres 2>&1)
+rate=$(echo "$out" | awk '/^tps/ {print $3; exit}')
+conn=$(echo "$out" | awk '/average connection time/ {print $5; exit}')
+echo "   fresh backends: $rate a second (a new connection for each SELECT 1, 8 clients; average connection time $conn ms)"
+echo "   95 fires due in the same instant, each needing a backend in its database, start over at least" \
+     "$(awk -v r="$rate" 'BEGIN {printf "%.0f", 95 / r * 1000}') ms at that rate"
 fi
 pg_ctlcluster 15 "$CLUSTER" stop

@@ -676,7 +676,11 @@ mod tests {
         assert_eq!(s.residents_lacking_a_worker(), vec![1, 4]);
         for asker in [0u32, 1, 2, 4, 5, 9] {
             let lacking = s.residents_lacking_a_worker();
-            assert_eq!(s.reserved_for_residents_besides(asker), s.reserved_for_residents(&lacking, asker), "asked by {asker}");
+            assert_eq!(
+                s.reserved_for_residents_besides(asker),
+                s.reserved_for_residents(&lacking, asker),
+                "asked by {asker}"
+            );
         }
         assert_eq!(s.reserved_for_residents_besides(9), 2);
         assert_eq!(s.reserved_for_residents_besides(1), 1);
