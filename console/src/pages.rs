@@ -988,6 +988,10 @@ mod tests {
             ctx["refresh"] = json!(0);
             let html = env.get_template(name).unwrap().render(minijinja::Value::from_serialize(&ctx)).unwrap();
             assert!(html.contains("</html>"), "{name}");
+            // the title is the page's name, nothing of its content (the
+            // Queue page once carried its History modes table in it)
+            let title = &html[html.find("<title>").unwrap() + 7..html.find("</title>").unwrap()];
+            assert!(!title.contains('<') && title.ends_with(" · automation-console"), "{name}: title {title:?}");
             if name == "jobs.html" {
                 assert!(html.contains("permission denied for table job (42501)"));
             }
