@@ -44,7 +44,11 @@ pub extern "C-unwind" fn _PG_init() {
         queue::init_shared_memory();
         tenancy::init_shared_memory();
     }
-    worker::init(worker::Wiring { duties, serve_steps: engine::steps::serve });
+    worker::init(worker::Wiring {
+        duties,
+        serve_steps: engine::steps::serve,
+        record_success: jobs::runs::record_own_success,
+    });
 }
 
 /// The duties of a database's worker, in the order of its turns: the jobs
