@@ -44,11 +44,7 @@ pub extern "C-unwind" fn _PG_init() {
         queue::init_shared_memory();
         tenancy::init_shared_memory();
     }
-    worker::init(worker::Wiring {
-        duties,
-        serve_steps: engine::steps::serve,
-        record_success: jobs::runs::record_own_success,
-    });
+    worker::init(worker::Wiring { duties, serve_steps: engine::steps::serve });
 }
 
 /// The duties of a database's worker, in the order of its turns: the jobs

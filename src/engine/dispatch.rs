@@ -157,7 +157,7 @@ fn dispatch(dboid: u32) -> Option<i64> {
         for _ in active.len()..want {
             // SAFETY: reading the database this worker is connected to.
             let database = unsafe { pg_sys::MyDatabaseId };
-            let seg = RunSegment::create(STEP_POOL, database, role, 0, 0, (false, None), "");
+            let seg = RunSegment::create(STEP_POOL, database, role, 0, 0, "");
             let Some(slot) =
                 SHARED.exclusive().request_run(dboid, role.to_u32(), STEP_POOL, seg.handle(), now(), 0, now(), now())
             else {

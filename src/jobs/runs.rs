@@ -221,52 +221,17 @@ pub(super) fn keep_history(job: Option<&Job>, jobid: i64, runid: Option<i64>, st
             .with_context(|| format!("could not forget run {runid}"))?;
     }
     if let Some(keep) = job.and_then(|j| j.keep_runs) {
-        cap_history(jobid, keep)?;
+        let ended: Vec<&str> = RunStatus::ALL.into_iter().filter(|s| s.is_final()).map(RunStatus::as_str).collect();
+        Spi::run_with_args(
+            "DELETE FROM automation.job_run_details
+              WHERE runid IN (SELECT d.runid FROM automation.job_run_details d
+                               WHERE d.jobid = $1 AND d.status = ANY ($3)
+                               ORDER BY d.runid DESC OFFSET $2)",
+            &[jobid.into(), i64::from(keep).into(), ended.into()],
+        )
+        .with_context(|| format!("could not cap the history of job {jobid}"))?;
     }
     Ok(())
-}
-
-/// Keep at most `keep` ended runs of job `jobid` (the newest).
-fn cap_history(jobid: i64, keep: i32) -> Result<()> {
-    let ended: Vec<&str> = RunStatus::ALL.into_iter().filter(|s| s.is_final()).map(RunStatus::as_str).collect();
-    Spi::run_with_args(
-        "DELETE FROM automation.job_run_details
-          WHERE runid IN (SELECT d.runid FROM automation.job_run_details d
-                           WHERE d.jobid = $1 AND d.status = ANY ($3)
-                           ORDER BY d.runid DESC OFFSET $2)",
-        &[jobid.into(), i64::from(keep).into(), ended.into()],
-    )
-    .with_context(|| format!("could not cap the history of job {jobid}"))
-}
-
-/// (issue 34) A run worker records the job run it ran, which succeeded
-/// (worker/runner.rs `record_itself`: the session reset, in the worker's
-/// own transaction), as the scheduler would (`record_succeeded`, then the
-/// job's cap), as the extension's owner. False, writing nothing, when the
-/// run's row is not there to be ended — not committed yet by the scheduler
-/// that fired it, or ended already — which leaves the run to the
-/// scheduler. Locks are waited for at most 100 ms: a worker never holds
-/// the run's row while a scheduler's turn waits for it long enough to
-/// reach the deadlock detector (the scheduler would lose its turn).
-pub fn record_own_success(own: &crate::worker::runner::OwnSuccess) -> Result<bool> {
-    crate::tenancy::as_extension_owner(|| {
-        Spi::run("SET LOCAL lock_timeout = 100").context("could not bound the wait for locks")?;
-        let there = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT FROM automation.job_run_details d
-                             WHERE d.runid = $1 AND d.jobid = $2 AND d.status = ANY ($3) FOR UPDATE)",
-            &[own.runid.into(), own.jobid.into(), RunStatus::Succeeded.predecessors().into()],
-        )
-        .with_context(|| format!("could not find run {}", own.runid))?;
-        if there != Some(true) {
-            return Ok(false);
-        }
-        let pid = (own.pid > 0).then_some(own.pid);
-        record_succeeded(own.runid, own.jobid, own.message, pid, (own.start, own.end, own.start - own.due), own.keep)?;
-        if let Some(keep) = own.keep_runs {
-            cap_history(own.jobid, keep)?;
-        }
-        Ok(true)
-    })
 }
 
 /// Write the jobs' next fires to automation.job (rows a user holds locked
@@ -288,118 +253,4 @@ pub(super) fn write_next_runs(nexts: &[plan::Next]) -> Result<()> {
         &[ids.into(), times.into(), attempts.into()],
     )
     .context("could not update next run times")
-}
-
-#[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests {
-    use pgrx::prelude::*;
-
-    use crate::worker::runner::OwnSuccess;
-
-    /// A run in job_run_details of job `jobid`, as a scheduler writes it
-    /// when it fires (status `starting`, due at `due`).
-    fn starting_run(jobid: i64, due: &str) -> i64 {
-        Spi::get_one::<i64>(&format!(
-            "INSERT INTO automation.job_run_details (jobid, database, username, command, status, scheduled_for)
-             SELECT jobid, database, username, command, 'starting', '{due}' FROM automation.job WHERE jobid = {jobid}
-             RETURNING runid"
-        ))
-        .unwrap()
-        .unwrap()
-    }
-
-    fn ts(text: &str) -> i64 {
-        // PostgreSQL timestamps: microseconds since 2000-01-01 UTC
-        let secs = Spi::get_one::<f64>(&format!(
-            "SELECT extract(epoch FROM '{text}'::timestamptz - '2000-01-01 00:00:00+00'::timestamptz)::float8"
-        ))
-        .unwrap()
-        .unwrap();
-        (secs * 1e6).round() as i64
-    }
-
-    /// (issue 34) What a run worker records of its own successful run, from
-    /// the session of a plain member of automation_runner (the job's owner,
-    /// who may not call the recorder itself): the row, the job's last run,
-    /// the counters and the lateness; nothing for a run that is not there
-    /// to be ended (another job's, ended already); log_runs and keep_runs
-    /// honoured.
-    #[pg_test]
-    fn a_worker_records_its_own_success_as_the_extension_owner() {
-        Spi::run(
-            "CREATE ROLE self_rec_owner LOGIN IN ROLE automation_runner;
-             SET ROLE self_rec_owner",
-        )
-        .unwrap();
-        let job =
-            Spi::get_one::<i64>("SELECT automation.schedule('self-rec', '0 3 * * *', 'SELECT 1')").unwrap().unwrap();
-        let other =
-            Spi::get_one::<i64>("SELECT automation.schedule('self-rec-2', '0 4 * * *', 'SELECT 2')").unwrap().unwrap();
-        Spi::run("RESET ROLE").unwrap();
-        let due = "2026-12-03 10:00:00+00";
-        let first = starting_run(job, due);
-        Spi::run("SET ROLE self_rec_owner").unwrap();
-        // the recorder itself is not the owner's to call
-        let denied = crate::subxact::run(|| {
-            Spi::run(&format!(
-                "SELECT automation.job_run_succeeded({first}, {job}, 'x', NULL, now(), now(), 0, true, ARRAY['starting'])"
-            ))
-        });
-        let denied = denied.map_err(|e| crate::subxact::message(&e)).expect_err("the owner called the recorder");
-        assert!(denied.contains("42501"), "{denied}");
-        let own = |runid: i64, jobid: i64, keep: bool, keep_runs: Option<i32>| OwnSuccess {
-            runid,
-            jobid,
-            message: "SELECT 1",
-            pid: 4242,
-            start: ts("2026-12-03 10:00:00.25+00"),
-            end: ts("2026-12-03 10:00:01.25+00"),
-            due: ts(due),
-            keep,
-            keep_runs,
-        };
-        // another job's run id: nothing
-        assert!(!super::record_own_success(&own(first, other, true, None)).unwrap());
-        assert!(super::record_own_success(&own(first, job, true, None)).unwrap());
-        // once only
-        assert!(!super::record_own_success(&own(first, job, true, None)).unwrap());
-        Spi::run("RESET ROLE").unwrap();
-        let row = Spi::get_one::<bool>(&format!(
-            "SELECT status = 'succeeded' AND return_message = 'SELECT 1' AND job_pid = 4242
-                    AND end_time - start_time = '1 second'
-               FROM automation.job_run_details WHERE runid = {first}"
-        ))
-        .unwrap();
-        assert_eq!(row, Some(true), "the run's row");
-        let counted = Spi::get_one::<bool>(&format!(
-            "SELECT j.last_status = 'succeeded' AND j.consecutive_failures = 0 AND s.succeeded = 1
-                    AND s.lateness_sum = 0.25 AND s.duration_sum = 1
-               FROM automation.job j JOIN automation.job_run_stats s USING (jobid) WHERE j.jobid = {job}"
-        ))
-        .unwrap();
-        assert_eq!(counted, Some(true), "the job's last run and its counter (once)");
-        // log_runs that keeps no success: the row goes, the counter counts
-        let second = starting_run(job, due);
-        assert!(super::record_own_success(&own(second, job, false, None)).unwrap());
-        assert_eq!(
-            Spi::get_one::<i64>(&format!("SELECT count(*) FROM automation.job_run_details WHERE runid = {second}"))
-                .unwrap(),
-            Some(0)
-        );
-        // keep_runs 1: of the ended runs only the newest stays
-        let third = starting_run(job, due);
-        assert!(super::record_own_success(&own(third, job, true, Some(1))).unwrap());
-        let kept = Spi::get_one::<Vec<i64>>(&format!(
-            "SELECT array_agg(runid ORDER BY runid) FROM automation.job_run_details WHERE jobid = {job}"
-        ))
-        .unwrap()
-        .unwrap();
-        assert_eq!(kept, vec![third]);
-        assert_eq!(
-            Spi::get_one::<i64>(&format!("SELECT succeeded FROM automation.job_run_stats WHERE jobid = {job}"))
-                .unwrap(),
-            Some(3)
-        );
-    }
 }

@@ -362,14 +362,7 @@ impl Scheduler {
     /// Record what the runs of this database did: running ones once, ended
     /// ones with their outcome (then their slot is free again).
     fn reap(&mut self) -> Result<()> {
-        let in_flight = self.in_flight();
-        // (issue 34) a run that recorded itself (runner.rs `record_itself`)
-        // freed its slot without passing through here
-        if !self.marked.is_empty() {
-            let live: HashSet<i64> = in_flight.iter().map(|(_, r)| r.runid).collect();
-            self.marked.retain(|runid| live.contains(runid));
-        }
-        for (i, run) in in_flight {
+        for (i, run) in self.in_flight() {
             if run.jobid == STEP_POOL {
                 continue; // a step worker: the process layer frees its slot
             }
@@ -536,8 +529,7 @@ impl plan::Launcher for Effects<'_> {
                 // Beyond the cluster-wide budget the launcher starts it
                 // later, oldest due first (start_time - scheduled_for is how
                 // late it started)
-                let history = (job.log_runs().keeps(false), job.keep_runs);
-                let seg = RunSegment::create(jobid, db, role, job.timeout_ms, due, history, &job.command);
+                let seg = RunSegment::create(jobid, db, role, job.timeout_ms, due, &job.command);
                 let Some(slot) = SHARED.exclusive().request_run(
                     self.dboid,
                     role.to_u32(),

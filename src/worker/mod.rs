@@ -256,10 +256,6 @@ pub struct Wiring {
     /// serve the SQL steps of the role a step worker is connected as (the
     /// run segment's handle); how many it ran
     pub serve_steps: fn(dsm: u32) -> crate::error::Result<u64>,
-    /// (issue 34) record a job run that succeeded, from the worker that ran
-    /// it, in the worker's transaction; false when it is left to the
-    /// database's scheduler (runner.rs `record_itself`)
-    pub record_success: fn(&runner::OwnSuccess) -> crate::error::Result<bool>,
 }
 
 static WIRING: std::sync::OnceLock<Wiring> = std::sync::OnceLock::new();

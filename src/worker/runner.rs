@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
 
 use pgrx::prelude::*;
 
-use crate::error::{Error, OrRaise};
+use crate::error::Error;
 use crate::toplevel::{run_catching, set_application_name, truncate_utf8, SESSION_RESET};
 
 use super::shared::{self, IdleRunner, RunState, SHARED};
@@ -20,11 +20,7 @@ use super::WorkerHandle;
 pub const STEP_POOL: i64 = -1;
 
 pub const MESSAGE_BYTES: usize = 2000;
-// "AUT2": the header's layout (issue 34 added the history settings a run
-// records itself with). A worker of a newer library meeting a segment made
-// by a scheduler of an older one (the library replaced without a restart)
-// refuses it instead of misreading it.
-const MAGIC: u32 = 0x4155_5432;
+const MAGIC: u32 = 0x4155_544f; // "AUTO"
 
 /// Run states, written by the runner (`state`), read by the scheduler.
 pub const STATE_STARTING: u32 = 0;
@@ -49,11 +45,6 @@ pub struct RunHeader {
     pub start_time: AtomicI64,
     pub end_time: AtomicI64,
     pub pid: AtomicI32,
-    /// (issue 34) what the job's history keeps, for a run that records
-    /// itself: its row once it succeeded (log_runs), and at most this many
-    /// ended runs (keep_runs; -1: no cap)
-    pub keep_success: bool,
-    pub keep_runs: i32,
     command_len: u32,
     message_len: u32,
     message: [u8; MESSAGE_BYTES],
@@ -72,7 +63,6 @@ impl RunSegment {
         role: pg_sys::Oid,
         timeout_ms: i32,
         scheduled_for: i64,
-        history: (bool, Option<i32>),
         command: &str,
     ) -> RunSegment {
         let size = std::mem::size_of::<RunHeader>() + command.len();
@@ -100,8 +90,6 @@ impl RunSegment {
                 start_time: AtomicI64::new(0),
                 end_time: AtomicI64::new(0),
                 pid: AtomicI32::new(0),
-                keep_success: history.0,
-                keep_runs: history.1.unwrap_or(-1),
                 command_len: command.len() as u32,
                 message_len: 0,
                 message: [0; MESSAGE_BYTES],
@@ -261,27 +249,21 @@ pub extern "C-unwind" fn automation_job_main(arg: pg_sys::Datum) {
     let mut handle = arg.value() as u32;
     let mut first = true;
     loop {
-        let Some((database, role, recorded)) = run_one(handle, first) else {
+        let Some((database, role)) = run_one(handle, first) else {
             return;
         };
         first = false;
-        match linger(handle, database, role, recorded) {
+        match linger(handle, database, role) {
             Some(next) => handle = next,
             None => return,
         }
     }
 }
 
-thread_local! {
-    /// The session was reset after the last run (to record it here), and
-    /// nothing ran since: the next run needs no second reset.
-    static SESSION_CLEAN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Run the run of segment `handle` (connecting first if `first`, else
-/// resetting the session); its database and role, and whether the run was
-/// recorded here (`record_itself`), or None when there was nothing to run.
-fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid, bool)> {
+/// resetting the session); its database and role, or None when there was
+/// nothing to run.
+fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     // SAFETY: attaching by the handle the scheduler passed; NULL when the
     // scheduler is gone (and the segment with it), in which case nobody
     // wants the result.
@@ -309,8 +291,6 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid, bool)>
         // database is gone; the scheduler checks both first, and reports a
         // run that ended without a result as failed.
         pgrx::bgworkers::BackgroundWorker::connect_worker_to_spi_by_oid(Some(header.database), Some(header.role));
-    } else if SESSION_CLEAN.replace(false) {
-        // reset after the previous run, before it was recorded
     } else if let Err(e) = run_catching(SESSION_RESET) {
         // the previous run's settings, temporary tables, prepared
         // statements, advisory locks, LISTENs and SET ROLE are gone, as in a
@@ -375,98 +355,13 @@ fn run_one(handle: u32, first: bool) -> Option<(pg_sys::Oid, pg_sys::Oid, bool)>
         }
     };
     report(header, state, &message);
-    let recorded = state == STATE_SUCCEEDED && header.jobid != STEP_POOL && record_itself(header, handle, &message);
     // a step worker that failed (it could not record a step) exits instead
     // of staying: the steps it held are recovered once it is gone
     let stays = !(header.jobid == STEP_POOL && state == STATE_FAILED);
-    let ran = (header.database, header.role, recorded);
+    let ran = (header.database, header.role);
     // SAFETY: nothing references the mapping after this.
     unsafe { pg_sys::dsm_detach(seg) };
     stays.then_some(ran)
-}
-
-/// What a run worker records of the job run it ran, which succeeded
-/// (issue 34: `record_itself`); times are PostgreSQL timestamps.
-pub struct OwnSuccess<'a> {
-    pub runid: i64,
-    pub jobid: i64,
-    pub message: &'a str,
-    pub pid: i32,
-    pub start: i64,
-    pub end: i64,
-    /// when the fire was due (the run's lateness is `start - due`)
-    pub due: i64,
-    /// the job's history keeps the row of a run that succeeded (log_runs)
-    pub keep: bool,
-    /// keep at most this many ended runs of the job
-    pub keep_runs: Option<i32>,
-}
-
-/// (issue 34) Record the job run that just succeeded here, rather than
-/// leave it to its database's scheduler: in a cluster busier than its
-/// scheduler budget a scheduler leaves right after firing, so recording
-/// each run cost another scheduler visit (a process start and a
-/// connection) — a third of what a fire cost. True when recorded; false
-/// leaves it to the scheduler, as before: the run's row is not committed
-/// yet (the scheduler that fired it has not finished its turn), a lock was
-/// not granted within 100 ms, or anything failed.
-///
-/// Who writes what: the job's command ran as its owner, whose session this
-/// is; the session is reset first (everything the command may have left —
-/// settings, SET ROLE, temporary objects, prepared statements, cursors —
-/// is gone: `SESSION_RESET`), then the jobs domain writes the run as the
-/// extension's owner with a pinned search_path (`tenancy::as_extension_owner`,
-/// the switch a SECURITY DEFINER function makes). What it writes comes from
-/// this process's memory (the run segment, which SQL cannot write, and the
-/// run slot), never from anything the command could set, and only for the
-/// run this worker was handed: a command cannot record a run, its own or
-/// another's.
-fn record_itself(header: &RunHeader, handle: u32, message: &str) -> bool {
-    let Some((runid, due)) =
-        SHARED.share().runs.iter().find(|r| r.state == RunState::Started && r.dsm == handle).map(|r| (r.runid, r.due))
-    else {
-        return false;
-    };
-    if runid == 0 {
-        return false; // its row is not written yet: the scheduler records it
-    }
-    if let Err(e) = run_catching(SESSION_RESET) {
-        log!(
-            "automation_ext job {}: could not reset the session to record the run ({e}); its scheduler records it",
-            header.jobid
-        );
-        return false;
-    }
-    SESSION_CLEAN.set(true);
-    let own = OwnSuccess {
-        runid,
-        jobid: header.jobid,
-        message,
-        pid: header.pid.load(Ordering::Relaxed),
-        start: header.start_time.load(Ordering::Relaxed),
-        end: header.end_time.load(Ordering::Relaxed),
-        due,
-        keep: header.keep_success,
-        keep_runs: (header.keep_runs >= 0).then_some(header.keep_runs),
-    };
-    let own = std::panic::AssertUnwindSafe(&own);
-    let recorded = PgTryBuilder::new(|| {
-        Ok(pgrx::bgworkers::BackgroundWorker::transaction(|| (super::wiring().record_success)(*own).or_raise()))
-    })
-    .catch_others(|e| {
-        // SAFETY: a background worker outside the command, after an ERROR
-        // in its own transaction: what PostgresMain does to recover.
-        unsafe { pg_sys::AbortOutOfAnyTransaction() };
-        Err(Error::caught(&e))
-    })
-    .execute();
-    match recorded {
-        Ok(done) => done,
-        Err(e) => {
-            log!("automation_ext job {}: could not record run {runid} ({e}); its scheduler records it", header.jobid);
-            false
-        }
-    }
 }
 
 /// Leave the outcome in the run's header (message, end time, then state).
@@ -486,19 +381,17 @@ fn fail(header: &mut RunHeader, message: &str) {
 }
 
 /// The run of segment `done` has ended (its outcome is in its segment):
-/// mark its slot Finished (its scheduler records it at once) — or, if it
-/// was `recorded` here, free the slot and its segment — and stay up to
-/// LINGER_MS for a run that a scheduler or the launcher hands us (one of
+/// mark its slot Finished (its scheduler records it at once), and stay up
+/// to LINGER_MS for a run that a scheduler or the launcher hands us (one of
 /// our database and role). The segment handle of that run, or None.
-fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid, recorded: bool) -> Option<u32> {
+fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
     // SAFETY: reading this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
     // pg_stat_activity tells a worker waiting for a run from one running a
     // job or serving SQL steps (renamed before its slot is released, so that
     // the step workers it shows never exceed automation.step_workers); its
-    // query is what it waits for, not the last statement it ran (before: the
-    // session reset's, which read as if it were running that)
-    set_application_name(c"automation_ext worker (idle)");
+    // query is what it waits for, not the last statement it ran (set first:
+    // a worker named idle never shows its last run's command)
     // SAFETY: PostgreSQL copies the string into shared memory.
     unsafe {
         pg_sys::pgstat_report_activity(
@@ -506,6 +399,7 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid, recorded: bool) -
             c"automation_ext: waiting for another run of this database and role".as_ptr(),
         )
     };
+    set_application_name(c"automation_ext worker (idle)");
     let (scheduler, place, linger_ms) = {
         let mut s = SHARED.exclusive();
         let Some(i) = s.runs.iter().position(|r| r.state == RunState::Started && r.dsm == done) else {
@@ -513,11 +407,7 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid, recorded: bool) -
             return None;
         };
         let run = s.runs[i];
-        if recorded {
-            s.free_run(i);
-        } else {
-            s.runs[i].state = RunState::Finished;
-        }
+        s.runs[i].state = RunState::Finished;
         let scheduler = s.dbs.iter().find(|d| d.dboid == run.dboid).map_or(0, |d| d.scheduler_pid);
         s.reap_idle();
         let place = if crate::settings::preloaded() && s.workers_busy() < s.max_workers {
@@ -536,13 +426,6 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid, recorded: bool) -
         let linger_ms = if s.is_resident(database.to_u32()) { RESIDENT_LINGER_MS } else { LINGER_MS };
         (scheduler, place, linger_ms)
     };
-    if recorded {
-        // the segment was pinned once by the scheduler that made it, for
-        // whoever records the run: us (nobody maps it any more)
-        release_handle(done);
-    }
-    // the scheduler (or the launcher) may start a fire that waited for this
-    // run to end (max_running_jobs, an overlap policy, the worker budget)
     shared::signal(if scheduler > 0 { scheduler } else { SHARED.share().launcher_pid });
     let k = place?;
     // SAFETY: reads the clock.

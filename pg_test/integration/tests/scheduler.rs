@@ -323,7 +323,35 @@ fn a_worker_that_stays_runs_the_next_run_in_a_clean_session() {
              to_regclass('pg_temp.it_leftover') IS NOT NULL, current_user",
         ));
     }
-    std::thread::sleep(Duration::from_secs(6));
+    // meanwhile: an idle worker's activity line says what it waits for,
+    // never the last run's command as if it were running it
+    let (mut idle_seen, mut idle_with_command) = (0, Vec::new());
+    let watching = std::time::Instant::now();
+    while watching.elapsed() < Duration::from_secs(6) {
+        for row in c
+            .query(
+                "SELECT query FROM pg_stat_activity
+                  WHERE application_name = 'automation_ext worker (idle)' AND datname = current_database()",
+                &[],
+            )
+            .unwrap()
+        {
+            let query: String = row.get(0);
+            if query == "automation_ext: waiting for another run of this database and role" {
+                idle_seen += 1;
+            } else if query.contains("it_reuse") || query.contains("pg_sleep") {
+                idle_with_command.push(query);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        idle_with_command.is_empty(),
+        "{} samples of idle workers showing a run's command, first: {:?}",
+        idle_with_command.len(),
+        idle_with_command.first()
+    );
+    assert!(idle_seen > 0, "an idle worker was seen waiting");
     for job in &jobs {
         c.execute("UPDATE automation.job SET active = false WHERE jobid = $1", &[job]).unwrap();
     }
