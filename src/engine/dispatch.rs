@@ -25,11 +25,11 @@ pub struct SqlSteps {
 impl Duty for SqlSteps {
     fn turn(&mut self, visit: &mut Visit) -> Flow {
         // SQL steps of workflows (0.7.0): when a commit made some, a step
-        // worker ended, a retry's backoff ended, and at the first turn of a
-        // visit (workers lost in a crash first)
+        // worker ended, a retry's backoff ended, and at a visit's sweep
+        // (`Visit::first`: workers lost in a crash first)
         let ended = std::mem::take(&mut visit.step_worker_ended);
-        if visit.first || ended {
-            recover();
+        if (visit.first || ended) && !recover() && visit.first {
+            visit.sweep_failed = true;
         }
         if shared::take_steps_ready(visit.dboid) || visit.first || ended || self.steps_due.is_some_and(|t| t <= now()) {
             self.steps_due = dispatch(visit.dboid);
@@ -45,6 +45,13 @@ impl Duty for SqlSteps {
 
     fn next_due(&mut self) -> Option<i64> {
         [self.steps_due, self.deadline_due].into_iter().flatten().min()
+    }
+
+    /// (issue 34) A visit that does not sweep starts from what the last one
+    /// knew: at that time it dispatches and keeps deadlines, and looks again.
+    fn resume(&mut self, due: Option<i64>) {
+        self.steps_due = due;
+        self.deadline_due = due;
     }
 }
 
@@ -69,12 +76,17 @@ fn expire_deadlines() {
 }
 
 /// SQL steps whose worker is gone (a crash, a restart, a terminated
-/// worker) fail that attempt, and are retried while attempts remain.
-fn recover() {
-    let recovered = guarded("recover SQL steps", || Spi::get_one::<i32>("SELECT automation.recover_sql_steps()"));
-    if let Some(n) = recovered.flatten().filter(|&n| n > 0) {
+/// worker) fail that attempt, and are retried while attempts remain. False
+/// when the look failed (a lock, an error): it is done again later.
+fn recover() -> bool {
+    let Some(recovered) = guarded("recover SQL steps", || Spi::get_one::<i32>("SELECT automation.recover_sql_steps()"))
+    else {
+        return false;
+    };
+    if let Some(n) = recovered.filter(|&n| n > 0) {
         log!("automation_ext scheduler: {n} SQL step(s) whose worker was gone will be retried or failed");
     }
+    true
 }
 
 /// Hand the ready SQL steps of this database to step workers: per role
@@ -161,7 +173,11 @@ fn dispatch(dboid: u32) -> Option<i64> {
             let Some(slot) =
                 SHARED.exclusive().request_run(dboid, role.to_u32(), STEP_POOL, seg.handle(), now(), 0, now(), now())
             else {
+                // (issue 34) no run slot free: again in a second (a visit
+                // no longer looks at every step when it starts)
                 seg.release();
+                let soon = now() + 1_000_000;
+                next = Some(next.map_or(soon, |n| n.min(soon)));
                 break;
             };
             let started = runner::start_now(slot);

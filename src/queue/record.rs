@@ -19,9 +19,9 @@ pub struct Recorder {
 
 impl Duty for Recorder {
     fn turn(&mut self, visit: &mut Visit) -> Flow {
-        // finished executions to record: at the first turn of a visit (left
-        // from before a restart, or logged while no worker ran), and
-        // whenever a completing transaction commits
+        // finished executions to record: whenever a completing transaction
+        // commits, and at a visit's sweep (`Visit::first`: left from before
+        // a restart, restored)
         if let Some(last) = self.recorded_at {
             // at most one recording per RECORD_EVERY: under a stream of
             // completions each one moves more rows for the same overhead

@@ -17,9 +17,8 @@ pub struct Inbox;
 
 impl Duty for Inbox {
     fn turn(&mut self, visit: &mut Visit) -> Flow {
-        // when a commit filled it, and at the first turn of a visit (left
-        // from before a restart, a restore, or a commit while no worker
-        // could be told)
+        // when a commit filled it, and at a visit's sweep (`Visit::first`:
+        // left from before a restart, restored)
         if shared::take_inbox_filled(visit.dboid) || visit.first {
             drain(visit.dboid);
         }

@@ -56,6 +56,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     let mut visit = Visit {
         dboid: dboid.to_u32(),
         first: true,
+        sweep_failed: false,
         step_worker_ended: false,
         blocked: false,
         frequent: false,
@@ -64,9 +65,22 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     let mut duties = (super::wiring().duties)(visit.dboid);
     // SAFETY: reading this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
+    let mut left_due = [0i64; shared::MAX_DUTIES];
     if let Some(slot) = SHARED.exclusive().slot_mut(visit.dboid) {
         slot.scheduler_pid = me;
         slot.waiting_since = 0;
+        // (issue 34) sweep when the last worker did not leave cleanly, when
+        // somebody asked, or once a minute; the time is written before the
+        // sweep, so that a request (`wake`) arriving during it stays
+        visit.first = !slot.left_cleanly || visit::sweeps(slot.swept_at, now());
+        if visit.first {
+            slot.swept_at = now();
+        }
+        slot.left_cleanly = false;
+        left_due = slot.left_due;
+    }
+    for (duty, due) in duties.iter_mut().zip(left_due) {
+        duty.resume((due != 0).then_some(due));
     }
     // the edge: an error here is raised as an ERROR (the worker exits; the
     // launcher starts another when the database's work is due)
@@ -101,7 +115,11 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             log!("automation_ext scheduler stopping: the extension was dropped");
             break;
         }
-        visit.first = false;
+        if std::mem::take(&mut visit.first) && std::mem::take(&mut visit.sweep_failed) {
+            if let Some(slot) = SHARED.exclusive().slot_mut(visit.dboid) {
+                slot.swept_at = 0; // the next visit sweeps again
+            }
+        }
         let next = next_due(&mut duties);
         let lingering = duties.iter().any(|d| d.lingers());
         if !stay(&mut visit, next, lingering) {
@@ -123,7 +141,8 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     }
     // leaving: when this database needs a worker again (the launcher starts
     // one then; a change to its jobs wakes it sooner)
-    let next = next_due(&mut duties).unwrap_or(0);
+    let each: Vec<i64> = duties.iter_mut().map(|d| d.next_due().unwrap_or(0)).collect();
+    let next = each.iter().copied().filter(|&t| t != 0).min().unwrap_or(0);
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
         if slot.scheduler_pid == me {
@@ -131,6 +150,11 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             slot.resident = false;
         }
         slot.next_due = next;
+        slot.left_due = [0; shared::MAX_DUTIES];
+        for (kept, due) in slot.left_due.iter_mut().zip(each) {
+            *kept = due;
+        }
+        slot.left_cleanly = true;
         slot.fires_waiting = 0;
         if slot.executions_logged {
             // logged after our last look: the launcher starts another

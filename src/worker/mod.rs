@@ -199,9 +199,13 @@ pub fn guarded<T>(what: &str, f: impl FnOnce() -> std::result::Result<T, pgrx::s
 pub struct Visit {
     /// the database's oid
     pub dboid: u32,
-    /// the first turn of the loop in this visit: what was left from before
-    /// (a restart, a restore, a commit while no worker ran) is looked at
+    /// the first turn of a visit that sweeps (`visit::sweeps`: the first
+    /// since the server started, then once a minute): what no commit
+    /// announced (a restart, a restore) is looked at
     pub first: bool,
+    /// (issue 34) a duty could not do its sweep at this first turn (a lock,
+    /// an error): the next visit sweeps again
+    pub sweep_failed: bool,
     /// a step worker of this database ended since the last turn
     pub step_worker_ended: bool,
     /// (0.8.0) a due fire found no free run slot at this turn: the slots
@@ -234,6 +238,11 @@ pub trait Duty {
     fn begin(&mut self, _visit: &mut Visit) -> crate::error::Result<()> {
         Ok(())
     }
+    /// At the start of a visit: `due` is what this duty's `next_due` said
+    /// when the database's last worker left (None: nothing, or not known) —
+    /// a visit that does not sweep (`Visit::first`) learns from it what
+    /// the last one knew.
+    fn resume(&mut self, _due: Option<i64>) {}
     /// A slice of work, if there is some now (each duty runs its own
     /// transactions, and keeps its slices short: fires are not held up).
     fn turn(&mut self, visit: &mut Visit) -> Flow;

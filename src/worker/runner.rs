@@ -396,7 +396,7 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
     unsafe {
         pg_sys::pgstat_report_activity(
             pg_sys::BackendState::STATE_IDLE,
-            c"automation_ext: waiting for another run of this database and role".as_ptr(),
+            c"waiting for another run of this database and role".as_ptr(),
         )
     };
     set_application_name(c"automation_ext worker (idle)");

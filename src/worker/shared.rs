@@ -162,7 +162,23 @@ pub struct DbSlot {
     /// (issue 34) its scheduler stays as a resident (visit.rs `resident`),
     /// counted against the resident budget while `scheduler_pid` is set
     pub resident: bool,
+    /// (issue 34) when a visit last looked at everything a commit may not
+    /// have announced (`Visit::first`: the log, the inbox, the SQL steps);
+    /// 0: not since the server started, the slot was made, or somebody asked
+    /// (`wake`: CREATE EXTENSION, `automation.wake_scheduler()`)
+    pub swept_at: i64,
+    /// (issue 34) what each duty (in wiring order) said it next needed when
+    /// the last worker of this database left (0: nothing): the next visit
+    /// resumes from it (`Duty::resume`) instead of looking again
+    pub left_due: [i64; MAX_DUTIES],
+    /// (issue 34) its last worker left at the end of its loop (not by an
+    /// ERROR or a signal mid-turn): `left_due` is what it knew, and nothing
+    /// was left half done; if not, the next visit sweeps
+    pub left_cleanly: bool,
 }
+
+/// The duties whose due time a database's slot keeps between visits.
+pub const MAX_DUTIES: usize = 4;
 
 #[derive(Copy, Clone)]
 #[repr(C)]
@@ -193,6 +209,9 @@ impl DbSlot {
         inbox_filled: false,
         steps_ready: false,
         resident: false,
+        swept_at: 0,
+        left_due: [0; MAX_DUTIES],
+        left_cleanly: false,
     };
 }
 
@@ -421,6 +440,9 @@ pub fn wake(dboid: pg_sys::Oid) -> bool {
         if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
             slot.woken = true;
             slot.extension = Extension::Unknown;
+            // the next visit looks at everything (a restore may have filled
+            // the log or the inbox without a commit that announced it)
+            slot.swept_at = 0;
         }
         shared.launcher_pid
     };
@@ -461,6 +483,9 @@ pub fn report_extension(dboid: pg_sys::Oid, extension: Extension) {
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_mut(dboid.to_u32()) {
         slot.extension = extension;
+        if extension == Extension::Missing {
+            slot.swept_at = 0;
+        }
     }
 }
 

@@ -51,6 +51,25 @@ pub const IMMINENT_US: i64 = 150_000;
 /// other database, and paying a process start and a connection each time.
 pub const RESIDENT_US: i64 = LINGER_US;
 
+/// (issue 34) How often a visit looks at everything a commit may not have
+/// announced — executions in the log, entries in the trigger inbox, SQL
+/// steps whose worker is gone (rows restored by a data-only pg_restore, a
+/// step worker lost while no scheduler ran) — besides the first visit
+/// after the server started, the slot was made or somebody asked
+/// (`automation.wake_scheduler()`, CREATE EXTENSION). Every visit used to:
+/// those look-ups, in a process that has just connected, were a third of a
+/// fire's CPU (bench/many_databases.sh, README). A database with only its
+/// default jobs is visited every minute anyway, so the worst case is what
+/// it was.
+pub const SWEEP_EVERY_US: i64 = 60_000_000;
+
+/// Whether a visit starting at `now` sweeps (`Visit::first`), the last
+/// sweep of its database having been at `swept_at` (0: none since the
+/// server started, the slot was made or somebody asked).
+pub fn sweeps(swept_at: i64, now: i64) -> bool {
+    swept_at == 0 || now - swept_at >= SWEEP_EVERY_US || now < swept_at
+}
+
 /// How many schedulers may be residents at once: half of them (none with a
 /// single scheduler), so the other half always serves the databases that
 /// wait (progress.rs's model explores it).
@@ -117,6 +136,20 @@ mod tests {
     use super::*;
 
     const SEC: i64 = 1_000_000;
+
+    /// A visit sweeps when its database was never swept (since the server
+    /// started, the slot was made, or somebody asked), then once a minute;
+    /// a clock stepped back never postpones it.
+    #[test]
+    fn sweeps_once_a_minute() {
+        let t = 1_000 * SEC;
+        assert!(sweeps(0, t));
+        assert!(!sweeps(t, t));
+        assert!(!sweeps(t, t + 10 * SEC));
+        assert!(!sweeps(t, t + 59 * SEC));
+        assert!(sweeps(t, t + 60 * SEC));
+        assert!(sweeps(t, t - SEC));
+    }
 
     #[test]
     fn naps() {

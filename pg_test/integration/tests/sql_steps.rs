@@ -344,3 +344,76 @@ fn a_thousand_three_step_workflows_finish_within_the_step_worker_limit() {
         .unwrap();
     assert_eq!((success, runs, distinct), (1000, 3000, 3000), "every workflow succeeded, every step ran once");
 }
+
+/// Issue 34: a visit of the database's worker no longer looks at every SQL
+/// step when it starts; what the last visit knew is kept in shared memory
+/// instead. A retry's backoff and a workflow's timeout that fall after the
+/// worker left are still kept at their time: the next visit starts then and
+/// resumes from them. (Its own database: in the shared one other tests keep
+/// the worker from leaving.)
+#[test]
+fn a_backoff_and_a_timeout_after_the_worker_left_are_kept_at_their_time() {
+    use automation_ext_integration::{conninfo_for, NoTls};
+    let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
+    admin.batch_execute("DROP DATABASE IF EXISTS it_resume WITH (FORCE)").unwrap();
+    admin.batch_execute("CREATE DATABASE it_resume").unwrap();
+    let mut c = Client::connect(&conninfo_for("it_resume"), NoTls).unwrap();
+    c.batch_execute("CREATE EXTENSION automation_ext; CREATE SEQUENCE public.it_attempt").unwrap();
+    // fails at its first attempt (division by zero), not at its second
+    define(
+        &mut c,
+        "it-backoff",
+        r#"{"steps": [{"name": "once", "sql": "SELECT 1 / (nextval('public.it_attempt') - 1)::int",
+                       "retry": {"max_attempts": 2, "backoff": "12 seconds"}}]}"#,
+    );
+    // a queue step nobody claims, in a workflow with a timeout (both times
+    // past the worker's stay: it leaves after 2 s with nothing due, 5 s
+    // after its last recording)
+    define(&mut c, "it-deadline", r#"{"timeout": "12 seconds", "steps": [{"name": "wait", "queue": "it-nobody"}]}"#);
+    let since: std::time::SystemTime = c.query_one("SELECT now()", &[]).unwrap().get(0);
+    let started = Instant::now();
+    let retried: String = c.query_one("SELECT automation.run_workflow('it-backoff')::text", &[]).unwrap().get(0);
+    let timed: String = c.query_one("SELECT automation.run_workflow('it-deadline')::text", &[]).unwrap().get(0);
+    let mut workers = std::collections::BTreeSet::new();
+    let ended = |c: &mut Client, id: &str| -> Option<String> {
+        c.query_one(
+            "SELECT status FROM automation_workflows.workflow_executions
+              WHERE id = $1::text::uuid AND status NOT IN ('pending', 'running')",
+            &[&id],
+        )
+        .ok()
+        .map(|r| r.get(0))
+    };
+    let (mut a, mut b) = (None, None);
+    while a.is_none() || b.is_none() {
+        // (due at 12 s; without what the last visit knew, they waited for a
+        // step worker's exit or the minute's sweep: 27 s and more)
+        assert!(started.elapsed() < Duration::from_secs(20), "the backoff and the timeout were kept ({a:?}, {b:?})");
+        for row in c
+            .query(
+                "SELECT pid, backend_start > $1::timestamptz + interval '8 seconds' FROM pg_stat_activity
+                  WHERE datname = 'it_resume' AND backend_type = 'automation_ext scheduler'",
+                &[&since],
+            )
+            .unwrap()
+        {
+            workers.insert((row.get::<_, i32>(0), row.get::<_, bool>(1)));
+        }
+        a = a.or_else(|| ended(&mut c, &retried));
+        b = b.or_else(|| ended(&mut c, &timed));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("ended after {:?}; workers of the database: {workers:?}", started.elapsed());
+    assert_eq!(a.as_deref(), Some("success"), "the second attempt, after its backoff");
+    assert_eq!(b.as_deref(), Some("timeout"));
+    // (pid, started 8 s or more after the workflows: a later visit; the
+    // first one leaves 2 s after its last work, 5 s after its last recording)
+    assert!(workers.iter().any(|&(_, later)| later), "the worker left while both waited, and came back ({workers:?})");
+    let attempts: i64 = c
+        .query_one("SELECT count(*) FROM automation_workflows.step_runs WHERE execution_id = $1::text::uuid", &[&retried])
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 2);
+    drop(c);
+    admin.batch_execute("DROP DATABASE it_resume WITH (FORCE)").unwrap();
+}
