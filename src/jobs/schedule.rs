@@ -118,7 +118,8 @@ impl Scheduler {
     }
 
     /// Runs left in flight that no run slot follows any more (the server
-    /// restarted, and shared memory with it) are recorded as failed.
+    /// restarted, and shared memory with it) are recorded as failed (at a
+    /// visit's sweep: `Duty::begin`).
     fn recover(&mut self) -> Result<()> {
         let live: HashSet<i64> = self.in_flight().iter().map(|(_, r)| r.runid).collect();
         let in_flight = [RunStatus::Starting.as_str(), RunStatus::Running.as_str()];
@@ -473,8 +474,14 @@ impl Scheduler {
 }
 
 impl Duty for Scheduler {
-    fn begin(&mut self, _visit: &mut Visit) -> Result<()> {
-        self.recover()
+    fn begin(&mut self, visit: &mut Visit) -> Result<()> {
+        // (issue 34) runs that lost their slot exist only after a restart
+        // (shared memory lost), a worker that did not leave cleanly, or the
+        // extension coming back: the visits that sweep (`Visit::first`)
+        if visit.first {
+            self.recover()?;
+        }
+        Ok(())
     }
 
     fn turn(&mut self, visit: &mut Visit) -> Flow {
