@@ -33,6 +33,17 @@ pub fn connect() -> Client {
     Client::connect(&format!("{} dbname={DB}", base()), NoTls).expect("connect to the test database")
 }
 
+/// A database of a test's own, made anew with the extension: a session as
+/// the superuser on `postgres` (to drop it at the end) and one on it.
+pub fn fresh_database(name: &str) -> (Client, Client) {
+    let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let mut c = Client::connect(&conninfo_for(name), NoTls).unwrap();
+    c.batch_execute("CREATE EXTENSION automation_ext").unwrap();
+    (admin, c)
+}
+
 /// A session on the test database logged in as `role` (the test cluster
 /// trusts its private socket): what that role does from its own session,
 /// where RESET ROLE leads nowhere else.

@@ -240,14 +240,14 @@ fn a_job_whose_owner_may_no_longer_log_in_or_run_is_deactivated_once() {
 
 #[test]
 fn a_database_with_the_extension_can_be_cloned() {
-    let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
-    admin.batch_execute("DROP DATABASE IF EXISTS it_rb_copy WITH (FORCE)").unwrap();
-    admin.batch_execute("DROP DATABASE IF EXISTS it_rb_source WITH (FORCE)").unwrap();
-    admin.batch_execute("CREATE DATABASE it_rb_source").unwrap();
-    let mut src = Client::connect(&conninfo_for("it_rb_source"), NoTls).unwrap();
+    Client::connect(&conninfo_for("postgres"), NoTls)
+        .unwrap()
+        .batch_execute("DROP DATABASE IF EXISTS it_rb_copy WITH (FORCE)")
+        .unwrap();
+    let (mut admin, mut src) = automation_ext_integration::fresh_database("it_rb_source");
     // right after CREATE EXTENSION the database's scheduler is up (0.7.0:
     // "source database is being accessed by other users" for up to 30 s)
-    src.batch_execute("CREATE EXTENSION automation_ext; SELECT automation.wake_scheduler();").unwrap();
+    src.batch_execute("SELECT automation.wake_scheduler();").unwrap();
     wait_for(
         &mut admin,
         "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = 'it_rb_source' AND backend_type LIKE 'automation_ext%'",

@@ -419,13 +419,9 @@ fn a_worker_that_stays_runs_the_next_run_in_a_clean_session() {
 /// the code before: every visit recorded it.)
 #[test]
 fn a_visit_sweeps_once_a_minute_or_when_asked_not_every_time() {
-    let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
-    admin.batch_execute("DROP DATABASE IF EXISTS it_sweep WITH (FORCE)").unwrap();
-    admin.batch_execute("CREATE DATABASE it_sweep").unwrap();
-    let mut c = Client::connect(&conninfo_for("it_sweep"), NoTls).unwrap();
+    let (mut admin, mut c) = automation_ext_integration::fresh_database("it_sweep");
     c.batch_execute(
-        "CREATE EXTENSION automation_ext;
-         INSERT INTO automation_workflows.definitions (name, definition) VALUES ('it-sweep', '{}');
+        "INSERT INTO automation_workflows.definitions (name, definition) VALUES ('it-sweep', '{}');
          -- a job every 5 seconds: its worker leaves between two fires, so
          -- each fire is a new visit
          SELECT automation.schedule('it-sweep-tick', '5 seconds', 'SELECT 1');",

@@ -353,12 +353,8 @@ fn a_thousand_three_step_workflows_finish_within_the_step_worker_limit() {
 /// the worker from leaving.)
 #[test]
 fn a_backoff_and_a_timeout_after_the_worker_left_are_kept_at_their_time() {
-    use automation_ext_integration::{conninfo_for, NoTls};
-    let mut admin = Client::connect(&conninfo_for("postgres"), NoTls).unwrap();
-    admin.batch_execute("DROP DATABASE IF EXISTS it_resume WITH (FORCE)").unwrap();
-    admin.batch_execute("CREATE DATABASE it_resume").unwrap();
-    let mut c = Client::connect(&conninfo_for("it_resume"), NoTls).unwrap();
-    c.batch_execute("CREATE EXTENSION automation_ext; CREATE SEQUENCE public.it_attempt").unwrap();
+    let (mut admin, mut c) = automation_ext_integration::fresh_database("it_resume");
+    c.batch_execute("CREATE SEQUENCE public.it_attempt").unwrap();
     // fails at its first attempt (division by zero), not at its second
     define(
         &mut c,
