@@ -28,8 +28,10 @@ impl Duty for SqlSteps {
         // worker ended, a retry's backoff ended, and at a visit's sweep
         // (`Visit::first`: workers lost in a crash first)
         let ended = std::mem::take(&mut visit.step_worker_ended);
-        if (visit.first || ended) && !recover() && visit.first {
-            visit.sweep_failed = true;
+        if (visit.first || ended) && !recover() {
+            if visit.first {
+                shared::sweep_again(visit.dboid); // the look failed: again at the next visit
+            }
         }
         if shared::take_steps_ready(visit.dboid) || visit.first || ended || self.steps_due.is_some_and(|t| t <= now()) {
             self.steps_due = dispatch(visit.dboid);

@@ -56,7 +56,6 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     let mut visit = Visit {
         dboid: dboid.to_u32(),
         first: true,
-        sweep_failed: false,
         step_worker_ended: false,
         blocked: false,
         frequent: false,
@@ -71,7 +70,8 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         slot.waiting_since = 0;
         // (issue 34) sweep when the last worker did not leave cleanly, when
         // somebody asked, or once a minute; the time is written before the
-        // sweep, so that a request (`wake`) arriving during it stays
+        // sweep, so that a request (`wake`) or a failed part
+        // (`shared::sweep_again`) arriving during it stays
         visit.first = !slot.left_cleanly || visit::sweeps(slot.swept_at, now());
         if visit.first {
             slot.swept_at = now();
@@ -115,11 +115,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             log!("automation_ext scheduler stopping: the extension was dropped");
             break;
         }
-        if std::mem::take(&mut visit.first) && std::mem::take(&mut visit.sweep_failed) {
-            if let Some(slot) = SHARED.exclusive().slot_mut(visit.dboid) {
-                slot.swept_at = 0; // the next visit sweeps again
-            }
-        }
+        visit.first = false;
         let next = next_due(&mut duties);
         let lingering = duties.iter().any(|d| d.lingers());
         if !stay(&mut visit, next, lingering) {
@@ -150,10 +146,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
             slot.resident = false;
         }
         slot.next_due = next;
-        slot.left_due = [0; shared::MAX_DUTIES];
-        for (kept, due) in slot.left_due.iter_mut().zip(each) {
-            *kept = due;
-        }
+        slot.left_due = std::array::from_fn(|k| each.get(k).copied().unwrap_or(0));
         slot.left_cleanly = true;
         slot.fires_waiting = 0;
         if slot.executions_logged {

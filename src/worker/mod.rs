@@ -202,10 +202,8 @@ pub struct Visit {
     /// the first turn of a visit that sweeps (`visit::sweeps`: the first
     /// since the server started, then once a minute): what no commit
     /// announced (a restart, a restore) is looked at
+    /// (a duty that could not do its part calls `shared::sweep_again`)
     pub first: bool,
-    /// (issue 34) a duty could not do its sweep at this first turn (a lock,
-    /// an error): the next visit sweeps again
-    pub sweep_failed: bool,
     /// a step worker of this database ended since the last turn
     pub step_worker_ended: bool,
     /// (0.8.0) a due fire found no free run slot at this turn: the slots

@@ -426,6 +426,8 @@ fn linger(done: u32, database: pg_sys::Oid, role: pg_sys::Oid) -> Option<u32> {
         let linger_ms = if s.is_resident(database.to_u32()) { RESIDENT_LINGER_MS } else { LINGER_MS };
         (scheduler, place, linger_ms)
     };
+    // the scheduler (or the launcher) may start a fire that waited for this
+    // run to end (max_running_jobs, an overlap policy, the worker budget)
     shared::signal(if scheduler > 0 { scheduler } else { SHARED.share().launcher_pid });
     let k = place?;
     // SAFETY: reads the clock.

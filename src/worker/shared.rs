@@ -475,6 +475,14 @@ pub fn jobs_changed(dboid: pg_sys::Oid) {
     signal(launcher);
 }
 
+/// (issue 34) A duty of `dboid`'s worker could not do its part of a sweep
+/// (a lock, an error): the next visit sweeps again.
+pub fn sweep_again(dboid: u32) {
+    if let Some(slot) = SHARED.exclusive().find_slot(dboid) {
+        slot.swept_at = 0;
+    }
+}
+
 /// A scheduler reports what it found in its database.
 pub fn report_extension(dboid: pg_sys::Oid, extension: Extension) {
     if !crate::settings::preloaded() {
