@@ -16,7 +16,7 @@ SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'next_run_wrapper';
 
 COMMENT ON FUNCTION automation.next_run(text, timestamptz, text) IS
-'When a schedule fires next after a time, reading it in timezone (automation.timezone when NULL); NULL for @reboot. An invalid schedule is an error (22023) naming the bad field.';
+'When a schedule fires next after a time, reading it in timezone (automation.timezone when NULL); NULL for @reboot; for ''N seconds'', N seconds after it (a job''s grid starts when its schedule is set). An invalid schedule is an error (22023) naming the bad field.';
 
 CREATE FUNCTION automation.wake_scheduler()
 RETURNS boolean
@@ -25,7 +25,7 @@ SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'wake_scheduler_wrapper';
 
 COMMENT ON FUNCTION automation.wake_scheduler() IS
-'Ask the launcher to start this database''s scheduler now (CREATE EXTENSION does). False, with a NOTICE, when automation_ext is not preloaded.';
+'Ask the launcher to start this database''s scheduler now and have it look at everything (the execution log, the trigger inbox, the SQL steps, runs left in flight) -- after a data-only restore, say; CREATE EXTENSION does. False, with a NOTICE, when automation_ext is not preloaded.';
 
 CREATE FUNCTION automation.job_run_retention()
 RETURNS interval
@@ -285,14 +285,24 @@ COMMENT ON FUNCTION automation.job_run_succeeded(bigint, bigint, text, integer, 
 REVOKE EXECUTE ON FUNCTION automation.job_run_succeeded(bigint, bigint, text, integer, timestamptz, timestamptz, double precision, boolean, text[]) FROM PUBLIC;
 
 -- A schedule is checked (and next_run_at computed) whenever it is written,
--- however it is written.
+-- however it is written. (0.11.0) An 'N seconds' schedule fires every N
+-- seconds from when it is set (to the millisecond: jobs scheduled in one
+-- transaction fire together), so the jobs of many databases do not all fall
+-- in the same instant; an UPDATE that leaves the schedule and the time zone
+-- as they were (alter_job(priority => ...)) keeps the next run still to come
+-- -- the job's grid and a pending retry with it.
 CREATE FUNCTION automation.job_check_schedule()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    NEW.next_run_at := automation.next_run(NEW.schedule, pg_catalog.now(), NEW.timezone);
+    IF TG_OP = 'UPDATE' AND NEW.schedule = OLD.schedule AND NEW.timezone IS NOT DISTINCT FROM OLD.timezone
+       AND OLD.next_run_at > pg_catalog.now() THEN
+        RETURN NEW;
+    END IF;
+    NEW.next_run_at := automation.next_run(NEW.schedule, pg_catalog.date_trunc('milliseconds', pg_catalog.now()),
+                                           NEW.timezone);
     NEW.next_attempt := 1;
     RETURN NEW;
 END

@@ -39,6 +39,28 @@ SELECT jobname, schedule, command, nodename, nodeport > 0 AS has_port, database 
   FROM automation.job WHERE jobid = :nightly_id;
 SELECT automation.schedule('0 0 1 1 *', 'SELECT 1') <> automation.schedule('0 0 1 1 *', 'SELECT 1') AS two_unnamed;
 
+-- (0.11.0) 'N seconds' counts from when the schedule is set, not from
+-- multiples of N: the job's grid starts now (to the millisecond); jobs set in
+-- one transaction share it; an alter_job leaving the schedule keeps the next
+-- run to come, a new schedule starts afresh
+SELECT automation.next_run('10 seconds', '2026-11-25 10:07:33.25+00', 'UTC') AS ten_seconds_after;
+BEGIN;
+SELECT automation.schedule('every-10-a', '10 seconds', 'SELECT 1') AS ten_a \gset
+SELECT automation.schedule('every-10-b', '10 seconds', 'SELECT 2') AS ten_b \gset
+SELECT count(DISTINCT next_run_at) AS one_grid,
+       bool_and(next_run_at = date_trunc('milliseconds', now()) + interval '10 seconds') AS from_now
+  FROM automation.job WHERE jobid IN (:ten_a, :ten_b);
+COMMIT;
+UPDATE automation.job SET next_run_at = '2100-01-01 00:00:03.25+00' WHERE jobid = :ten_a;
+SELECT automation.alter_job(:ten_a, priority => 2, command => 'SELECT 3');
+SELECT next_run_at AT TIME ZONE 'UTC' AS grid_kept FROM automation.job WHERE jobid = :ten_a;
+BEGIN;
+SELECT automation.alter_job(:ten_a, schedule => '15 seconds');
+SELECT next_run_at = date_trunc('milliseconds', now()) + interval '15 seconds' AS new_grid
+  FROM automation.job WHERE jobid = :ten_a;
+COMMIT;
+SELECT automation.unschedule(:ten_a) AND automation.unschedule(:ten_b) AS removed;
+
 -- alter_job: only what is given; timeout '0' removes a timeout
 SELECT automation.alter_job(:nightly_id, schedule => '@daily', timeout => '5 minutes');
 SELECT schedule, command, timeout, active FROM automation.job WHERE jobid = :nightly_id;

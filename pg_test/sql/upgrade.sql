@@ -476,3 +476,32 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_090 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_090)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.10.0 -> current: 0.11.0 ('N seconds' on a job's own grid). A job keeps
+-- its next run (0.10.0's: aligned to a multiple of N) through the upgrade; an
+-- alter_job that leaves the schedule as it was keeps the next run still to
+-- come (0.10.0's trigger computed it again); a new schedule starts its grid
+-- when it is set.
+CREATE EXTENSION automation_ext VERSION '0.10.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT automation.schedule('up-110', '10 seconds', 'SELECT 1') > 0 AS scheduled;
+UPDATE automation.job SET next_run_at = '2100-01-01 00:00:10+00' WHERE jobname = 'up-110';
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT automation.alter_job(jobid, priority => 1) FROM automation.job WHERE jobname = 'up-110';
+SELECT next_run_at AT TIME ZONE 'UTC' AS kept, priority FROM automation.job WHERE jobname = 'up-110';
+BEGIN;
+SELECT automation.alter_job(jobid, schedule => '20 seconds') FROM automation.job WHERE jobname = 'up-110';
+SELECT next_run_at = date_trunc('milliseconds', now()) + interval '20 seconds' AS from_now
+  FROM automation.job WHERE jobname = 'up-110';
+COMMIT;
+CREATE TEMP TABLE upgraded_0100 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_0100 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.10.0' AS difference, * FROM upgraded_0100 EXCEPT SELECT 'only after upgrade from 0.10.0', * FROM fresh_0100)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_0100 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_0100)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;

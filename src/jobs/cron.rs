@@ -12,7 +12,8 @@
 //! - `@yearly` `@annually` `@monthly` `@weekly` `@daily` `@midnight` `@hourly`
 //!   and `@reboot` (once, when the scheduler starts; `@restart` is the same,
 //!   as in pg_cron);
-//! - `N seconds` (or `N second`) for N in 1–59.
+//! - `N seconds` (or `N second`) for N in 1–59: every N seconds from when
+//!   the schedule was set (0.11.0; before, aligned to multiples of N).
 //!
 //! Day matching follows Vixie cron (and so pg_cron): when both day-of-month
 //! and day-of-week are restricted (neither starts with `*`), a day matches if
@@ -29,7 +30,10 @@ const HORIZON_DAYS: i64 = 366 * 9;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
     Cron(CronSpec),
-    /// Every N seconds, aligned to multiples of N seconds since the epoch.
+    /// Every N seconds, counted from a fire (a job's grid starts when its
+    /// schedule is set: `next_run_at`), as pg_cron 1.5 counts them — so the
+    /// `'10 seconds'` jobs of a hundred databases do not all fall in one
+    /// instant; the scheduler keeps each job on its own grid (`plan::next_fire`).
     Seconds(u32),
     /// Once, when the scheduler starts.
     Reboot,
@@ -278,10 +282,7 @@ impl Schedule {
     pub fn next_after(&self, after: i64, zone: &dyn Zone) -> Option<i64> {
         match self {
             Schedule::Reboot => None,
-            Schedule::Seconds(n) => {
-                let period = *n as i64 * USECS_PER_SEC;
-                Some(after.div_euclid(period) * period + period)
-            }
+            Schedule::Seconds(n) => Some(after + *n as i64 * USECS_PER_SEC),
             Schedule::Cron(spec) => spec.next_after(after, zone),
         }
     }
@@ -421,12 +422,17 @@ mod unit {
         assert_eq!(parse("1 second").unwrap(), Schedule::Seconds(1));
         assert_eq!(parse(" 30 SECONDS ").unwrap(), Schedule::Seconds(30));
         let t = ts(2026, 11, 25, 10, 7, 13) + 250_000;
-        assert_eq!(next("1 seconds", t), ts(2026, 11, 25, 10, 7, 14));
-        assert_eq!(next("10 seconds", t), ts(2026, 11, 25, 10, 7, 20));
-        // aligned: the fires do not drift from the grid
+        assert_eq!(next("1 seconds", t), ts(2026, 11, 25, 10, 7, 14) + 250_000);
+        assert_eq!(next("10 seconds", t), ts(2026, 11, 25, 10, 7, 23) + 250_000);
+        // counted from the time given (not aligned to multiples of N): the
+        // grid is the job's own
         assert_eq!(
             fires("15 seconds", t, 3),
-            vec![ts(2026, 11, 25, 10, 7, 15), ts(2026, 11, 25, 10, 7, 30), ts(2026, 11, 25, 10, 7, 45)]
+            vec![
+                ts(2026, 11, 25, 10, 7, 28) + 250_000,
+                ts(2026, 11, 25, 10, 7, 43) + 250_000,
+                ts(2026, 11, 25, 10, 7, 58) + 250_000
+            ]
         );
     }
 

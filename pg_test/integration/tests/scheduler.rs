@@ -137,6 +137,7 @@ fn commands_run_at_top_level_vacuum_concurrent_index_commit() {
 fn a_job_never_overlaps_itself_and_fires_stay_on_the_grid() {
     let mut c = connect();
     let job = schedule(&mut c, "it-slow", "1 second", "SELECT pg_sleep(2.5)");
+    let grid: String = one(&mut c, &format!("SELECT next_run_at::text FROM automation.job WHERE jobid = {job}"));
     let sql = format!(
         "SELECT count(*) FILTER (WHERE status = 'skipped') >= 3 AND count(*) FILTER (WHERE status = 'succeeded') >= 2
            FROM automation.job_run_details WHERE jobid = {job}"
@@ -161,16 +162,97 @@ fn a_job_never_overlaps_itself_and_fires_stay_on_the_grid() {
         ),
     );
     assert!(message.starts_with("skipped: the previous run (runid "), "{message}");
-    // every fire is due on a whole second, and started no earlier
+    // every fire is due on the job's grid (a whole number of seconds after
+    // the next run it was given when scheduled), and started no earlier
     let off_grid: i64 = one(
         &mut c,
         &format!(
             "SELECT count(*) FROM automation.job_run_details
-              WHERE jobid = {job} AND (date_trunc('second', scheduled_for) <> scheduled_for
+              WHERE jobid = {job} AND (scheduled_for < '{grid}'
+                                       OR extract(epoch FROM scheduled_for - '{grid}')::numeric % 1 <> 0
                                        OR (status <> 'skipped' AND start_time < scheduled_for))"
         ),
     );
     assert_eq!(off_grid, 0);
+}
+
+/// (issue 34, 0.11.0) `'N seconds'` counts from when the job was scheduled,
+/// as pg_cron 1.5 does, not from multiples of N: two 2-second jobs scheduled
+/// 0.7 s apart never fire in the same instant (the 10-second jobs of a
+/// hundred databases no longer all fall in one), each stays on its own grid
+/// however late a run starts, and an `alter_job` that leaves the schedule
+/// keeps it.
+#[test]
+fn seconds_jobs_scheduled_apart_fire_apart_each_on_its_own_grid() {
+    let mut c = connect();
+    let a = schedule(&mut c, "it-grid-a", "2 seconds", "SELECT 1");
+    std::thread::sleep(Duration::from_millis(700));
+    let b = schedule(&mut c, "it-grid-b", "2 seconds", "SELECT 2");
+    let grid = |c: &mut Client, job: i64| -> String {
+        one(c, &format!("SELECT next_run_at::text FROM automation.job WHERE jobid = {job}"))
+    };
+    let (grid_a, grid_b) = (grid(&mut c, a), grid(&mut c, b));
+    wait_for(
+        &mut c,
+        &format!(
+            "SELECT count(*) FILTER (WHERE jobid = {a}) >= 3 AND count(*) FILTER (WHERE jobid = {b}) >= 3
+               FROM automation.job_run_details WHERE jobid IN ({a}, {b}) AND status = 'succeeded'"
+        ),
+        LIMIT,
+        "three runs of each 2-second job",
+    );
+    // altered while its next run is still to come (not in the instant
+    // between a fire and the scheduler writing the next one)
+    wait_for(
+        &mut c,
+        &format!(
+            "SELECT count(*) = 1 FROM (SELECT automation.alter_job(jobid, priority => 1) FROM automation.job
+                                        WHERE jobid = {a} AND next_run_at > now() + interval '300 milliseconds') t"
+        ),
+        LIMIT,
+        "a moment to alter the job",
+    );
+    let kept: String = grid(&mut c, a);
+    let on_grid: bool =
+        one(&mut c, &format!("SELECT extract(epoch FROM '{kept}'::timestamptz - '{grid_a}')::numeric % 2 = 0"));
+    assert!(on_grid, "alter_job(priority) moved the job off its grid: {kept} (grid from {grid_a})");
+    wait_for(
+        &mut c,
+        &format!(
+            "SELECT count(*) >= 2 FROM automation.job_run_details
+              WHERE jobid = {a} AND status = 'succeeded' AND scheduled_for >= '{kept}'"
+        ),
+        LIMIT,
+        "two more runs of the altered job",
+    );
+    unschedule(&mut c, a);
+    unschedule(&mut c, b);
+    let same_instant: i64 = one(
+        &mut c,
+        &format!(
+            "SELECT count(*) FROM automation.job_run_details x JOIN automation.job_run_details y
+                 ON x.scheduled_for = y.scheduled_for
+              WHERE x.jobid = {a} AND y.jobid = {b}"
+        ),
+    );
+    assert_eq!(same_instant, 0, "two jobs scheduled 0.7 s apart fired in the same instant");
+    for (job, grid) in [(a, &grid_a), (b, &grid_b)] {
+        let (runs, off_grid): (i64, i64) = {
+            let r = c
+                .query_one(
+                    &format!(
+                        "SELECT count(*), count(*) FILTER (WHERE scheduled_for < '{grid}'
+                                   OR extract(epoch FROM scheduled_for - '{grid}')::numeric % 2 <> 0)
+                           FROM automation.job_run_details WHERE jobid = {job}"
+                    ),
+                    &[],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert!(runs >= 3, "job {job}: {runs} runs");
+        assert_eq!(off_grid, 0, "job {job}: runs off the grid that starts at {grid}");
+    }
 }
 
 #[test]
