@@ -1597,7 +1597,7 @@ BEGIN
             UPDATE automation_triggers.registry r
                SET skipped_fires = r.skipped_fires + 1, last_skipped_at = now(),
                    next_fire_at = CASE WHEN r.trigger_type = 'schedule' AND r.enabled
-                                       THEN automation.next_run(r.config->>'cron', now(), r.config->>'timezone') END
+                                       THEN automation.next_fire(r.config->>'cron', coalesce(due, now()), now(), r.config->>'timezone') END
              WHERE r.id = reg.id;
             RAISE NOTICE 'trigger % skipped this fire: % of its executions % (overlap %)', reg.id,
                          CASE WHEN overlap = 'skip' THEN busy ELSE waiting END,
@@ -1622,7 +1622,7 @@ BEGIN
     UPDATE automation_triggers.registry r
        SET last_fired_at = now(),
            next_fire_at = CASE WHEN r.trigger_type = 'schedule' AND r.enabled
-                               THEN automation.next_run(r.config->>'cron', now(), r.config->>'timezone') END
+                               THEN automation.next_fire(r.config->>'cron', coalesce(due, now()), now(), r.config->>'timezone') END
      WHERE r.id = reg.id;
     RETURN started;
 END

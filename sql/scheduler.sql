@@ -18,6 +18,16 @@ AS 'MODULE_PATHNAME', 'next_run_wrapper';
 COMMENT ON FUNCTION automation.next_run(text, timestamptz, text) IS
 'When a schedule fires next after a time, reading it in timezone (automation.timezone when NULL); NULL for @reboot; for ''N seconds'', N seconds after it (a job''s grid starts when its schedule is set). An invalid schedule is an error (22023) naming the bad field.';
 
+CREATE FUNCTION automation.next_fire(schedule text, due timestamptz, now timestamptz DEFAULT pg_catalog.now(),
+                                     timezone text DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE c STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'next_fire_wrapper';
+
+COMMENT ON FUNCTION automation.next_fire(text, timestamptz, timestamptz, text) IS
+'(0.11.0) The next fire of a job whose fire was due at due, seen at now, as the scheduler computes it: on the schedule (an ''N seconds'' job on its own grid, due + a multiple of N), fires missed by now coalesced into the next one after it; NULL for @reboot. An invalid schedule is an error (22023).';
+
 CREATE FUNCTION automation.wake_scheduler()
 RETURNS boolean
 LANGUAGE c VOLATILE STRICT
@@ -289,8 +299,8 @@ REVOKE EXECUTE ON FUNCTION automation.job_run_succeeded(bigint, bigint, text, in
 -- seconds from when it is set (to the millisecond: jobs scheduled in one
 -- transaction fire together), so the jobs of many databases do not all fall
 -- in the same instant; an UPDATE that leaves the schedule and the time zone
--- as they were (alter_job(priority => ...)) keeps the next run still to come
--- -- the job's grid and a pending retry with it.
+-- as they were (alter_job(priority => ...)) keeps the job's grid: the next
+-- run still to come (a pending retry with it), or the grid's next point.
 CREATE FUNCTION automation.job_check_schedule()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -298,7 +308,11 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     IF TG_OP = 'UPDATE' AND NEW.schedule = OLD.schedule AND NEW.timezone IS NOT DISTINCT FROM OLD.timezone
-       AND OLD.next_run_at > pg_catalog.now() THEN
+       AND OLD.next_run_at IS NOT NULL THEN
+        IF OLD.next_run_at <= pg_catalog.now() THEN
+            NEW.next_run_at := automation.next_fire(NEW.schedule, OLD.next_run_at, pg_catalog.now(), NEW.timezone);
+            NEW.next_attempt := 1;
+        END IF;
         RETURN NEW;
     END IF;
     NEW.next_run_at := automation.next_run(NEW.schedule, pg_catalog.date_trunc('milliseconds', pg_catalog.now()),

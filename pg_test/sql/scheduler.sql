@@ -44,6 +44,13 @@ SELECT automation.schedule('0 0 1 1 *', 'SELECT 1') <> automation.schedule('0 0 
 -- one transaction share it; an alter_job leaving the schedule keeps the next
 -- run to come, a new schedule starts afresh
 SELECT automation.next_run('10 seconds', '2026-11-25 10:07:33.25+00', 'UTC') AS ten_seconds_after;
+-- next_fire: the scheduler's rule (on the grid of the fire due; fires missed
+-- by now coalesced into the next one; cron schedules on the clock)
+SELECT automation.next_fire('10 seconds', '2026-11-25 10:07:33.25+00', '2026-11-25 10:07:33.9+00', 'UTC') AS on_time,
+       automation.next_fire('10 seconds', '2026-11-25 10:07:33.25+00', '2026-11-25 10:08:10+00', 'UTC') AS coalesced,
+       automation.next_fire('*/5 * * * *', '2026-11-25 10:05:00+00', '2026-11-25 10:17:30+00', 'UTC') AS cron_coalesced,
+       automation.next_fire('@reboot', '2026-11-25 10:05:00+00', '2026-11-25 10:17:30+00', 'UTC') AS reboot;
+SELECT automation.next_fire('10 minutes', now(), now());
 BEGIN;
 SELECT automation.schedule('every-10-a', '10 seconds', 'SELECT 1') AS ten_a \gset
 SELECT automation.schedule('every-10-b', '10 seconds', 'SELECT 2') AS ten_b \gset
@@ -54,6 +61,14 @@ COMMIT;
 UPDATE automation.job SET next_run_at = '2100-01-01 00:00:03.25+00' WHERE jobid = :ten_a;
 SELECT automation.alter_job(:ten_a, priority => 2, command => 'SELECT 3');
 SELECT next_run_at AT TIME ZONE 'UTC' AS grid_kept FROM automation.job WHERE jobid = :ten_a;
+-- a next run already past (the job was paused, say): the grid's next point
+UPDATE automation.job SET next_run_at = '2026-11-25 10:07:33.25+00' WHERE jobid = :ten_a;
+BEGIN;
+SELECT automation.alter_job(:ten_a, active => true);
+SELECT next_run_at > now() AND next_run_at <= now() + interval '10 seconds' AS next_point,
+       extract(epoch FROM next_run_at - '2026-11-25 10:07:33.25+00')::numeric % 10 = 0 AS on_the_grid
+  FROM automation.job WHERE jobid = :ten_a;
+COMMIT;
 BEGIN;
 SELECT automation.alter_job(:ten_a, schedule => '15 seconds');
 SELECT next_run_at = date_trunc('milliseconds', now()) + interval '15 seconds' AS new_grid

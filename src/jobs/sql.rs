@@ -27,6 +27,47 @@ fn parse_or_raise(schedule: &str) -> Schedule {
     }
 }
 
+fn zone_or_raise(timezone: Option<&str>) -> PgZone {
+    match timezone {
+        Some(name) => std::ffi::CString::new(name)
+            .ok()
+            .and_then(|c| PgZone::named(&c))
+            .ok_or_else(|| Error::invalid(format!("time zone \"{name}\" is not known"))),
+        None => PgZone::from_setting(),
+    }
+    .map_err(|e| e.with_detail("Use a name from pg_timezone_names."))
+    .or_raise()
+}
+
+/// A finite timestamp from which a schedule's search (up to nine years
+/// ahead) stays inside the range.
+fn in_range_or_raise(t: i64) -> i64 {
+    let last = crate::timeseries::bucket::END_TIMESTAMP - 10 * 366 * USECS_PER_DAY;
+    if t > last || t < crate::timeseries::bucket::MIN_TIMESTAMP {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+            "timestamp out of range",
+            "A schedule's next run is computed after a finite timestamp."
+        );
+    }
+    t
+}
+
+fn timestamp_or_raise(next: i64) -> Option<TimestampWithTimeZone> {
+    match TimestampWithTimeZone::try_from(next) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                "timestamp out of range",
+                "The next run of that schedule is past the largest timestamp."
+            );
+        }
+    }
+}
+
 #[pg_schema]
 mod automation {
     use super::*;
@@ -34,8 +75,8 @@ mod automation {
     /// `automation.next_run(schedule text, after timestamptz DEFAULT now(),
     /// timezone text DEFAULT NULL) → timestamptz`: when a schedule fires next
     /// after `after`, reading it in `timezone` (automation.timezone when
-    /// NULL); NULL for @reboot. Raises 22023 naming the bad field for an
-    /// invalid schedule.
+    /// NULL); NULL for @reboot; `'N seconds'`: `after` + N. Raises 22023
+    /// naming the bad field for an invalid schedule.
     #[pg_extern(sql = false)]
     fn next_run(
         schedule: Option<&str>,
@@ -43,38 +84,31 @@ mod automation {
         timezone: Option<&str>,
     ) -> Option<TimestampWithTimeZone> {
         let parsed = parse_or_raise(schedule?);
-        let zone = match timezone {
-            Some(name) => std::ffi::CString::new(name)
-                .ok()
-                .and_then(|c| PgZone::named(&c))
-                .ok_or_else(|| Error::invalid(format!("time zone \"{name}\" is not known"))),
-            None => PgZone::from_setting(),
-        }
-        .map_err(|e| e.with_detail("Use a name from pg_timezone_names."))
-        .or_raise();
-        let after: i64 = after?.into();
-        // the search looks up to nine years ahead: keep it inside the range
-        let last = crate::timeseries::bucket::END_TIMESTAMP - 10 * 366 * USECS_PER_DAY;
-        if after > last || after < crate::timeseries::bucket::MIN_TIMESTAMP {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
-                "timestamp out of range",
-                "A schedule's next run is computed after a finite timestamp."
-            );
-        }
-        let next = parsed.next_after(after, &zone)?;
-        match TimestampWithTimeZone::try_from(next) {
-            Ok(t) => Some(t),
-            Err(_) => {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
-                    "timestamp out of range",
-                    "The next run of that schedule is past the largest timestamp."
-                );
-            }
-        }
+        let zone = zone_or_raise(timezone);
+        let after = in_range_or_raise(after?.into());
+        timestamp_or_raise(parsed.next_after(after, &zone)?)
+    }
+
+    /// `automation.next_fire(schedule text, due timestamptz, now timestamptz
+    /// DEFAULT now(), timezone text DEFAULT NULL) → timestamptz` (0.11.0):
+    /// the next fire of a job whose fire was due at `due`, seen at `now`, as
+    /// the scheduler computes it (`plan::next_fire`): on the schedule — an
+    /// `'N seconds'` job on its own grid, `due` + a multiple of N — with the
+    /// fires missed by `now` coalesced into the next one after it. NULL for
+    /// @reboot. The job table's trigger keeps a job's grid with it, and a
+    /// schedule trigger's `next_fire_at` follows its job's.
+    #[pg_extern(sql = false)]
+    fn next_fire(
+        schedule: Option<&str>,
+        due: Option<TimestampWithTimeZone>,
+        now: Option<TimestampWithTimeZone>,
+        timezone: Option<&str>,
+    ) -> Option<TimestampWithTimeZone> {
+        let parsed = parse_or_raise(schedule?);
+        let zone = zone_or_raise(timezone);
+        let due = in_range_or_raise(due?.into());
+        let now = in_range_or_raise(now?.into());
+        timestamp_or_raise(crate::jobs::plan::next_fire(&parsed, due, now, &zone)?)
     }
 
     /// Trigger on automation.job: have this database's scheduler reload its
