@@ -15,6 +15,12 @@
 --   again. automation.next_fire(schedule, due, now, timezone) is the
 --   scheduler's own next-fire rule in SQL; the trigger and fire_trigger_as
 --   (a schedule trigger's next_fire_at) use it.
+-- * 'N minutes' (1 to 59) is accepted beside 'N seconds' (the library's
+--   parser), counted the same way; the frequent default jobs use it
+--   (metrics '5 minutes', the stale-execution sweep and the hourly rollup's
+--   refresh '1 minute', the metrics partitions '10 minutes'), so that a
+--   cluster's databases do not all run them at second 0 -- here, where the
+--   DBA left their schedules as CREATE EXTENSION made them.
 -- * the COMMENTs of next_run() and wake_scheduler() say what they now do.
 
 CREATE FUNCTION automation.next_fire(schedule text, due timestamptz, now timestamptz DEFAULT pg_catalog.now(),
@@ -154,3 +160,12 @@ COMMENT ON FUNCTION automation.next_run(text, timestamptz, text) IS
 
 COMMENT ON FUNCTION automation.wake_scheduler() IS
 'Ask the launcher to start this database''s scheduler now and have it look at everything (the execution log, the trigger inbox, the SQL steps, runs left in flight) -- after a data-only restore, say; CREATE EXTENSION does. False, with a NOTICE, when automation_ext is not preloaded.';
+
+UPDATE automation.job SET schedule = '5 minutes'
+ WHERE jobname = 'automation: collect database metrics' AND schedule = '*/5 * * * *';
+UPDATE automation.job SET schedule = '1 minute'
+ WHERE jobname = 'automation: time out stale executions' AND schedule = '* * * * *';
+UPDATE automation.job SET schedule = '1 minute'
+ WHERE jobname = 'automation: refresh pipeline_metrics_hourly' AND schedule = '* * * * *';
+UPDATE automation.job SET schedule = '10 minutes'
+ WHERE jobname = 'automation: maintain pipeline_metrics partitions' AND schedule = '*/10 * * * *';

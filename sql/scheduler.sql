@@ -853,10 +853,12 @@ $fn$;
 COMMENT ON FUNCTION automation.scheduler_status() IS
 'The scheduler''s state: launcher (or why it is not running), each database''s scheduler with its next run, or (database) why none runs now (idle until its next fire, waiting for a scheduler, runs waiting for a worker), runs in progress, and this database''s next job.';
 
--- The default jobs; users may alter or unschedule them.
+-- The default jobs; users may alter or unschedule them. (0.11.0) The
+-- frequent ones count their minutes from CREATE EXTENSION ('N minutes'), so
+-- that the databases of a cluster do not all run them at second 0.
 INSERT INTO automation.job (jobname, schedule, command) VALUES
-    ('automation: collect database metrics', '*/5 * * * *', 'SELECT automation.collect_database_metrics()'),
-    ('automation: time out stale executions', '* * * * *', 'SELECT count(*) FROM automation.timeout_stale_executions()'),
+    ('automation: collect database metrics', '5 minutes', 'SELECT automation.collect_database_metrics()'),
+    ('automation: time out stale executions', '1 minute', 'SELECT count(*) FROM automation.timeout_stale_executions()'),
     ('automation: purge job run history', '17 3 * * *', 'CALL automation.purge_job_run_details()'),
     ('automation: purge execution history', '47 * * * *', 'CALL automation.purge_executions()');
 

@@ -466,5 +466,5 @@ COMMENT ON FUNCTION automation.flush_metrics_staging() IS
 
 -- The scheduler keeps partitions made and the rollup current.
 INSERT INTO automation.job (jobname, schedule, command) VALUES
-    ('automation: refresh pipeline_metrics_hourly', '* * * * *', 'SELECT * FROM automation.refresh_pipeline_metrics_hourly()'),
-    ('automation: maintain pipeline_metrics partitions', '*/10 * * * *', 'SELECT * FROM automation.maintain_metrics_partitions()');
+    ('automation: refresh pipeline_metrics_hourly', '1 minute', 'SELECT * FROM automation.refresh_pipeline_metrics_hourly()'),
+    ('automation: maintain pipeline_metrics partitions', '10 minutes', 'SELECT * FROM automation.maintain_metrics_partitions()');

@@ -43,14 +43,16 @@ SELECT automation.schedule('0 0 1 1 *', 'SELECT 1') <> automation.schedule('0 0 
 -- multiples of N: the job's grid starts now (to the millisecond); jobs set in
 -- one transaction share it; an alter_job leaving the schedule keeps the next
 -- run to come, a new schedule starts afresh
-SELECT automation.next_run('10 seconds', '2026-11-25 10:07:33.25+00', 'UTC') AS ten_seconds_after;
+SELECT automation.next_run('10 seconds', '2026-11-25 10:07:33.25+00', 'UTC') AS ten_seconds_after,
+       automation.next_run('5 minutes', '2026-11-25 10:07:33.25+00', 'UTC') AS five_minutes_after;
+SELECT automation.next_run('60 minutes');
 -- next_fire: the scheduler's rule (on the grid of the fire due; fires missed
 -- by now coalesced into the next one; cron schedules on the clock)
 SELECT automation.next_fire('10 seconds', '2026-11-25 10:07:33.25+00', '2026-11-25 10:07:33.9+00', 'UTC') AS on_time,
        automation.next_fire('10 seconds', '2026-11-25 10:07:33.25+00', '2026-11-25 10:08:10+00', 'UTC') AS coalesced,
        automation.next_fire('*/5 * * * *', '2026-11-25 10:05:00+00', '2026-11-25 10:17:30+00', 'UTC') AS cron_coalesced,
        automation.next_fire('@reboot', '2026-11-25 10:05:00+00', '2026-11-25 10:17:30+00', 'UTC') AS reboot;
-SELECT automation.next_fire('10 minutes', now(), now());
+SELECT automation.next_fire('10 hours', now(), now());
 BEGIN;
 SELECT automation.schedule('every-10-a', '10 seconds', 'SELECT 1') AS ten_a \gset
 SELECT automation.schedule('every-10-b', '10 seconds', 'SELECT 2') AS ten_b \gset

@@ -487,8 +487,13 @@ CREATE EXTENSION automation_ext VERSION '0.10.0';
 SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
 SELECT automation.schedule('up-110', '10 seconds', 'SELECT 1') > 0 AS scheduled;
 UPDATE automation.job SET next_run_at = '2100-01-01 00:00:10+00' WHERE jobname = 'up-110';
+-- a default job the DBA changed keeps its schedule; the other frequent one
+-- counts its minutes from the update
+SELECT automation.alter_job(jobid, schedule => '*/7 * * * *') FROM automation.job
+ WHERE jobname = 'automation: collect database metrics';
 ALTER EXTENSION automation_ext UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT jobname, schedule FROM automation.job WHERE jobname LIKE 'automation: %' ORDER BY jobname;
 SELECT automation.alter_job(jobid, priority => 1) FROM automation.job WHERE jobname = 'up-110';
 SELECT next_run_at AT TIME ZONE 'UTC' AS kept, priority FROM automation.job WHERE jobname = 'up-110';
 BEGIN;

@@ -13,7 +13,10 @@
 //!   and `@reboot` (once, when the scheduler starts; `@restart` is the same,
 //!   as in pg_cron);
 //! - `N seconds` (or `N second`) for N in 1–59: every N seconds from when
-//!   the schedule was set (0.11.0; before, aligned to multiples of N).
+//!   the schedule was set (0.11.0; before, aligned to multiples of N); and,
+//!   beyond pg_cron (0.11.0), `N minutes` (or `N minute`) for N in 1–59,
+//!   the same way (the default jobs use it, so that the minutely jobs of a
+//!   hundred databases do not all fire at second 0).
 //!
 //! Day matching follows Vixie cron (and so pg_cron): when both day-of-month
 //! and day-of-week are restricted (neither starts with `*`), a day matches if
@@ -30,7 +33,8 @@ const HORIZON_DAYS: i64 = 366 * 9;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
     Cron(CronSpec),
-    /// Every N seconds, counted from a fire (a job's grid starts when its
+    /// Every N seconds (`'N seconds'`, or `'N minutes'` as N × 60), counted
+    /// from a fire (a job's grid starts when its
     /// schedule is set: `next_run_at`), as pg_cron 1.5 counts them — so the
     /// `'10 seconds'` jobs of a hundred databases do not all fall in one
     /// instant; the scheduler keeps each job on its own grid (`plan::next_fire`).
@@ -101,16 +105,19 @@ pub fn parse(text: &str) -> Result<Schedule, ParseError> {
     if trimmed.is_empty() {
         return Err(err(None, "empty".into()));
     }
-    if let Some(seconds) = parse_seconds(trimmed) {
-        return match seconds {
-            Ok(n) if (1..=59).contains(&n) => Ok(Schedule::Seconds(n)),
-            Ok(n) => Err(err(
+    if let Some((number, unit)) = parse_interval(trimmed) {
+        return match (number, unit) {
+            (Ok(n), Unit::Seconds) if (1..=59).contains(&n) => Ok(Schedule::Seconds(n)),
+            (Ok(n), Unit::Minutes) if (1..=59).contains(&n) => Ok(Schedule::Seconds(n * 60)),
+            (Ok(n), Unit::Seconds) => Err(err(
                 None,
-                format!(
-                    "{n} seconds: an interval schedule takes 1 to 59 seconds; use cron fields for minutes and longer"
-                ),
+                format!("{n} seconds: an interval schedule takes 1 to 59 seconds (or 'N minutes', 1 to 59); use cron fields for hours and longer"),
             )),
-            Err(()) => Err(err(None, "the number of seconds is not a whole number".into())),
+            (Ok(n), Unit::Minutes) => Err(err(
+                None,
+                format!("{n} minutes: an interval schedule takes 1 to 59 minutes; use cron fields for hours and longer"),
+            )),
+            (Err(()), unit) => Err(err(None, format!("the number of {} is not a whole number", unit.name()))),
         };
     }
     let expanded = match trimmed.to_ascii_lowercase().as_str() {
@@ -130,7 +137,7 @@ pub fn parse(text: &str) -> Result<Schedule, ParseError> {
     if fields.len() != 5 {
         return Err(err(
             None,
-            format!("{} fields; expected 5 (minute hour day-of-month month day-of-week), a macro such as @daily, or 'N seconds'", fields.len()),
+            format!("{} fields; expected 5 (minute hour day-of-month month day-of-week), a macro such as @daily, 'N seconds' or 'N minutes'", fields.len()),
         ));
     }
     let minutes = parse_field(fields[0], &MINUTE).map_err(|p| err(Some(MINUTE.name), p))?;
@@ -155,13 +162,33 @@ pub fn parse(text: &str) -> Result<Schedule, ParseError> {
     Ok(Schedule::Cron(spec))
 }
 
-fn parse_seconds(s: &str) -> Option<Result<u32, ()>> {
-    let lower = s.to_ascii_lowercase();
-    let number = lower.strip_suffix("seconds").or_else(|| lower.strip_suffix("second"))?.trim().to_string();
-    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
-        return Some(Err(()));
+#[derive(Copy, Clone)]
+enum Unit {
+    Seconds,
+    Minutes,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Seconds => "seconds",
+            Unit::Minutes => "minutes",
+        }
     }
-    Some(number.parse::<u32>().map_err(|_| ()).map(|n| n.min(1_000_000)))
+}
+
+/// `N second(s)` or `N minute(s)`: the number (Err if not a whole number)
+/// and the unit; None for anything else.
+fn parse_interval(s: &str) -> Option<(Result<u32, ()>, Unit)> {
+    let lower = s.to_ascii_lowercase();
+    let (number, unit) =
+        [("seconds", Unit::Seconds), ("second", Unit::Seconds), ("minutes", Unit::Minutes), ("minute", Unit::Minutes)]
+            .into_iter()
+            .find_map(|(suffix, unit)| lower.strip_suffix(suffix).map(|n| (n.trim().to_string(), unit)))?;
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
+        return Some((Err(()), unit));
+    }
+    Some((number.parse::<u32>().map_err(|_| ()).map(|n| n.min(1_000_000)), unit))
 }
 
 fn parse_days(text: &str) -> Result<(u64, bool), String> {
@@ -421,6 +448,9 @@ mod unit {
     fn seconds() {
         assert_eq!(parse("1 second").unwrap(), Schedule::Seconds(1));
         assert_eq!(parse(" 30 SECONDS ").unwrap(), Schedule::Seconds(30));
+        assert_eq!(parse("1 minute").unwrap(), Schedule::Seconds(60));
+        assert_eq!(parse("5 Minutes").unwrap(), Schedule::Seconds(300));
+        assert_eq!(parse("59 minutes").unwrap(), Schedule::Seconds(3540));
         let t = ts(2026, 11, 25, 10, 7, 13) + 250_000;
         assert_eq!(next("1 seconds", t), ts(2026, 11, 25, 10, 7, 14) + 250_000);
         assert_eq!(next("10 seconds", t), ts(2026, 11, 25, 10, 7, 23) + 250_000);
@@ -452,6 +482,10 @@ mod unit {
         assert!(e("* * * * * *").contains("6 fields"));
         assert!(e("").contains("empty"));
         assert!(e("61 seconds").contains("61 seconds: an interval schedule takes 1 to 59 seconds"));
+        assert!(e("60 minutes").contains("60 minutes: an interval schedule takes 1 to 59 minutes"));
+        assert!(e("0 minutes").contains("1 to 59 minutes"));
+        assert!(e("2.5 minutes").contains("the number of minutes is not a whole number"));
+        assert!(e("minutes").contains("the number of minutes is not a whole number"));
         assert!(e("0 seconds").contains("1 to 59"));
         assert!(e("1.5 seconds").contains("not a whole number"));
         assert!(e("99999999999999999999 seconds").contains("not a whole number"));

@@ -21,7 +21,7 @@ fn parse_or_raise(schedule: &str) -> Schedule {
                 ERROR,
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 e.to_string(),
-                "Use 5 cron fields (minute hour day-of-month month day-of-week), a macro such as @daily, or 'N seconds' with N from 1 to 59."
+                "Use 5 cron fields (minute hour day-of-month month day-of-week), a macro such as @daily, or 'N seconds' or 'N minutes' with N from 1 to 59."
             );
         }
     }

@@ -285,6 +285,19 @@ fn a_schedule_trigger_is_fired_by_the_scheduler_until_it_is_deleted() {
     };
     assert!(fires >= 2, "the fires carry their trigger: {fires}");
     assert_eq!(matching, fires, "each fire's scheduled_for is its job run's scheduled_for");
+    // (0.11.0) next_fire_at follows the job's grid: whole seconds after the
+    // last fire's scheduled time (written in the same transaction as it)
+    let ahead: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM r.next_fire_at - (SELECT max((w.input->'trigger'->>'scheduled_for')::timestamptz)
+                                                           FROM automation_workflows.workflow_runs w
+                                                          WHERE w.trigger_id = r.id))::float8
+               FROM automation_triggers.registry r WHERE r.id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ahead >= 1.0 && (ahead - ahead.round()).abs() < 1e-6, "next_fire_at is {ahead} s after the last fire");
     let me: String = c.query_one("SELECT current_user::text", &[]).unwrap().get(0);
     assert_eq!(started_by, me, "the job runs as the role that registered the trigger");
     c.execute("DELETE FROM automation_triggers.registry WHERE id = $1", &[&id]).unwrap();
