@@ -172,7 +172,7 @@ echo "   databases served: $served of $DBS"
 echo "   10-second fires due: $fires; runs of them that succeeded: $runs"
 echo "   runs of any job that failed: $failed ($starved of them for want of a worker slot)"
 echo "   start lateness of the 10-second jobs' runs: $lat_tick"
-echo "   start lateness over all runs (the default jobs' too, due at the minute): $lat"
+echo "   start lateness over all runs (the default jobs' too): $lat"
 echo "   most automation_ext processes at once: $most (max_worker_processes = 16)"
 runs_all=$(wc -l </tmp/many_lateness.txt)
 echo "   CPU of the processes that came and went meanwhile (scheduler visits, run workers): $((c1 - c0)) ms," \
