@@ -90,6 +90,13 @@ pub(super) fn deactivate(jobid: i64, reason: &str) -> Result<()> {
 /// that role and show its new name; this database's jobs show this
 /// database's current name (after a rename, a restore under another name or
 /// a clone). Rows a user holds locked are left for the next time.
+///
+/// (0.11.0) Such a job also forgets its next run: in a clone it is the
+/// template's, and the clones of one template would all keep its grid —
+/// every `'N seconds'`/`'N minutes'` job (the default jobs too) firing in the
+/// same instant in each of them. Without a stored next run the scheduler
+/// starts the job afresh (`plan::first_fire`): a clone's grids start when it
+/// is first visited, and a clone does not run its template's missed fires.
 pub(super) fn refresh_names() -> Result<()> {
     Spi::run(
         "UPDATE automation.job j SET username = r.rolname
@@ -100,7 +107,7 @@ pub(super) fn refresh_names() -> Result<()> {
     )
     .and_then(|_| {
         Spi::run(
-            "UPDATE automation.job j SET database = pg_catalog.current_database()
+            "UPDATE automation.job j SET database = pg_catalog.current_database(), next_run_at = NULL, next_attempt = 1
               WHERE j.jobid IN (SELECT k.jobid FROM automation.job k
                                  WHERE k.local AND k.database OPERATOR(pg_catalog.<>) pg_catalog.current_database()
                                    FOR UPDATE SKIP LOCKED)",

@@ -176,6 +176,51 @@ fn a_job_never_overlaps_itself_and_fires_stay_on_the_grid() {
     assert_eq!(off_grid, 0);
 }
 
+/// (issue 34, 0.11.0) The clones of one template do not keep the
+/// template's grid: a cloned job forgets its stored next run, so each clone's
+/// `'N seconds'` jobs (and its default jobs) start their grid when the clone
+/// is first visited — a fleet made with `CREATE DATABASE ... TEMPLATE` does
+/// not fire in one instant.
+#[test]
+fn the_clones_of_one_template_fire_apart() {
+    let (mut admin, mut t) = automation_ext_integration::fresh_database("it_grid_template");
+    t.batch_execute("SELECT automation.schedule('it-clone-tick', '2 seconds', 'SELECT 1')").unwrap();
+    drop(t);
+    let clones = ["it_grid_clone_a", "it_grid_clone_b"];
+    for (i, clone) in clones.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {clone} WITH (FORCE)")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {clone} TEMPLATE it_grid_template")).unwrap();
+    }
+    let mut fires: Vec<Vec<String>> = Vec::new();
+    for clone in clones {
+        let mut c = Client::connect(&conninfo_for(clone), NoTls).unwrap();
+        wait_for(
+            &mut c,
+            "SELECT count(*) >= 3 FROM automation.job_run_details d JOIN automation.job j USING (jobid)
+              WHERE j.jobname = 'it-clone-tick' AND d.status = 'succeeded'",
+            LIMIT,
+            &format!("three runs of the cloned job in {clone}"),
+        );
+        c.batch_execute("UPDATE automation.job SET active = false WHERE jobname = 'it-clone-tick'").unwrap();
+        let rows = c
+            .query(
+                "SELECT d.scheduled_for::text FROM automation.job_run_details d JOIN automation.job j USING (jobid)
+                  WHERE j.jobname = 'it-clone-tick'",
+                &[],
+            )
+            .unwrap();
+        fires.push(rows.iter().map(|r| r.get(0)).collect());
+    }
+    let shared: Vec<&String> = fires[0].iter().filter(|f| fires[1].contains(f)).collect();
+    for n in clones.iter().chain(["it_grid_template"].iter()) {
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)")).unwrap();
+    }
+    assert!(shared.is_empty(), "two clones of one template fired in the same instants: {shared:?}");
+}
+
 /// (issue 34, 0.11.0) `'N seconds'` counts from when the job was scheduled,
 /// as pg_cron 1.5 does, not from multiples of N: two 2-second jobs scheduled
 /// 0.7 s apart never fire in the same instant (the 10-second jobs of a
