@@ -116,7 +116,9 @@ RESET ROLE;
 -- pins search_path ending in pg_temp; every SQL and PL/pgSQL function pins it
 -- except apply_migration, which runs the caller's SQL with the caller's path,
 -- and purge_job_run_details, a procedure that COMMITs (which a SET clause
--- forbids); both qualify every name instead.
+-- forbids), and (0.12.0) may_work, which the planner inlines into the
+-- queue's statements only without a SET clause; they qualify every name
+-- instead.
 WITH ext_functions AS (
     SELECT p.* FROM pg_proc p
       JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
@@ -127,6 +129,9 @@ SELECT oid::regprocedure AS unpinned, prosecdef
  WHERE (prosecdef OR prolang IN (SELECT oid FROM pg_language WHERE lanname IN ('sql', 'plpgsql')))
    AND NOT EXISTS (SELECT FROM unnest(proconfig) c WHERE c ~ '^search_path=pg_catalog(, .*)?, pg_temp$')
  ORDER BY 1;
+
+-- (0.12.0) and the planner inlines may_work: the plan calls what it is made of
+EXPLAIN (VERBOSE, COSTS OFF) SELECT automation.may_work(10::oid, 10::oid, 'x');
 
 -- a now() planted ahead of pg_catalog in the caller's search_path does not
 -- redirect the runtime functions

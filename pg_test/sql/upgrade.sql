@@ -510,3 +510,29 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_0100 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_0100)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.11.0 -> current: 0.12.0 (the queue's fillfactor is 50, may_work is
+-- inlined). The queue's other storage parameters keep their values; an
+-- execution claimed before the upgrade completes after it.
+CREATE EXTENSION automation_ext VERSION '0.11.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT automation.enqueue_execution('up-120', '{"n": 1}') IS NOT NULL AS enqueued;
+SELECT count(*) AS claimed FROM automation.claim_executions('up-120', 'w-up', 5);
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT reloptions FROM pg_class WHERE oid = 'automation_workflows.execution_queue'::regclass;
+SELECT proconfig FROM pg_proc WHERE oid = 'automation.may_work(oid, oid, text)'::regprocedure;
+SELECT automation.complete_executions(ARRAY(SELECT id FROM automation_workflows.execution_queue
+                                             WHERE workflow_name = 'up-120'), NULL, 'w-up') AS completed;
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT status FROM automation_workflows.workflow_executions WHERE workflow_name = 'up-120';
+CREATE TEMP TABLE upgraded_0110 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_0110 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.11.0' AS difference, * FROM upgraded_0110 EXCEPT SELECT 'only after upgrade from 0.11.0', * FROM fresh_0110)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_0110 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_0110)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;
