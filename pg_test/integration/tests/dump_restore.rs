@@ -95,6 +95,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// A database that uses every feature.
 fn source(admin: &mut Client) -> Client {
     recreate(admin, SRC);
+    // the extension first: it creates automation_runner in a fresh cluster
+    // (this binary may be the first to run)
+    db(SRC).batch_execute("CREATE EXTENSION automation_ext").unwrap();
     // (0.8.0) a runner whose definition, trigger, grant and execution the dump carries
     admin
         .batch_execute(
@@ -108,8 +111,7 @@ fn source(admin: &mut Client) -> Client {
         .unwrap();
     let mut c = db(SRC);
     c.batch_execute(
-        "CREATE EXTENSION automation_ext;
-         CREATE TABLE public.ticks (at timestamptz DEFAULT clock_timestamp(), db text DEFAULT current_database());
+        "CREATE TABLE public.ticks (at timestamptz DEFAULT clock_timestamp(), db text DEFAULT current_database());
          CREATE TABLE public.orders (id int PRIMARY KEY, total numeric);
          SELECT automation.enable_audit('public.orders');
          INSERT INTO public.orders VALUES (1, 10), (2, 20);
@@ -467,15 +469,16 @@ fn jobs_belong_to_the_role_not_to_its_name() {
     let mut admin = db("postgres");
     let name = "automation_it_roles";
     recreate(&mut admin, name);
+    // the extension first: it creates automation_runner in a fresh cluster
+    let mut c = db(name);
+    c.batch_execute("CREATE EXTENSION automation_ext").unwrap();
     admin
         .batch_execute(
             "DROP ROLE IF EXISTS it_role_owner; DROP ROLE IF EXISTS it_role_renamed; CREATE ROLE it_role_owner LOGIN IN ROLE automation_runner",
         )
         .unwrap();
-    let mut c = db(name);
     c.batch_execute(
-        "CREATE EXTENSION automation_ext;
-         CREATE TABLE public.ticks (at timestamptz DEFAULT clock_timestamp(), db text DEFAULT current_database(),
+        "CREATE TABLE public.ticks (at timestamptz DEFAULT clock_timestamp(), db text DEFAULT current_database(),
                                     who text DEFAULT current_user);
          GRANT INSERT ON public.ticks TO it_role_owner;
          GRANT USAGE ON SCHEMA automation TO it_role_owner;
