@@ -257,6 +257,14 @@ pub fn serve(dsm: u32) -> Result<u64> {
     STEP_WORKER.set(true);
     let _serving = Serving;
     reload_config_on_sighup();
+    // a reload signalled while this worker was starting, before its handler
+    // was in place, was ignored: read the configuration once now, so that an
+    // `automation.enabled = off` made meanwhile is not missed (the suspected
+    // cause of a step worker seen running steps 10 s after the schedulers
+    // stopped, once, on 18)
+    // SAFETY: sets the flag SIGHUP's handler sets; reload_if_asked clears it.
+    unsafe { pg_sys::ConfigReloadPending = 1 };
+    reload_if_asked();
     // SAFETY: reading this process's pid.
     let worker = format!("step worker {}", unsafe { pg_sys::MyProcPid });
     let mut ran = 0u64;
