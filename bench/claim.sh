@@ -28,6 +28,9 @@
 #   MODE=held      the quick run while another session holds a transaction
 #                  (and its snapshot) open for the whole run: VACUUM can
 #                  remove nothing meanwhile
+# LOG_PAGES=N (0.13.0) leaves the execution log N empty pages long before
+# each run, as a backlog and VACUUM leave it (it never shrinks): recordings
+# must read only its pages that hold rows to run as fast as on a fresh log.
 # PROTO=prepared runs every client with pgbench's extended protocol and
 # prepared statements (default: simple). VARIANTS="runtime raw lean" adds
 # the queue's floor: its claim and completion as plain statements, no
@@ -112,8 +115,8 @@ logged AS (
     SELECT f.id, f.workflow_name, 'success', f.started_at, GREATEST(now(), f.started_at), f.metadata,
            f.run_after, f.claimed_by, f.attempts, f.retry_of
       FROM finished f
-    RETURNING l.id)
-SELECT automation.executions_logged(array_agg(id)) FROM logged;
+    RETURNING l.id, l.ctid)
+SELECT automation.executions_logged(array_agg(id), min(ctid), max(ctid)) FROM logged;
 SQL
 # the sustained run's runtime workers wait for work (claim_executions' wait)
 # instead of spinning on an empty queue, as workers are meant to run
@@ -136,6 +139,18 @@ cp "$work/runtime.sql" "$work/none.sql"
 # with the extended protocol, pgbench passes :ids as a parameter (no quotes)
 if [ "$PROTO" = prepared ]; then sed -i "s/':ids'/:ids/g" "$work"/*.sql; fi
 
+log_high_water() { # LOG_PAGES: the log's pages, empty, as a burst and VACUUM leave them
+    [ "${LOG_PAGES:-0}" -gt 0 ] || return 0
+    cat <<SQL
+BEGIN;
+INSERT INTO automation_workflows.execution_log (id, workflow_name, status, completed_at, attempts)
+SELECT automation.uuid_v7(), 'bench-burst', 'success', now(), 1 FROM generate_series(1, $LOG_PAGES * 80);
+DELETE FROM automation_workflows.execution_log;
+COMMIT;
+VACUUM automation_workflows.execution_log;
+SQL
+}
+
 fill() { # variant rows
     if [ "$1" != lean ]; then
         psql_admin -d "$DB" -q <<SQL >/dev/null
@@ -143,6 +158,7 @@ TRUNCATE automation_workflows.execution_queue, automation_workflows.execution_lo
          automation_workflows.workflow_executions, automation.errors, automation.execution_stats;
 INSERT INTO automation_workflows.definitions (name, definition) VALUES ('bench', '{}') ON CONFLICT DO NOTHING;
 SELECT automation.set_queue_history('bench', '$([ "$1" = runtime ] && echo full || echo "$1")');
+$(log_high_water)
 INSERT INTO automation_workflows.execution_queue (workflow_name, run_after, visible_at, metadata)
 SELECT 'bench', now() - interval '1 hour' + n * interval '1 ms', now() - interval '1 hour' + n * interval '1 ms',
        jsonb_build_object('n', n)
