@@ -1086,6 +1086,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     q automation_workflows.execution_queue;
+    first_row tid;
 BEGIN
     SELECT * INTO q FROM automation_workflows.execution_queue x WHERE x.id = cancel_queued.id FOR UPDATE;
     IF NOT FOUND THEN
@@ -1109,8 +1110,9 @@ BEGIN
     VALUES (q.id, q.workflow_name, 'cancelled', q.started_at, GREATEST(now(), q.started_at), q.metadata,
             jsonb_build_object('message', coalesce(cancel_queued.reason, 'cancelled'),
                                'cancelled_by', cancel_queued.caller::regrole::text),
-            q.run_after, q.claimed_by, q.attempts, q.retry_of, q.owner);
-    PERFORM automation.executions_logged(ARRAY[q.id]);
+            q.run_after, q.claimed_by, q.attempts, q.retry_of, q.owner)
+    RETURNING ctid INTO first_row;
+    PERFORM automation.executions_logged(ARRAY[q.id], first_row, first_row);
     RETURN true;
 END
 $fn$;

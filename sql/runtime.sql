@@ -103,11 +103,13 @@ COMMENT ON TABLE automation_workflows.execution_log IS
 SELECT pg_catalog.pg_extension_config_dump('automation_workflows.execution_queue', '');
 SELECT pg_catalog.pg_extension_config_dump('automation_workflows.execution_log', '');
 
-CREATE FUNCTION automation.executions_logged(ids uuid[])
+-- (0.13.0) with the lowest and the highest TID of the rows logged: the
+-- recorder reads those blocks of the log, not all of it
+CREATE FUNCTION automation.executions_logged(ids uuid[], first_row tid, last_row tid)
 RETURNS void
-LANGUAGE c VOLATILE STRICT
+LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'executions_logged_wrapper';
+AS 'MODULE_PATHNAME', 'executions_logged_in_wrapper';
 
 CREATE FUNCTION automation.record_executions(batch integer DEFAULT 10000)
 RETURNS bigint
@@ -418,6 +420,8 @@ DECLARE
     legacy uuid[];
     retried boolean;
     refused uuid;
+    first_row tid;
+    last_row tid;
 BEGIN
     IF complete_executions_as.ids IS NULL OR array_position(complete_executions_as.ids, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'ids must not be NULL or contain NULL'
@@ -444,8 +448,9 @@ BEGIN
                     ELSE f.metadata || complete_executions_as.metadata_patch END,
                f.run_after, f.claimed_by, f.attempts, f.retry_of, f.owner
           FROM finished f
-        RETURNING l.id, l.retry_of)
-    SELECT array_agg(logged.id), bool_or(logged.retry_of IS NOT NULL) INTO done, retried FROM logged;
+        RETURNING l.id, l.retry_of, l.ctid)
+    SELECT array_agg(logged.id), bool_or(logged.retry_of IS NOT NULL), min(logged.ctid), max(logged.ctid)
+      INTO done, retried, first_row, last_row FROM logged;
     IF coalesce(cardinality(done), 0) < cardinality(complete_executions_as.ids) THEN
         -- the others: started by start_execution() (or queued before 0.4.0)
         WITH completed AS (
@@ -479,7 +484,7 @@ BEGIN
          WHERE r.retry_execution_id = ANY (done || legacy) AND r.resolved_at IS NULL;
     END IF;
     IF done IS NOT NULL THEN
-        PERFORM automation.executions_logged(done);
+        PERFORM automation.executions_logged(done, first_row, last_row);
     END IF;
     RETURN coalesce(cardinality(done), 0) + coalesce(cardinality(legacy), 0);
 END
@@ -565,6 +570,7 @@ AS $fn$
 DECLARE
     wf text;
     logged boolean;
+    first_row tid;
     error_id uuid;
     details jsonb := jsonb_build_object('error_type', fail_execution_as.error_type,
                                         'error_message', fail_execution_as.error_message,
@@ -583,7 +589,7 @@ BEGIN
     SELECT f.id, f.workflow_name, 'error', f.started_at, GREATEST(now(), f.started_at), f.metadata, details, f.run_after, f.claimed_by,
            f.attempts, f.retry_of, f.owner
       FROM failed f
-    RETURNING l.workflow_name INTO wf;
+    RETURNING l.workflow_name, l.ctid INTO wf, first_row;
     logged := FOUND;
     IF NOT logged THEN
         UPDATE automation_workflows.workflow_executions e
@@ -607,7 +613,7 @@ BEGIN
     -- no scheduler, recording happens here, and may drop the execution
     -- (history modes) that record_failure reads
     IF logged THEN
-        PERFORM automation.executions_logged(ARRAY[fail_execution_as.id]);
+        PERFORM automation.executions_logged(ARRAY[fail_execution_as.id], first_row, first_row);
     END IF;
     RETURN error_id;
 END
@@ -840,6 +846,8 @@ DECLARE
     stale record;
     logged uuid[];
     logged_names text[];
+    first_row tid;
+    last_row tid;
 BEGIN
     IF batch IS NULL OR batch < 1 THEN
         RAISE EXCEPTION 'batch must be positive, not %', batch USING ERRCODE = 'invalid_parameter_value';
@@ -872,8 +880,9 @@ BEGIN
                jsonb_build_object('reason', 'execution_timeout'), t.run_after, t.claimed_by, t.attempts, t.retry_of,
                t.owner
           FROM timed_out t
-        RETURNING l.id, l.workflow_name)
-    SELECT array_agg(moved.id), array_agg(moved.workflow_name) INTO logged, logged_names FROM moved;
+        RETURNING l.id, l.workflow_name, l.ctid)
+    SELECT array_agg(moved.id), array_agg(moved.workflow_name), min(moved.ctid), max(moved.ctid)
+      INTO logged, logged_names, first_row, last_row FROM moved;
     -- (0.10.0) failures first, while the executions are in the log:
     -- recording them may drop them (history modes)
     FOR stale IN
@@ -885,7 +894,7 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     IF logged IS NOT NULL THEN
-        PERFORM automation.executions_logged(logged);
+        PERFORM automation.executions_logged(logged, first_row, last_row);
     END IF;
     IF coalesce(cardinality(logged), 0) >= batch THEN
         RETURN;
@@ -1104,7 +1113,7 @@ COMMENT ON FUNCTION automation.retry_delay(integer) IS
 'Backoff before the next retry: automation.retry_base_delay * 2^retry_count, at most automation.retry_max_delay, with jitter over the upper half.';
 REVOKE EXECUTE ON FUNCTION automation.record_failure(uuid, text, text, text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.retry_in_flight(uuid) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION automation.executions_logged(uuid[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.executions_logged(uuid[], tid, tid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.executions_enqueued(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.wait_for_executions(text, timestamptz) FROM PUBLIC;
 COMMENT ON FUNCTION automation.record_failure(uuid, text, text, text, jsonb) IS
@@ -1115,8 +1124,8 @@ COMMENT ON FUNCTION automation.raise_not_running(oid, uuid, text, text) IS
 'Internal: raise the error explaining why an execution cannot be completed or failed.';
 COMMENT ON FUNCTION automation.check_workflow_name(text) IS 'Internal: refuse an empty workflow name.';
 COMMENT ON FUNCTION automation.retry_in_flight(uuid) IS 'Internal: is this retry execution still pending or running?';
-COMMENT ON FUNCTION automation.executions_logged(uuid[]) IS
-'Internal: the runtime functions logged these finished executions; the scheduler records them after commit (or, with none running, this records them now).';
+COMMENT ON FUNCTION automation.executions_logged(uuid[], tid, tid) IS
+'Internal: the runtime functions logged these finished executions, between TIDs first_row and last_row; the scheduler records them after commit, reading only those blocks of the log (or, with none running, this records them now).';
 COMMENT ON FUNCTION automation.record_executions(integer) IS
 'Move up to batch finished executions from the execution log into workflow_executions now, notifying their completion; the scheduler does it within milliseconds of their commit. Returns how many.';
 COMMENT ON FUNCTION automation.executions_enqueued(text) IS

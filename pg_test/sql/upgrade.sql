@@ -536,3 +536,44 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_0110 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_0110)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.12.0 -> current: 0.13.0 (the functions that log finished executions hand
+-- the recorder the lowest and the highest TID of their rows:
+-- executions_logged(uuid[], tid, tid)
+-- replaces executions_logged(uuid[])). An execution completed by 0.12.0's
+-- functions is recorded after the upgrade; 0.13.0's complete, fail and
+-- cancel (cancel_workflow of a queued one) the others; nobody but the
+-- functions may call the new one.
+CREATE EXTENSION automation_ext VERSION '0.12.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT count(*) AS enqueued FROM generate_series(1, 4) n, automation.enqueue_execution('up-130', jsonb_build_object('n', n));
+SELECT count(*) AS claimed FROM automation.claim_executions('up-130', 'w-up', 3);
+SELECT automation.complete_executions(ARRAY(SELECT id FROM automation_workflows.execution_queue
+                                             WHERE workflow_name = 'up-130' AND metadata->>'n' = '1'), NULL, 'w-up')
+       AS completed_before;
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT to_regprocedure('automation.executions_logged(uuid[])') IS NULL AS one_argument_gone,
+       has_function_privilege('automation_runner', 'automation.executions_logged(uuid[], tid, tid)', 'EXECUTE')
+       AS runner_may_call;
+SELECT automation.complete_executions(ARRAY(SELECT id FROM automation_workflows.execution_queue
+                                             WHERE workflow_name = 'up-130' AND metadata->>'n' = '2'), NULL, 'w-up')
+       AS completed_after;
+SELECT automation.fail_execution(id, 'up', 'failed after the upgrade', NULL, 'w-up') IS NOT NULL AS failed_after
+  FROM automation_workflows.execution_queue WHERE workflow_name = 'up-130' AND metadata->>'n' = '3';
+SELECT automation.cancel_workflow(id, 'cancelled after the upgrade') AS cancelled_after
+  FROM automation_workflows.execution_queue WHERE workflow_name = 'up-130' AND metadata->>'n' = '4';
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT metadata->>'n' AS n, status FROM automation_workflows.workflow_executions
+ WHERE workflow_name = 'up-130' ORDER BY 1;
+SELECT count(*) AS left_in_the_log FROM automation_workflows.execution_log WHERE workflow_name = 'up-130';
+CREATE TEMP TABLE upgraded_0120 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_0120 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.12.0' AS difference, * FROM upgraded_0120 EXCEPT SELECT 'only after upgrade from 0.12.0', * FROM fresh_0120)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_0120 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_0120)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;

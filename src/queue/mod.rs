@@ -14,7 +14,10 @@
 //!   (0.10.0) A queue's history mode (`automation.queue_settings`, set by
 //!   `set_queue_history`) decides which of them the history keeps: those it
 //!   does not keep are counted in `execution_stats` and notified all the same.
+//!   (0.13.0) The completing transaction reports the blocks of the log it
+//!   wrote to, and a recording reads only those (`log_range`).
 
+pub mod log_range;
 pub mod record;
 
 use std::cell::Cell;
@@ -27,6 +30,7 @@ use crate::error::{Context, OrRaise, Result};
 use crate::notify::{self, Completion};
 use crate::settings;
 use crate::worker::shared;
+use log_range::LogRange;
 
 /// Version-7 UUIDs: pure, so that their layout and ordering are tested
 /// without PostgreSQL.
@@ -179,8 +183,9 @@ pub fn init_shared_memory() {
 
 thread_local! {
     static CLOCK: Cell<v7::Clock> = const { Cell::new(v7::Clock::new()) };
-    /// This transaction logged finished executions: wake the recorder at commit.
-    static LOGGED: Cell<bool> = const { Cell::new(false) };
+    /// This transaction logged finished executions: wake the recorder at
+    /// commit, to read these blocks of the log (empty: none logged).
+    static LOGGED: Cell<LogRange> = const { Cell::new(LogRange::NOTHING) };
     /// This transaction appended to the trigger inbox: have it drained at commit.
     static INBOX: Cell<bool> = const { Cell::new(false) };
     /// Keys of the workflows this transaction enqueued executions of, and
@@ -330,13 +335,14 @@ fn uuid_v7_bytes() -> [u8; 16] {
 /// Called by the SQL functions that log finished executions (ids: the ones
 /// they logged). With a scheduler to record them, wake it when this
 /// transaction commits; otherwise record them now, in this transaction.
-fn logged(ids: Vec<Uuid>) -> Result<()> {
+/// `range`: the blocks of the log they are in.
+fn logged(ids: Vec<Uuid>, range: LogRange) -> Result<()> {
     if recorder_running() {
-        LOGGED.set(true);
+        LOGGED.set(LOGGED.get().union(range));
         register_callback();
         return Ok(());
     }
-    record(Some(ids), i32::MAX, false).map(|_| ())
+    record(Some(ids), i32::MAX, false, range).map(|_| ())
 }
 
 /// Is a scheduler going to record executions in this database? The launcher
@@ -370,9 +376,10 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
         pg_sys::XactEvent::XACT_EVENT_ABORT => false,
         _ => return,
     };
-    if LOGGED.replace(false) && committed {
+    let range = LOGGED.replace(LogRange::NOTHING);
+    if !range.is_empty() && committed {
         // SAFETY: the database this backend is connected to.
-        shared::executions_logged(unsafe { pg_sys::MyDatabaseId });
+        shared::executions_logged(unsafe { pg_sys::MyDatabaseId }, range);
     }
     if INBOX.replace(false) && committed {
         // SAFETY: the database this backend is connected to.
@@ -446,7 +453,14 @@ fn facts(relaxed: bool) -> Result<Facts> {
 /// before started_at (the history's CHECK) even if the clock stepped back.
 /// `None` (the scheduler's recordings only): one of the two tables is locked
 /// by somebody else (DROP EXTENSION, TRUNCATE, ALTER TABLE); nothing was done.
-pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Option<i64>> {
+///
+/// `range` (0.13.0): the blocks of the log to read (log_range.rs): the ones
+/// the completing transactions reported. The log has no index and is
+/// emptied as fast as it fills; a sequential read of all of it passed, at
+/// every recording, every row earlier recordings removed (until VACUUM) and
+/// every empty page of its high-water mark: 1.2 ms for 4,000 pages, at up
+/// to a hundred recordings a second.
+pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange) -> Result<Option<i64>> {
     let Facts { tables, channel, modes } = facts(relaxed)?;
     if relaxed {
         // The scheduler never waits for these locks: holding the log's while
@@ -464,16 +478,24 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
     // between the two would make every recording scan the whole log)
     let which = match ids {
         None => {
+            // (a TID range scan)
             "l.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
-                 SELECT b.ctid FROM automation_workflows.execution_log b LIMIT $2))"
+                 SELECT b.ctid FROM automation_workflows.execution_log b
+                  WHERE b.ctid OPERATOR(pg_catalog.>=) $3::pg_catalog.tid
+                    AND b.ctid OPERATOR(pg_catalog.<=) $4::pg_catalog.tid LIMIT $2))"
         }
-        Some(_) => "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0",
+        Some(_) => {
+            "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0
+             AND l.ctid OPERATOR(pg_catalog.>=) $3::pg_catalog.tid AND l.ctid OPERATOR(pg_catalog.<=) $4::pg_catalog.tid"
+        }
     };
     // (0.8.0, issue 28) a row the history refuses (a status its CHECK does
     // not allow, say) must not stop recording for everyone: the batch is
     // tried in a subtransaction, and when it fails, row by row, a refused
     // row set aside in automation.errors with its content
-    let (moved, recorded, set_aside) = match crate::subxact::run(|| move_logged(which, ids.clone(), batch, modes)) {
+    let bounds = range.bounds();
+    let batch_at_once = || move_logged(which, ids.clone(), batch, &bounds, modes);
+    let (moved, recorded, set_aside) = match crate::subxact::run(batch_at_once) {
         Ok((moved, recorded)) => (moved, recorded, 0i64),
         Err(_) => {
             let each = Spi::connect(|client| {
@@ -481,7 +503,7 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
                     .select(
                         &format!("SELECT l.id FROM automation_workflows.execution_log l WHERE {which}"),
                         None,
-                        &[ids.clone().into(), batch.into()],
+                        &[ids.clone().into(), batch.into(), bounds.0.as_str().into(), bounds.1.as_str().into()],
                     )?
                     .map(|r| r.get::<Uuid>(1))
                     .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
@@ -492,7 +514,13 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
             let mut recorded = Vec::new();
             for id in each.into_iter().flatten() {
                 match crate::subxact::run(|| {
-                    move_logged("l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0", Some(vec![id]), 1, modes)
+                    move_logged(
+                        "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0 AND $3 IS NOT NULL AND $4 IS NOT NULL",
+                        Some(vec![id]),
+                        1,
+                        &bounds,
+                        modes,
+                    )
                 }) {
                     Ok((n, r)) => {
                         moved += n;
@@ -525,7 +553,13 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool) -> Result<Optio
 
 /// Move the logged executions `which` names into workflow_executions:
 /// how many left the log, and the completions to notify.
-fn move_logged(which: &str, ids: Option<Vec<Uuid>>, batch: i32, modes: bool) -> Result<(i64, Vec<Completion>)> {
+fn move_logged(
+    which: &str,
+    ids: Option<Vec<Uuid>>,
+    batch: i32,
+    bounds: &(String, String),
+    modes: bool,
+) -> Result<(i64, Vec<Completion>)> {
     // before 0.10.0's SQL (no queue_settings), the history keeps everything
     let settings = if modes {
         "LEFT JOIN automation.queue_settings s ON s.workflow_name OPERATOR(pg_catalog.=) m.workflow_name"
@@ -574,7 +608,7 @@ fn move_logged(which: &str, ids: Option<Vec<Uuid>>, batch: i32, modes: bool) -> 
             )
             .as_str(),
             None,
-            &[ids.into(), batch.into()],
+            &[ids.into(), batch.into(), bounds.0.as_str().into(), bounds.1.as_str().into()],
         )?;
         let mut moved = 0i64;
         let mut recorded = Vec::new();
@@ -657,7 +691,22 @@ pub(crate) mod automation {
     /// executions (see the module comment).
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
     fn executions_logged(ids: Vec<Option<Uuid>>) {
-        logged(ids.into_iter().flatten().collect()).or_raise()
+        logged(ids.into_iter().flatten().collect(), LogRange::ALL).or_raise()
+    }
+
+    /// Internal (0.13.0): the same, with the lowest and the highest TID of
+    /// the rows they logged, so that the recorder reads only those blocks
+    /// of the log. (Not STRICT: a NULL TID reads the whole log.)
+    #[pg_extern(volatile, parallel_unsafe, sql = false)]
+    fn executions_logged_in(
+        ids: Option<Vec<Option<Uuid>>>,
+        first: Option<pg_sys::ItemPointerData>,
+        last: Option<pg_sys::ItemPointerData>,
+    ) {
+        let Some(ids) = ids else { return };
+        let block = |tid: pg_sys::ItemPointerData| pgrx::itemptr::item_pointer_get_both(tid).0;
+        let range = LogRange::of(first.map(block), last.map(block));
+        logged(ids.into_iter().flatten().collect(), range).or_raise()
     }
 
     /// Internal (0.6.0): will a scheduler pick up what this transaction
@@ -678,6 +727,6 @@ pub(crate) mod automation {
         }
         // (0.8.0) runners may not write the log or the history themselves;
         // moving finished executions is what the scheduler does anyway
-        crate::tenancy::as_extension_owner(|| record(None, batch, false)).or_raise().unwrap_or(0)
+        crate::tenancy::as_extension_owner(|| record(None, batch, false, LogRange::ALL)).or_raise().unwrap_or(0)
     }
 }

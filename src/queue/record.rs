@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use pgrx::prelude::*;
 
+use super::log_range::LogRange;
 use crate::error::in_worker_transaction;
 use crate::worker::shared;
 use crate::worker::{Duty, Flow, Visit};
@@ -15,6 +16,8 @@ use crate::worker::{Duty, Flow, Visit};
 pub struct Recorder {
     /// when this visit last recorded
     recorded_at: Option<Instant>,
+    /// when this visit last read the whole log
+    swept_at: Option<Instant>,
 }
 
 impl Duty for Recorder {
@@ -31,9 +34,23 @@ impl Duty for Recorder {
                 std::thread::sleep(RECORD_EVERY - since);
             }
         }
-        if shared::take_executions_logged(visit.dboid) || visit.first {
-            record_executions(visit.dboid);
+        // (0.13.0) the blocks the committed transactions logged rows in
+        // (log_range.rs); the whole log at a visit's start (what was left
+        // before a restart, restored...) and at least every SWEEP_EVERY (a
+        // log rewritten under waiting rows: VACUUM FULL, CLUSTER)
+        let range = match shared::take_executions_logged(visit.dboid) {
+            _ if visit.first => Some(LogRange::ALL),
+            Some(_) if self.swept_at.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) => Some(LogRange::ALL),
+            taken => taken,
+        };
+        if let Some(range) = range {
+            if !range.is_empty() {
+                record_executions(visit.dboid, range);
+            }
             self.recorded_at = Some(Instant::now());
+            if range.is_all() {
+                self.swept_at = self.recorded_at;
+            }
         }
         Flow::Continue
     }
@@ -53,26 +70,30 @@ impl Duty for Recorder {
 const RECORDER_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 /// The shortest time between two recordings.
 const RECORD_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// The longest time between two recordings that read the whole log (the
+/// others read the blocks the completing transactions report).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Executions recorded per transaction.
 const RECORD_BATCH: i32 = 5000;
 /// Recording stops for a tick after this, so that fires are not held up by
 /// a large backlog (the rest is recorded at the next turn of the loop).
 const RECORD_SLICE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Record the finished executions waiting in the log (queue/mod.rs).
-fn record_executions(dboid: u32) {
+/// Record the finished executions waiting in the log (queue/mod.rs), in
+/// its blocks `range`.
+fn record_executions(dboid: u32, range: LogRange) {
     let started = std::time::Instant::now();
     loop {
-        let Some(moved) = in_worker_transaction(|| super::record(None, RECORD_BATCH, true)) else {
+        let Some(moved) = in_worker_transaction(|| super::record(None, RECORD_BATCH, true, range)) else {
             // the tables are locked (DROP EXTENSION, TRUNCATE...): later
-            shared::executions_logged(pg_sys::Oid::from(dboid));
+            shared::executions_logged(pg_sys::Oid::from(dboid), range);
             break;
         };
         if moved < i64::from(RECORD_BATCH) {
             break;
         }
         if started.elapsed() >= RECORD_SLICE {
-            shared::executions_logged(pg_sys::Oid::from(dboid));
+            shared::executions_logged(pg_sys::Oid::from(dboid), range);
             break;
         }
     }

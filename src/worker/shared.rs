@@ -19,6 +19,7 @@ use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 use super::WorkerHandle;
+use crate::queue::log_range::LogRange;
 
 /// Databases with the extension the launcher can schedule at once (0.8.0:
 /// databases without it hold no slot, once a probe found the extension
@@ -152,6 +153,9 @@ pub struct DbSlot {
     /// finished executions wait in its execution log for its scheduler to
     /// record them (src/queue.rs)
     pub executions_logged: bool,
+    /// (0.13.0) the blocks of the execution log that hold them
+    /// (`LogRange::NOTHING` while none waits)
+    pub log_range: LogRange,
     /// due fires its scheduler left waiting for a slot at its last tick
     pub fires_waiting: u32,
     /// a committed transaction appended to its trigger inbox (sql/engine.sql)
@@ -205,6 +209,7 @@ impl DbSlot {
         booted: false,
         names_checked_at: 0,
         executions_logged: false,
+        log_range: LogRange::NOTHING,
         fires_waiting: 0,
         inbox_filled: false,
         steps_ready: false,
@@ -454,6 +459,9 @@ pub fn wake(dboid: pg_sys::Oid) -> bool {
             libc::kill(launcher, libc::SIGUSR1);
         }
     }
+    // (0.13.0) and a scheduler already running reads the whole log at once
+    // (its other recordings read only the blocks completions reported)
+    executions_logged(dboid, LogRange::ALL);
     true
 }
 
@@ -499,8 +507,12 @@ pub fn report_extension(dboid: pg_sys::Oid, extension: Extension) {
 
 /// A transaction that logged finished executions in `dboid` committed: have
 /// its scheduler record them (signal it, or have the launcher start one).
-/// Cheap when a wake-up is already on its way: one shared lock.
-pub fn executions_logged(dboid: pg_sys::Oid) {
+/// `range`: the blocks of the execution log that this transaction's rows
+/// are in (`LogRange::ALL` when unknown; `LogRange::NOTHING` to wake it
+/// only), so that the recording reads those instead of the whole log
+/// (queue/log_range.rs). Cheap when a wake-up that covers `range` is
+/// already on its way: one shared lock.
+pub fn executions_logged(dboid: pg_sys::Oid, range: LogRange) {
     if !crate::settings::preloaded() {
         return;
     }
@@ -508,7 +520,7 @@ pub fn executions_logged(dboid: pg_sys::Oid) {
     {
         let shared = SHARED.share();
         if let Some(slot) = shared.dbs.iter().find(|s| s.dboid == db) {
-            if slot.executions_logged && (slot.scheduler_pid > 0 || slot.woken) {
+            if slot.executions_logged && slot.log_range.covers(range) && (slot.scheduler_pid > 0 || slot.woken) {
                 return;
             }
         }
@@ -519,6 +531,7 @@ pub fn executions_logged(dboid: pg_sys::Oid) {
         match shared.slot_mut(db) {
             Some(slot) => {
                 slot.executions_logged = true;
+                slot.log_range = slot.log_range.union(range);
                 if slot.scheduler_pid > 0 {
                     slot.scheduler_pid
                 } else {
@@ -541,7 +554,7 @@ pub fn inbox_filled(dboid: pg_sys::Oid) {
     if let Some(slot) = SHARED.exclusive().slot_mut(dboid.to_u32()) {
         slot.inbox_filled = true;
     }
-    executions_logged(dboid);
+    executions_logged(dboid, LogRange::NOTHING);
 }
 
 /// A transaction that made SQL step runs in `dboid` committed: have its
@@ -668,10 +681,14 @@ pub fn take_inbox_filled(dboid: u32) -> bool {
     take_flag(dboid, |slot| &mut slot.inbox_filled)
 }
 
-/// The scheduler of `dboid` takes the request to record executions (true
-/// when there was one).
-pub fn take_executions_logged(dboid: u32) -> bool {
-    take_flag(dboid, |slot| &mut slot.executions_logged)
+/// The scheduler of `dboid` takes the request to record executions: the
+/// blocks of the log to read (empty: a wake-up only), `None` when there
+/// was none.
+pub fn take_executions_logged(dboid: u32) -> Option<LogRange> {
+    let mut shared = SHARED.exclusive();
+    let slot = shared.slot_mut(dboid)?;
+    std::mem::replace(&mut slot.executions_logged, false)
+        .then(|| std::mem::replace(&mut slot.log_range, LogRange::NOTHING))
 }
 
 /// Is a request to record executions of `dboid` waiting?
