@@ -37,7 +37,8 @@ impl Duty for Recorder {
         // (0.13.0) the blocks the committed transactions logged rows in
         // (log_range.rs); the whole log at a visit's start (what was left
         // before a restart, restored...) and at least every SWEEP_EVERY (a
-        // log rewritten under waiting rows: VACUUM FULL, CLUSTER)
+        // log rewritten under waiting rows: VACUUM FULL, CLUSTER; rows a
+        // data-only restore wrote while this visit runs)
         let range = match shared::take_executions_logged(visit.dboid) {
             _ if visit.first => Some(LogRange::ALL),
             Some(_) if self.swept_at.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) => Some(LogRange::ALL),

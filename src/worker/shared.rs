@@ -459,9 +459,6 @@ pub fn wake(dboid: pg_sys::Oid) -> bool {
             libc::kill(launcher, libc::SIGUSR1);
         }
     }
-    // (0.13.0) and a scheduler already running reads the whole log at once
-    // (its other recordings read only the blocks completions reported)
-    executions_logged(dboid, LogRange::ALL);
     true
 }
 
@@ -530,8 +527,14 @@ pub fn executions_logged(dboid: pg_sys::Oid, range: LogRange) {
         let launcher = shared.launcher_pid;
         match shared.slot_mut(db) {
             Some(slot) => {
-                slot.executions_logged = true;
                 slot.log_range = slot.log_range.union(range);
+                if slot.executions_logged && (slot.scheduler_pid > 0 || slot.woken) {
+                    // a wake-up is on its way: it takes the wider range (a
+                    // signal here would have the launcher start a scheduler
+                    // again for a wake-up already asked for)
+                    return;
+                }
+                slot.executions_logged = true;
                 if slot.scheduler_pid > 0 {
                     slot.scheduler_pid
                 } else {

@@ -445,8 +445,7 @@ fn every_history_mode_notifies_and_counts_every_completion_and_keeps_what_it_say
 /// there, below the pages of rows that recordings removed: they are recorded
 /// at once all the same (a recorder that read on from where it last stopped
 /// would leave them until its next whole read of the log, half a minute
-/// later). Also: `wake_scheduler()` has a running scheduler read the whole
-/// log (a row written without a completion).
+/// later).
 #[test]
 fn completions_logged_in_freed_pages_early_in_the_log_are_recorded_at_once() {
     const BURST: i64 = 4000;
@@ -508,20 +507,6 @@ fn completions_logged_in_freed_pages_early_in_the_log_are_recorded_at_once() {
     assert!(
         blocks.iter().any(|&b| b < pages / 2),
         "no completion was logged in the first half of the {pages} pages: {blocks:?}"
-    );
-    // a row written into the log without a completion (as a data-only
-    // restore does), announced by wake_scheduler()
-    c.batch_execute(
-        "INSERT INTO automation_workflows.execution_log (id, workflow_name, status, started_at, completed_at, attempts)
-         VALUES ('00000000-0000-7000-8000-0000000000a1', 'it-log-pages', 'success', now() - interval '1 s', now(), 1);
-         SELECT automation.wake_scheduler();",
-    )
-    .unwrap();
-    wait_for(
-        &mut c,
-        "SELECT EXISTS (SELECT FROM automation_workflows.workflow_executions WHERE id = '00000000-0000-7000-8000-0000000000a1')",
-        Duration::from_secs(10),
-        "the row announced by wake_scheduler() was recorded",
     );
     drop(c);
     admin.batch_execute("DROP DATABASE it_log_pages WITH (FORCE)").unwrap();
