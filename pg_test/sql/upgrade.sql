@@ -368,7 +368,10 @@ RESET ROLE;
 SET ROLE regress_up_other;
 SELECT automation.run_workflow('up-shared') IS NOT NULL AS started;
 RESET ROLE;
--- a change a table trigger saw, not drained yet
+-- a change a table trigger saw, not drained yet (in a transaction with the
+-- update and the look at it: a scheduler that starts when the update
+-- commits sweeps the inbox, and could drain it before the look)
+BEGIN;
 INSERT INTO automation_workflows.trigger_inbox (trigger_id, workflow_name, op, table_name, started_by, rows)
 SELECT r.id, 'up-etl', 'INSERT', 'public.up_t', 'regress_up_other'::regrole::oid, ARRAY['(1)']
   FROM automation_triggers.registry r WHERE r.trigger_type = 'manual';
@@ -389,6 +392,7 @@ SELECT trigger_type, owner, enabled FROM automation_triggers.registry ORDER BY i
 SELECT workflow_name, owner, status FROM automation.executions ORDER BY workflow_name, owner::text, status;
 SELECT workflow_name, error_type, owner FROM automation.errors WHERE workflow_name <> 'up-inf';
 SELECT owner, changed_by FROM automation_workflows.trigger_inbox;
+COMMIT;
 -- etl's work carries on, as etl's; the others' is not etl's
 SET ROLE regress_up_etl;
 SELECT automation.complete_step(id, '{"after": "upgrade"}', 'w-etl') FROM automation_workflows.step_runs
