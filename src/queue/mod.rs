@@ -484,10 +484,7 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
                   WHERE b.ctid OPERATOR(pg_catalog.>=) $3::pg_catalog.tid
                     AND b.ctid OPERATOR(pg_catalog.<=) $4::pg_catalog.tid LIMIT $2))"
         }
-        Some(_) => {
-            "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0
-             AND l.ctid OPERATOR(pg_catalog.>=) $3::pg_catalog.tid AND l.ctid OPERATOR(pg_catalog.<=) $4::pg_catalog.tid"
-        }
+        Some(_) => BY_IDS,
     };
     // (0.8.0, issue 28) a row the history refuses (a status its CHECK does
     // not allow, say) must not stop recording for everyone: the batch is
@@ -513,15 +510,7 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
             let mut set_aside = 0i64;
             let mut recorded = Vec::new();
             for id in each.into_iter().flatten() {
-                match crate::subxact::run(|| {
-                    move_logged(
-                        "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0 AND $3 IS NOT NULL AND $4 IS NOT NULL",
-                        Some(vec![id]),
-                        1,
-                        &bounds,
-                        modes,
-                    )
-                }) {
+                match crate::subxact::run(|| move_logged(BY_IDS, Some(vec![id]), 1, &bounds, modes)) {
                     Ok((n, r)) => {
                         moved += n;
                         recorded.extend(r);
@@ -550,6 +539,11 @@ pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
     }
     Ok(Some(moved + set_aside))
 }
+
+/// The logged executions `record` is given by id, within the blocks of the
+/// range it is given ($3 and $4; $2, the batch, is positive).
+const BY_IDS: &str = "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0
+     AND l.ctid OPERATOR(pg_catalog.>=) $3::pg_catalog.tid AND l.ctid OPERATOR(pg_catalog.<=) $4::pg_catalog.tid";
 
 /// Move the logged executions `which` names into workflow_executions:
 /// how many left the log, and the completions to notify.

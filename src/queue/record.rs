@@ -16,8 +16,9 @@ use crate::worker::{Duty, Flow, Visit};
 pub struct Recorder {
     /// when this visit last recorded
     recorded_at: Option<Instant>,
-    /// when this visit last read the whole log
-    swept_at: Option<Instant>,
+    /// when this visit last read the whole log (the visit's own sweep is
+    /// `shared` slot's `swept_at`)
+    read_whole_at: Option<Instant>,
 }
 
 impl Duty for Recorder {
@@ -41,7 +42,7 @@ impl Duty for Recorder {
         // data-only restore wrote while this visit runs)
         let range = match shared::take_executions_logged(visit.dboid) {
             _ if visit.first => Some(LogRange::ALL),
-            Some(_) if self.swept_at.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) => Some(LogRange::ALL),
+            Some(_) if self.read_whole_at.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) => Some(LogRange::ALL),
             taken => taken,
         };
         if let Some(range) = range {
@@ -50,7 +51,7 @@ impl Duty for Recorder {
             }
             self.recorded_at = Some(Instant::now());
             if range.is_all() {
-                self.swept_at = self.recorded_at;
+                self.read_whole_at = self.recorded_at;
             }
         }
         Flow::Continue
