@@ -174,6 +174,34 @@ pub fn preloaded() -> bool {
     PRELOADED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Run `f` with PostgreSQL settings `(name, value)` set, as a function's
+/// SET clause sets them, and restored afterwards; an ERROR's
+/// (sub)transaction abort restores them.
+pub fn with_settings<R>(settings: &[(&CStr, &CStr)], f: impl FnOnce() -> R) -> R {
+    // SAFETY: what fmgr_security_definer does for a function's SET clause: a
+    // new GUC nest level, each setting saved into it (NUL-terminated names
+    // and values of settings any user may set), and AtEOXact_GUC restoring
+    // everything above the level on the way out.
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        for (name, value) in settings {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        let result = f();
+        pg_sys::AtEOXact_GUC(true, level);
+        result
+    }
+}
+
 pub fn register() {
     // SAFETY: reading a postmaster-set global flag.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {

@@ -107,25 +107,7 @@ pub fn current_role() -> pg_sys::Oid {
 /// (the table trigger) or as another role (the drain) resolve no name
 /// through a path that role chose.
 pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: what fmgr_security_definer does for a function's SET clause: a
-    // new GUC nest level, the setting saved into it, and AtEOXact_GUC
-    // restoring everything above the level on the way out.
-    unsafe {
-        let level = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        let result = f();
-        pg_sys::AtEOXact_GUC(true, level);
-        result
-    }
+    crate::settings::with_settings(&[(c"search_path", c"pg_catalog, pg_temp")], f)
 }
 
 /// Run `f` as `role`, in a security-restricted operation: nothing `f`
