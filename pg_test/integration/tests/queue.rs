@@ -296,6 +296,64 @@ fn claims_follow_priority_across_concurrent_claimers() {
     assert!(got.iter().all(|p| p == "2"), "{got:?}");
 }
 
+/// Issue 33: the scheduler keeps its recording's plans from one recording to
+/// the next; when a DBA changes the log's shape under a running scheduler
+/// (a column added, then dropped) and indexes the history, it goes on
+/// recording every completion, with plans made again.
+#[test]
+fn a_running_scheduler_records_through_changes_to_the_log_and_the_history() {
+    let _serial = serial();
+    let mut c = connect();
+    let round = |c: &mut automation_ext_integration::Client, n: i64| {
+        c.batch_execute(&format!(
+            "SELECT automation.enqueue_execution('it-altered', jsonb_build_object('round', {n})) FROM generate_series(1, 10);
+             SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_executions('it-altered', 'w', 10)));"
+        ))
+        .unwrap();
+        wait_for(
+            c,
+            &format!(
+                "SELECT (SELECT count(*) FROM automation_workflows.workflow_executions
+                          WHERE workflow_name = 'it-altered' AND metadata->>'round' = '{n}') = 10"
+            ),
+            Duration::from_secs(20),
+            &format!("round {n} recorded"),
+        );
+    };
+    c.batch_execute("DELETE FROM automation_workflows.workflow_executions WHERE workflow_name = 'it-altered'").unwrap();
+    round(&mut c, 1);
+    let scheduler = |c: &mut automation_ext_integration::Client| -> i32 {
+        c.query_one(
+            "SELECT coalesce(max(pid), 0) FROM pg_stat_activity
+              WHERE backend_type = 'automation_ext scheduler' AND datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = scheduler(&mut c);
+    c.batch_execute("ALTER TABLE automation_workflows.execution_log ADD COLUMN it_note text DEFAULT 'x'").unwrap();
+    round(&mut c, 2);
+    c.batch_execute(
+        "ALTER TABLE automation_workflows.execution_log DROP COLUMN it_note;
+         CREATE INDEX it_altered ON automation_workflows.workflow_executions (completed_at)",
+    )
+    .unwrap();
+    round(&mut c, 3);
+    c.batch_execute("DROP INDEX automation_workflows.it_altered").unwrap();
+    // the same scheduler, with plans made before the changes, recorded them
+    assert_ne!(before, 0);
+    assert_eq!(scheduler(&mut c), before, "the scheduler restarted: the test proves nothing");
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM automation_workflows.execution_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+/// Each round's completions are recorded too (issue 33: the recording's
+/// plans are kept per process; DROP EXTENSION ends the database's scheduler,
+/// and the next one makes them for the new extension's tables).
 #[test]
 fn drop_extension_succeeds_while_the_scheduler_is_recording() {
     let _serial = serial();
@@ -322,6 +380,12 @@ fn drop_extension_succeeds_while_the_scheduler_is_recording() {
             }
         });
         thread::sleep(Duration::from_millis(1000 + 300 * round));
+        wait_for(
+            &mut c,
+            "SELECT (SELECT count(*) FROM automation_workflows.workflow_executions WHERE workflow_name = 'it-drop') > 0",
+            Duration::from_secs(20),
+            &format!("round {round}: the scheduler recorded completions"),
+        );
         let dropped = c.batch_execute("DROP EXTENSION automation_ext CASCADE");
         busy.join().unwrap();
         assert!(dropped.is_ok(), "round {round}: DROP EXTENSION failed: {dropped:?}");
