@@ -18,9 +18,12 @@
 #            UPDATE SKIP LOCKED), complete = DELETE ... RETURNING into an
 #            archive table (no NOTIFY)
 # With MODE:
-#   MODE=quick     (default) batch 1 and 50, 3 rounds each, medians
+#   MODE=quick     (default) batch 1 and 50, 3 rounds each, medians; and
+#                  the scheduler's own CPU for each run of the runtime's
+#                  variants (its recordings and NOTIFYs), read from /proc
 #   MODE=sustained 10 minutes of continuous claim/complete with enqueueing
-#                  clients keeping the queue fed; rate per minute and the
+#                  clients keeping the queue fed; rate per minute, the
+#                  history's size and each of its indexes' every minute, the
 #                  table and index sizes at the end; then the history purge
 #                  (sizes before and after). The runtime's workers claim with
 #                  wait => '1 s' (they sleep when the queue is empty; the
@@ -214,14 +217,30 @@ check() { # variant rows: every item completed once, none claimed twice
     [ "$got" = "$2 1" ] || die "$1: expected '$2 1' (all completed, none claimed twice), got '$got'"
 }
 
+scheduler_pid() { # the benchmark database's scheduler (empty: none runs)
+    psql_admin -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'automation_ext scheduler'
+                       AND datname = '$DB'" | head -1
+}
+cpu_ms() { # pid -> its user + system CPU so far, ms
+    [ -n "$1" ] && [ -r "/proc/$1/stat" ] && awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat" || echo 0
+}
+
 run() { # variant batch transactions-per-client -> items/s
     local variant=$1 batch=$2 tx=$3 rows=$(( $2 * $3 * CLIENTS ))
     fill "$variant" "$rows"
-    local tps
+    local tps pid0 cpu0 pid1 cpu1
+    pid0=$(scheduler_pid)
+    cpu0=$(cpu_ms "$pid0")
     tps=$(as_postgres "$PGBENCH" -n -p "$PG_PORT" -c "$CLIENTS" -j 2 -t "$tx" -D batch="$batch" \
             -M "$PROTO" -f "$work/$variant.sql" "$DB" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
     if [ "$variant" != lean ]; then
         echo "$(recorded)" >>"$work/recorded_ms"
+        # the scheduler's own CPU for the run (the recordings; a scheduler
+        # that started during the run: all of its CPU)
+        pid1=$(scheduler_pid)
+        cpu1=$(cpu_ms "$pid1")
+        [ "$pid0" = "$pid1" ] || cpu0=0
+        echo "$(( cpu1 - cpu0 ))" >>"$work/scheduler_ms.$variant.$batch"
     fi
     check "$variant" "$rows"
     awk -v t="$tps" -v b="$batch" 'BEGIN { printf "%.0f", t * b }'
@@ -256,6 +275,13 @@ quick() {
                     -v g="$([ "$variant" = runtime ] && echo 0.85 || echo 1)" \
                     'BEGIN { printf "  batch %-3d %s / lean = %.2f (goal >= %s)\n", n, v, r / l, g }'
             fi
+        done
+    done
+    for batch in 1 50; do
+        for variant in runtime errors none raw; do
+            [ -s "$work/scheduler_ms.$variant.$batch" ] || continue
+            printf '  batch %-3d %-8s the scheduler'"'"'s CPU for the run (recording, notifying): %s ms (median of %s)\n' \
+                "$batch" "$variant" "$(median <"$work/scheduler_ms.$variant.$batch")" "$(wc -l <"$work/scheduler_ms.$variant.$batch")"
         done
     done
     if [ -s "$work/recorded_ms" ]; then
@@ -298,6 +324,13 @@ history_size() { # the history's size and rows, for the per-minute lines
         || pg_size_pretty(pg_total_relation_size('automation_workflows.execution_queue'))"
 }
 
+index_sizes() { # each of the history's indexes, for the per-minute lines
+    psql_admin -d "$DB" -Atc "SELECT '    indexes: ' || string_agg(c.relname || ' ' || pg_size_pretty(pg_relation_size(c.oid)), ', '
+                                                        ORDER BY pg_relation_size(c.oid) DESC)
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+       WHERE i.indrelid = 'automation_workflows.workflow_executions'::regclass"
+}
+
 sustained() { # MINUTES (10) of continuous load: 2 enqueueing clients, CLIENTS working ones, batch 10
     # VARIANTS (runtime lean): any of runtime, errors, none, lean.
     # RETENTION=seconds: automation.execution_retention for the run, and
@@ -328,6 +361,7 @@ sustained() { # MINUTES (10) of continuous load: 2 enqueueing clients, CLIENTS w
                 sizes=$(history_size)
             fi
             echo "  $variant minute $m: $(( (now - before) / 60 )) items/s completed$sizes"
+            [ "$variant" != lean ] && index_sizes
             before=$now
         done
         wait "$feeder" "$workers" || true

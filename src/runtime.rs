@@ -406,35 +406,46 @@ mod tests {
         assert_eq!(got, 1);
     }
 
-    /// (issue 33) A recording's statements are planned once per process
-    /// and kept: after the log changes shape (a column added, then dropped)
-    /// and the history gains an index in this session, completions are
-    /// still recorded whole, in every history mode.
+    /// (issue 33) A small recording's statements are planned once per
+    /// process and kept, a large one's planned for it: after the log changes
+    /// shape (a column added, then dropped) and the history gains an index
+    /// in this session, completions are still recorded whole, small
+    /// batches and large, in every history mode.
     #[pg_test]
     fn recording_follows_the_log_and_the_history_when_they_change() {
-        let claim_and_complete = |n: i32| {
-            Spi::run(&format!("SELECT automation.enqueue_execution('etl', '{{\"n\": {n}}}')")).unwrap();
-            let done: i32 = one("SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_executions('etl', 'w', 10)))");
-            assert_eq!(done, 1);
+        // n executions at once: up to 256, a completing transaction's own
+        // recording runs kept plans; more, plans made for it
+        let claim_and_complete = |round: i32, n: i32| {
+            Spi::run(&format!(
+                "SELECT automation.enqueue_execution('etl', '{{\"round\": {round}}}') FROM generate_series(1, {n})"
+            ))
+            .unwrap();
+            let done: i32 = one("SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_executions('etl', 'w', 1000)))");
+            assert_eq!(done, n);
         };
         Spi::run("INSERT INTO automation_workflows.definitions (name, definition) VALUES ('etl', '{}')").unwrap();
-        claim_and_complete(1);
+        claim_and_complete(1, 1);
+        claim_and_complete(2, 300);
         Spi::run(
             "ALTER TABLE automation_workflows.execution_log ADD COLUMN note text DEFAULT 'added';
              CREATE INDEX note_test ON automation_workflows.workflow_executions (completed_at)",
         )
         .unwrap();
-        claim_and_complete(2);
+        claim_and_complete(3, 2);
+        claim_and_complete(4, 300);
         Spi::run("ALTER TABLE automation_workflows.execution_log DROP COLUMN note").unwrap();
-        claim_and_complete(3);
+        claim_and_complete(5, 3);
         Spi::run("SELECT automation.set_queue_history('etl', 'none')").unwrap();
-        claim_and_complete(4);
-        let kept: String = one("SELECT string_agg(metadata->>'n', ',' ORDER BY metadata->>'n')
-                                  FROM automation_workflows.workflow_executions WHERE status = 'success'");
-        assert_eq!(kept, "1,2,3");
+        claim_and_complete(6, 4);
+        claim_and_complete(7, 300);
+        let kept: String = one("SELECT string_agg(format('%s:%s', round, n), ' ' ORDER BY round)
+                                  FROM (SELECT metadata->>'round' AS round, count(*) AS n
+                                          FROM automation_workflows.workflow_executions WHERE status = 'success'
+                                         GROUP BY 1) r");
+        assert_eq!(kept, "1:1 2:300 3:2 4:300 5:3");
         let counted: i64 = one("SELECT sum(finished)::int8 FROM automation.execution_stats
                                  WHERE workflow_name = 'etl' AND status = 'success'");
-        assert_eq!(counted, 4);
+        assert_eq!(counted, 910);
         let left: i64 = one("SELECT count(*) FROM automation_workflows.execution_log");
         assert_eq!(left, 0);
     }

@@ -198,6 +198,8 @@ thread_local! {
     /// planned once per process and kept (SPI_keepplan). The plan cache
     /// plans them again when a table they read changes (ALTER, DROP and
     /// CREATE EXTENSION) or the search_path differs.
+    /// How many rows this process's last recording moved.
+    static LAST_RECORDED: Cell<i64> = const { Cell::new(0) };
     static KEPT: std::cell::RefCell<std::collections::HashMap<String, pgrx::spi::OwnedPreparedStatement>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
@@ -207,12 +209,17 @@ thread_local! {
 /// scheduler makes up to a hundred recordings a second of a few rows each,
 /// and parsing and planning them anew each time was half of its CPU
 /// (16,000 completions in `none`: 1.5–1.75 s, 0.74–0.89 s with kept plans).
-fn run_kept<'conn>(
+/// (`keep` false: parsed and planned for this call only.)
+fn run<'conn>(
     client: &mut pgrx::spi::SpiClient<'conn>,
+    keep: bool,
     sql: &str,
     types: &[PgOid],
     args: &[pgrx::datum::DatumWithOid],
 ) -> std::result::Result<pgrx::spi::SpiTupleTable<'conn>, pgrx::spi::SpiError> {
+    if !keep {
+        return client.update(sql, None, args);
+    }
     KEPT.with_borrow_mut(|kept| {
         if !kept.contains_key(sql) {
             let plan = client.prepare_mut(sql, types)?.keep();
@@ -433,8 +440,9 @@ struct Facts {
 
 fn facts(relaxed: bool) -> Result<Facts> {
     let (tables, trigger, argument, modes) = Spi::connect_mut(|client| {
-        let row = run_kept(
+        let row = run(
             client,
+            true,
             "SELECT 'automation_workflows.workflow_executions'::pg_catalog.regclass::pg_catalog.oid,
                         'automation_workflows.execution_log'::pg_catalog.regclass::pg_catalog.oid,
                         t.tgname IS NOT NULL,
@@ -487,21 +495,48 @@ fn facts(relaxed: bool) -> Result<Facts> {
 /// every empty page of its high-water mark: 1.2 ms for 4,000 pages, at up
 /// to a hundred recordings a second.
 pub fn record(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange) -> Result<Option<i64>> {
-    // The kept plans (run_kept) are generic from their first use (the plan
-    // cache's "auto" planned each of the first five anew, and every one
-    // after it when a generic plan looked dearer), and must read the log by
-    // TID whatever its size when they were made: planned while the log was
-    // a few pages long, a generic plan read all of it for the batch's TIDs
-    // (a sequential scan testing each row against the whole batch), which
-    // measured 0.55 of the lean table at batch 50 in `full` (twice) against
-    // 0.65–0.71 with plans made for each recording. Nothing the recording reads is
-    // better read whole: the log by TID, the rest by index.
-    crate::settings::with_settings(&[(c"plan_cache_mode", c"force_generic_plan"), (c"enable_seqscan", c"off")], || {
-        record_now(ids, batch, relaxed, range)
-    })
+    // Kept plans for the small recordings, the many of a busy queue at small
+    // batches, where planning was most of a recording's cost; a large one
+    // (a whole-log sweep, a backlog, large batches) is planned for its rows,
+    // as before: measured on 2,400 rows, the kept generic plan ran 2–3 ms
+    // longer than the 0.5 ms it saves (it probes the queue settings' index
+    // per row where a custom plan hashes them once). How many rows the
+    // scheduler's recording finds is known only after it: the last one's
+    // count stands for the next (a stream's recordings are alike; the blocks
+    // a range spans say little, each backend appending to a page of its own).
+    let small = match &ids {
+        Some(ids) => ids.len() <= KEPT_PLANS_UP_TO_ROWS,
+        None => !range.is_all() && LAST_RECORDED.get() <= KEPT_PLANS_UP_TO_ROWS as i64,
+    };
+    let recorded = if small {
+        // The kept plans (`run`) are generic from their first use (the plan
+        // cache's "auto" planned each of the first five anew, and every one
+        // after it when a generic plan looked dearer), and must read the log
+        // by TID whatever its size when they were made: planned while the
+        // log was a few pages long, a generic plan read all of it for the
+        // batch's TIDs (a sequential scan testing each row against the whole
+        // batch), which measured 0.55 of the lean table at batch 50 in
+        // `full` (twice) against 0.65–0.71 with plans made for each
+        // recording. Nothing the recording reads is better read whole: the
+        // log by TID, the rest by index.
+        crate::settings::with_settings(
+            &[(c"plan_cache_mode", c"force_generic_plan"), (c"enable_seqscan", c"off")],
+            || record_now(ids, batch, relaxed, range, true),
+        )
+    } else {
+        record_now(ids, batch, relaxed, range, false)
+    };
+    if let Ok(Some(moved)) = recorded {
+        LAST_RECORDED.set(moved);
+    }
+    recorded
 }
 
-fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange) -> Result<Option<i64>> {
+/// A recording of at most this many rows runs kept plans (see `record`).
+const KEPT_PLANS_UP_TO_ROWS: usize = 256;
+
+/// `record`, with kept plans (`keep`) or plans made for this recording.
+fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange, keep: bool) -> Result<Option<i64>> {
     let Facts { tables, channel, modes } = facts(relaxed)?;
     if relaxed {
         // The scheduler never waits for these locks: holding the log's while
@@ -532,7 +567,7 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
     // tried in a subtransaction, and when it fails, row by row, a refused
     // row set aside in automation.errors with its content
     let bounds = range.bounds();
-    let batch_at_once = || move_logged(which, ids.clone(), batch, &bounds, modes);
+    let batch_at_once = || move_logged(which, ids.clone(), batch, &bounds, modes, keep);
     let (moved, recorded, set_aside) = match crate::subxact::run(batch_at_once) {
         Ok((moved, recorded)) => (moved, recorded, 0i64),
         Err(_) => {
@@ -551,7 +586,7 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
             let mut set_aside = 0i64;
             let mut recorded = Vec::new();
             for id in each.into_iter().flatten() {
-                match crate::subxact::run(|| move_logged(BY_IDS, Some(vec![id]), 1, &bounds, modes)) {
+                match crate::subxact::run(|| move_logged(BY_IDS, Some(vec![id]), 1, &bounds, modes, keep)) {
                     Ok((n, r)) => {
                         moved += n;
                         recorded.extend(r);
@@ -594,6 +629,7 @@ fn move_logged(
     batch: i32,
     bounds: &(String, String),
     modes: bool,
+    keep: bool,
 ) -> Result<(i64, Vec<Completion>)> {
     // before 0.10.0's SQL (no queue_settings), the history keeps everything
     let settings = if modes {
@@ -602,8 +638,9 @@ fn move_logged(
         "LEFT JOIN (SELECT NULL::text AS history) s ON false"
     };
     Spi::connect_mut(|client| {
-        let rows = run_kept(
+        let rows = run(
             client,
+            keep,
             &format!(
                 "WITH moved AS (
                  DELETE FROM automation_workflows.execution_log l WHERE {which}
