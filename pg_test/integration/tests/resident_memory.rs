@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use automation_ext_integration::{connect, wait_for, Client, SystemSettings};
 
-/// TopMemoryContext's own size, as the server logs it for `pid`.
-fn top_memory_context(c: &mut Client, log: &str, pid: i32) -> u64 {
+/// TopMemoryContext's own size and the size of all of `pid`'s memory
+/// contexts ("Grand total"), as the server logs them for `pid`.
+fn memory_contexts(c: &mut Client, log: &str, pid: i32) -> (u64, u64) {
     let offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
     let logged: bool = c.query_one("SELECT pg_log_backend_memory_contexts($1)", &[&pid]).unwrap().get(0);
     assert!(logged, "pg_log_backend_memory_contexts({pid}) found no such process");
@@ -25,10 +26,15 @@ fn top_memory_context(c: &mut Client, log: &str, pid: i32) -> u64 {
     loop {
         let text = std::fs::read(log).expect("read the server log");
         let fresh = String::from_utf8_lossy(&text[offset as usize..]).into_owned();
+        let mut top = None;
         for line in fresh.lines().filter(|l| l.contains(&tag)) {
-            // "level: 0; TopMemoryContext: 97664 total in 5 blocks; ..."
+            let bytes = |rest: &str| -> u64 { rest.split(' ').next().unwrap().parse().expect("a byte count") };
+            // "level: 0; TopMemoryContext: 97664 total in 5 blocks; ...",
+            // its children, then "Grand total: 701248 bytes in 36 blocks; ..."
             if let Some(rest) = line.split("TopMemoryContext: ").nth(1) {
-                return rest.split(' ').next().unwrap().parse().expect("a byte count");
+                top = top.or(Some(bytes(rest)));
+            } else if let (Some(top), Some(rest)) = (top, line.split("Grand total: ").nth(1)) {
+                return (top, bytes(rest));
             }
         }
         assert!(start.elapsed() < Duration::from_secs(20), "process {pid} did not log its memory contexts");
@@ -73,12 +79,14 @@ struct Snapshot {
     runs: i64,
     recorded: i64,
     scheduler_top: u64,
+    scheduler_contexts: u64,
     scheduler_rss_kb: u64,
     launcher_top: u64,
     launcher_rss_kb: u64,
 }
 
 fn snapshot(c: &mut Client, log: &str, scheduler: i32, launcher: i32) -> Snapshot {
+    let (scheduler_top, scheduler_contexts) = memory_contexts(c, log, scheduler);
     Snapshot {
         runs: runs(c),
         recorded: c
@@ -88,9 +96,10 @@ fn snapshot(c: &mut Client, log: &str, scheduler: i32, launcher: i32) -> Snapsho
             )
             .unwrap()
             .get(0),
-        scheduler_top: top_memory_context(c, log, scheduler),
+        scheduler_top,
+        scheduler_contexts,
         scheduler_rss_kb: rss_anon_kb(scheduler),
-        launcher_top: top_memory_context(c, log, launcher),
+        launcher_top: memory_contexts(c, log, launcher).0,
         launcher_rss_kb: rss_anon_kb(launcher),
     }
 }
@@ -120,40 +129,63 @@ fn a_busy_scheduler_and_the_launcher_keep_their_memory_flat() {
     let scheduler = pid_of(&mut c, "automation_ext scheduler");
     let launcher = pid_of(&mut c, "automation_ext launcher");
     // the first report may allocate for itself: not counted
-    top_memory_context(&mut c, &log, scheduler);
-    top_memory_context(&mut c, &log, launcher);
-    // three points, 25 s apart: a leak grows with the runs, in both halves;
-    // what is filled once (caches, malloc's arenas) does not grow again
+    memory_contexts(&mut c, &log, scheduler);
+    memory_contexts(&mut c, &log, launcher);
+    // nine points, 12 s apart (~380 runs and ~700 executions recorded
+    // between two): a leak grows with the work; what is filled once
+    // (caches, malloc's arenas) does not grow again
     let mut points = vec![snapshot(&mut c, &log, scheduler, launcher)];
-    for _ in 0..2 {
-        std::thread::sleep(Duration::from_secs(25));
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_secs(12));
         points.push(snapshot(&mut c, &log, scheduler, launcher));
     }
     assert_eq!(pid_of(&mut c, "automation_ext scheduler"), scheduler, "the same scheduler stayed throughout");
     for p in &points {
         eprintln!("{p:?}");
     }
-    let (first, middle, last) = (points[0], points[1], points[2]);
+    let (first, last) = (points[0], points[points.len() - 1]);
     let measured = last.runs - first.runs;
-    assert!(measured >= 1000, "only {measured} runs in the measured window");
+    assert!(measured >= 2000, "only {measured} runs in the measured window");
     let recorded = last.recorded - first.recorded;
-    assert!(recorded >= 1000, "only {recorded} executions recorded in the measured window");
+    assert!(recorded >= 2000, "only {recorded} executions recorded in the measured window");
     // 0.2.0 grew TopMemoryContext by 32 bytes a run: 32 kB over these runs
     assert_eq!(last.scheduler_top, first.scheduler_top, "the scheduler's TopMemoryContext grew");
     assert_eq!(last.launcher_top, first.launcher_top, "the launcher's TopMemoryContext grew");
-    // A leak grows with the runs, so in both halves: of even 60 bytes a run,
-    // more than 48 kB in each. malloc's arenas move by up to ~80 kB in one
-    // half and not the other (seen in 0.6.0's runs: +12/+84, +56/+4, +8/+24,
-    // +32/+8, +12/+44 kB) — not a leak; TopMemoryContext above is exact.
-    let half = last.runs - middle.runs;
+    // All of the scheduler's memory contexts (its kept plans and caches
+    // included): exact, but a plan made again after an invalidation may
+    // take a block more or less (-7,400 bytes seen); a leak of 22 bytes a
+    // run into any of them is more than 64 kB here.
+    assert!(
+        last.scheduler_contexts <= first.scheduler_contexts + 64 * 1024,
+        "the scheduler's memory contexts grew: {first:?} -> {last:?}"
+    );
+    // Private memory (RssAnon) is not exact. malloc keeps much of what was
+    // freed, so a moment of more memory than ever before can raise it for
+    // good (PostgreSQL 18, 11 points 15 s apart, 0.13.0 with kept recorder
+    // plans: +276 kB once, then +0 to +40 kB an interval, all of it in the
+    // process's [heap] while its memory contexts stayed exactly flat); and
+    // it gives back the top of its heap when enough is free there, so
+    // between two points it may also fall (-280 kB seen). Two halves of
+    // single points (this test until 0.13.0) failed on a rise of 112 kB and
+    // then 52 kB. So: three thirds of three points each (~1,000 runs in
+    // each), the lowest value of each (what stays when the moment's
+    // allocations are gone), and a leak raises it from each third to the
+    // next: of more than ~64 bytes a run, by more than 64 kB both times; a
+    // one-time rise shows once. (Checked with a leak put in: 200 bytes for
+    // each execution the scheduler records fails it, [4652, 4796, 4936] kB;
+    // 40 bytes does not show above the allocator's own movements.)
+    let lowest: Vec<u64> = points.chunks(3).map(|t| t.iter().map(|p| p.scheduler_rss_kb).min().unwrap()).collect();
     let grew = |a: u64, b: u64| b.saturating_sub(a);
     assert!(
-        grew(first.scheduler_rss_kb, middle.scheduler_rss_kb) <= 48 || grew(middle.scheduler_rss_kb, last.scheduler_rss_kb) <= 48,
-        "the scheduler's private memory grew in both halves ({half} runs each): {first:?} -> {middle:?} -> {last:?}"
+        grew(lowest[0], lowest[1]) <= 64 || grew(lowest[1], lowest[2]) <= 64,
+        "the scheduler's private memory grew from third to third of the window (lowest of each: {lowest:?} kB, ~{} runs each): {first:?} -> {last:?}",
+        measured / 3
     );
+    let middle = points[points.len() / 2];
     assert!(
         last.launcher_rss_kb <= middle.launcher_rss_kb + 64,
-        "the launcher's private memory grew over {half} runs: {middle:?} -> {last:?}"
+        "the launcher's private memory grew over {} runs: {middle:?} -> {last:?}",
+        last.runs - middle.runs
     );
     c.batch_execute("SELECT automation.unschedule(jobid) FROM automation.job WHERE jobname LIKE 'it-memory-%'")
         .unwrap();
