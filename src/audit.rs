@@ -12,7 +12,6 @@
 
 use pgrx::prelude::*;
 use pgrx::{direct_function_call_as_datum, PgTrigger, PgTriggerError};
-use std::cell::RefCell;
 
 use crate::error::{Context, Error, OrRaise, Result};
 
@@ -21,8 +20,9 @@ const TRUNCATE_TRIGGER: &str = "automation_audit_truncate";
 
 /// $1 actor, $2 schema, $3 table, $4 operation, $5 old row, $6 new row (json,
 /// in column order). For an UPDATE, changed_columns are the columns whose
-/// values differ, in column order.
-const INSERT_SQL: &str = "\
+/// values differ, in column order. Planned once per backend and kept
+/// (kept.rs): a `static`, whose address is the same at every use.
+static INSERT_SQL: &str = "\
 INSERT INTO automation_audit.log (actor, table_schema, table_name, operation, old_row, new_row, changed_columns)
 VALUES ($1::pg_catalog.name, $2::pg_catalog.name, $3::pg_catalog.name, $4, $5::pg_catalog.jsonb, $6::pg_catalog.jsonb,
         CASE WHEN $4 OPERATOR(pg_catalog.=) 'UPDATE'::pg_catalog.text THEN
@@ -32,12 +32,6 @@ VALUES ($1::pg_catalog.name, $2::pg_catalog.name, $3::pg_catalog.name, $4, $5::p
                           ($5::pg_catalog.jsonb OPERATOR(pg_catalog.->) n.key)) IS NOT TRUE
                    ORDER BY n.ord)
         END)";
-
-thread_local! {
-    // One plan per backend, kept across transactions (SPI_keepplan); the
-    // plan cache revalidates it if the log table changes.
-    static INSERT_PLAN: RefCell<Option<pgrx::spi::OwnedPreparedStatement>> = const { RefCell::new(None) };
-}
 
 #[pg_schema]
 mod automation {
@@ -162,21 +156,15 @@ fn record(trigger: &PgTrigger<'_>) -> Result<(), PgTriggerError> {
     ];
     as_log_owner(|| {
         Spi::connect_mut(|client| {
-            INSERT_PLAN.with(|plan| {
-                let mut plan = plan.borrow_mut();
-                if plan.is_none() {
-                    let types = [
-                        PgOid::from(pg_sys::TEXTOID),
-                        PgOid::from(pg_sys::TEXTOID),
-                        PgOid::from(pg_sys::TEXTOID),
-                        PgOid::from(pg_sys::TEXTOID),
-                        PgOid::from(pg_sys::JSONOID),
-                        PgOid::from(pg_sys::JSONOID),
-                    ];
-                    *plan = Some(client.prepare_mut(INSERT_SQL, &types)?.keep());
-                }
-                client.update(plan.as_ref().expect("prepared above"), None, &args).map(|_| ())
-            })
+            let types = [
+                PgOid::from(pg_sys::TEXTOID),
+                PgOid::from(pg_sys::TEXTOID),
+                PgOid::from(pg_sys::TEXTOID),
+                PgOid::from(pg_sys::TEXTOID),
+                PgOid::from(pg_sys::JSONOID),
+                PgOid::from(pg_sys::JSONOID),
+            ];
+            crate::kept::update(client, INSERT_SQL, &types, &args).map(|_| ())
         })
     })
     .context("could not write to automation_audit.log")

@@ -14,6 +14,7 @@ mod discovery;
 mod engine;
 mod error;
 mod jobs;
+mod kept;
 mod maintenance;
 mod monitoring;
 mod notify;

@@ -66,6 +66,31 @@ CREATE TRIGGER wrong BEFORE INSERT ON "Audit ""Me""; --".wrong
     FOR EACH ROW EXECUTE FUNCTION automation.audit_row_change();
 INSERT INTO "Audit ""Me""; --".wrong VALUES (1);
 
+-- an audited history: the queue's recorder inserts finished executions
+-- through a plan it keeps, and each insert fires the audit trigger, whose
+-- own insert is a kept plan too (src/kept.rs: one statement runs inside
+-- the other); every recorded execution is audited, none is set aside
+SELECT automation.enable_audit('automation_workflows.workflow_executions') IS NOT NULL AS history_audited;
+SELECT count(*) AS enqueued
+  FROM generate_series(1, 3) n, automation.enqueue_execution('audited-history', jsonb_build_object('n', n));
+SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_executions('audited-history', 'w-audit', 3)),
+                                      NULL, 'w-audit') AS completed;
+DO $$
+BEGIN
+    FOR i IN 1..200 LOOP
+        PERFORM automation.record_executions();
+        EXIT WHEN NOT EXISTS (SELECT FROM automation_workflows.execution_log l WHERE l.workflow_name = 'audited-history');
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+SELECT status, count(*) FROM automation_workflows.workflow_executions
+ WHERE workflow_name = 'audited-history' GROUP BY 1;
+SELECT operation, new_row->>'status' AS status, count(*) FROM automation_audit.log
+ WHERE table_name = 'workflow_executions' AND new_row->>'workflow_name' = 'audited-history' GROUP BY 1, 2;
+SELECT count(*) AS set_aside FROM automation.errors WHERE workflow_name = 'audited-history';
+SELECT automation.disable_audit('automation_workflows.workflow_executions') IS NOT NULL AS history_not_audited;
+
 -- disable: no more rows; the log keeps what it has
 SELECT automation.disable_audit('"Audit ""Me""; --"."Order Lines"');
 SELECT automation.disable_audit('"Audit ""Me""; --"."Order Lines"');

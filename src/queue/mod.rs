@@ -194,18 +194,12 @@ thread_local! {
     /// The waiter slot this backend holds (until its transaction ends).
     static WAIT_SLOT: Cell<Option<usize>> = const { Cell::new(None) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
-    /// (issue 33) The recording's statements, by their text: parsed and
-    /// planned once per process and kept (SPI_keepplan). The plan cache
-    /// plans them again when a table they read changes (ALTER, DROP and
-    /// CREATE EXTENSION) or the search_path differs.
     /// How many rows this process's last recording moved.
     static LAST_RECORDED: Cell<i64> = const { Cell::new(0) };
-    static KEPT: std::cell::RefCell<std::collections::HashMap<String, pgrx::spi::OwnedPreparedStatement>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// Run the recording's statement `sql` (parameters of `types`) with `args`
-/// through the plan this process keeps for it (KEPT). At batch 1 a
+/// through the plan this process keeps for it (kept.rs). At batch 1 a
 /// scheduler makes up to a hundred recordings a second of a few rows each,
 /// and parsing and planning them anew each time was half of its CPU
 /// (16,000 completions in `none`: 1.5–1.75 s, 0.74–0.89 s with kept plans).
@@ -213,20 +207,15 @@ thread_local! {
 fn run<'conn>(
     client: &mut pgrx::spi::SpiClient<'conn>,
     keep: bool,
-    sql: &str,
+    sql: &'static str,
     types: &[PgOid],
     args: &[pgrx::datum::DatumWithOid],
 ) -> std::result::Result<pgrx::spi::SpiTupleTable<'conn>, pgrx::spi::SpiError> {
-    if !keep {
-        return client.update(sql, None, args);
+    if keep {
+        crate::kept::update(client, sql, types, args)
+    } else {
+        client.update(sql, None, args)
     }
-    KEPT.with_borrow_mut(|kept| {
-        if !kept.contains_key(sql) {
-            let plan = client.prepare_mut(sql, types)?.keep();
-            kept.insert(sql.to_owned(), plan);
-        }
-        client.update(&kept[sql], None, args)
-    })
 }
 
 fn register_callback() {
@@ -438,22 +427,28 @@ struct Facts {
     modes: bool,
 }
 
+/// What a recording needs to know first ($1, the completion trigger's
+/// name; $2, relaxed): the two tables, the trigger and its channel, and
+/// whether the queues' history modes exist (0.10.0's SQL). A `static`:
+/// its plan is kept (kept.rs), found by this address.
+static FACTS_SQL: &str = "SELECT 'automation_workflows.workflow_executions'::pg_catalog.regclass::pg_catalog.oid,
+                'automation_workflows.execution_log'::pg_catalog.regclass::pg_catalog.oid,
+                t.tgname IS NOT NULL,
+                CASE WHEN t.tgnargs > 0
+                     THEN pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\\000', 1) END,
+                CASE WHEN $2 THEN pg_catalog.set_config('synchronous_commit', 'off', true) END,
+                pg_catalog.to_regclass('automation.queue_settings') IS NOT NULL
+           FROM (SELECT 1) one
+           LEFT JOIN pg_catalog.pg_trigger t
+             ON t.tgrelid = 'automation_workflows.workflow_executions'::pg_catalog.regclass
+            AND t.tgname = $1 AND t.tgenabled <> 'D'";
+
 fn facts(relaxed: bool) -> Result<Facts> {
     let (tables, trigger, argument, modes) = Spi::connect_mut(|client| {
         let row = run(
             client,
             true,
-            "SELECT 'automation_workflows.workflow_executions'::pg_catalog.regclass::pg_catalog.oid,
-                        'automation_workflows.execution_log'::pg_catalog.regclass::pg_catalog.oid,
-                        t.tgname IS NOT NULL,
-                        CASE WHEN t.tgnargs > 0
-                             THEN pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\\000', 1) END,
-                        CASE WHEN $2 THEN pg_catalog.set_config('synchronous_commit', 'off', true) END,
-                        pg_catalog.to_regclass('automation.queue_settings') IS NOT NULL
-                   FROM (SELECT 1) one
-                   LEFT JOIN pg_catalog.pg_trigger t
-                     ON t.tgrelid = 'automation_workflows.workflow_executions'::pg_catalog.regclass
-                    AND t.tgname = $1 AND t.tgenabled <> 'D'",
+            FACTS_SQL,
             &[PgOid::from(pg_sys::TEXTOID), PgOid::from(pg_sys::BOOLOID)],
             &[notify::TRIGGER_NAME.into(), relaxed.into()],
         )?
@@ -550,18 +545,7 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
             }
         }
     }
-    // which rows: a batch by TID scan, or the given ids (a CASE choosing
-    // between the two would make every recording scan the whole log)
-    let which = match ids {
-        None => {
-            // (a TID range scan for the batch, a TID scan for its rows)
-            "l.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
-                 SELECT b.ctid FROM automation_workflows.execution_log b
-                  WHERE b.ctid OPERATOR(pg_catalog.>=) $3::pg_catalog.tid
-                    AND b.ctid OPERATOR(pg_catalog.<=) $4::pg_catalog.tid LIMIT $2))"
-        }
-        Some(_) => BY_IDS,
-    };
+    let which = if ids.is_some() { Which::ByIds } else { Which::Batch };
     // (0.8.0, issue 28) a row the history refuses (a status its CHECK does
     // not allow, say) must not stop recording for everyone: the batch is
     // tried in a subtransaction, and when it fails, row by row, a refused
@@ -574,7 +558,7 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
             let each = Spi::connect(|client| {
                 client
                     .select(
-                        &format!("SELECT l.id FROM automation_workflows.execution_log l WHERE {which}"),
+                        &format!("SELECT l.id FROM automation_workflows.execution_log l WHERE {}", which.condition()),
                         None,
                         &[ids.clone().into(), batch.into(), bounds.0.as_str().into(), bounds.1.as_str().into()],
                     )?
@@ -586,7 +570,7 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
             let mut set_aside = 0i64;
             let mut recorded = Vec::new();
             for id in each.into_iter().flatten() {
-                match crate::subxact::run(|| move_logged(BY_IDS, Some(vec![id]), 1, &bounds, modes, keep)) {
+                match crate::subxact::run(|| move_logged(Which::ByIds, Some(vec![id]), 1, &bounds, modes, keep)) {
                     Ok((n, r)) => {
                         moved += n;
                         recorded.extend(r);
@@ -616,34 +600,52 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
     Ok(Some(moved + set_aside))
 }
 
-/// The logged executions `record` is given by id, within the blocks of the
-/// range it is given ($3 and $4; $2, the batch, is positive).
-const BY_IDS: &str = "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0
-     AND l.ctid OPERATOR(pg_catalog.>=) $3::pg_catalog.tid AND l.ctid OPERATOR(pg_catalog.<=) $4::pg_catalog.tid";
+/// Which logged executions a recording moves: a batch of the log's rows in
+/// the blocks of the range it is given, by TID ($3 and $4, at most $2 of
+/// them), or the ones it is given by id ($1, within the same blocks; $2,
+/// the batch, is positive). Two statements, not a CASE choosing between
+/// the two, which made every recording scan the whole log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Batch,
+    ByIds,
+}
 
-/// Move the logged executions `which` names into workflow_executions:
-/// how many left the log, and the completions to notify.
-fn move_logged(
-    which: &str,
-    ids: Option<Vec<Uuid>>,
-    batch: i32,
-    bounds: &(String, String),
-    modes: bool,
-    keep: bool,
-) -> Result<(i64, Vec<Completion>)> {
-    // before 0.10.0's SQL (no queue_settings), the history keeps everything
-    let settings = if modes {
-        "LEFT JOIN automation.queue_settings s ON s.workflow_name OPERATOR(pg_catalog.=) m.workflow_name"
-    } else {
-        "LEFT JOIN (SELECT NULL::text AS history) s ON false"
-    };
-    Spi::connect_mut(|client| {
-        let rows = run(
-            client,
-            keep,
-            &format!(
-                "WITH moved AS (
-                 DELETE FROM automation_workflows.execution_log l WHERE {which}
+impl Which {
+    fn condition(self) -> &'static str {
+        match self {
+            // (a TID range scan for the batch, a TID scan for its rows)
+            Which::Batch => {
+                "l.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                     SELECT b.ctid FROM automation_workflows.execution_log b
+                      WHERE b.ctid OPERATOR(pg_catalog.>=) $3::pg_catalog.tid
+                        AND b.ctid OPERATOR(pg_catalog.<=) $4::pg_catalog.tid LIMIT $2))"
+            }
+            Which::ByIds => {
+                "l.id OPERATOR(pg_catalog.=) ANY ($1) AND $2 > 0
+                 AND l.ctid OPERATOR(pg_catalog.>=) $3::pg_catalog.tid AND l.ctid OPERATOR(pg_catalog.<=) $4::pg_catalog.tid"
+            }
+        }
+    }
+}
+
+/// The statement that moves the logged executions `which` names, reading
+/// the queues' history modes (`modes`) or, before 0.10.0's SQL (no
+/// queue_settings), keeping everything. Its four variants are built once
+/// per process (kept plans are found by the statement's address).
+fn move_statement(which: Which, modes: bool) -> &'static str {
+    static STATEMENTS: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+        [(Which::Batch, false), (Which::Batch, true), (Which::ByIds, false), (Which::ByIds, true)].map(
+            |(which, modes)| {
+                let condition = which.condition();
+                let settings = if modes {
+                    "LEFT JOIN automation.queue_settings s ON s.workflow_name OPERATOR(pg_catalog.=) m.workflow_name"
+                } else {
+                    "LEFT JOIN (SELECT NULL::text AS history) s ON false"
+                };
+                format!(
+                    "WITH moved AS (
+                 DELETE FROM automation_workflows.execution_log l WHERE {condition}
                  RETURNING l.*),
              -- (0.10.0) what the queue's history mode keeps: everything
              -- (full, no settings row), failures (errors), nothing (none)
@@ -678,7 +680,28 @@ fn move_logged(
                     r.started_at, r.completed_at
                FROM (SELECT 1) one
                LEFT JOIN (SELECT * FROM recorded UNION ALL SELECT * FROM dropped) r ON true"
-            ),
+                )
+            },
+        )
+    });
+    &STATEMENTS[usize::from(which == Which::ByIds) * 2 + usize::from(modes)]
+}
+
+/// Move the logged executions `which` names into workflow_executions:
+/// how many left the log, and the completions to notify.
+fn move_logged(
+    which: Which,
+    ids: Option<Vec<Uuid>>,
+    batch: i32,
+    bounds: &(String, String),
+    modes: bool,
+    keep: bool,
+) -> Result<(i64, Vec<Completion>)> {
+    Spi::connect_mut(|client| {
+        let rows = run(
+            client,
+            keep,
+            move_statement(which, modes),
             &[
                 PgOid::from(pg_sys::UUIDARRAYOID),
                 PgOid::from(pg_sys::INT4OID),
