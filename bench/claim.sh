@@ -34,6 +34,9 @@
 # LOG_PAGES=N (0.13.0) leaves the execution log N empty pages long before
 # each run, as a backlog and VACUUM leave it (it never shrinks): recordings
 # must read only its pages that hold rows to run as fast as on a fresh log.
+# HISTORY_AS=0.13.0 gives the history 0.13.0's console indexes (in
+# descending order) after the extension is created: the baseline of
+# 0.14.0's index sizes, on the same build.
 # PROTO=prepared runs every client with pgbench's extended protocol and
 # prepared statements (default: simple). VARIANTS="runtime raw lean" adds
 # the queue's floor: its claim and completion as plain statements, no
@@ -79,6 +82,20 @@ CREATE TABLE lean_archive (
     archived_at timestamptz NOT NULL DEFAULT now()
 );
 SQL
+if [ "${HISTORY_AS:-}" = 0.13.0 ]; then
+    psql_admin -d "$DB" -q <<'SQL'
+DROP INDEX automation_workflows.workflow_executions_recent;
+CREATE INDEX workflow_executions_recent ON automation_workflows.workflow_executions (started_at DESC, id DESC);
+DROP INDEX automation_workflows.workflow_executions_failed_recent;
+CREATE INDEX workflow_executions_failed_recent ON automation_workflows.workflow_executions (started_at DESC, id DESC)
+    WHERE status IN ('error', 'timeout', 'cancelled');
+DROP INDEX automation_workflows.workflow_executions_workflow_recent;
+CREATE INDEX workflow_executions_workflow_recent
+    ON automation_workflows.workflow_executions (workflow_name, started_at DESC, id DESC);
+SQL
+elif [ -n "${HISTORY_AS:-}" ]; then
+    die "HISTORY_AS: only 0.13.0"
+fi
 
 cat >"$work/runtime.sql" <<'SQL'
 SELECT coalesce(array_agg(id), '{}') AS ids FROM automation.claim_executions('bench', 'w' || :client_id, :batch)

@@ -581,3 +581,39 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_0120 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_0120)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.13.0 -> current: 0.14.0 (the console's newest-first indexes of the
+-- history ascending and read backwards). Executions recorded before the
+-- upgrade are in the rebuilt indexes, and listed newest first through them.
+CREATE EXTENSION automation_ext VERSION '0.13.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT count(*) AS enqueued FROM generate_series(1, 3) n, automation.enqueue_execution('up-140', jsonb_build_object('n', n));
+SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_executions('up-140', 'w-up', 3)), NULL, 'w-up')
+       AS completed_before;
+SELECT automation.record_executions() >= 0 AS recorded;
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT i.indexrelid::regclass AS index, pg_get_indexdef(i.indexrelid) AS definition
+  FROM pg_index i
+ WHERE i.indrelid = 'automation_workflows.workflow_executions'::regclass
+   AND i.indexrelid::regclass::text LIKE '%recent'
+ ORDER BY 1;
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF)
+SELECT e.metadata->>'n' AS n FROM automation_workflows.workflow_executions e
+ WHERE e.workflow_name = 'up-140' AND e.started_at IS NOT NULL
+ ORDER BY e.started_at DESC, e.id DESC LIMIT 20;
+SELECT e.metadata->>'n' AS n, e.status FROM automation_workflows.workflow_executions e
+ WHERE e.workflow_name = 'up-140' AND e.started_at IS NOT NULL
+ ORDER BY e.started_at DESC, e.id DESC LIMIT 20;
+RESET enable_seqscan;
+CREATE TEMP TABLE upgraded_0130 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_0130 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.13.0' AS difference, * FROM upgraded_0130 EXCEPT SELECT 'only after upgrade from 0.13.0', * FROM fresh_0130)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_0130 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_0130)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;
