@@ -91,6 +91,25 @@ SELECT workflow_name, error_type, error_context->'logged'->>'status' AS logged_s
   FROM automation.errors WHERE workflow_name LIKE 'rb-%';
 SELECT count(*) AS still_logged FROM automation_workflows.execution_log WHERE workflow_name LIKE 'rb-%';
 
+-- 2b. a finished execution whose id the history already has (a data-only
+-- restore of both tables, a hand): the logged copy is dropped with a
+-- WARNING, the history's row stays as it was, the other is recorded, and
+-- nothing is set aside. (A batch is no longer checked id by id against the
+-- history as it is inserted: a duplicate fails the batch, which is then
+-- recorded row by row, skipping the ids the history has.)
+BEGIN;
+INSERT INTO automation_workflows.workflow_executions (id, workflow_name, status, started_at, completed_at, owner) VALUES
+    ('00000000-0000-0000-0000-0000000000c1', 'rb-known', 'error', now() - interval '1 minute', now(), 'regress_rb_alice');
+INSERT INTO automation_workflows.execution_log (id, workflow_name, status, completed_at, attempts, owner) VALUES
+    ('00000000-0000-0000-0000-0000000000c1', 'rb-known', 'success', now(), 1, 'regress_rb_alice'),
+    ('00000000-0000-0000-0000-0000000000c2', 'rb-fresh', 'success', now(), 1, 'regress_rb_alice');
+SELECT automation.record_executions() AS left_the_log;
+COMMIT;
+SELECT id, workflow_name, status FROM automation_workflows.workflow_executions
+ WHERE workflow_name IN ('rb-known', 'rb-fresh') ORDER BY id;
+SELECT count(*) AS set_aside FROM automation.errors WHERE workflow_name IN ('rb-known', 'rb-fresh');
+SELECT count(*) AS still_logged FROM automation_workflows.execution_log WHERE workflow_name IN ('rb-known', 'rb-fresh');
+
 ------------------------------------------------------------------------------
 -- 3. a run the timeout sweep cannot finish (0.7.0: a snapshot with
 -- "concurrency": "abc" made the sweep fail every minute, for everyone):

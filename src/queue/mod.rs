@@ -549,9 +549,11 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
     // (0.8.0, issue 28) a row the history refuses (a status its CHECK does
     // not allow, say) must not stop recording for everyone: the batch is
     // tried in a subtransaction, and when it fails, row by row, a refused
-    // row set aside in automation.errors with its content
+    // row set aside in automation.errors with its content. An id the
+    // history already has fails the batch too; row by row, it is skipped
+    // (`Move::skip_known`).
     let bounds = range.bounds();
-    let batch_at_once = || move_logged(which, ids.clone(), batch, &bounds, modes, keep);
+    let batch_at_once = || move_logged(Move { which, modes, skip_known: false }, ids.clone(), batch, &bounds, keep);
     let (moved, recorded, set_aside) = match crate::subxact::run(batch_at_once) {
         Ok((moved, recorded)) => (moved, recorded, 0i64),
         Err(_) => {
@@ -570,7 +572,8 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
             let mut set_aside = 0i64;
             let mut recorded = Vec::new();
             for id in each.into_iter().flatten() {
-                match crate::subxact::run(|| move_logged(Which::ByIds, Some(vec![id]), 1, &bounds, modes, keep)) {
+                let one = Move { which: Which::ByIds, modes, skip_known: true };
+                match crate::subxact::run(|| move_logged(one, Some(vec![id]), 1, &bounds, keep)) {
                     Ok((n, r)) => {
                         moved += n;
                         recorded.extend(r);
@@ -605,7 +608,7 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
 /// them), or the ones it is given by id ($1, within the same blocks; $2,
 /// the batch, is positive). Two statements, not a CASE choosing between
 /// the two, which made every recording scan the whole log.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Which {
     Batch,
     ByIds,
@@ -629,22 +632,54 @@ impl Which {
     }
 }
 
-/// The statement that moves the logged executions `which` names, reading
-/// the queues' history modes (`modes`) or, before 0.10.0's SQL (no
-/// queue_settings), keeping everything. Its four variants are built once
-/// per process (kept plans are found by the statement's address).
-fn move_statement(which: Which, modes: bool) -> &'static str {
-    static STATEMENTS: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
-        [(Which::Batch, false), (Which::Batch, true), (Which::ByIds, false), (Which::ByIds, true)].map(
-            |(which, modes)| {
-                let condition = which.condition();
-                let settings = if modes {
-                    "LEFT JOIN automation.queue_settings s ON s.workflow_name OPERATOR(pg_catalog.=) m.workflow_name"
-                } else {
-                    "LEFT JOIN (SELECT NULL::text AS history) s ON false"
-                };
-                format!(
-                    "WITH moved AS (
+/// How a statement that moves logged executions is built.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Move {
+    /// Which logged executions it moves.
+    which: Which,
+    /// It reads the queues' history modes (before 0.10.0's SQL, with no
+    /// queue_settings, everything is kept).
+    modes: bool,
+    /// An id the history already has is skipped (`ON CONFLICT DO NOTHING`)
+    /// rather than failing the statement. Only the row-by-row retry of a
+    /// failed batch skips: the check costs every row a look-up in the
+    /// primary key before its insertion and a speculative insertion (10% of
+    /// the scheduler's CPU in `full` at batch 50, `perf`), for a case that
+    /// needs somebody to write the history and the log by hand (a data-only
+    /// restore of both, say); the primary key refuses the duplicate anyway.
+    skip_known: bool,
+}
+
+impl Move {
+    /// The statement's text, built once per process in its eight variants
+    /// (kept plans are found by the statement's address).
+    fn statement(self) -> &'static str {
+        static STATEMENTS: std::sync::LazyLock<std::collections::HashMap<Move, String>> =
+            std::sync::LazyLock::new(|| {
+                let mut all = std::collections::HashMap::new();
+                for which in [Which::Batch, Which::ByIds] {
+                    for modes in [false, true] {
+                        for skip_known in [false, true] {
+                            let how = Move { which, modes, skip_known };
+                            all.insert(how, how.text());
+                        }
+                    }
+                }
+                all
+            });
+        STATEMENTS[&self].as_str()
+    }
+
+    fn text(self) -> String {
+        let condition = self.which.condition();
+        let settings = if self.modes {
+            "LEFT JOIN automation.queue_settings s ON s.workflow_name OPERATOR(pg_catalog.=) m.workflow_name"
+        } else {
+            "LEFT JOIN (SELECT NULL::text AS history) s ON false"
+        };
+        let on_conflict = if self.skip_known { "ON CONFLICT (id) DO NOTHING" } else { "" };
+        format!(
+            "WITH moved AS (
                  DELETE FROM automation_workflows.execution_log l WHERE {condition}
                  RETURNING l.*),
              -- (0.10.0) what the queue's history mode keeps: everything
@@ -662,7 +697,7 @@ fn move_statement(which: Which, modes: bool) -> &'static str {
                         GREATEST(m.completed_at, m.started_at), m.metadata, m.error_details,
                         m.run_after, m.claimed_by, m.attempts, m.retry_of, m.owner
                    FROM sorted m WHERE m.kept
-                 ON CONFLICT (id) DO NOTHING
+                 {on_conflict}
                  RETURNING e.id, e.workflow_name::text, e.status::text, e.started_at, e.completed_at),
              dropped AS (
                  SELECT m.id, m.workflow_name, m.status, m.started_at, GREATEST(m.completed_at, m.started_at) AS completed_at
@@ -680,28 +715,24 @@ fn move_statement(which: Which, modes: bool) -> &'static str {
                     r.started_at, r.completed_at
                FROM (SELECT 1) one
                LEFT JOIN (SELECT * FROM recorded UNION ALL SELECT * FROM dropped) r ON true"
-                )
-            },
         )
-    });
-    &STATEMENTS[usize::from(which == Which::ByIds) * 2 + usize::from(modes)]
+    }
 }
 
 /// Move the logged executions `which` names into workflow_executions:
 /// how many left the log, and the completions to notify.
 fn move_logged(
-    which: Which,
+    how: Move,
     ids: Option<Vec<Uuid>>,
     batch: i32,
     bounds: &(String, String),
-    modes: bool,
     keep: bool,
 ) -> Result<(i64, Vec<Completion>)> {
     Spi::connect_mut(|client| {
         let rows = run(
             client,
             keep,
-            move_statement(which, modes),
+            how.statement(),
             &[
                 PgOid::from(pg_sys::UUIDARRAYOID),
                 PgOid::from(pg_sys::INT4OID),
