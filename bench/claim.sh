@@ -190,7 +190,7 @@ fill() { # variant rows
 TRUNCATE automation_workflows.execution_queue, automation_workflows.execution_log,
          automation_workflows.workflow_executions, automation.errors, automation.execution_stats;
 INSERT INTO automation_workflows.definitions (name, definition) VALUES ('bench', '{}') ON CONFLICT DO NOTHING;
-SELECT automation.set_queue_history('bench', '$([ "$1" = runtime ] && echo full || echo "$1")');
+SELECT automation.set_queue_history('bench', '$(case "$1" in (runtime|raw) echo full ;; (*) echo "$1" ;; esac)');
 $(log_high_water)
 INSERT INTO automation_workflows.execution_queue (workflow_name, run_after, visible_at, metadata)
 SELECT 'bench', now() - interval '1 hour' + n * interval '1 ms', now() - interval '1 hour' + n * interval '1 ms',
