@@ -457,7 +457,9 @@ async fn executions(
         &c,
         "SELECT e.id, e.workflow_name, e.status, e.started_at, e.completed_at, e.owner::text AS owner,
                 extract(epoch FROM coalesce(e.completed_at, now()) - e.started_at) AS seconds,
-                e.error_details->>'message' AS message, e.metadata->>'rerun_of' AS rerun_of
+                e.error_details->>'message' AS message,
+                coalesce(e.error_details->'error'->>'sqlstate', e.error_details->>'sqlstate') AS sqlstate,
+                e.metadata->>'rerun_of' AS rerun_of
            FROM automation_workflows.workflow_executions e
           WHERE e.started_at IS NOT NULL
             AND ($1::text[] IS NULL OR e.status = ANY ($1::text[]))

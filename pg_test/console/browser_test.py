@@ -135,6 +135,8 @@ def main():
         check(min(before, 50) <= rows <= min(after, 50), f"the executions page shows every execution ({rows} of {before}..{after})")
         html = visit("/executions?status=failed", "executions-failed")
         check(failed_id in html and page.locator("table.list tbody tr").count() == 1, "the failed filter shows the failed execution only")
+        row = page.locator("table.list tbody tr").first.inner_text()
+        check("division by zero" in row and "22012" in row, f"the executions list shows the failure's message and SQLSTATE ({row!r})")
         html = visit(f"/executions/{failed_id}", "execution-failed")
         check(page.locator("svg.dag g.node.failed").count() == 1, "the failed step is coloured as failed")
         check("division by zero" in html and "22012" in html, "the attempt shows its error and SQLSTATE")
