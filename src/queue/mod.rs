@@ -571,8 +571,8 @@ fn record_now(ids: Option<Vec<Uuid>>, batch: i32, relaxed: bool, range: LogRange
             let mut moved = 0i64;
             let mut set_aside = 0i64;
             let mut recorded = Vec::new();
+            let one = Move { which: Which::ByIds, modes, skip_known: true };
             for id in each.into_iter().flatten() {
-                let one = Move { which: Which::ByIds, modes, skip_known: true };
                 match crate::subxact::run(|| move_logged(one, Some(vec![id]), 1, &bounds, keep)) {
                     Ok((n, r)) => {
                         moved += n;
@@ -719,8 +719,8 @@ impl Move {
     }
 }
 
-/// Move the logged executions `which` names into workflow_executions:
-/// how many left the log, and the completions to notify.
+/// Move the logged executions into workflow_executions with the statement
+/// `how` describes: how many left the log, and the completions to notify.
 fn move_logged(
     how: Move,
     ids: Option<Vec<Uuid>>,
