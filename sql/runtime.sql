@@ -111,6 +111,14 @@ LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'executions_logged_in_wrapper';
 
+-- (0.15.0) a success of a queue without history, handed to the scheduler
+-- through shared memory instead of the log (src/queue/handoff.rs)
+CREATE FUNCTION automation.hand_off_success(id uuid, workflow_name text, started_at timestamptz)
+RETURNS boolean
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'hand_off_success_wrapper';
+
 CREATE FUNCTION automation.record_executions(batch integer DEFAULT 10000)
 RETURNS bigint
 LANGUAGE c VOLATILE STRICT
@@ -417,6 +425,7 @@ SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
     done uuid[];
+    logged_ids uuid[];
     legacy uuid[];
     retried boolean;
     refused uuid;
@@ -431,7 +440,9 @@ BEGIN
     IF complete_executions_as.metadata_patch IS NOT NULL AND jsonb_typeof(complete_executions_as.metadata_patch) <> 'object' THEN
         PERFORM automation.check_metadata(complete_executions_as.metadata_patch);
     END IF;
-    -- the queue's: out of the queue, into the log, in one statement
+    -- the queue's: out of the queue, into the log, in one statement;
+    -- (0.15.0) a success of a queue whose history keeps nothing is handed
+    -- to the scheduler through shared memory instead, when it can be
     WITH finished AS (
         DELETE FROM automation_workflows.execution_queue q
          WHERE q.id = ANY (complete_executions_as.ids)
@@ -448,9 +459,14 @@ BEGIN
                     ELSE f.metadata || complete_executions_as.metadata_patch END,
                f.run_after, f.claimed_by, f.attempts, f.retry_of, f.owner
           FROM finished f
-        RETURNING l.id, l.retry_of, l.ctid)
-    SELECT array_agg(logged.id), bool_or(logged.retry_of IS NOT NULL), min(logged.ctid), max(logged.ctid)
-      INTO done, retried, first_row, last_row FROM logged;
+          LEFT JOIN automation.queue_settings s ON s.workflow_name = f.workflow_name
+         WHERE CASE WHEN s.history = 'none'
+                    THEN NOT automation.hand_off_success(f.id, f.workflow_name, f.started_at)
+                    ELSE true END
+        RETURNING l.id, l.ctid)
+    SELECT (SELECT array_agg(f.id) FROM finished f), (SELECT bool_or(f.retry_of IS NOT NULL) FROM finished f),
+           (SELECT array_agg(g.id) FROM logged g), (SELECT min(g.ctid) FROM logged g), (SELECT max(g.ctid) FROM logged g)
+      INTO done, retried, logged_ids, first_row, last_row;
     IF coalesce(cardinality(done), 0) < cardinality(complete_executions_as.ids) THEN
         -- the others: started by start_execution() (or queued before 0.4.0)
         WITH completed AS (
@@ -483,8 +499,8 @@ BEGIN
            SET resolved_at = now()
          WHERE r.retry_execution_id = ANY (done || legacy) AND r.resolved_at IS NULL;
     END IF;
-    IF done IS NOT NULL THEN
-        PERFORM automation.executions_logged(done, first_row, last_row);
+    IF logged_ids IS NOT NULL THEN
+        PERFORM automation.executions_logged(logged_ids, first_row, last_row);
     END IF;
     RETURN coalesce(cardinality(done), 0) + coalesce(cardinality(legacy), 0);
 END
@@ -1114,6 +1130,7 @@ COMMENT ON FUNCTION automation.retry_delay(integer) IS
 REVOKE EXECUTE ON FUNCTION automation.record_failure(uuid, text, text, text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.retry_in_flight(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.executions_logged(uuid[], tid, tid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.hand_off_success(uuid, text, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.executions_enqueued(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.wait_for_executions(text, timestamptz) FROM PUBLIC;
 COMMENT ON FUNCTION automation.record_failure(uuid, text, text, text, jsonb) IS
@@ -1126,8 +1143,10 @@ COMMENT ON FUNCTION automation.check_workflow_name(text) IS 'Internal: refuse an
 COMMENT ON FUNCTION automation.retry_in_flight(uuid) IS 'Internal: is this retry execution still pending or running?';
 COMMENT ON FUNCTION automation.executions_logged(uuid[], tid, tid) IS
 'Internal: the runtime functions logged these finished executions, between TIDs first_row and last_row; the scheduler records them after commit, reading only those blocks of the log (or, with none running, this records them now).';
+COMMENT ON FUNCTION automation.hand_off_success(uuid, text, timestamptz) IS
+'Internal: a success of a queue whose history keeps nothing, handed to the scheduler through shared memory to be counted and notified after commit; false when it must be logged instead (no scheduler, no room, a name over 64 bytes).';
 COMMENT ON FUNCTION automation.record_executions(integer) IS
-'Move up to batch finished executions from the execution log into workflow_executions now, notifying their completion; the scheduler does it within milliseconds of their commit. Returns how many.';
+'Move up to batch finished executions from the execution log into workflow_executions now, notifying their completion, and count and notify the successes of queues without history handed to the scheduler; the scheduler does both within milliseconds of their commit. Returns how many.';
 COMMENT ON FUNCTION automation.executions_enqueued(text) IS
 'Internal: executions of this workflow were enqueued; its waiting claimers are woken when the transaction commits.';
 COMMENT ON FUNCTION automation.wait_for_executions(text, timestamptz) IS

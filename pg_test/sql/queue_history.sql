@@ -102,6 +102,48 @@ SELECT q.workflow_name, q.metadata->>'kind' AS kind, q.retry_of IS NOT NULL AS i
   FROM automation_workflows.execution_queue q
  WHERE q.workflow_name IN ('qh-full', 'qh-errors', 'qh-none') ORDER BY 1, 2;
 
+-- (0.15.0) a success of a 'none' queue is not written to the execution
+-- log: the completion hands it to the scheduler through shared memory, and
+-- it is counted (and notified) once the completing transaction committed;
+-- a completion rolled back hands nothing off. (This database has a
+-- scheduler recording for it; with none, it would be logged as before.)
+SELECT automation.enqueue_execution('qh-none', '{"kind": "handed"}') AS handed \gset
+SELECT automation.enqueue_execution('qh-none', '{"kind": "rolled back"}') AS rolled_back \gset
+SELECT count(*) AS claimed FROM automation.claim_executions('qh-none', 'w1', 10);
+RESET ROLE;
+CREATE TEMP TABLE counted_before AS
+SELECT coalesce(sum(finished), 0) AS n FROM automation.execution_stats WHERE workflow_name = 'qh-none' AND status = 'success';
+SET ROLE regress_qh_owner;
+BEGIN;
+SELECT automation.complete_executions(ARRAY[:'rolled_back'::uuid], NULL, 'w1') AS completed;
+ROLLBACK;
+BEGIN;
+SELECT automation.complete_executions(ARRAY[:'handed'::uuid], NULL, 'w1') AS completed;
+SELECT count(*) AS in_the_log FROM automation_workflows.execution_log WHERE id = :'handed';
+SELECT count(*) AS anywhere FROM automation.executions WHERE id = :'handed';
+COMMIT;
+-- a runner may not hand off (it would count and notify what did not happen)
+SELECT automation.hand_off_success(:'handed', 'qh-none', now());
+RESET ROLE;
+DO $$
+BEGIN
+    FOR i IN 1..200 LOOP
+        PERFORM automation.record_executions();
+        EXIT WHEN (SELECT sum(finished) FROM automation.execution_stats
+                    WHERE workflow_name = 'qh-none' AND status = 'success') > (SELECT n FROM counted_before);
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+-- (a wrongly counted rolled-back one would be counted by now too)
+SELECT pg_sleep(0.2);
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT sum(finished) - (SELECT n FROM counted_before) AS counted
+  FROM automation.execution_stats WHERE workflow_name = 'qh-none' AND status = 'success';
+SELECT status FROM automation.executions WHERE id = :'rolled_back';
+DROP TABLE counted_before;
+SET ROLE regress_qh_owner;
+
 -- back to full: kept again from then on
 SELECT automation.set_queue_history('qh-none', 'full') AS previous;
 SELECT count(*) AS settings_left FROM automation.queue_settings WHERE workflow_name = 'qh-none';

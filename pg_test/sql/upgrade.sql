@@ -617,3 +617,37 @@ UNION ALL
 (SELECT 'only in a fresh install', * FROM fresh_0130 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_0130)
 ORDER BY 1, 2, 3;
 DROP EXTENSION automation_ext CASCADE;
+
+------------------------------------------------------------------------------
+-- 0.14.0 -> current: 0.15.0 (a success of a queue whose history keeps
+-- nothing is handed to the scheduler through shared memory instead of the
+-- log: automation.hand_off_success). A success of a 'none' queue logged by
+-- 0.14.0's completion is counted after the upgrade; one completed after it
+-- is counted too (through the log here, or handed off: the count is the
+-- same); nobody but the completion may call the new function.
+CREATE EXTENSION automation_ext VERSION '0.14.0';
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+INSERT INTO automation_workflows.definitions (name, definition) VALUES ('up-150', '{}');
+SELECT automation.set_queue_history('up-150', 'none');
+SELECT count(*) AS enqueued FROM generate_series(1, 2) n, automation.enqueue_execution('up-150', jsonb_build_object('n', n));
+SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_executions('up-150', 'w-up', 1)), NULL, 'w-up')
+       AS completed_before;
+ALTER EXTENSION automation_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+SELECT has_function_privilege('automation_runner', 'automation.hand_off_success(uuid, text, timestamptz)', 'EXECUTE')
+       AS runner_may_call;
+SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_executions('up-150', 'w-up', 1)), NULL, 'w-up')
+       AS completed_after;
+SELECT automation.record_executions() >= 0 AS recorded;
+SELECT sum(finished) AS successes_counted FROM automation.execution_stats WHERE workflow_name = 'up-150' AND status = 'success';
+SELECT count(*) AS kept FROM automation_workflows.workflow_executions WHERE workflow_name = 'up-150';
+SELECT count(*) AS left_in_the_log FROM automation_workflows.execution_log WHERE workflow_name = 'up-150';
+CREATE TEMP TABLE upgraded_0140 AS SELECT * FROM pg_temp.extension_catalog();
+DROP EXTENSION automation_ext CASCADE;
+CREATE EXTENSION automation_ext;
+CREATE TEMP TABLE fresh_0140 AS SELECT * FROM pg_temp.extension_catalog();
+(SELECT 'only after upgrade from 0.14.0' AS difference, * FROM upgraded_0140 EXCEPT SELECT 'only after upgrade from 0.14.0', * FROM fresh_0140)
+UNION ALL
+(SELECT 'only in a fresh install', * FROM fresh_0140 EXCEPT SELECT 'only in a fresh install', * FROM upgraded_0140)
+ORDER BY 1, 2, 3;
+DROP EXTENSION automation_ext CASCADE;

@@ -17,6 +17,7 @@
 //!   (0.13.0) The completing transaction reports the blocks of the log it
 //!   wrote to, and a recording reads only those (`log_range`).
 
+pub mod handoff;
 pub mod log_range;
 pub mod record;
 
@@ -179,6 +180,7 @@ pub fn init_shared_memory() {
     use waiters::{WAITERS, WAITING};
     pgrx::pg_shmem_init!(WAITERS);
     pgrx::pg_shmem_init!(WAITING);
+    handoff::init_shared_memory();
 }
 
 thread_local! {
@@ -399,7 +401,10 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
         _ => return,
     };
     let range = LOGGED.replace(LogRange::NOTHING);
-    if !range.is_empty() && committed {
+    // (0.15.0) successes handed off (handoff.rs) wake the scheduler too; with
+    // none logged, the empty range asks for no reading of the log
+    let handed = handoff::at_transaction_end(committed);
+    if (!range.is_empty() || handed) && committed {
         // SAFETY: the database this backend is connected to.
         shared::executions_logged(unsafe { pg_sys::MyDatabaseId }, range);
     }
@@ -412,6 +417,19 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
         wake_waiters(&keys);
     }
     release_wait_slot();
+}
+
+/// Count and notify the successes of queues without history that were
+/// handed to the scheduler (handoff.rs), in this transaction; how many.
+/// `relaxed` as for `record` (the scheduler's: its commit does not wait for
+/// its WAL flush; a crash loses such counts, as it loses the hand-offs).
+pub fn drain_handed(relaxed: bool) -> Result<i64> {
+    // SAFETY: the database this backend is connected to.
+    if !handoff::waiting(unsafe { pg_sys::MyDatabaseId }.to_u32()) {
+        return Ok(0);
+    }
+    let Facts { channel, .. } = facts(relaxed)?;
+    handoff::drain(channel.as_deref())
 }
 
 /// What a recording needs to know first, in one round trip: the oids of the
@@ -850,7 +868,9 @@ pub(crate) mod automation {
 
     /// `automation.record_executions(batch integer DEFAULT 10000) → bigint`:
     /// move up to `batch` finished executions from the log into
-    /// workflow_executions now (the scheduler does it within milliseconds).
+    /// workflow_executions now (the scheduler does it within milliseconds),
+    /// and (0.15.0) count and notify the successes of queues without
+    /// history handed to the scheduler (handoff.rs). Returns how many.
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
     fn record_executions(batch: i32) -> i64 {
         if batch < 1 {
@@ -858,6 +878,10 @@ pub(crate) mod automation {
         }
         // (0.8.0) runners may not write the log or the history themselves;
         // moving finished executions is what the scheduler does anyway
-        crate::tenancy::as_extension_owner(|| record(None, batch, false, LogRange::ALL)).or_raise().unwrap_or(0)
+        crate::tenancy::as_extension_owner(|| {
+            let moved = record(None, batch, false, LogRange::ALL)?.unwrap_or(0);
+            Ok(moved + drain_handed(false)?)
+        })
+        .or_raise()
     }
 }
