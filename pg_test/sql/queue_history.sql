@@ -143,6 +143,16 @@ SELECT sum(finished) - (SELECT n FROM counted_before) AS counted
 SELECT status FROM automation.executions WHERE id = :'rolled_back';
 DROP TABLE counted_before;
 SET ROLE regress_qh_owner;
+-- record_executions() counts this transaction's own hand-offs in it; such a
+-- transaction may not be prepared (its slots would wait for as long as it
+-- stays prepared): refused, and nothing counted
+SELECT automation.enqueue_execution('qh-none', '{"kind": "prepared"}') AS prepared \gset
+SELECT count(*) AS claimed FROM automation.claim_executions('qh-none', 'w1', 10);
+BEGIN;
+SELECT automation.complete_executions(ARRAY[:'prepared'::uuid], NULL, 'w1') AS completed;
+SELECT automation.record_executions() AS counted_here;
+PREPARE TRANSACTION 'qh-prepared';
+SELECT status FROM automation.executions WHERE id = :'prepared';
 
 -- back to full: kept again from then on
 SELECT automation.set_queue_history('qh-none', 'full') AS previous;

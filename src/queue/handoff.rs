@@ -404,6 +404,11 @@ pub(super) fn at_transaction_end(committed: bool) -> bool {
     HANDED.replace(false)
 }
 
+/// Has this transaction taken hand-offs to count?
+pub fn taken_any() -> bool {
+    TAKEN.with_borrow(|t| !t.is_empty())
+}
+
 /// Does the ring hold successes of this database to count?
 pub fn waiting(dboid: u32) -> bool {
     crate::settings::preloaded() && RING.share().waiting(dboid)

@@ -366,7 +366,10 @@ fn logged(ids: Vec<Uuid>, range: LogRange) -> Result<()> {
         register_callback();
         return Ok(());
     }
-    record(Some(ids), i32::MAX, false, range).map(|_| ())
+    record(Some(ids), i32::MAX, false, range)?;
+    // (0.15.0) and the hand-offs left from when a scheduler recorded here
+    // (`automation.enabled` turned off since, say): they would wait for it
+    drain_handed(false).map(|_| ())
 }
 
 /// Is a scheduler going to record executions in this database? The launcher
@@ -398,6 +401,26 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
     let committed = match event {
         pg_sys::XactEvent::XACT_EVENT_COMMIT => true,
         pg_sys::XactEvent::XACT_EVENT_ABORT => false,
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
+            // (0.15.0) hand-offs counted by a transaction that may never
+            // commit would hold their slots, and the ring's head, for as
+            // long as it stays prepared
+            if handoff::taken_any() {
+                crate::error::Error::new(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    "cannot PREPARE a transaction that counted successes handed off by completions",
+                )
+                .with_hint("Call automation.record_executions() in a transaction of its own.")
+                .raise();
+            }
+            return;
+        }
+        pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            // its own hand-offs are counted once it is committed, at a later
+            // recording (its commit wakes nobody)
+            handoff::at_transaction_end(false);
+            return;
+        }
         _ => return,
     };
     let range = LOGGED.replace(LogRange::NOTHING);
