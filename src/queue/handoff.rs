@@ -444,8 +444,7 @@ pub fn drain(channel: Option<&str>) -> Result<i64> {
         return Ok(0);
     }
     // SAFETY: this backend's database, pid and the clock.
-    let (dboid, me, now) =
-        unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::MyProcPid, pg_sys::GetCurrentTimestamp()) };
+    let (dboid, me, now) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::MyProcPid, pg_sys::GetCurrentTimestamp()) };
     let (slots, stale) = {
         let mut ring = RING.exclusive();
         let (taken, stale) = ring.take(dboid, me, now, fate);
