@@ -435,6 +435,16 @@ fn fate(xid: u32) -> ring::Fate {
     }
 }
 
+/// Counts the drained successes ($1, their workflows' names), as the
+/// recorder counts the ones the history does not keep. A `static`: its plan
+/// is kept (kept.rs; up to a hundred drains a second at batch 1).
+static COUNT_SQL: &str = "INSERT INTO automation.execution_stats AS x (workflow_name, status, shard, finished)
+     SELECT n.name, 'success', pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.%) 8, pg_catalog.count(*)
+       FROM pg_catalog.unnest($1::pg_catalog.text[]) AS n(name)
+      GROUP BY n.name
+     ON CONFLICT (workflow_name, status, shard)
+     DO UPDATE SET finished = x.finished OPERATOR(pg_catalog.+) EXCLUDED.finished";
+
 /// Count and notify the successes of this database that the ring holds,
 /// in the current transaction (freed when it commits, given back if it
 /// rolls back). `channel`: the completion trigger's (None: not notified).
@@ -463,15 +473,9 @@ pub fn drain(channel: Option<&str>) -> Result<i64> {
     }
     super::register_callback();
     let names: Vec<&str> = slots.iter().map(ring::Slot::name).collect();
-    Spi::run_with_args(
-        "INSERT INTO automation.execution_stats AS x (workflow_name, status, shard, finished)
-         SELECT n.name, 'success', pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.%) 8, pg_catalog.count(*)
-           FROM pg_catalog.unnest($1::pg_catalog.text[]) AS n(name)
-          GROUP BY n.name
-         ON CONFLICT (workflow_name, status, shard)
-         DO UPDATE SET finished = x.finished OPERATOR(pg_catalog.+) EXCLUDED.finished",
-        &[names.into()],
-    )
+    Spi::connect_mut(|client| {
+        super::run(client, true, COUNT_SQL, &[PgOid::from(pg_sys::TEXTARRAYOID)], &[names.into()]).map(|_| ())
+    })
     .context("could not count the successes of queues without history")?;
     if let Some(channel) = channel {
         for s in &slots {

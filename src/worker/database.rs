@@ -89,6 +89,8 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
     }
     debug1!("automation_ext scheduler started");
 
+    // the extension is there and the database writable when the loop ends
+    let mut writable = true;
     loop {
         if super::stop_requested() {
             break;
@@ -104,6 +106,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         }
         // SAFETY: reads shared recovery state; callable in any process.
         if unsafe { pg_sys::RecoveryInProgress() } {
+            writable = false;
             break;
         }
         if reap_step_workers(visit.dboid) {
@@ -113,6 +116,7 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
         if duties.iter_mut().any(|d| d.turn(&mut visit) == Flow::ExtensionGone) {
             shared::report_extension(dboid, Extension::Missing);
             log!("automation_ext scheduler stopping: the extension was dropped");
+            writable = false;
             break;
         }
         visit.first = false;
@@ -134,6 +138,12 @@ pub extern "C-unwind" fn automation_scheduler_main(arg: pg_sys::Datum) {
                 std::thread::sleep(Duration::from_micros(left as u64));
             }
         }
+    }
+    // (0.15.0) successes handed off through shared memory and not counted
+    // yet: counted before leaving, so that a clean shutdown or restart does
+    // not lose them (a crash may: handoff.rs)
+    if writable && crate::queue::handoff::waiting(visit.dboid) {
+        in_worker_transaction(|| crate::queue::drain_handed(true));
     }
     // leaving: when this database needs a worker again (the launcher starts
     // one then; a change to its jobs wakes it sooner)
