@@ -153,6 +153,24 @@ SELECT automation.complete_executions(ARRAY[:'prepared'::uuid], NULL, 'w1') AS c
 SELECT automation.record_executions() AS counted_here;
 PREPARE TRANSACTION 'qh-prepared';
 SELECT status FROM automation.executions WHERE id = :'prepared';
+-- counted in a subtransaction that rolls back: counted again, once (the
+-- same execution, still running after the refused PREPARE)
+RESET ROLE;
+CREATE TEMP TABLE counted_before AS
+SELECT coalesce(sum(finished), 0) AS n FROM automation.execution_stats WHERE workflow_name = 'qh-none' AND status = 'success';
+SET ROLE regress_qh_owner;
+BEGIN;
+SELECT automation.complete_executions(ARRAY[:'prepared'::uuid], NULL, 'w1') AS completed;
+SAVEPOINT counting;
+SELECT automation.record_executions() AS counted_here;
+ROLLBACK TO SAVEPOINT counting;
+SELECT automation.record_executions() AS counted_again;
+COMMIT;
+RESET ROLE;
+SELECT sum(finished) - (SELECT n FROM counted_before) AS counted
+  FROM automation.execution_stats WHERE workflow_name = 'qh-none' AND status = 'success';
+DROP TABLE counted_before;
+SET ROLE regress_qh_owner;
 
 -- back to full: kept again from then on
 SELECT automation.set_queue_history('qh-none', 'full') AS previous;

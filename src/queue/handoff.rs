@@ -359,8 +359,10 @@ pub fn init_shared_memory() {
 }
 
 thread_local! {
-    /// The slots this transaction took to count (freed at its end).
-    static TAKEN: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// The slots this transaction took to count (freed at its end), with
+    /// the subtransaction that took each (given back if it rolls back).
+    static TAKEN: RefCell<Vec<(usize, pg_sys::SubTransactionId)>> = const { RefCell::new(Vec::new()) };
+    static SUBXACT_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// This transaction handed successes off: wake the scheduler at commit.
     static HANDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -396,12 +398,38 @@ fn hand_off(id: Uuid, name: &str, started: Option<i64>) -> bool {
 /// or give back what it took, and report whether it handed successes off
 /// (the caller wakes the scheduler when it committed).
 pub(super) fn at_transaction_end(committed: bool) -> bool {
-    let taken = TAKEN.take();
+    let taken: Vec<usize> = TAKEN.take().into_iter().map(|(i, _)| i).collect();
     if !taken.is_empty() {
         // SAFETY: this process's pid.
         RING.exclusive().finish(&taken, unsafe { pg_sys::MyProcPid }, committed);
     }
     HANDED.replace(false)
+}
+
+/// A subtransaction that rolls back rolls back the counts of what it (and
+/// its children) took: those slots wait again. (Its hand-offs need nothing:
+/// their xid is its own, which a drainer then finds rolled back.)
+#[pg_guard]
+unsafe extern "C-unwind" fn at_subtransaction_abort(
+    event: pg_sys::SubXactEvent::Type,
+    my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event != pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        return;
+    }
+    // (subtransaction ids grow: the ones taken since `my` began are its own
+    // or its children's)
+    let back: Vec<usize> = TAKEN.with_borrow_mut(|taken| {
+        let (back, kept): (Vec<_>, Vec<_>) = taken.drain(..).partition(|(_, sub)| *sub >= my);
+        *taken = kept;
+        back.into_iter().map(|(i, _)| i).collect()
+    });
+    if !back.is_empty() {
+        // SAFETY: this process's pid.
+        RING.exclusive().finish(&back, unsafe { pg_sys::MyProcPid }, false);
+    }
 }
 
 /// Has this transaction taken hand-offs to count?
@@ -459,9 +487,15 @@ pub fn drain(channel: Option<&str>) -> Result<i64> {
         let mut ring = RING.exclusive();
         let (taken, stale) = ring.take(dboid, me, now, fate);
         let slots: Vec<ring::Slot> = taken.iter().map(|&i| ring.slots[i]).collect();
-        TAKEN.with_borrow_mut(|t| t.extend(taken));
+        // SAFETY: reads the current subtransaction's id.
+        let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        TAKEN.with_borrow_mut(|t| t.extend(taken.into_iter().map(|i| (i, sub))));
         (slots, stale)
     };
+    if !SUBXACT_CALLBACK.replace(true) {
+        // SAFETY: registers a plain function, for the life of the backend.
+        unsafe { pg_sys::RegisterSubXactCallback(Some(at_subtransaction_abort), std::ptr::null_mut()) };
+    }
     if stale > 0 {
         warning!(
             "automation_ext: {stale} success(es) of queues without history, handed off more than {} s ago by another database whose scheduler never took them, were dropped uncounted",
