@@ -59,8 +59,10 @@ SELECT automation.schedule('every-10-b', '10 seconds', 'SELECT 2') AS ten_b \gse
 SELECT count(DISTINCT next_run_at) AS one_grid,
        bool_and(next_run_at = date_trunc('milliseconds', now()) + interval '10 seconds') AS from_now
   FROM automation.job WHERE jobid IN (:ten_a, :ten_b);
-COMMIT;
+-- (a next run set in the transaction that schedules the job: a scheduler
+-- that loaded the job already keeps the next fire it computed)
 UPDATE automation.job SET next_run_at = '2100-01-01 00:00:03.25+00' WHERE jobid = :ten_a;
+COMMIT;
 SELECT automation.alter_job(:ten_a, priority => 2, command => 'SELECT 3');
 SELECT next_run_at AT TIME ZONE 'UTC' AS grid_kept FROM automation.job WHERE jobid = :ten_a;
 -- a next run already past (the job was paused, say): the grid's next point

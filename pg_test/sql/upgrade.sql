@@ -489,8 +489,11 @@ DROP EXTENSION automation_ext CASCADE;
 -- when it is set.
 CREATE EXTENSION automation_ext VERSION '0.10.0';
 SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
+-- (the next run set in the transaction that schedules it: docs/scheduler.md)
+BEGIN;
 SELECT automation.schedule('up-110', '10 seconds', 'SELECT 1') > 0 AS scheduled;
 UPDATE automation.job SET next_run_at = '2100-01-01 00:00:10+00' WHERE jobname = 'up-110';
+COMMIT;
 -- a default job the DBA changed keeps its schedule; the other frequent one
 -- counts its minutes from the update
 SELECT automation.alter_job(jobid, schedule => '*/7 * * * *') FROM automation.job

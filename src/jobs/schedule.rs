@@ -206,7 +206,15 @@ impl Scheduler {
                 .first()
                 .get_one::<pg_sys::Oid>()?;
             if let Some(relid) = relid {
-                JOB_RELID.store(relid.to_u32(), Ordering::Relaxed);
+                // another job table than the one loaded before: the extension
+                // was dropped and created again while this process stayed
+                // (one transaction, or between two turns). Its jobids start
+                // from 1 again and name other jobs: nothing this process
+                // knew of the old table's jobs holds for them.
+                let before = JOB_RELID.swap(relid.to_u32(), Ordering::Relaxed);
+                if before != 0 && before != relid.to_u32() {
+                    self.timetable = Timetable::default();
+                }
             }
             client
                 .select(

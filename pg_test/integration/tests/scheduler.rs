@@ -627,3 +627,57 @@ fn a_visit_sweeps_once_a_minute_or_when_asked_not_every_time() {
     drop(c);
     admin.batch_execute("DROP DATABASE it_sweep WITH (FORCE)").unwrap();
 }
+
+/// Seen in CI (PostgreSQL 18, the upgrade regression test, stop 48): an
+/// extension dropped and created again while its database's scheduler did
+/// not leave numbers its jobs from 1 again, and the scheduler took the new
+/// table's jobs for the ones it had loaded from the old table under the same
+/// jobids — their next fires overwrote the next runs the new table held.
+/// Here the DROP and the CREATE are one transaction (the scheduler never sees
+/// the extension missing), the new job gets the old job's jobid, and its next
+/// run, set in the transaction that schedules it (docs/scheduler.md), is
+/// far away: it must be kept and the job must not run.
+#[test]
+fn a_recreated_extension_is_not_taken_for_the_dropped_one() {
+    let (mut admin, mut c) = automation_ext_integration::fresh_database("it_recreated_extension");
+    // every second: the database's scheduler stays (visit::resident)
+    let old = schedule(&mut c, "it-recreated", "1 second", "SELECT 1");
+    wait_for(
+        &mut c,
+        &format!("SELECT count(*) >= 2 FROM automation.job_run_details WHERE jobid = {old} AND status = 'succeeded'"),
+        LIMIT,
+        "two runs of the job of the first extension",
+    );
+    let scheduler: i32 = one(
+        &mut c,
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'automation_ext scheduler' AND datname = current_database()",
+    );
+    c.batch_execute(
+        "BEGIN;
+         DROP EXTENSION automation_ext CASCADE;
+         CREATE EXTENSION automation_ext;",
+    )
+    .unwrap();
+    let new = schedule(&mut c, "it-recreated", "1 second", "SELECT 1");
+    // another job every second keeps the scheduler in the database
+    c.batch_execute(
+        "UPDATE automation.job SET next_run_at = '2100-01-01 00:00:00+00' WHERE jobname = 'it-recreated';
+         SELECT automation.schedule('it-recreated-keeper', '1 second', 'SELECT 2');
+         COMMIT",
+    )
+    .unwrap();
+    assert_eq!(new, old, "the new job has the dropped job's jobid (else this test proves nothing)");
+    std::thread::sleep(Duration::from_secs(4));
+    let still: bool = one(
+        &mut c,
+        &format!("SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = {scheduler} AND datname = current_database()"),
+    );
+    let kept: bool =
+        one(&mut c, &format!("SELECT next_run_at = '2100-01-01 00:00:00+00' FROM automation.job WHERE jobid = {new}"));
+    let runs: i64 = one(&mut c, &format!("SELECT count(*) FROM automation.job_run_details WHERE jobid = {new}"));
+    drop(c);
+    admin.batch_execute("DROP DATABASE it_recreated_extension WITH (FORCE)").unwrap();
+    assert!(still, "the scheduler stayed through the DROP and CREATE (else this test proves nothing)");
+    assert!(kept, "the next run set with the schedule was overwritten");
+    assert_eq!(runs, 0, "the new job ran at the dropped job's fires");
+}
