@@ -8,7 +8,7 @@
 -- queue whose history keeps nothing (set_queue_history(..., 'none')) is no
 -- longer written to the execution log by the completing transaction: it is
 -- handed to the database's scheduler through shared memory
--- (automation.hand_off_success), which counts it in execution_stats and
+-- (automation.hand_off_successes, one call per completion), which counts it in execution_stats and
 -- sends its completion NOTIFY once the completing transaction committed. A
 -- crash loses the counts and NOTIFYs of the hand-offs not yet drained
 -- (milliseconds' worth); 'errors' and 'full' queues go through the log as
@@ -16,14 +16,14 @@
 -- memory or a workflow name over 64 bytes, the success is logged as before.
 -- Executions already in the log when this runs are recorded as before.
 
-CREATE FUNCTION automation.hand_off_success(id uuid, workflow_name text, started_at timestamptz)
-RETURNS boolean
-LANGUAGE c VOLATILE
+CREATE FUNCTION automation.hand_off_successes(ids uuid[], workflow_names text[], started_at timestamptz[])
+RETURNS uuid[]
+LANGUAGE c VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'hand_off_success_wrapper';
-REVOKE EXECUTE ON FUNCTION automation.hand_off_success(uuid, text, timestamptz) FROM PUBLIC;
-COMMENT ON FUNCTION automation.hand_off_success(uuid, text, timestamptz) IS
-'Internal: a success of a queue whose history keeps nothing, handed to the scheduler through shared memory to be counted and notified after commit; false when it must be logged instead (no scheduler, no room, a name over 64 bytes).';
+AS 'MODULE_PATHNAME', 'hand_off_successes_wrapper';
+REVOKE EXECUTE ON FUNCTION automation.hand_off_successes(uuid[], text[], timestamptz[]) FROM PUBLIC;
+COMMENT ON FUNCTION automation.hand_off_successes(uuid[], text[], timestamptz[]) IS
+'Internal: the successes of queues whose history keeps nothing (ids, workflow names, start times), handed to the scheduler through shared memory to be counted and notified after commit; returns the ids that must be logged instead (no scheduler, no room, a name over 64 bytes).';
 
 COMMENT ON FUNCTION automation.record_executions(integer) IS
 'Move up to batch finished executions from the execution log into workflow_executions now, notifying their completion, and count and notify the successes of queues without history handed to the scheduler; the scheduler does both within milliseconds of their commit. Returns how many.';
@@ -64,6 +64,12 @@ BEGIN
            AND (complete_executions_as.worker_id IS NULL OR q.claimed_by = complete_executions_as.worker_id)
            AND automation.may_work(complete_executions_as.caller, q.owner, q.workflow_name)
         RETURNING q.*),
+    -- (one call for the batch; the ids it returns are logged instead)
+    handed AS (
+        SELECT automation.hand_off_successes(array_agg(f.id), array_agg(f.workflow_name), array_agg(f.started_at))
+               AS refused
+          FROM finished f
+          JOIN automation.queue_settings s ON s.workflow_name = f.workflow_name AND s.history = 'none'),
     logged AS (
         INSERT INTO automation_workflows.execution_log AS l
                (id, workflow_name, status, started_at, completed_at, metadata, run_after, claimed_by, attempts, retry_of,
@@ -74,9 +80,8 @@ BEGIN
                f.run_after, f.claimed_by, f.attempts, f.retry_of, f.owner
           FROM finished f
           LEFT JOIN automation.queue_settings s ON s.workflow_name = f.workflow_name
-         WHERE CASE WHEN s.history = 'none'
-                    THEN NOT automation.hand_off_success(f.id, f.workflow_name, f.started_at)
-                    ELSE true END
+         WHERE s.history IS DISTINCT FROM 'none'
+            OR f.id = ANY ((SELECT h.refused FROM handed h)::uuid[])
         RETURNING l.id, l.ctid)
     SELECT (SELECT array_agg(f.id) FROM finished f), (SELECT bool_or(f.retry_of IS NOT NULL) FROM finished f),
            (SELECT array_agg(g.id) FROM logged g), (SELECT min(g.ctid) FROM logged g), (SELECT max(g.ctid) FROM logged g)

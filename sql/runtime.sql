@@ -113,11 +113,11 @@ AS 'MODULE_PATHNAME', 'executions_logged_in_wrapper';
 
 -- (0.15.0) a success of a queue without history, handed to the scheduler
 -- through shared memory instead of the log (src/queue/handoff.rs)
-CREATE FUNCTION automation.hand_off_success(id uuid, workflow_name text, started_at timestamptz)
-RETURNS boolean
-LANGUAGE c VOLATILE
+CREATE FUNCTION automation.hand_off_successes(ids uuid[], workflow_names text[], started_at timestamptz[])
+RETURNS uuid[]
+LANGUAGE c VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'hand_off_success_wrapper';
+AS 'MODULE_PATHNAME', 'hand_off_successes_wrapper';
 
 CREATE FUNCTION automation.record_executions(batch integer DEFAULT 10000)
 RETURNS bigint
@@ -450,6 +450,12 @@ BEGIN
            AND (complete_executions_as.worker_id IS NULL OR q.claimed_by = complete_executions_as.worker_id)
            AND automation.may_work(complete_executions_as.caller, q.owner, q.workflow_name)
         RETURNING q.*),
+    -- (one call for the batch; the ids it returns are logged instead)
+    handed AS (
+        SELECT automation.hand_off_successes(array_agg(f.id), array_agg(f.workflow_name), array_agg(f.started_at))
+               AS refused
+          FROM finished f
+          JOIN automation.queue_settings s ON s.workflow_name = f.workflow_name AND s.history = 'none'),
     logged AS (
         INSERT INTO automation_workflows.execution_log AS l
                (id, workflow_name, status, started_at, completed_at, metadata, run_after, claimed_by, attempts, retry_of,
@@ -460,9 +466,8 @@ BEGIN
                f.run_after, f.claimed_by, f.attempts, f.retry_of, f.owner
           FROM finished f
           LEFT JOIN automation.queue_settings s ON s.workflow_name = f.workflow_name
-         WHERE CASE WHEN s.history = 'none'
-                    THEN NOT automation.hand_off_success(f.id, f.workflow_name, f.started_at)
-                    ELSE true END
+         WHERE s.history IS DISTINCT FROM 'none'
+            OR f.id = ANY ((SELECT h.refused FROM handed h)::uuid[])
         RETURNING l.id, l.ctid)
     SELECT (SELECT array_agg(f.id) FROM finished f), (SELECT bool_or(f.retry_of IS NOT NULL) FROM finished f),
            (SELECT array_agg(g.id) FROM logged g), (SELECT min(g.ctid) FROM logged g), (SELECT max(g.ctid) FROM logged g)
@@ -1130,7 +1135,7 @@ COMMENT ON FUNCTION automation.retry_delay(integer) IS
 REVOKE EXECUTE ON FUNCTION automation.record_failure(uuid, text, text, text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.retry_in_flight(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.executions_logged(uuid[], tid, tid) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION automation.hand_off_success(uuid, text, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION automation.hand_off_successes(uuid[], text[], timestamptz[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.executions_enqueued(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION automation.wait_for_executions(text, timestamptz) FROM PUBLIC;
 COMMENT ON FUNCTION automation.record_failure(uuid, text, text, text, jsonb) IS
@@ -1143,8 +1148,8 @@ COMMENT ON FUNCTION automation.check_workflow_name(text) IS 'Internal: refuse an
 COMMENT ON FUNCTION automation.retry_in_flight(uuid) IS 'Internal: is this retry execution still pending or running?';
 COMMENT ON FUNCTION automation.executions_logged(uuid[], tid, tid) IS
 'Internal: the runtime functions logged these finished executions, between TIDs first_row and last_row; the scheduler records them after commit, reading only those blocks of the log (or, with none running, this records them now).';
-COMMENT ON FUNCTION automation.hand_off_success(uuid, text, timestamptz) IS
-'Internal: a success of a queue whose history keeps nothing, handed to the scheduler through shared memory to be counted and notified after commit; false when it must be logged instead (no scheduler, no room, a name over 64 bytes).';
+COMMENT ON FUNCTION automation.hand_off_successes(uuid[], text[], timestamptz[]) IS
+'Internal: the successes of queues whose history keeps nothing (ids, workflow names, start times), handed to the scheduler through shared memory to be counted and notified after commit; returns the ids that must be logged instead (no scheduler, no room, a name over 64 bytes).';
 COMMENT ON FUNCTION automation.record_executions(integer) IS
 'Move up to batch finished executions from the execution log into workflow_executions now, notifying their completion, and count and notify the successes of queues without history handed to the scheduler; the scheduler does both within milliseconds of their commit. Returns how many.';
 COMMENT ON FUNCTION automation.executions_enqueued(text) IS

@@ -123,7 +123,7 @@ SELECT count(*) AS in_the_log FROM automation_workflows.execution_log WHERE id =
 SELECT count(*) AS anywhere FROM automation.executions WHERE id = :'handed';
 COMMIT;
 -- a runner may not hand off (it would count and notify what did not happen)
-SELECT automation.hand_off_success(:'handed', 'qh-none', now());
+SELECT automation.hand_off_successes(ARRAY[:'handed']::uuid[], ARRAY['qh-none'], ARRAY[now()]);
 RESET ROLE;
 DO $$
 BEGIN

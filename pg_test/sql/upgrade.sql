@@ -624,7 +624,7 @@ DROP EXTENSION automation_ext CASCADE;
 ------------------------------------------------------------------------------
 -- 0.14.0 -> current: 0.15.0 (a success of a queue whose history keeps
 -- nothing is handed to the scheduler through shared memory instead of the
--- log: automation.hand_off_success). A success of a 'none' queue logged by
+-- log: automation.hand_off_successes). A success of a 'none' queue logged by
 -- 0.14.0's completion is counted after the upgrade; one completed after it
 -- is counted too (through the log here, or handed off: the count is the
 -- same); nobody but the completion may call the new function.
@@ -637,7 +637,7 @@ SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_exec
        AS completed_before;
 ALTER EXTENSION automation_ext UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'automation_ext';
-SELECT has_function_privilege('automation_runner', 'automation.hand_off_success(uuid, text, timestamptz)', 'EXECUTE')
+SELECT has_function_privilege('automation_runner', 'automation.hand_off_successes(uuid[], text[], timestamptz[])', 'EXECUTE')
        AS runner_may_call;
 SELECT automation.complete_executions(ARRAY(SELECT id FROM automation.claim_executions('up-150', 'w-up', 1)), NULL, 'w-up')
        AS completed_after;

@@ -21,7 +21,7 @@
 //! full, the name too long, or no scheduler records for the database, the
 //! success goes through the log as before.
 //!
-//! Who may hand off: `automation.hand_off_success` is revoked from PUBLIC;
+//! Who may hand off: `automation.hand_off_successes` is revoked from PUBLIC;
 //! only the extension's own SECURITY DEFINER completion calls it (a runner
 //! calling it could count and notify completions that did not happen).
 
@@ -367,11 +367,15 @@ thread_local! {
     static HANDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Hand a success off (see the module comment): false when the caller must
-/// log it instead.
-fn hand_off(id: Uuid, name: &str, started: Option<i64>) -> bool {
+/// Hand successes off (see the module comment), each as `(id, workflow
+/// name, started_at)`: returns the ids the caller must log instead (all of
+/// them with no scheduler recording for this database; those that found
+/// the ring full or have a name over 64 bytes). One look at the scheduler
+/// and one hold of the ring's lock for the whole batch.
+fn hand_off(successes: impl IntoIterator<Item = (Uuid, String, Option<i64>)>) -> Vec<Uuid> {
+    let successes = successes.into_iter();
     if !super::recorder_running() {
-        return false;
+        return successes.map(|(id, _, _)| id).collect();
     }
     // SAFETY: this backend's database; the current (sub)transaction's id,
     // assigned if it has none (the completion's DELETE assigned it already);
@@ -384,14 +388,23 @@ fn hand_off(id: Uuid, name: &str, started: Option<i64>) -> bool {
             pg_sys::GetCurrentTimestamp(),
         )
     };
-    let entry = ring::Entry { dboid, xid, at, id: *id.as_bytes(), name, started, completed };
-    if !RING.exclusive().push(&entry) {
-        return false;
+    let mut refused = Vec::new();
+    let mut handed = false;
+    {
+        let mut ring = RING.exclusive();
+        for (id, name, started) in successes {
+            let entry = ring::Entry { dboid, xid, at, id: *id.as_bytes(), name: &name, started, completed };
+            if ring.push(&entry) {
+                handed = true;
+            } else {
+                refused.push(id);
+            }
+        }
     }
-    if !HANDED.replace(true) {
+    if handed && !HANDED.replace(true) {
         super::register_callback();
     }
-    true
+    refused
 }
 
 /// At the end of a transaction (queue/mod.rs `at_transaction_end`): free
@@ -534,18 +547,35 @@ pub fn drain(channel: Option<&str>) -> Result<i64> {
 pub(crate) mod automation {
     use super::*;
 
-    /// Internal (0.15.0): called by the completion for a success of a queue
-    /// whose history keeps nothing: true when it was handed to the
-    /// scheduler through shared memory, false when the caller must log it.
+    /// Internal (0.15.0): called by the completion with the successes of
+    /// queues whose history keeps nothing (three arrays of one length):
+    /// those handed to the scheduler through shared memory are counted and
+    /// notified after commit; returns the ids the caller must log instead.
     #[pg_extern(volatile, parallel_unsafe, sql = false)]
-    fn hand_off_success(
-        id: Option<Uuid>,
-        workflow_name: Option<&str>,
-        started_at: Option<TimestampWithTimeZone>,
-    ) -> bool {
-        match (id, workflow_name) {
-            (Some(id), Some(name)) => hand_off(id, name, started_at.map(|t| i64::from(t.into_inner()))),
-            _ => false,
+    fn hand_off_successes(
+        ids: Array<Uuid>,
+        workflow_names: Array<&str>,
+        started_at: Array<TimestampWithTimeZone>,
+    ) -> Vec<Uuid> {
+        if ids.len() != workflow_names.len() || ids.len() != started_at.len() {
+            crate::error::Error::invalid("ids, workflow_names and started_at must have the same length").raise();
         }
+        let mut unnamed = Vec::new();
+        let successes: Vec<(Uuid, String, Option<i64>)> = ids
+            .iter()
+            .zip(workflow_names.iter())
+            .zip(started_at.iter())
+            .filter_map(|((id, name), started)| match (id, name) {
+                (Some(id), Some(name)) => Some((id, name.to_owned(), started.map(|t| i64::from(t.into_inner())))),
+                (Some(id), None) => {
+                    unnamed.push(id);
+                    None
+                }
+                (None, _) => None,
+            })
+            .collect();
+        let mut refused = hand_off(successes);
+        refused.extend(unnamed);
+        refused
     }
 }
