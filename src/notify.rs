@@ -41,6 +41,26 @@ pub mod payload {
         pub duration: Option<f64>,
     }
 
+    impl Completion {
+        /// A finished execution of the queue (a uuid id, its workflow's
+        /// name, status and times in microseconds): what the recorder reads
+        /// from the log and what the hand-offs' drain reads from a slot.
+        pub fn execution(
+            id: &[u8; 16],
+            name: Option<String>,
+            status: &str,
+            started: Option<i64>,
+            completed: Option<i64>,
+        ) -> Completion {
+            Completion {
+                id: Value::String(uuid_text(id)),
+                name,
+                status: Value::String(status.to_owned()),
+                duration: duration_seconds(started, completed),
+            }
+        }
+    }
+
     /// The seed's payload, in its key order. `None` omits a key; `Some(None)`
     /// is a JSON null.
     #[derive(Serialize)]
@@ -278,6 +298,14 @@ pub mod payload {
                 [0x0b, 0x7f, 0x8a, 0x5e, 0x4c, 0x1a, 0x4e, 0x2b, 0x9d, 0x3f, 0x2a, 0x1b, 0x3c, 0x4d, 0x5e, 0x6f];
             assert_eq!(uuid_text(&bytes), "0b7f8a5e-4c1a-4e2b-9d3f-2a1b3c4d5e6f");
             assert_eq!(uuid_text(&[0xff; 16]), "ffffffff-ffff-ffff-ffff-ffffffffffff");
+        }
+
+        #[test]
+        fn an_execution_of_the_queue_as_the_recorder_and_the_drain_notify_it() {
+            let c = Completion::execution(&[0xff; 16], Some("etl".into()), "success", Some(1_000_000), Some(3_500_000));
+            assert_eq!(c.id, Value::String("ffffffff-ffff-ffff-ffff-ffffffffffff".into()));
+            assert_eq!((c.name.as_deref(), c.status.as_str(), c.duration), (Some("etl"), Some("success"), Some(2.5)));
+            assert_eq!(Completion::execution(&[0; 16], None, "error", None, Some(1)).duration, None);
         }
     }
 }

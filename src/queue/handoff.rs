@@ -526,18 +526,10 @@ pub fn drain(channel: Option<&str>) -> Result<i64> {
     .context("could not count the successes of queues without history")?;
     if let Some(channel) = channel {
         for s in &slots {
-            notify::send(
-                channel,
-                &Completion {
-                    id: serde_json::Value::String(notify::payload::uuid_text(&s.id)),
-                    name: Some(s.name().to_owned()),
-                    status: serde_json::Value::String("success".into()),
-                    duration: {
-                        let (started, completed) = s.times();
-                        notify::payload::duration_seconds(started, Some(completed))
-                    },
-                },
-            );
+            notify::send(channel, &{
+                let (started, completed) = s.times();
+                Completion::execution(&s.id, Some(s.name().to_owned()), "success", started, Some(completed))
+            });
         }
     }
     Ok(slots.len() as i64)

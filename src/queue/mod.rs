@@ -789,15 +789,13 @@ fn move_logged(
             if let Some(id) = row.get::<Uuid>(2)? {
                 let status = row.get::<String>(4)?.unwrap_or_default();
                 let micros = |ts: Option<TimestampWithTimeZone>| ts.map(|t| i64::from(t.into_inner()));
-                recorded.push(Completion {
-                    id: serde_json::Value::String(notify::payload::uuid_text(id.as_bytes())),
-                    name: row.get::<String>(3)?,
-                    duration: notify::payload::duration_seconds(
-                        micros(row.get::<TimestampWithTimeZone>(5)?),
-                        micros(row.get::<TimestampWithTimeZone>(6)?),
-                    ),
-                    status: serde_json::Value::String(status),
-                });
+                recorded.push(Completion::execution(
+                    id.as_bytes(),
+                    row.get::<String>(3)?,
+                    &status,
+                    micros(row.get::<TimestampWithTimeZone>(5)?),
+                    micros(row.get::<TimestampWithTimeZone>(6)?),
+                ));
             }
         }
         Ok::<_, pgrx::spi::SpiError>((moved, recorded))
