@@ -63,13 +63,14 @@ BEGIN
            AND q.claimed_by IS NOT NULL
            AND (complete_executions_as.worker_id IS NULL OR q.claimed_by = complete_executions_as.worker_id)
            AND automation.may_work(complete_executions_as.caller, q.owner, q.workflow_name)
-        RETURNING q.*),
+        RETURNING q.*, (SELECT s.history FROM automation.queue_settings s WHERE s.workflow_name = q.workflow_name)
+                       AS history),
     -- (one call for the batch; the ids it returns are logged instead)
     handed AS (
         SELECT automation.hand_off_successes(array_agg(f.id), array_agg(f.workflow_name), array_agg(f.started_at))
                AS refused
           FROM finished f
-          JOIN automation.queue_settings s ON s.workflow_name = f.workflow_name AND s.history = 'none'),
+         WHERE f.history = 'none'),
     logged AS (
         INSERT INTO automation_workflows.execution_log AS l
                (id, workflow_name, status, started_at, completed_at, metadata, run_after, claimed_by, attempts, retry_of,
@@ -79,8 +80,7 @@ BEGIN
                     ELSE f.metadata || complete_executions_as.metadata_patch END,
                f.run_after, f.claimed_by, f.attempts, f.retry_of, f.owner
           FROM finished f
-          LEFT JOIN automation.queue_settings s ON s.workflow_name = f.workflow_name
-         WHERE s.history IS DISTINCT FROM 'none'
+         WHERE f.history IS DISTINCT FROM 'none'
             OR f.id = ANY ((SELECT h.refused FROM handed h)::uuid[])
         RETURNING l.id, l.ctid)
     SELECT (SELECT array_agg(f.id) FROM finished f), (SELECT bool_or(f.retry_of IS NOT NULL) FROM finished f),
