@@ -172,9 +172,17 @@ fn dispatch(dboid: u32) -> Option<i64> {
             // SAFETY: reading the database this worker is connected to.
             let database = unsafe { pg_sys::MyDatabaseId };
             let seg = RunSegment::create(STEP_POOL, database, role, 0, 0, "");
-            let Some(slot) =
-                SHARED.exclusive().request_run(dboid, role.to_u32(), STEP_POOL, seg.handle(), now(), 0, now(), now())
-            else {
+            let Some(slot) = SHARED.exclusive().request_run(
+                dboid,
+                role.to_u32(),
+                STEP_POOL,
+                seg.handle(),
+                now(),
+                0,
+                now(),
+                now(),
+                0,
+            ) else {
                 // (issue 34) no run slot free: again in a second (a visit
                 // no longer looks at every step when it starts)
                 seg.release();

@@ -91,6 +91,12 @@ unsafe extern "C-unwind" fn job_relcache_callback(_arg: pg_sys::Datum, relid: pg
     }
 }
 
+/// Was this run started for the job table this process loaded (not for
+/// the table of an extension since dropped and created again)?
+fn of_this_table(run: &RunSlot) -> bool {
+    run.table == JOB_RELID.load(Ordering::Relaxed)
+}
+
 impl Scheduler {
     /// The jobs of database `dboid`, loaded at its first turn.
     pub fn new(dboid: u32) -> Scheduler {
@@ -356,7 +362,7 @@ impl Scheduler {
         let max = settings::MAX_RUNNING_JOBS.get().max(1) as usize;
         let mut running: HashMap<i64, Vec<i64>> = HashMap::new();
         for (_, r) in self.in_flight() {
-            if r.jobid != STEP_POOL {
+            if r.jobid != STEP_POOL && of_this_table(&r) {
                 running.entry(r.jobid).or_default().push(r.runid);
             }
         }
@@ -374,6 +380,22 @@ impl Scheduler {
         for (i, run) in self.in_flight() {
             if run.jobid == STEP_POOL {
                 continue; // a step worker: the process layer frees its slot
+            }
+            if !of_this_table(&run) {
+                // a run of the job table of an extension dropped (and
+                // created again): its job is gone, and its jobid and runid
+                // may be another job's and run's now; its slot is freed
+                // when it ends, nothing is recorded
+                if run.state == RunState::Finished {
+                    log!(
+                        "automation_ext scheduler: run {} of job {} of a dropped automation.job ended; not recorded",
+                        run.runid,
+                        run.jobid
+                    );
+                    let seg = RunSegment::attach(run.dsm);
+                    self.recorded(i, run, seg);
+                }
+                continue;
             }
             match run.state {
                 RunState::Started if run.pid > 0 && !self.marked.contains(&run.runid) => {
@@ -554,6 +576,7 @@ impl plan::Launcher for Effects<'_> {
                     job.priority,
                     deadline,
                     now(),
+                    JOB_RELID.load(Ordering::Relaxed),
                 ) else {
                     // another scheduler took the last slot meanwhile
                     seg.release();

@@ -74,6 +74,10 @@ pub struct RunSlot {
     /// a worker still on the same step a second later is terminated (the
     /// step caught the cancel), by the launcher
     pub stop_at: i64,
+    /// (0.15.0) the job table (its oid) a job's run was started for, 0 for
+    /// a step worker: a run of an extension dropped and created again is
+    /// not recorded in the new table, whose jobids and runids start anew
+    pub table: u32,
 }
 
 impl RunSlot {
@@ -92,6 +96,7 @@ impl RunSlot {
         role: 0,
         step_id: 0,
         stop_at: 0,
+        table: 0,
     };
 }
 
@@ -337,6 +342,7 @@ impl Shared {
         priority: i32,
         deadline: i64,
         now: i64,
+        table: u32,
     ) -> Option<usize> {
         let i = self.runs.iter().position(|r| r.state == RunState::Free)?;
         self.runs[i] = RunSlot {
@@ -349,6 +355,7 @@ impl Shared {
             priority,
             deadline,
             requested_at: now,
+            table,
             ..RunSlot::FREE
         };
         Some(i)

@@ -681,3 +681,50 @@ fn a_recreated_extension_is_not_taken_for_the_dropped_one() {
     assert!(kept, "the next run set with the schedule was overwritten");
     assert_eq!(runs, 0, "the new job ran at the dropped job's fires");
 }
+
+/// A run still going when its extension is dropped and created again (in
+/// one transaction, its scheduler staying) ends after the new table has
+/// jobs and runs with the same ids: its outcome belongs to a job that is
+/// gone and must not be recorded against the new job with its jobid (nor
+/// on the new table's run with its runid).
+#[test]
+fn a_run_of_the_dropped_extension_is_not_recorded_in_the_new_one() {
+    let (mut admin, mut c) = automation_ext_integration::fresh_database("it_recreated_run");
+    let old =
+        schedule(&mut c, "it-recreated-run", "1 second", "DO $$ BEGIN PERFORM pg_sleep(3); PERFORM 1 / 0; END $$");
+    wait_for(
+        &mut c,
+        &format!("SELECT count(*) > 0 FROM automation.job_run_details WHERE jobid = {old} AND status = 'running'"),
+        LIMIT,
+        "a run of the first extension's job",
+    );
+    c.batch_execute(
+        "BEGIN;
+         DROP EXTENSION automation_ext CASCADE;
+         CREATE EXTENSION automation_ext;",
+    )
+    .unwrap();
+    let new = schedule(&mut c, "it-recreated-run", "1 second", "SELECT 2");
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!(new, old, "the new job has the dropped job's jobid (else this test proves nothing)");
+    // the old run fails about three seconds after it started; the new job
+    // runs every second meanwhile
+    std::thread::sleep(Duration::from_secs(5));
+    let runs: i64 = one(
+        &mut c,
+        &format!("SELECT count(*) FROM automation.job_run_details WHERE jobid = {new} AND status = 'succeeded'"),
+    );
+    let failed: i64 = one(
+        &mut c,
+        &format!(
+            "SELECT ((SELECT count(*) FROM automation.job_run_details WHERE status = 'failed')
+                  + (SELECT coalesce(sum(failed), 0) FROM automation.job_run_stats WHERE jobid = {new}))::int8"
+        ),
+    );
+    drop(c);
+    admin.batch_execute("DROP DATABASE it_recreated_run WITH (FORCE)").unwrap();
+    assert_eq!(failed, 0, "the dropped job's failure was recorded in the new extension");
+    // (nor does the new job wait for the dropped one's run: its fires would
+    // be skipped as overlapping it)
+    assert!(runs >= 3, "the new job ran {runs} time(s) in 5 seconds, firing every second");
+}
